@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The protocol core: sans-I/O and deterministic (table, predicates, replica, Ready)."""

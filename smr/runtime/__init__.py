@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The node runtime: one process per member driving a Replica with a transport and a log."""

@@ -1,1 +1,25 @@
-"""placeholder"""
+"""The deterministic simulator: the real core, N replicas in one process, one seed per run."""
+
+from smr.sim.harness import (
+    BUGS,
+    FAULTS,
+    Checker,
+    SimConfig,
+    SimNode,
+    SimResult,
+    Simulation,
+    Violation,
+    run_seed,
+)
+
+__all__ = [
+    "BUGS",
+    "FAULTS",
+    "Checker",
+    "SimConfig",
+    "SimNode",
+    "SimResult",
+    "Simulation",
+    "Violation",
+    "run_seed",
+]

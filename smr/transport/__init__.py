@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Transports behind one contract: sim, shm, tcp and verbs providers (the transports issue)."""

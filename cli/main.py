@@ -1,0 +1,47 @@
+"""The root `smr` command and its lazily imported subcommands.
+
+This module owns the command tree. Subcommands live in their own modules and are imported only
+when used, so `smr --version` and `smr sim` start fast and a missing optional extra (pyverbs,
+pysyncobj) only matters to the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+import smr
+
+# name -> "module:attribute" of a click command or group
+SUBCOMMANDS: dict[str, str] = {
+    "sim": "smr.cli.sim_cmd:sim",
+    "log": "smr.cli.log_cmd:log_group",
+    "bench": "smr.cli.bench:bench",
+    "demo": "smr.cli.demo_cmd:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(smr.__version__, prog_name="smr")
+def cli() -> None:
+    """smr-toolkit: strongly consistent state-machine replication, modelled on Derecho."""
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Predicates: named (condition, trigger) pairs declared as data, evaluated to a fixed point.
+
+This module owns evaluation order and the evaluation loop. A protocol declares its predicates as a
+tuple, in the order they must be evaluated (ordering is data, not a comment like Derecho's "must be
+after num_received!"). After every input the replica calls `PredicateSet.evaluate(ctx)`, which runs
+rounds over the table until a round in which no predicate fires, bounded by `rounds_max`.
+
+Kinds:
+* ONE_TIME: fires the first time its condition holds, then is retired.
+* RECURRENT: fires every round its condition holds. Its trigger must make progress that eventually
+  falsifies the condition (delivering the stable messages makes "something is stable" false).
+* TRANSITION: fires on a false-to-true edge of its condition, once per edge.
+
+Triggers return actions (or None); they never perform I/O. Because the columns they read are
+monotone, a condition over peers' rows that became true stays true (knowledge only grows); this is
+what makes the fixed point well defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+Ctx = TypeVar("Ctx")
+
+
+class Kind(Enum):
+    ONE_TIME = "one_time"
+    RECURRENT = "recurrent"
+    TRANSITION = "transition"
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate(Generic[Ctx]):
+    name: str
+    kind: Kind
+    condition: Callable[[Ctx], bool]
+    trigger: Callable[[Ctx], Iterable[Any] | None]
+
+
+class PredicateSet(Generic[Ctx]):
+    """An ordered set of predicates with the state their kinds need (retired, last value)."""
+
+    __slots__ = ("_last", "_retired", "fired_count", "predicates", "rounds_max")
+
+    def __init__(self, predicates: Sequence[Predicate[Ctx]], *, rounds_max: int = 32):
+        names = [p.name for p in predicates]
+        assert len(set(names)) == len(names), f"duplicate predicate names in {names}"
+        assert rounds_max >= 1
+        self.predicates = tuple(predicates)
+        self.rounds_max = rounds_max
+        self._retired: set[str] = set()
+        self._last: dict[str, bool] = {}
+        self.fired_count: dict[str, int] = dict.fromkeys(names, 0)
+
+    def evaluate(self, ctx: Ctx) -> list[Any]:
+        """Run rounds until none fires; return the actions the triggers produced, in order."""
+        actions: list[Any] = []
+        for _ in range(self.rounds_max):
+            fired = False
+            for p in self.predicates:
+                if p.kind is Kind.ONE_TIME and p.name in self._retired:
+                    continue
+                holds = p.condition(ctx)
+                if p.kind is Kind.TRANSITION:
+                    was = self._last.get(p.name, False)
+                    self._last[p.name] = holds
+                    if not holds or was:
+                        continue
+                elif not holds:
+                    continue
+                if p.kind is Kind.ONE_TIME:
+                    self._retired.add(p.name)
+                fired = True
+                self.fired_count[p.name] += 1
+                produced = p.trigger(ctx)
+                if produced:
+                    actions.extend(produced)
+            if not fired:
+                return actions
+        raise AssertionError(
+            f"predicates did not reach a fixed point in {self.rounds_max} rounds: "
+            "a RECURRENT trigger is not making progress"
+        )

@@ -1,0 +1,89 @@
+"""The core's single output: `Ready`, the work a driver must do, and the action types in it.
+
+This module owns the contract between the sans-I/O core and whatever drives it (the simulator, the
+node runtime). The ordering duties, in the order a driver must honour them:
+
+1. `persist`: log requests. Every request with `sync=True` must be durable (fsynced) **before any
+   write in `writes` is pushed**: those writes may announce it (the ragged trim is logged before the
+   flag that publishes it; durable-before-visible). Requests with `sync=False` may be performed
+   asynchronously (group commit); their durability is reported back with `Replica.on_persisted`.
+2. `writes`: one-sided writes of byte ranges of this member's row, each to the listed peers, in
+   list order (the transports keep per-link FIFO, so a slot's bytes land before the counter that
+   announces it).
+3. `sends`: data-plane messages (large payloads, replies), each to one peer, in list order per peer.
+4. `deliveries`: entries to apply to the state machines, in list order (total order per shard).
+5. `events`: everything else the application should see (a submit completed, a frontier reached).
+
+After doing all of it the driver calls `Replica.advance(ready)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Copy `data` into row `source` (the writer) at `offset` of each target's table."""
+
+    targets: tuple[int, ...]
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A data-plane message to one member."""
+
+    target: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """Append these delivered entries of a shard to its log. `entries` are `Delivery` values."""
+
+    subgroup: int
+    shard: int
+    entries: tuple[Any, ...]
+    sync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogMeta:
+    """Replace a named metadata blob of the member's log atomically (a view, a ragged trim)."""
+
+    name: str
+    data: bytes
+    sync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An entry delivered in order: apply it to the shard's state machine.
+
+    `version = (epoch << 32) | seq`; `timestamp_ns` is the sender's hybrid logical clock.
+    """
+
+    subgroup: int
+    shard: int
+    version: int
+    timestamp_ns: int
+    sender: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    persist: tuple[LogAppend | LogMeta, ...] = ()
+    writes: tuple[Push, ...] = ()
+    sends: tuple[Send, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
+    events: tuple[Any, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.persist or self.writes or self.sends or self.deliveries or self.events)
+
+
+EMPTY = Ready()
