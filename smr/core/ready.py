@@ -20,7 +20,7 @@ After doing all of it the driver calls `Replica.advance(ready)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +59,12 @@ class LogMeta:
     sync: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """An entry delivered in order: apply it to the shard's state machine.
 
-    `version = (epoch << 32) | seq`; `timestamp_ns` is the sender's hybrid logical clock.
+    `version = (epoch << 32) | seq`; `timestamp_ns` is the sender's hybrid logical clock; `reply`
+    says the sender waits for this member's result (`Replica.reply`). A NamedTuple rather than a
+    dataclass because one is built per delivered message on the hot path.
     """
 
     subgroup: int
@@ -72,6 +73,7 @@ class Delivery:
     timestamp_ns: int
     sender: int
     payload: bytes
+    reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,11 +22,15 @@ The replica never touches a socket, a thread, a clock, a random source or a file
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from smr.core import multicast
+from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.layout import Shard, SubgroupSpec, allocate
+from smr.core.multicast import FRAME, FRAME_LARGE, FRAME_REPLY, MulticastConfig, ShardStream
 from smr.core.predicates import Kind, Predicate, PredicateSet
-from smr.core.ready import Push, Ready
+from smr.core.ready import Delivery, LogAppend, LogMeta, Push, Ready, Send
 from smr.core.table import Column, Layout, Table, counter
 
 
@@ -35,7 +39,8 @@ class CoreConfig:
     """Timing and sizing of the core; every bound is named with its unit last."""
 
     heartbeat_period_ns: int = 5_000_000
-    predicate_rounds_max: int = 32
+    predicate_rounds_max: int = 64
+    multicast: MulticastConfig = field(default_factory=MulticastConfig)
 
     def __post_init__(self) -> None:
         assert self.heartbeat_period_ns > 0
@@ -74,8 +79,30 @@ HEARTBEAT_PREDICATES: tuple[Predicate[Replica], ...] = (
 )
 
 
+def _stream_predicates(st: ShardStream) -> tuple[Predicate[Replica], ...]:
+    """One shard's predicates, in evaluation order: send before receive (my own messages count
+    as received at once), receive before deliver, deliver before completion."""
+    g = st.g
+    return (
+        Predicate(f"send[{g}]", Kind.RECURRENT, lambda r: st.can_send(), lambda r: st.send()),
+        Predicate(
+            f"receive[{g}]", Kind.RECURRENT, lambda r: st.can_receive(), lambda r: st.receive()
+        ),
+        Predicate(
+            f"deliver[{g}]", Kind.RECURRENT, lambda r: st.can_deliver(), lambda r: st.deliver()
+        ),
+        Predicate(
+            f"complete[{g}]", Kind.RECURRENT, lambda r: st.can_complete(), lambda r: st.complete()
+        ),
+    )
+
+
 class Replica:
-    """One member of a group in one epoch."""
+    """One member of a group in one epoch.
+
+    `layout` declares the subgroups and shards (`SubgroupSpec`); every member computes the same
+    allocation from the view. The replica runs a `ShardStream` for every shard it belongs to.
+    """
 
     def __init__(
         self,
@@ -83,23 +110,40 @@ class Replica:
         members: Sequence[int],
         *,
         epoch: int = 1,
+        layout: Sequence[SubgroupSpec] = (),
         config: CoreConfig | None = None,
         strict: bool = False,
     ):
-        assert epoch >= 0
+        assert 0 <= epoch < 1 << 31
         self.config = config or CoreConfig()
         self.me = me
         self.epoch = epoch
-        self.table = Table(Layout(HEARTBEAT_COLUMNS), members, me, strict=strict)
+        self.shards: tuple[Shard, ...] = allocate(members, layout)
+        columns = list(HEARTBEAT_COLUMNS)
+        for shard in self.shards:
+            columns.extend(multicast.columns(shard, self.config.multicast))
+        self.table = Table(Layout(tuple(columns)), members, me, strict=strict)
         self.members = self.table.members
         self.peers = tuple(m for m in self.members if m != me)
         self._row_of = {m: i for i, m in enumerate(self.members)}
-        self._predicates = PredicateSet(
-            HEARTBEAT_PREDICATES, rounds_max=self.config.predicate_rounds_max
-        )
         self.now_ns = 0
+        self.hlc_ns = 0
         self._next_heartbeat_ns = 0
+        self.streams: dict[int, ShardStream] = {}
+        self._stream_of: dict[tuple[int, int], ShardStream] = {}
+        predicates = list(HEARTBEAT_PREDICATES)
+        for shard in self.shards:
+            if me in shard.members:
+                st = ShardStream(self, shard, self.config.multicast)
+                self.streams[shard.index] = st
+                self._stream_of[(shard.subgroup, shard.shard)] = st
+                predicates.extend(_stream_predicates(st))
+        self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
+        self._next_ticket = 1
+        self._persist: list[LogAppend | LogMeta] = []
         self._writes: list[Push] = []
+        self._sends: list[Send] = []
+        self._deliveries: list[Delivery] = []
         self._events: list[Any] = []
         self._taken: Ready | None = None
 
@@ -112,10 +156,34 @@ class Replica:
             self.table.set("heartbeat", self.table.get(self.table.my_row, "heartbeat") + 1)
             self.push_all(("heartbeat",))
             self._next_heartbeat_ns = now_ns + self.config.heartbeat_period_ns
+        for st in self.streams.values():
+            self._events.extend(st.expire(now_ns))
         self._evaluate()
 
     def on_write(self, source: int, offset: int, data: bytes) -> None:
-        self.table.apply_write(self._row_of[source], offset, data)
+        row = self._row_of.get(source)
+        if row is None:
+            raise PeerProtocolError(f"a write from {source}, who is not in the view")
+        self.table.apply_write(row, offset, data)
+        self._evaluate()
+
+    def on_data(self, source: int, payload: bytes) -> None:
+        """A data-plane frame: a large message's payload, or a member's result for my message."""
+        if source not in self._row_of or source == self.me:
+            raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
+        if len(payload) < FRAME.size:
+            raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
+        kind, g, number = FRAME.unpack_from(payload)
+        st = self.streams.get(g)
+        if st is None:
+            raise PeerProtocolError(f"a data frame from {source} for shard {g}, not mine")
+        body = payload[FRAME.size :]
+        if kind == FRAME_LARGE:
+            st.on_large(source, number, body)
+        elif kind == FRAME_REPLY:
+            st.on_reply(source, number, body)
+        else:
+            raise PeerProtocolError(f"a data frame of unknown type {kind} from {source}")
         self._evaluate()
 
     def on_link_up(self, peer: int) -> None:
@@ -125,26 +193,70 @@ class Replica:
         w = self.table.push_row()
         self._writes.append(Push((peer,), w.offset, w.data))
 
+    def submit(self, subgroup: int, shard: int, payload: bytes, *, reply: bool = False) -> int:
+        """Multicast `payload` in a shard; returns a ticket answered by a `Completed` event (at
+        stability in `ordered` mode, at the global persistence frontier in `durable` mode, once
+        every member received it in `raw` mode) or a `SubmitFailed` event. With `reply`, the
+        `Completed` event carries every shard member's result (see `reply`)."""
+        st = self._stream(subgroup, shard)
+        ticket = self._next_ticket
+        st.submit(ticket, payload, reply)
+        self._next_ticket += 1
+        self._evaluate()
+        return ticket
+
+    def on_persisted(self, subgroup: int, shard: int, version: int) -> None:
+        """The log made every entry of this shard up to `version` durable."""
+        self._stream(subgroup, shard).on_persisted(version)
+        self._evaluate()
+
+    def reply(self, delivery: Delivery, result: bytes) -> None:
+        """The application's result for a delivery that asked for one; it goes to the sender."""
+        assert delivery.reply, "reply() is for deliveries whose sender asked for results"
+        st = self._stream(delivery.subgroup, delivery.shard)
+        if delivery.sender == self.me:
+            st.on_reply(self.me, delivery.version, result)
+            self._evaluate()
+        else:
+            frame = FRAME.pack(FRAME_REPLY, st.g, delivery.version) + result
+            self._sends.append(Send(delivery.sender, frame))
+
     def next_tick_ns(self) -> int:
-        """The simulated or real time at which `tick` next has work to do."""
-        return self._next_heartbeat_ns
+        """The time at which `tick` next has work to do (a heartbeat, a submit deadline)."""
+        t = self._next_heartbeat_ns
+        for st in self.streams.values():
+            d = st.next_deadline_ns()
+            if d is not None and d < t:
+                t = d
+        return t
 
     # -- output ---------------------------------------------------------------------------------
 
     def ready(self) -> Ready:
         assert self._taken is None, "advance() the previous Ready before asking for another"
-        r = Ready(writes=tuple(self._writes), events=tuple(self._events))
+        r = Ready(
+            persist=tuple(self._persist),
+            writes=tuple(self._writes),
+            sends=tuple(self._sends),
+            deliveries=tuple(self._deliveries),
+            events=tuple(self._events),
+        )
         self._taken = r
         return r
 
     def advance(self, ready: Ready) -> None:
         assert ready is self._taken, "advance() takes the Ready that ready() returned"
+        del self._persist[: len(ready.persist)]
         del self._writes[: len(ready.writes)]
+        del self._sends[: len(ready.sends)]
+        del self._deliveries[: len(ready.deliveries)]
         del self._events[: len(ready.events)]
         self._taken = None
 
     def has_ready(self) -> bool:
-        return bool(self._writes or self._events)
+        return bool(
+            self._persist or self._writes or self._sends or self._deliveries or self._events
+        )
 
     # -- helpers for protocol modules -----------------------------------------------------------
 
@@ -152,5 +264,39 @@ class Replica:
         for w in self.table.push(names):
             self._writes.append(Push(self.peers, w.offset, w.data))
 
+    def deliver(self, deliveries: list[Delivery]) -> None:
+        self._deliveries.extend(deliveries)
+
+    def next_timestamp(self) -> int:
+        """The hybrid logical clock: never behind the local clock, never behind a timestamp seen,
+        strictly increasing."""
+        self.hlc_ns = max(self.hlc_ns + 1, self.now_ns)
+        return self.hlc_ns
+
+    def observe_timestamp(self, ts_ns: int) -> None:
+        if ts_ns > self.hlc_ns:
+            self.hlc_ns = ts_ns
+
+    def stream(self, subgroup: int, shard: int) -> ShardStream | None:
+        return self._stream_of.get((subgroup, shard))
+
+    def _stream(self, subgroup: int, shard: int) -> ShardStream:
+        st = self._stream_of.get((subgroup, shard))
+        if st is None:
+            raise UsageError(
+                f"member {self.me} is not in subgroup {subgroup} shard {shard} "
+                f"(its shards: {sorted(self._stream_of)})"
+            )
+        return st
+
     def _evaluate(self) -> None:
-        self._events.extend(self._predicates.evaluate(self))
+        for action in self._predicates.evaluate(self):
+            if isinstance(action, Send):
+                self._sends.append(action)
+            elif isinstance(action, (LogAppend, LogMeta)):
+                self._persist.append(action)
+            else:
+                self._events.append(action)
+        for st in self.streams.values():
+            if st.dirty_counters or st.dirty_slots is not None:
+                st.flush(self._writes)

@@ -1,0 +1,574 @@
+"""Ordered multicast in one epoch, per shard, driven only by monotone table columns.
+
+This module owns one shard's stream at one member (`ShardStream`): its columns, its predicates and
+the local buffers behind them. It follows Derecho's multicast_group (see PROTOCOL_NOTES.md):
+
+Columns, per shard `g` (every member's row has them so offsets agree; only the shard's members
+read them, and they are pushed only to the shard's members):
+
+    s{g}_slots      bytes   the sender's ring of `window_max` slots (small messages, null runs,
+                            headers of large messages)
+    s{g}_sent       counter message indices this member placed in its ring (nulls included)
+    s{g}_received   vector  per sender: indices received from it (contiguously)
+    s{g}_seq        counter contiguous sequence numbers received: every seq below it is here
+    s{g}_delivered  counter sequence numbers delivered locally
+    s{g}_persisted  counter sequence numbers persisted locally (durable mode)
+
+Order: message `index` of the sender of rank `k` among `S` senders has `seq = index * S + k`
+(round robin). A receiver's contiguous count is `m * S + j` where `m = min_k received[k]` and `j`
+is the first sender rank with `received[j] == m`. A sequence number is stable, and is delivered,
+once it is below every shard member's `seq` (everyone received it); every newly stable message is
+delivered in one pass and the table is pushed once per batch (Spindle's opportunistic batching).
+Its version is `(epoch << 32) | seq`. An idle sender that sees another ahead sends a null run (one
+slot, many indices) so the round robin never stalls.
+
+Window: a sender may place index `i` only while `i < min over members of received[me] + window_max`,
+so it never overwrites a slot some member has not read. Submissions that cannot enter the window
+wait in a bounded queue and fail with `SubmitFailed` after `submit_timeout_ns`.
+
+Payloads larger than a slot travel on the data plane (`Send`, sent before the slot that announces
+them); the slot carries the header only, and a receiver counts the message as received only when
+both are there. Order and delivery are decided by the table counters alone.
+
+Modes: `ordered` (above), `durable` (delivered entries become `LogAppend` requests; `persisted`
+rises when the driver reports them durable; a submitter is answered when the shard's global
+persistence frontier, the minimum of `persisted`, passes its message), `raw` (delivered on receipt,
+per-sender FIFO, no total order).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
+from smr.core.layout import Shard
+from smr.core.ready import Delivery, LogAppend, Push, Send
+from smr.core.table import Column, byte_slots, counter, vector
+
+if TYPE_CHECKING:
+    from smr.core.replica import Replica
+
+# index, timestamp_ns, length (payload bytes, or the run length of a null run), kind | flags
+SLOT_HEADER = struct.Struct("<qqiI")
+KIND_DATA = 1
+KIND_NULLS = 2
+KIND_LARGE = 3
+FLAG_REPLY = 1 << 8
+KIND_MASK = 0xFF
+
+# data-plane frames: type, shard, index-or-version
+FRAME = struct.Struct("<BHq")
+FRAME_LARGE = 1
+FRAME_REPLY = 2
+
+SEQ_MAX = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class MulticastConfig:
+    window_max: int = 64  # message indices a sender may have ahead of its slowest receiver
+    slot_bytes: int = 256  # header + payload; larger payloads go on the data plane
+    submit_queue_max: int = 10_000  # submissions waiting for the window, per shard
+    submit_timeout_ns: int = 5_000_000_000
+
+    def __post_init__(self) -> None:
+        assert 2 <= self.window_max <= 1 << 15
+        assert self.slot_bytes >= SLOT_HEADER.size + 8 and self.slot_bytes % 8 == 0
+        assert self.submit_queue_max >= 1
+        assert self.submit_timeout_ns > 0
+
+    @property
+    def slot_payload_max(self) -> int:
+        return self.slot_bytes - SLOT_HEADER.size
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Event: a submission is answered. `results` maps member -> result bytes when replies were
+    asked for (every shard member's, like Derecho's reply map), else None."""
+
+    ticket: int
+    subgroup: int
+    shard: int
+    version: int
+    results: dict[int, bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitFailed:
+    """Event: a submission could not enter the send window before its timeout."""
+
+    ticket: int
+    subgroup: int
+    shard: int
+    reason: str
+
+
+def columns(shard: Shard, config: MulticastConfig) -> tuple[Column, ...]:
+    g = shard.index
+    return (
+        byte_slots(f"s{g}_slots", config.window_max * config.slot_bytes, "ring of message slots"),
+        counter(f"s{g}_sent", "message indices placed in my ring, nulls included"),
+        vector(f"s{g}_received", len(shard.senders), "indices received from each sender"),
+        counter(f"s{g}_seq", "contiguous sequence numbers received"),
+        counter(f"s{g}_delivered", "sequence numbers delivered"),
+        counter(f"s{g}_persisted", "sequence numbers persisted"),
+    )
+
+
+class _Waiting(NamedTuple):
+    ticket: int
+    payload: bytes
+    reply: bool
+    deadline_ns: int
+
+
+class _Entry(NamedTuple):
+    index: int  # first index
+    count: int  # 1, or a null run's length
+    kind: int
+    timestamp_ns: int
+    payload: bytes | None
+    reply: bool
+
+
+class ShardStream:
+    """One shard's ordered stream at one member."""
+
+    def __init__(self, replica: Replica, shard: Shard, config: MulticastConfig):
+        table = replica.table
+        me = replica.me
+        assert me in shard.members
+        self.replica = replica
+        self.shard = shard
+        self.config = config
+        self.g = g = shard.index
+        self.subgroup = shard.subgroup
+        self.shard_index = shard.shard
+        self.mode = shard.mode
+        self.epoch_bits = replica.epoch << 32
+        self.n_senders = len(shard.senders)
+        self.my_rank = shard.senders.index(me) if me in shard.senders else -1
+        self.targets = tuple(m for m in shard.members if m != me)
+        self.member_rows = tuple(table.members.index(m) for m in shard.members)
+        self.sender_rows = tuple(table.members.index(m) for m in shard.senders)
+        self.sender_ids = shard.senders
+        lay = table.layout
+        self.w_sent = lay[f"s{g}_sent"].word
+        self.w_received = lay[f"s{g}_received"].word
+        self.w_seq = lay[f"s{g}_seq"].word
+        self.w_delivered = lay[f"s{g}_delivered"].word
+        self.w_persisted = lay[f"s{g}_persisted"].word
+        self.counters = (
+            f"s{g}_sent",
+            f"s{g}_received",
+            f"s{g}_seq",
+            f"s{g}_delivered",
+            f"s{g}_persisted",
+        )
+        self.slots_name = f"s{g}_slots"
+        self.slots_offset = lay[self.slots_name].offset
+        self.window_max = config.window_max
+        self.slot_bytes = config.slot_bytes
+        self.table = table
+        self.my_row = table.my_row
+        self.row_words = table.row_words
+        self.row_bytes = table.row_bytes
+        # local state
+        self.pending: list[deque[_Entry]] = [deque() for _ in shard.senders]
+        self.queue: deque[_Waiting] = deque()
+        self.large_inbox: dict[tuple[int, int], bytes] = {}  # (sender rank, index) -> payload
+        self.blocked: list[int] = [-1] * self.n_senders  # index waiting for its large payload
+        self.awaiting: dict[int, int] = {}  # seq of my message -> ticket
+        self.replies: dict[int, dict[int, bytes]] = {}  # version -> member -> result
+        self.want_reply: set[int] = set()  # seqs of my messages that asked for replies
+        self.persist_batches: deque[tuple[int, int]] = deque()  # (last real version, seq count)
+        self.durable_version = -1
+        self.frontier_seen = 0  # the global persistence frontier (seq count) last acted on
+        self.dirty_counters = False
+        self.dirty_slots: tuple[int, int] | None = None  # index range [from, to) placed this round
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _mine(self, word: int) -> int:
+        return self.table.words[self.my_row * self.row_words + word]
+
+    def _set_mine(self, word: int, value: int) -> None:
+        i = self.my_row * self.row_words + word
+        assert value >= self.table.words[i], f"s{self.g} column would decrease"
+        self.table.words[i] = value
+        self.dirty_counters = True
+
+    def version_of(self, seq: int) -> int:
+        assert 0 <= seq <= SEQ_MAX, f"sequence {seq} overflows the epoch's 32 bits"
+        return self.epoch_bits | seq
+
+    def stable_count(self) -> int:
+        words, rw, w = self.table.words, self.row_words, self.w_seq
+        return min(words[r * rw + w] for r in self.member_rows)
+
+    def persisted_frontier(self) -> int:
+        """The shard's global persistence frontier (a seq count) as this member sees it."""
+        words, rw, w = self.table.words, self.row_words, self.w_persisted
+        return min(words[r * rw + w] for r in self.member_rows)
+
+    # -- submit and send ------------------------------------------------------------------------
+
+    def submit(self, ticket: int, payload: bytes, reply: bool) -> None:
+        if self.my_rank < 0:
+            raise UsageError(
+                f"member {self.replica.me} is not a sender of subgroup {self.subgroup} shard "
+                f"{self.shard_index} (senders: {list(self.sender_ids)})"
+            )
+        if len(self.queue) >= self.config.submit_queue_max:
+            raise WindowFullError(
+                f"subgroup {self.subgroup} shard {self.shard_index}: "
+                f"{len(self.queue)} submissions already wait for the send window; retry later"
+            )
+        deadline = self.replica.now_ns + self.config.submit_timeout_ns
+        self.queue.append(_Waiting(ticket, bytes(payload), reply, deadline))
+
+    def _window_end(self) -> int:
+        """The first index this sender may not place yet."""
+        words, rw, w = self.table.words, self.row_words, self.w_received + self.my_rank
+        return min(words[r * rw + w] for r in self.member_rows) + self.window_max
+
+    def can_send(self) -> bool:
+        if self.my_rank < 0:
+            return False
+        sent = self._mine(self.w_sent)
+        if sent >= self._window_end():
+            return False
+        return bool(self.queue) or self._nulls_needed(sent) > 0
+
+    def _nulls_needed(self, sent: int) -> int:
+        if self.n_senders == 1:
+            return 0
+        words = self.table.words
+        base = self.my_row * self.row_words + self.w_received
+        return max(words[base : base + self.n_senders]) - sent
+
+    def send(self) -> list[Any]:
+        """Place queued messages (and null runs) into the ring, as far as the window allows."""
+        sent = self._mine(self.w_sent)
+        end = self._window_end()
+        first = sent
+        sends: list[Any] = []
+        replica = self.replica
+        rank = self.my_rank
+        n = self.n_senders
+        payload_max = self.config.slot_payload_max
+        while sent < end:
+            if self.queue:
+                w = self.queue.popleft()
+                ts = replica.next_timestamp()
+                flags = FLAG_REPLY if w.reply else 0
+                if len(w.payload) <= payload_max:
+                    self._write_slot(sent, ts, len(w.payload), KIND_DATA | flags, w.payload)
+                else:
+                    frame = FRAME.pack(FRAME_LARGE, self.g, sent) + w.payload
+                    sends.extend(Send(t, frame) for t in self.targets)
+                    self._write_slot(sent, ts, len(w.payload), KIND_LARGE | flags, b"")
+                self.pending[rank].append(_Entry(sent, 1, KIND_DATA, ts, w.payload, w.reply))
+                seq = sent * n + rank
+                self.awaiting[seq] = w.ticket
+                if w.reply:
+                    self.want_reply.add(seq)
+                sent += 1
+                continue
+            nulls = min(self._nulls_needed(sent), end - sent)
+            if nulls <= 0:
+                break
+            self._write_slot(sent, 0, nulls, KIND_NULLS, b"")
+            self.pending[rank].append(_Entry(sent, nulls, KIND_NULLS, 0, None, False))
+            sent += nulls
+        if sent == first:
+            return sends
+        self._set_mine(self.w_sent, sent)
+        self._set_mine(self.w_received + rank, sent)
+        prev = self.dirty_slots
+        self.dirty_slots = (first if prev is None else prev[0], sent)
+        self._update_seq()
+        return sends
+
+    def _write_slot(self, index: int, ts: int, length: int, kind: int, payload: bytes) -> None:
+        pos = (index % self.window_max) * self.slot_bytes
+        base = self.my_row * self.row_bytes + self.slots_offset + pos
+        buf = self.table.buf
+        SLOT_HEADER.pack_into(buf, base, index, ts, length, kind)
+        if payload:
+            start = base + SLOT_HEADER.size
+            buf[start : start + len(payload)] = payload
+
+    # -- receive --------------------------------------------------------------------------------
+
+    def can_receive(self) -> bool:
+        words, rw = self.table.words, self.row_words
+        mine = self.my_row * rw + self.w_received
+        w_sent = self.w_sent
+        blocked = self.blocked
+        for k, r in enumerate(self.sender_rows):
+            got = words[mine + k]
+            if words[r * rw + w_sent] > got and blocked[k] != got:
+                return True
+        return False
+
+    def receive(self) -> list[Any]:
+        """Copy newly announced messages out of the senders' rings (in my copy of their rows)."""
+        table = self.table
+        words, rw, buf = table.words, self.row_words, table.buf
+        mine = self.my_row * rw + self.w_received
+        unpack = SLOT_HEADER.unpack_from
+        hsize = SLOT_HEADER.size
+        window, slot_bytes = self.window_max, self.slot_bytes
+        raw = self.mode == "raw"
+        out: list[Any] = []
+        replica = self.replica
+        for k, r in enumerate(self.sender_rows):
+            got = words[mine + k]
+            sent = words[r * rw + self.w_sent]
+            if sent <= got or self.blocked[k] == got:
+                continue
+            if sent > got + window:
+                raise PeerProtocolError(
+                    f"sender {self.sender_ids[k]} announced {sent} messages in shard {self.g} "
+                    f"but a window holds {window} past the {got} received"
+                )
+            ring = r * self.row_bytes + self.slots_offset
+            pending = self.pending[k]
+            ts_max = 0
+            while got < sent:
+                base = ring + (got % window) * slot_bytes
+                index, ts, length, kind_flags = unpack(buf, base)
+                if index != got:
+                    raise PeerProtocolError(
+                        f"slot for message {got} of sender {self.sender_ids[k]} in shard {self.g} "
+                        f"holds message {index}"
+                    )
+                kind = kind_flags & KIND_MASK
+                reply = bool(kind_flags & FLAG_REPLY)
+                if kind == KIND_DATA:
+                    if not 0 <= length <= slot_bytes - hsize:
+                        raise PeerProtocolError(f"slot payload length {length} in shard {self.g}")
+                    payload = bytes(buf[base + hsize : base + hsize + length])
+                    count = 1
+                elif kind == KIND_NULLS:
+                    if not 1 <= length <= sent - got:
+                        raise PeerProtocolError(f"null run of {length} in shard {self.g}")
+                    payload, count = None, length
+                elif kind == KIND_LARGE:
+                    data = self.large_inbox.pop((k, got), None)
+                    if data is None:
+                        self.blocked[k] = got  # the data plane has not brought it yet
+                        break
+                    if len(data) != length:
+                        raise PeerProtocolError(
+                            f"large message {got} in shard {self.g}: {len(data)} bytes, "
+                            f"its slot says {length}"
+                        )
+                    payload, count, kind = data, 1, KIND_DATA
+                else:
+                    raise PeerProtocolError(f"unknown slot kind {kind} in shard {self.g}")
+                if ts > ts_max:
+                    ts_max = ts
+                if raw:
+                    if payload is not None:
+                        out.append(
+                            Delivery(
+                                self.subgroup,
+                                self.shard_index,
+                                self.version_of(got * self.n_senders + k),
+                                ts,
+                                self.sender_ids[k],
+                                payload,
+                                reply,
+                            )
+                        )
+                else:
+                    pending.append(_Entry(got, count, kind, ts, payload, reply))
+                got += count
+            if ts_max:
+                replica.observe_timestamp(ts_max)
+            if got != words[mine + k]:
+                self._set_mine(self.w_received + k, got)
+        self._update_seq()
+        if raw and out:
+            self.replica.deliver(out)
+            self._set_mine(self.w_delivered, self._mine(self.w_delivered) + len(out))
+        return []
+
+    def _update_seq(self) -> None:
+        words = self.table.words
+        base = self.my_row * self.row_words + self.w_received
+        received = words[base : base + self.n_senders]
+        m = min(received)
+        j = list(received).index(m)
+        count = m * self.n_senders + j
+        if count > words[self.my_row * self.row_words + self.w_seq]:
+            self._set_mine(self.w_seq, count)
+
+    def on_large(self, source: int, index: int, payload: bytes) -> None:
+        if source not in self.sender_ids:
+            raise PeerProtocolError(f"member {source} is not a sender of shard {self.g}")
+        k = self.sender_ids.index(source)
+        got = self._mine(self.w_received + k)
+        if index < got or index >= got + 2 * self.window_max:
+            raise PeerProtocolError(
+                f"large message {index} from {source} in shard {self.g} is outside the window"
+            )
+        self.large_inbox[(k, index)] = payload
+        if self.blocked[k] == index:
+            self.blocked[k] = -1
+
+    # -- deliver --------------------------------------------------------------------------------
+
+    def can_deliver(self) -> bool:
+        return self.mode != "raw" and self.stable_count() > self._mine(self.w_delivered)
+
+    def deliver(self) -> list[Any]:
+        """Deliver every newly stable message in one pass, in sequence order."""
+        stable = self.stable_count()
+        seq = self._mine(self.w_delivered)
+        n = self.n_senders
+        pending = self.pending
+        out: list[Delivery] = []
+        append = out.append
+        sg, sh, ep = self.subgroup, self.shard_index, self.epoch_bits
+        senders = self.sender_ids
+        while seq < stable:
+            k = seq % n if n > 1 else 0
+            q = pending[k]
+            e = q[0]
+            index = seq // n if n > 1 else seq
+            if e.kind == KIND_NULLS:
+                if index == e.index + e.count - 1:
+                    q.popleft()
+                seq += 1
+                continue
+            assert e.index == index, (e.index, index)
+            q.popleft()
+            append(Delivery(sg, sh, ep | seq, e.timestamp_ns, senders[k], e.payload, e.reply))
+            seq += 1
+        assert seq <= SEQ_MAX
+        self._set_mine(self.w_delivered, stable)
+        if out:
+            self.replica.deliver(out)
+        actions: list[Any] = []
+        if self.mode == "durable":
+            last = out[-1].version if out else -1
+            self.persist_batches.append((last, stable))
+            if out:
+                actions.append(LogAppend(sg, sh, tuple(out)))
+            self._advance_persisted()
+        return actions
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def on_persisted(self, version: int) -> None:
+        if version > self.durable_version:
+            self.durable_version = version
+        self._advance_persisted()
+
+    def _advance_persisted(self) -> None:
+        batches = self.persist_batches
+        count = -1
+        while batches and batches[0][0] <= self.durable_version:
+            count = batches.popleft()[1]
+        if count > self._mine(self.w_persisted):
+            self._set_mine(self.w_persisted, count)
+
+    # -- completion -----------------------------------------------------------------------------
+
+    def can_complete(self) -> bool:
+        return bool(self.awaiting) and next(self._completable(), None) is not None
+
+    def _completable(self):
+        """My messages that met their mode's guarantee and have every result they asked for,
+        in sequence order (`awaiting` is filled in sequence order)."""
+        done = self._answered_count()
+        members = len(self.shard.members)
+        for seq in self.awaiting:
+            if seq >= done:
+                return
+            if seq in self.want_reply:
+                got = self.replies.get(self.epoch_bits | seq)
+                if got is None or len(got) < members:
+                    continue
+            yield seq
+
+    def _answered_count(self) -> int:
+        """Seq count below which my messages met their mode's guarantee."""
+        if self.mode == "ordered":
+            return self._mine(self.w_delivered)
+        if self.mode == "durable":
+            return self.persisted_frontier()
+        # raw: every member received it
+        words, rw, w = self.table.words, self.row_words, self.w_received + self.my_rank
+        received = min(words[r * rw + w] for r in self.member_rows)
+        return received * self.n_senders + self.my_rank
+
+    def complete(self) -> list[Any]:
+        events: list[Any] = []
+        for seq in list(self._completable()):
+            version = self.epoch_bits | seq
+            results = None
+            if seq in self.want_reply:
+                self.want_reply.discard(seq)
+                results = self.replies.pop(version)
+            ticket = self.awaiting.pop(seq)
+            events.append(Completed(ticket, self.subgroup, self.shard_index, version, results))
+        return events
+
+    def on_reply(self, member: int, version: int, result: bytes) -> None:
+        seq = version & SEQ_MAX
+        if (version >> 32) != self.replica.epoch or seq not in self.want_reply:
+            return  # a late reply to something already answered, or from an old epoch
+        if member not in self.shard.members:
+            raise PeerProtocolError(f"reply from {member}, not a member of shard {self.g}")
+        self.replies.setdefault(version, {})[member] = result
+
+    def expire(self, now_ns: int) -> list[Any]:
+        events: list[Any] = []
+        while self.queue and self.queue[0].deadline_ns <= now_ns:
+            w = self.queue.popleft()
+            events.append(
+                SubmitFailed(
+                    w.ticket,
+                    self.subgroup,
+                    self.shard_index,
+                    f"the send window stayed full for {self.config.submit_timeout_ns / 1e9:.3f} s "
+                    "(a member is slow or unreachable)",
+                )
+            )
+        return events
+
+    def next_deadline_ns(self) -> int | None:
+        return self.queue[0].deadline_ns if self.queue else None
+
+    # -- pushes ---------------------------------------------------------------------------------
+
+    def flush(self, out: list[Push]) -> None:
+        """Append this round's pushes: new slots first, then the counters that announce them."""
+        if self.dirty_slots is not None:
+            lo, hi = self.dirty_slots
+            self.dirty_slots = None
+            window, sb = self.window_max, self.slot_bytes
+            if hi - lo >= window:
+                spans = [(0, window * sb)]
+            else:
+                a, b = lo % window, (hi - 1) % window
+                spans = (
+                    [(a * sb, (b + 1) * sb)]
+                    if a <= b
+                    else [(a * sb, window * sb), (0, (b + 1) * sb)]
+                )
+            for start, end in spans:
+                w = self.table.push_bytes(self.slots_name, start, end)
+                out.append(Push(self.targets, w.offset, w.data))
+        if self.dirty_counters:
+            self.dirty_counters = False
+            for w in self.table.push(self.counters):
+                out.append(Push(self.targets, w.offset, w.data))
