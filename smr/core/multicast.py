@@ -73,6 +73,7 @@ class MulticastConfig:
     slot_bytes: int = 256  # header + payload; larger payloads go on the data plane
     submit_queue_max: int = 10_000  # submissions waiting for the window, per shard
     submit_timeout_ns: int = 5_000_000_000
+    reply_cache_max: int = 1 << 16  # replies kept per sender for resending after a reconnect
 
     def __post_init__(self) -> None:
         assert 2 <= self.window_max <= 1 << 15
@@ -116,6 +117,7 @@ def columns(shard: Shard, config: MulticastConfig) -> tuple[Column, ...]:
         counter(f"s{g}_seq", "contiguous sequence numbers received"),
         counter(f"s{g}_delivered", "sequence numbers delivered"),
         counter(f"s{g}_persisted", "sequence numbers persisted"),
+        counter(f"s{g}_answered", "my messages below this seq need no more replies"),
     )
 
 
@@ -162,12 +164,14 @@ class ShardStream:
         self.w_seq = lay[f"s{g}_seq"].word
         self.w_delivered = lay[f"s{g}_delivered"].word
         self.w_persisted = lay[f"s{g}_persisted"].word
+        self.w_answered = lay[f"s{g}_answered"].word
         self.counters = (
             f"s{g}_sent",
             f"s{g}_received",
             f"s{g}_seq",
             f"s{g}_delivered",
             f"s{g}_persisted",
+            f"s{g}_answered",
         )
         self.slots_name = f"s{g}_slots"
         self.slots_offset = lay[self.slots_name].offset
@@ -181,6 +185,11 @@ class ShardStream:
         self.pending: list[deque[_Entry]] = [deque() for _ in shard.senders]
         self.queue: deque[_Waiting] = deque()
         self.large_inbox: dict[tuple[int, int], bytes] = {}  # (sender rank, index) -> payload
+        # What the data plane may have to send again after a link comes back (a broken
+        # connection loses what was in flight): my large payloads until every member received
+        # them, and my replies until their sender needs no more (its `answered` column).
+        self.large_outbox: dict[int, bytes] = {}  # my index -> frame
+        self.reply_cache: dict[int, dict[int, bytes]] = {m: {} for m in shard.senders}
         self.blocked: list[int] = [-1] * self.n_senders  # index waiting for its large payload
         self.awaiting: dict[int, int] = {}  # seq of my message -> ticket
         self.replies: dict[int, dict[int, bytes]] = {}  # version -> member -> result
@@ -271,9 +280,23 @@ class ShardStream:
                 else:
                     frame = FRAME.pack(FRAME_LARGE, self.g, sent) + w.payload
                     sends.extend(Send(t, frame) for t in self.targets)
+                    self.large_outbox[sent] = frame
                     self._write_slot(sent, ts, len(w.payload), KIND_LARGE | flags, b"")
-                self.pending[rank].append(_Entry(sent, 1, KIND_DATA, ts, w.payload, w.reply))
                 seq = sent * n + rank
+                if self.mode == "raw":  # delivered on receipt, and the sender has it already
+                    own = Delivery(
+                        self.subgroup,
+                        self.shard_index,
+                        self.version_of(seq),
+                        ts,
+                        replica.me,
+                        w.payload,
+                        w.reply,
+                    )
+                    replica.deliver([own])
+                    self._set_mine(self.w_delivered, self._mine(self.w_delivered) + 1)
+                else:
+                    self.pending[rank].append(_Entry(sent, 1, KIND_DATA, ts, w.payload, w.reply))
                 self.awaiting[seq] = w.ticket
                 if w.reply:
                     self.want_reply.add(seq)
@@ -283,12 +306,14 @@ class ShardStream:
             if nulls <= 0:
                 break
             self._write_slot(sent, 0, nulls, KIND_NULLS, b"")
-            self.pending[rank].append(_Entry(sent, nulls, KIND_NULLS, 0, None, False))
+            if self.mode != "raw":
+                self.pending[rank].append(_Entry(sent, nulls, KIND_NULLS, 0, None, False))
             sent += nulls
         if sent == first:
             return sends
         self._set_mine(self.w_sent, sent)
         self._set_mine(self.w_received + rank, sent)
+        self._raise_answered()
         prev = self.dirty_slots
         self.dirty_slots = (first if prev is None else prev[0], sent)
         self._update_seq()
@@ -415,7 +440,9 @@ class ShardStream:
             raise PeerProtocolError(f"member {source} is not a sender of shard {self.g}")
         k = self.sender_ids.index(source)
         got = self._mine(self.w_received + k)
-        if index < got or index >= got + 2 * self.window_max:
+        if index < got:
+            return  # sent again after a reconnect, and we had it already
+        if index >= got + 2 * self.window_max:
             raise PeerProtocolError(
                 f"large message {index} from {source} in shard {self.g} is outside the window"
             )
@@ -520,7 +547,48 @@ class ShardStream:
                 results = self.replies.pop(version)
             ticket = self.awaiting.pop(seq)
             events.append(Completed(ticket, self.subgroup, self.shard_index, version, results))
+        self._raise_answered()
         return events
+
+    def _raise_answered(self) -> None:
+        answered = (
+            next(iter(self.awaiting))
+            if self.awaiting
+            else self._mine(self.w_sent) * self.n_senders + self.my_rank
+        )
+        if answered > self._mine(self.w_answered):
+            self._set_mine(self.w_answered, answered)
+        # my large payloads that every member has received are not needed again
+        if self.large_outbox:
+            words, rw, w = self.table.words, self.row_words, self.w_received + self.my_rank
+            low = min(words[r * rw + w] for r in self.member_rows)
+            for index in [i for i in self.large_outbox if i < low]:
+                del self.large_outbox[index]
+
+    def reply_frame(self, sender: int, version: int, result: bytes) -> bytes:
+        """Frame a reply to `sender` and keep it until the sender needs it no more."""
+        frame = FRAME.pack(FRAME_REPLY, self.g, version) + result
+        cache = self.reply_cache[sender]
+        row = self.table.members.index(sender)
+        answered = self.table.words[row * self.row_words + self.w_answered]
+        for v in [v for v in cache if (v & SEQ_MAX) < answered]:
+            del cache[v]
+        assert len(cache) < self.config.reply_cache_max, "reply cache over its bound"
+        cache[version] = frame
+        return frame
+
+    def resend(self, peer: int) -> list[Send]:
+        """What the data plane must send again to `peer` after its link came back."""
+        out: list[Send] = []
+        row = self.table.members.index(peer)
+        if self.my_rank >= 0 and peer in self.shard.members:
+            got = self.table.words[row * self.row_words + self.w_received + self.my_rank]
+            out.extend(Send(peer, f) for i, f in sorted(self.large_outbox.items()) if i >= got)
+        if peer in self.reply_cache:
+            answered = self.table.words[row * self.row_words + self.w_answered]
+            cache = self.reply_cache[peer]
+            out.extend(Send(peer, f) for v, f in cache.items() if (v & SEQ_MAX) >= answered)
+        return out
 
     def on_reply(self, member: int, version: int, result: bytes) -> None:
         seq = version & SEQ_MAX

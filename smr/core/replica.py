@@ -140,6 +140,7 @@ class Replica:
                 predicates.extend(_stream_predicates(st))
         self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
         self._next_ticket = 1
+        self._submitted = False
         self._persist: list[LogAppend | LogMeta] = []
         self._writes: list[Push] = []
         self._sends: list[Send] = []
@@ -192,6 +193,8 @@ class Replica:
         assert peer in self._row_of and peer != self.me, peer
         w = self.table.push_row()
         self._writes.append(Push((peer,), w.offset, w.data))
+        for st in self.streams.values():
+            self._sends.extend(st.resend(peer))
 
     def submit(self, subgroup: int, shard: int, payload: bytes, *, reply: bool = False) -> int:
         """Multicast `payload` in a shard; returns a ticket answered by a `Completed` event (at
@@ -202,7 +205,9 @@ class Replica:
         ticket = self._next_ticket
         st.submit(ticket, payload, reply)
         self._next_ticket += 1
-        self._evaluate()
+        # Evaluated when the driver next asks for work, so that submissions made together share
+        # one push of slots and one round of predicates (sender-side batching).
+        self._submitted = True
         return ticket
 
     def on_persisted(self, subgroup: int, shard: int, version: int) -> None:
@@ -218,7 +223,7 @@ class Replica:
             st.on_reply(self.me, delivery.version, result)
             self._evaluate()
         else:
-            frame = FRAME.pack(FRAME_REPLY, st.g, delivery.version) + result
+            frame = st.reply_frame(delivery.sender, delivery.version, result)
             self._sends.append(Send(delivery.sender, frame))
 
     def next_tick_ns(self) -> int:
@@ -234,6 +239,8 @@ class Replica:
 
     def ready(self) -> Ready:
         assert self._taken is None, "advance() the previous Ready before asking for another"
+        if self._submitted:
+            self._evaluate()
         r = Ready(
             persist=tuple(self._persist),
             writes=tuple(self._writes),
@@ -254,6 +261,8 @@ class Replica:
         self._taken = None
 
     def has_ready(self) -> bool:
+        if self._submitted and self._taken is None:
+            self._evaluate()
         return bool(
             self._persist or self._writes or self._sends or self._deliveries or self._events
         )
@@ -290,6 +299,7 @@ class Replica:
         return st
 
     def _evaluate(self) -> None:
+        self._submitted = False
         for action in self._predicates.evaluate(self):
             if isinstance(action, Send):
                 self._sends.append(action)

@@ -19,9 +19,11 @@ A table lives for one epoch; the next epoch builds a new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from smr.core.errors import PeerProtocolError
 
@@ -154,6 +156,9 @@ class Table:
 
     __slots__ = (
         "_floor",
+        "_get_flags",
+        "_get_mono",
+        "_mono",
         "buf",
         "layout",
         "members",
@@ -178,7 +183,10 @@ class Table:
         self.buf = bytearray(self.row_bytes * self.n_rows)
         self.words = memoryview(self.buf).cast("q")
         self.strict = strict
-        self._floor: bytes | None = None
+        self._floor: tuple[int, ...] | None = None
+        self._mono: list[tuple[int, int, Placed]] = []
+        self._get_mono: Callable[[Any], Any] | None = None
+        self._get_flags: Callable[[Any], Any] | None = None
 
     # -- reads (any row) ------------------------------------------------------------------------
 
@@ -317,19 +325,37 @@ class Table:
 
     def _check(self) -> None:
         """Verify the whole table: flags are 0/1; no monotone value fell since the last check."""
-        floor = memoryview(self._floor).cast("q") if self._floor is not None else None
-        for row in range(self.n_rows):
-            rw = row * self.row_words
-            for p in self.layout.placed.values():
-                if not p.column.monotone:
-                    continue
-                for w in range(p.word, p.end // WORD_BYTES):
-                    value = self.words[rw + w]
-                    if p.column.kind is ColumnKind.FLAG:
-                        assert value in (0, 1), f"flag {p.column.name} of row {row} is {value}"
-                    if floor is not None:
-                        assert value >= floor[rw + w], (
-                            f"{p.column.name} of member {self.members[row]} fell from "
-                            f"{floor[rw + w]} to {value}"
-                        )
-        self._floor = bytes(self.buf)
+        if self._get_mono is None:
+            mono = [
+                (row * self.row_words + w, row, p)
+                for row in range(self.n_rows)
+                for p in self.layout.placed.values()
+                if p.column.monotone
+                for w in range(p.word, p.end // WORD_BYTES)
+            ]
+            self._mono = mono
+            self._get_mono = operator.itemgetter(*[i for i, _, _ in mono])
+            flags = [i for i, _, p in mono if p.column.kind is ColumnKind.FLAG]
+            self._get_flags = operator.itemgetter(*flags) if flags else None
+        values = self._get_mono(self.words)
+        if not isinstance(values, tuple):
+            values = (values,)
+        if self._get_flags is not None:
+            flags = self._get_flags(self.words)
+            for value in flags if isinstance(flags, tuple) else (flags,):
+                assert value in (0, 1), f"a flag holds {value}: " + self._which_flag()
+        floor = self._floor
+        if floor is not None and any(map(operator.lt, values, floor)):
+            for (_, row, p), value, old in zip(self._mono, values, floor, strict=True):
+                assert value >= old, (
+                    f"{p.column.name} of member {self.members[row]} fell from {old} to {value}"
+                )
+        self._floor = values
+
+    def _which_flag(self) -> str:
+        for _, row, p in self._mono:
+            if p.column.kind is ColumnKind.FLAG:
+                value = self.get(row, p.column.name)
+                if value not in (0, 1):
+                    return f"flag {p.column.name} of row {row} is {value}"
+        return "unknown flag"

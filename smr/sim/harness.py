@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smr.core.errors import PeerProtocolError
-from smr.core.ready import Ready
+from smr.core.multicast import Completed, SubmitFailed
+from smr.core.ready import LogAppend, Ready
 from smr.core.replica import CoreConfig, Replica
 from smr.sim.network import Message, Network
+from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
 
 FAULTS = ("delay", "partition", "break", "crash")
 BUGS = ("counter-down",)
@@ -50,6 +52,9 @@ class SimConfig:
     liveness_ns: int = 200 * MS
     fault_interval_ns_mean: int = 20 * MS
     heal_ns_max: int = 60 * MS
+    workload: str = "frontier"
+    submit_interval_ns_mean: int = 4 * MS
+    persist_ns_max: int = 2 * MS
     core: CoreConfig = field(default_factory=CoreConfig)
 
     def __post_init__(self) -> None:
@@ -57,10 +62,13 @@ class SimConfig:
         unknown = set(self.faults) - set(FAULTS)
         assert not unknown, f"unknown faults {sorted(unknown)}"
         assert not set(self.bugs) - set(BUGS), f"unknown bugs {sorted(self.bugs)}"
+        assert self.workload in WORKLOADS, f"unknown workload {self.workload}"
 
     def command(self) -> str:
         """The CLI command that reproduces this run."""
         parts = [f"smr sim --nodes {self.nodes} --seeds {self.seed}"]
+        if self.workload != "frontier":
+            parts.append(f"--workload {self.workload}")
         if self.faults:
             parts.append("--faults " + ",".join(sorted(self.faults)))
         if self.bugs:
@@ -76,6 +84,12 @@ class SimNode:
     tick_at_ns: int = -1
     events: list[tuple[int, Any]] = field(default_factory=list)  # (time, event)
     deliveries: list[Any] = field(default_factory=list)
+    machines: dict[int, Any] = field(default_factory=dict)  # shard index -> state machine
+    submitted: dict[int, list[tuple[int, bytes]]] = field(
+        default_factory=dict
+    )  # g -> (ticket, payload)
+    open_tickets: dict[int, int] = field(default_factory=dict)  # ticket -> shard index
+    digests: dict[tuple[int, int], str] = field(default_factory=dict)  # (g, version) -> digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,15 +138,18 @@ class Checker:
         """The liveness phase is over."""
 
 
-ReplicaFactory = Callable[[int, Sequence[int], SimConfig], Replica]
+ReplicaFactory = Callable[[int, Sequence[int], SimConfig, Workload], Replica]
 
 
-def default_factory(me: int, members: Sequence[int], config: SimConfig) -> Replica:
+def default_factory(
+    me: int, members: Sequence[int], config: SimConfig, workload: Workload
+) -> Replica:
+    kwargs: dict[str, Any] = {"config": config.core, "strict": True, "layout": workload.layout()}
     if config.bugs:
         from smr.sim.bugs import buggy_replica
 
-        return buggy_replica(config.bugs, me, members, config=config.core, strict=True)
-    return Replica(me, members, config=config.core, strict=True)
+        return buggy_replica(config.bugs, me, members, **kwargs)
+    return Replica(me, members, **kwargs)
 
 
 class Simulation:
@@ -159,7 +176,16 @@ class Simulation:
             spike_probability=0.02 if "delay" in config.faults else 0.0,
         )
         self.members = tuple(range(1, config.nodes + 1))
-        self.nodes = {m: SimNode(m, factory(m, self.members, config)) for m in self.members}
+        self.workload = make_workload(config.workload, config.nodes)
+        self.nodes = {
+            m: SimNode(m, factory(m, self.members, config, self.workload)) for m in self.members
+        }
+        for node in self.nodes.values():
+            for g, st in node.replica.streams.items():
+                machine = self.workload.machine(st.subgroup)
+                if machine is not None:
+                    node.machines[g] = machine
+                node.submitted[g] = []
         self.checkers = list(invariants.default_checkers() if checkers is None else checkers)
         self.in_liveness = False
         self.stats: dict[str, int] = {"writes": 0, "data": 0, "faults": 0, "crashes": 0}
@@ -211,6 +237,9 @@ class Simulation:
         if self.config.faults - {"delay"}:
             self._at(self._fault_gap(), "fault", None)
         self._at(safety_end, "liveness", None)
+        if self.workload.submits:
+            for m in self.members:
+                self._at(self._submit_gap(), "submit", m)
         while self._heap:
             time_ns, _, kind, arg = heapq.heappop(self._heap)
             if time_ns > end:
@@ -272,6 +301,23 @@ class Simulation:
         if kind == "liveness":
             self._start_liveness()
             return None
+        if kind == "submit":
+            node = self.nodes[arg]
+            if not node.alive:
+                return False
+            self._submit(node)
+            if self.now_ns < self.config.safety_ns + self.config.liveness_ns // 2:
+                self._at(self.now_ns + self._submit_gap(), "submit", node.id)
+            return node
+        if kind == "persisted":
+            member, sg, sh, version = arg
+            node = self.nodes[member]
+            if not node.alive:
+                return False
+            self._trace("persisted", member, sg, sh, version)
+            node.replica.on_persisted(sg, sh, version)
+            self._drain(node)
+            return node
         raise AssertionError(f"unknown event {kind}")
 
     def _drain(self, node: SimNode) -> None:
@@ -284,7 +330,33 @@ class Simulation:
             replica.advance(ready)
         self._schedule_tick(node)
 
+    def _submit(self, node: SimNode) -> None:
+        choices = [
+            (st.subgroup, st.shard_index) for st in node.replica.streams.values() if st.my_rank >= 0
+        ]
+        if not choices:
+            return
+        op = self.workload.next_op(self.rng, node.id, choices)
+        if op is None:
+            return
+        self._trace("submit", node.id, op.subgroup, op.shard, len(op.payload))
+        ticket = node.replica.submit(op.subgroup, op.shard, op.payload, reply=op.reply)
+        g = node.replica.stream(op.subgroup, op.shard).g
+        node.submitted[g].append((ticket, op.payload))
+        node.open_tickets[ticket] = g
+        self._drain(node)
+
+    def _submit_gap(self) -> int:
+        return 1 + int(self.rng.expovariate(1.0 / self.config.submit_interval_ns_mean))
+
     def _execute(self, node: SimNode, ready: Ready) -> None:
+        for request in ready.persist:
+            # The simulated disk makes an append durable after a seeded delay (group commit);
+            # a crash-stopped member's pending appends are simply never reported.
+            if isinstance(request, LogAppend) and request.entries:
+                at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
+                last = request.entries[-1].version
+                self._at(at, "persisted", (node.id, request.subgroup, request.shard, last))
         for push in ready.writes:
             for target in push.targets:
                 self._transmit(node.id, target, "write", (push.offset, push.data))
@@ -292,10 +364,28 @@ class Simulation:
         for send in ready.sends:
             self._transmit(node.id, send.target, "data", (send.payload,))
             self.stats["data"] += 1
-        for delivery in ready.deliveries:
-            node.deliveries.append(delivery)
+        touched: dict[int, int] = {}
+        for d in ready.deliveries:
+            node.deliveries.append(d)
+            st = node.replica.stream(d.subgroup, d.shard)
+            machine = node.machines.get(st.g)
+            if machine is not None:
+                result = apply_delivery(machine, d)
+                touched[st.g] = d.version
+            else:
+                result = b"%d" % len(d.payload)
+            if d.reply:
+                node.replica.reply(d, result)
+        for g, version in touched.items():
+            if node.replica.streams[g].mode != "raw":
+                node.digests[(g, version)] = node.machines[g].digest()
         for event in ready.events:
             node.events.append((self.now_ns, event))
+            if isinstance(event, SubmitFailed):
+                g = node.open_tickets.pop(event.ticket)
+                node.submitted[g] = [x for x in node.submitted[g] if x[0] != event.ticket]
+            elif isinstance(event, Completed):
+                node.open_tickets.pop(event.ticket)
 
     def _transmit(self, source: int, target: int, kind: str, body: tuple) -> None:
         message = Message(source, target, kind, self.network.generation(source, target), body)

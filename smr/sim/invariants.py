@@ -19,6 +19,9 @@ The first protocol (`heartbeat_frontier`):
 
 from __future__ import annotations
 
+from collections import defaultdict
+
+from smr.core.multicast import SEQ_MAX, Completed
 from smr.core.ready import Ready
 from smr.core.replica import FrontierReached
 from smr.sim.harness import Checker, SimNode, Simulation, Violation
@@ -140,5 +143,148 @@ class FrontierStable(Checker):
                 )
 
 
+class Multicast(Checker):
+    """The ordered multicast's guarantees, checked against the simulator's global knowledge.
+
+    * `multicast.total-order`: for every two members of a shard, one delivered sequence is a prefix
+      of the other (ordered and durable shards).
+    * `multicast.fifo`: the c-th message a member delivers from a sender is the sender's c-th
+      submission to that shard: per-sender FIFO, no duplication, no creation, no gaps.
+    * `multicast.stability`: a message is delivered only once every shard member received it.
+    * `multicast.answered`: a submitter is answered in `ordered` mode only after every member
+      received the message, in `durable` mode only after every member persisted it.
+    * `multicast.frontier`: each member's view of a shard's global persistence frontier never
+      falls and is never above any member's own `persisted` count.
+    * `state.digest`: members that delivered up to the same version have the same state.
+    * `workload`: the workload's own invariant (the bank conserves money).
+    * `multicast.live`: once faults stop, every submission is answered and every member of a shard
+      delivered the same entries, ending in the same state.
+    """
+
+    name = "multicast"
+
+    def attach(self, sim: Simulation) -> None:
+        self.reference: dict[int, list[tuple[int, int, bytes]]] = defaultdict(list)
+        self.cursor: dict[tuple[int, int], int] = defaultdict(int)
+        self.from_sender: dict[tuple[int, int, int], int] = defaultdict(int)
+        self.frontier: dict[tuple[int, int], int] = defaultdict(int)
+        self.digests: dict[tuple[int, int], tuple[int, str]] = {}
+
+    def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
+        for d in ready.deliveries:
+            st = node.replica.stream(d.subgroup, d.shard)
+            g = st.g
+            seq = d.version & SEQ_MAX
+            key = (node.id, g, d.sender)
+            c = self.from_sender[key]
+            expected = sim.nodes[d.sender].submitted[g]
+            if c >= len(expected) or expected[c][1] != d.payload:
+                raise Violation(
+                    "multicast.fifo",
+                    f"member {node.id} delivered, as message {c} of sender {d.sender} in shard "
+                    f"{g}, something that sender did not submit as its message {c}",
+                )
+            self.from_sender[key] = c + 1
+            if st.mode == "raw":
+                continue
+            ref = self.reference[g]
+            pos = self.cursor[(node.id, g)]
+            entry = (d.version, d.sender, d.payload)
+            if pos < len(ref):
+                if ref[pos] != entry:
+                    raise Violation(
+                        "multicast.total-order",
+                        f"member {node.id} delivered version {d.version:#x} from {d.sender} at "
+                        f"position {pos} of shard {g}; another member delivered version "
+                        f"{ref[pos][0]:#x} from {ref[pos][1]} there",
+                    )
+            else:
+                ref.append(entry)
+            self.cursor[(node.id, g)] = pos + 1
+            for m in st.shard.members:
+                other = sim.nodes[m].replica.streams[g]
+                if other._mine(other.w_seq) <= seq:
+                    raise Violation(
+                        "multicast.stability",
+                        f"member {node.id} delivered seq {seq} of shard {g} before member {m} "
+                        "received it",
+                    )
+        for event in ready.events:
+            if not isinstance(event, Completed):
+                continue
+            st = node.replica.stream(event.subgroup, event.shard)
+            seq = event.version & SEQ_MAX
+            word = st.w_persisted if st.mode == "durable" else st.w_seq
+            did = "persisted" if st.mode == "durable" else "received"
+            for m in st.shard.members:
+                other = sim.nodes[m].replica.streams[st.g]
+                if st.mode != "raw" and other._mine(word) <= seq:
+                    raise Violation(
+                        "multicast.answered",
+                        f"member {node.id} was answered for seq {seq} of {st.mode} shard {st.g} "
+                        f"before member {m} {did} it",
+                    )
+
+    def after_step(self, sim: Simulation, node: SimNode | None) -> None:
+        if node is None:
+            return
+        for g, st in node.replica.streams.items():
+            if st.mode == "durable":
+                f = st.persisted_frontier()
+                if f < self.frontier[(node.id, g)]:
+                    raise Violation(
+                        "multicast.frontier",
+                        f"member {node.id}'s frontier of shard "
+                        f"{g} fell from {self.frontier[(node.id, g)]} to {f}",
+                    )
+                self.frontier[(node.id, g)] = f
+                for m in st.shard.members:
+                    other = sim.nodes[m].replica.streams[g]
+                    if f > other._mine(other.w_persisted):
+                        raise Violation(
+                            "multicast.frontier",
+                            f"member {node.id} sees shard {g}'s "
+                            f"frontier at {f}, above member {m}'s own persisted count",
+                        )
+        for (g, version), digest in node.digests.items():
+            seen = self.digests.get((g, version))
+            if seen is None:
+                self.digests[(g, version)] = (node.id, digest)
+            elif seen[1] != digest:
+                raise Violation(
+                    "state.digest",
+                    f"members {seen[0]} and {node.id} have different "
+                    f"state in shard {g} at version {version:#x}",
+                )
+            machine = node.machines[g]
+            problem = sim.workload.check_machine(node.replica.streams[g].subgroup, machine)
+            if problem:
+                raise Violation("workload", f"member {node.id}, shard {g}: {problem}")
+        node.digests.clear()
+
+    def at_end(self, sim: Simulation) -> None:
+        if sim.stats["crashes"]:
+            return  # a crash-stopped member stalls its shards until a view change removes it
+        for node in sim.live_nodes():
+            if node.open_tickets:
+                ticket, g = next(iter(node.open_tickets.items()))
+                raise Violation(
+                    "multicast.live",
+                    f"member {node.id}'s submission {ticket} to "
+                    f"shard {g} was never answered after faults stopped",
+                )
+        finals: dict[int, tuple[int, str]] = {}
+        for node in sim.live_nodes():
+            for g, machine in node.machines.items():
+                digest = machine.digest()
+                if g in finals and finals[g][1] != digest:
+                    raise Violation(
+                        "multicast.live",
+                        f"members {finals[g][0]} and {node.id} end "
+                        f"in different states in shard {g}",
+                    )
+                finals[g] = (node.id, digest)
+
+
 def default_checkers() -> list[Checker]:
-    return [TableMonotone(), TableOwnRow(), TableApplied(), FrontierStable()]
+    return [TableMonotone(), TableOwnRow(), TableApplied(), FrontierStable(), Multicast()]
