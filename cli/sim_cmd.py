@@ -11,6 +11,7 @@ import sys
 import click
 
 from smr.sim import BUGS, FAULTS, SimConfig, run_seed
+from smr.sim.workloads import WORKLOADS
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -56,10 +57,17 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
 )
 @click.option("--faults", default="", help=f"Comma-separated faults: {', '.join(FAULTS)}.")
 @click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    default="frontier",
+    show_default=True,
+    help="What the members submit (frontier: the heartbeat protocol alone).",
+)
+@click.option(
     "--inject-bug", "bugs", default="", help="Break a rule on purpose to see the checkers catch it."
 )
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
-def sim(nodes: int, seeds: str, faults: str, bugs: str, verbose: bool) -> None:
+def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: bool) -> None:
     """Run the real core in the deterministic simulator, one run per seed."""
     seed_list = parse_seeds(seeds)
     fault_set = parse_names(faults, FAULTS, "faults")
@@ -67,7 +75,9 @@ def sim(nodes: int, seeds: str, faults: str, bugs: str, verbose: bool) -> None:
     passed = failed = 0
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
     for i, seed in enumerate(seed_list):
-        config = SimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set)
+        config = SimConfig(
+            nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload
+        )
         result = run_seed(config)
         if result.ok:
             passed += 1

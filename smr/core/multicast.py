@@ -232,13 +232,16 @@ class ShardStream:
                 f"member {self.replica.me} is not a sender of subgroup {self.subgroup} shard "
                 f"{self.shard_index} (senders: {list(self.sender_ids)})"
             )
-        if len(self.queue) >= self.config.submit_queue_max:
+        if self.queue_full():
             raise WindowFullError(
                 f"subgroup {self.subgroup} shard {self.shard_index}: "
                 f"{len(self.queue)} submissions already wait for the send window; retry later"
             )
         deadline = self.replica.now_ns + self.config.submit_timeout_ns
         self.queue.append(_Waiting(ticket, bytes(payload), reply, deadline))
+
+    def queue_full(self) -> bool:
+        return len(self.queue) >= self.config.submit_queue_max
 
     def _window_end(self) -> int:
         """The first index this sender may not place yet."""

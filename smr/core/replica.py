@@ -203,6 +203,8 @@ class Replica:
         `Completed` event carries every shard member's result (see `reply`)."""
         st = self._stream(subgroup, shard)
         ticket = self._next_ticket
+        if self._submitted and st.queue_full():
+            self._evaluate()  # place what the window allows before calling the queue full
         st.submit(ticket, payload, reply)
         self._next_ticket += 1
         # Evaluated when the driver next asks for work, so that submissions made together share
