@@ -128,13 +128,10 @@ class _Waiting(NamedTuple):
     deadline_ns: int
 
 
-class _Entry(NamedTuple):
-    index: int  # first index
-    count: int  # 1, or a null run's length
-    kind: int
-    timestamp_ns: int
-    payload: bytes | None
-    reply: bool
+# A received message waiting for delivery, as a plain tuple (one is built per message):
+# (first index, count: 1 or a null run's length, kind, timestamp_ns, payload, reply)
+
+_new_tuple = tuple.__new__  # builds a Delivery without NamedTuple's Python-level __new__
 
 
 class ShardStream:
@@ -299,7 +296,7 @@ class ShardStream:
                     replica.deliver([own])
                     self._set_mine(self.w_delivered, self._mine(self.w_delivered) + 1)
                 else:
-                    self.pending[rank].append(_Entry(sent, 1, KIND_DATA, ts, w.payload, w.reply))
+                    self.pending[rank].append((sent, 1, KIND_DATA, ts, w.payload, w.reply))
                 self.awaiting[seq] = w.ticket
                 if w.reply:
                     self.want_reply.add(seq)
@@ -310,7 +307,7 @@ class ShardStream:
                 break
             self._write_slot(sent, 0, nulls, KIND_NULLS, b"")
             if self.mode != "raw":
-                self.pending[rank].append(_Entry(sent, nulls, KIND_NULLS, 0, None, False))
+                self.pending[rank].append((sent, nulls, KIND_NULLS, 0, None, False))
             sent += nulls
         if sent == first:
             return sends
@@ -416,7 +413,7 @@ class ShardStream:
                             )
                         )
                 else:
-                    pending.append(_Entry(got, count, kind, ts, payload, reply))
+                    pending.append((got, count, kind, ts, payload, reply))
                 got += count
             if ts_max:
                 replica.observe_timestamp(ts_max)
@@ -468,19 +465,20 @@ class ShardStream:
         append = out.append
         sg, sh, ep = self.subgroup, self.shard_index, self.epoch_bits
         senders = self.sender_ids
+        new = _new_tuple
         while seq < stable:
             k = seq % n if n > 1 else 0
             q = pending[k]
             e = q[0]
             index = seq // n if n > 1 else seq
-            if e.kind == KIND_NULLS:
-                if index == e.index + e.count - 1:
+            if e[2] == KIND_NULLS:
+                if index == e[0] + e[1] - 1:
                     q.popleft()
                 seq += 1
                 continue
-            assert e.index == index, (e.index, index)
+            assert e[0] == index, (e[0], index)
             q.popleft()
-            append(Delivery(sg, sh, ep | seq, e.timestamp_ns, senders[k], e.payload, e.reply))
+            append(new(Delivery, (sg, sh, ep | seq, e[3], senders[k], e[4], e[5])))
             seq += 1
         assert seq <= SEQ_MAX
         self._set_mine(self.w_delivered, stable)
