@@ -179,7 +179,7 @@ class ShardStream:
         self.row_words = table.row_words
         self.row_bytes = table.row_bytes
         # local state
-        self.pending: list[deque[_Entry]] = [deque() for _ in shard.senders]
+        self.pending: list[deque[tuple]] = [deque() for _ in shard.senders]
         self.queue: deque[_Waiting] = deque()
         self.large_inbox: dict[tuple[int, int], bytes] = {}  # (sender rank, index) -> payload
         # What the data plane may have to send again after a link comes back (a broken
