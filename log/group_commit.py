@@ -186,7 +186,7 @@ class GroupCommitWriter:
                     self._kind == "interval"
                     and (closing or flush_requested or self._interval_due(written, last_fsync))
                 ):
-                    if written > self._durable_version or closing:
+                    if written > self._durable_version:
                         durable = log.sync()
                         last_fsync = self._clock()
                         self._report(durable, fsynced=True, records=len(batch))
@@ -196,8 +196,8 @@ class GroupCommitWriter:
                     log.flush()
                     self._count(len(batch))
                 if closing:
-                    durable = log.sync()
-                    self._report(durable, fsynced=True, records=0)
+                    if written > self._durable_version:
+                        self._report(log.sync(), fsynced=True, records=0)
                     return
         except BaseException as e:  # surfaced to the caller, never swallowed
             with self._cond:

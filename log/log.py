@@ -794,7 +794,12 @@ class Log:
             cut = keep[-1].end
             if seg.compressed:
                 plain = self._p(segment_name(seg.first_version))
-                write_atomic(self.fs, plain, data[:cut])
+                write_atomic(
+                    self.fs,
+                    plain,
+                    fmt.encode_segment_header(seg.first_version)
+                    + data[fmt.SEGMENT_HEADER_BYTES : cut],
+                )
                 self.fs.remove(seg.path)
                 self.fs.fsync_dir(self.path)
                 seg.path, seg.compressed = plain, False
