@@ -39,7 +39,7 @@ _SEGMENT_HEADER = struct.Struct("<8sHHQI")  # magic, format, flags, first_versio
 SEGMENT_HEADER_BYTES: Final = _SEGMENT_HEADER.size  # 24
 
 BLOB_MAGIC: Final = b"SMRBLOB1"
-_BLOB_HEADER = struct.Struct("<8sHHqQI")  # magic, format, kind, version, length, crc of data
+_BLOB_HEADER = struct.Struct("<8sHHqQI")  # magic, format, kind, version, length, crc of all
 BLOB_HEADER_BYTES: Final = _BLOB_HEADER.size
 BLOB_KIND_SNAPSHOT: Final = 1
 BLOB_KIND_META: Final = 2
@@ -234,9 +234,8 @@ def decode_segment_header(buf: bytes, *, path: str) -> tuple[int, int]:
 
 
 def encode_blob(kind: int, version: int, data: bytes) -> bytes:
-    return (
-        _BLOB_HEADER.pack(BLOB_MAGIC, FORMAT_VERSION, kind, version, len(data), crc32c(data)) + data
-    )
+    head = _BLOB_HEADER.pack(BLOB_MAGIC, FORMAT_VERSION, kind, version, len(data), 0)[:-4]
+    return head + _CRC.pack(crc32c(data, crc32c(head))) + data
 
 
 def decode_blob(buf: bytes, *, kind: int, path: str) -> tuple[int, bytes]:
@@ -253,6 +252,6 @@ def decode_blob(buf: bytes, *, kind: int, path: str) -> tuple[int, bytes]:
         raise LogCorruptionError(
             path, BLOB_HEADER_BYTES, f"blob holds {len(data)} bytes, header says {length}"
         )
-    if crc32c(data) != crc:
-        raise LogCorruptionError(path, BLOB_HEADER_BYTES, "blob data fails its CRC32C")
+    if crc32c(data, crc32c(buf[: BLOB_HEADER_BYTES - 4])) != crc:
+        raise LogCorruptionError(path, BLOB_HEADER_BYTES - 4, "blob fails its CRC32C")
     return version, data
