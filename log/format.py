@@ -61,14 +61,24 @@ def make_version(epoch: int, seq: int) -> int:
     return (epoch << 32) | seq
 
 
-def encode_record(record: Record) -> bytes:
+def encode_record(
+    record: Record,
+    _pack_prefix=_PREFIX.pack,
+    _pack_crc=_CRC.pack,
+    _pack_head=_BODY_HEAD.pack,
+    _length_crcs: dict[int, int] = {},  # noqa: B006 - cache: few distinct lengths in practice
+) -> bytes:
     payload = record.payload
     length = BODY_HEAD_BYTES + len(payload)
-    length_bytes = _CRC.pack(length)
-    prefix = _PREFIX.pack(length, crc32c(length_bytes))
-    head = _BODY_HEAD.pack(record.version, record.timestamp_ns, record.subgroup, record.shard)
+    length_crc = _length_crcs.get(length)
+    if length_crc is None:
+        length_crc = crc32c(_CRC.pack(length))
+        if len(_length_crcs) < 4096:
+            _length_crcs[length] = length_crc
+    prefix = _pack_prefix(length, length_crc)
+    head = _pack_head(record.version, record.timestamp_ns, record.subgroup, record.shard)
     crc = crc32c(payload, crc32c(head, crc32c(prefix)))
-    return b"".join((prefix, _CRC.pack(crc), head, payload))
+    return b"".join((prefix, _pack_crc(crc), head, payload))
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ class GroupCommitWriter:
         self.batch_records_max = batch_records_max
         self._clock = clock
         self._cond = threading.Condition()
-        self._queue: deque[Record] = deque()
+        # Whole submits, not records: one deque operation per submit, not per record.
+        self._queue: deque[tuple[Sequence[Record], int]] = deque()  # (records, payload bytes)
+        self._queue_records = 0
         self._queue_bytes = 0
         self._submitted_version = log.last_version
         self._durable_version = log.durable_version
@@ -80,7 +82,7 @@ class GroupCommitWriter:
                 "batches": self._stats_batches,
                 "records": self._stats_records,
                 "fsyncs": self._stats_fsyncs,
-                "queued_records": len(self._queue),
+                "queued_records": self._queue_records,
                 "queued_bytes": self._queue_bytes,
                 "durable_version": self._durable_version,
             }
@@ -101,7 +103,7 @@ class GroupCommitWriter:
                 raise LogWriterError("submit after close()")
             # An oversized submit is admitted into an empty queue so it cannot wait forever.
             while self._queue and (
-                len(self._queue) + len(records) > self.queue_records_max
+                self._queue_records + len(records) > self.queue_records_max
                 or self._queue_bytes + size > self.queue_bytes_max
             ):
                 remaining = None if deadline is None else deadline - self._clock()
@@ -114,7 +116,8 @@ class GroupCommitWriter:
                 if r.version <= last:
                     raise ValueError(f"version {r.version:#x} must be above {last:#x}")
                 last = r.version
-            self._queue.extend(records)
+            self._queue.append((list(records), size))
+            self._queue_records += len(records)
             self._queue_bytes += size
             self._submitted_version = last
             self._cond.notify_all()
@@ -172,9 +175,14 @@ class GroupCommitWriter:
                         if self._kind == "interval" and written > self._durable_version:
                             timeout = max(0.0, last_fsync + self._interval_s - self._clock())
                         self._cond.wait(timeout)
-                    n = min(len(self._queue), self.batch_records_max)
-                    batch = [self._queue.popleft() for _ in range(n)]
-                    self._queue_bytes -= sum(len(r.payload) for r in batch)
+                    batch: list[Record] = []
+                    while self._queue and (
+                        not batch or len(batch) + len(self._queue[0][0]) <= self.batch_records_max
+                    ):
+                        records, size = self._queue.popleft()
+                        batch += records
+                        self._queue_records -= len(records)
+                        self._queue_bytes -= size
                     closing = self._closing and not self._queue
                     flush_requested = self._flush_requested
                     self._flush_requested = False

@@ -400,6 +400,7 @@ class Log:
             self._check_writable()
             last = self._last_version
             limit = self.config.record_bytes_max
+            encode = fmt.encode_record
             for r in records:
                 if not (last < r.version <= fmt.VERSION_MAX):
                     raise ValueError(
@@ -409,7 +410,7 @@ class Log:
                     raise ValueError(
                         f"payload of {len(r.payload)} bytes exceeds record_bytes_max {limit}"
                     )
-                frame = fmt.encode_record(r)
+                frame = encode(r)
                 self._buffer.append((r.version, r.timestamp_ns, frame))
                 self._buffer_bytes += len(frame)
                 last = r.version
@@ -443,40 +444,65 @@ class Log:
         seg_max = self.config.segment_bytes_max
         seg = self._segments.peekitem(-1)[1] if self._segments else None
         chunk: list[bytes] = []
-        chunk_frames: list[fmt.FrameInfo] = []
+        offsets: list[int] = []
         pos = seg.end_offset if seg is not None else 0
-        for version, timestamp_ns, frame in self._buffer:
+        start = 0
+        for i, (version, _, frame) in enumerate(self._buffer):
             if (
                 seg is None
                 or seg.compressed
                 or (seg.records + len(chunk) > 0 and pos + len(frame) > seg_max)
             ):
                 if seg is not None and chunk:
-                    self._write_chunk(seg, chunk, chunk_frames)
+                    self._write_chunk(seg, chunk, offsets, start, pos)
                 if seg is not None:
                     self._seal(seg)
                 seg = self._create_segment(version)
-                chunk, chunk_frames = [], []
+                chunk, offsets, start = [], [], i
                 pos = seg.end_offset
             chunk.append(frame)
-            chunk_frames.append(fmt.FrameInfo(pos, pos + len(frame), version, timestamp_ns, 0, 0))
+            offsets.append(pos)
             pos += len(frame)
         assert seg is not None
         if chunk:
-            self._write_chunk(seg, chunk, chunk_frames)
+            self._write_chunk(seg, chunk, offsets, start, pos)
         self._buffer.clear()
         self._buffer_bytes = 0
 
-    def _write_chunk(self, seg: _Segment, chunk: list[bytes], frames: list[fmt.FrameInfo]) -> None:
+    def _write_chunk(
+        self, seg: _Segment, chunk: list[bytes], offsets: list[int], start: int, end: int
+    ) -> None:
+        """Write frames buffer[start:start+len(chunk)] at `offsets` of `seg`, then index them."""
         if self._active is None:
             self._active = self.fs.open_append(seg.path)
         # One write per batch: the unit a crash may tear.
         self._active.write(b"".join(chunk))
         self._unsynced = True
-        seg.file_bytes += sum(len(c) for c in chunk)
-        for f in frames:
-            self._add_to_index(seg, f)
-        self._written_version = frames[-1].version
+        assert seg.end_offset == offsets[0]
+        seg.file_bytes += end - offsets[0]
+        entries = self._buffer[start : start + len(chunk)]
+        timestamps = [e[1] for e in entries]
+        if seg.records == 0:
+            seg.timestamp_ns_min, seg.timestamp_ns_max = min(timestamps), max(timestamps)
+        else:
+            seg.timestamp_ns_min = min(seg.timestamp_ns_min, *timestamps)
+            seg.timestamp_ns_max = max(seg.timestamp_ns_max, *timestamps)
+        seg.records += len(chunk)
+        seg.last_version = entries[-1][0]
+        seg.body_bytes = end - fmt.SEGMENT_HEADER_BYTES
+        # The hot loop of group commit: locals, no per-record objects beyond the index entry.
+        index = self._index
+        runmax = self._ts_runmax
+        high = runmax[-1] if runmax else timestamps[0]
+        trimmed_below = self._trimmed_below
+        for (version, ts, _), offset in zip(entries, offsets, strict=True):
+            if version < trimmed_below:
+                continue
+            index[version] = offset
+            if ts > high:
+                high = ts
+            runmax.append(high)
+        self._written_version = seg.last_version
 
     def _create_segment(self, first_version: int) -> _Segment:
         seg = _Segment(self._p(segment_name(first_version)), first_version, compressed=False)
