@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 from crc32c import crc32c
 from smr.log.errors import LogCorruptionError
 
@@ -45,9 +46,12 @@ BLOB_KIND_SNAPSHOT: Final = 1
 BLOB_KIND_META: Final = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One entry of one log (one shard at one member). `version` is `(epoch << 32) | seq`."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One entry of one log (one shard at one member). `version` is `(epoch << 32) | seq`.
+
+    A msgspec Struct rather than a frozen dataclass: construction is about 10x cheaper, and the
+    runtime builds one per delivered message.
+    """
 
     version: int
     timestamp_ns: int
