@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
 
 import click
-from smr.log import GroupCommitWriter, Log, LogConfig, Record
+import zstandard
+from smr.log import GroupCommitWriter, Log, LogConfig, Record, encode_record
 from smr.log.fs import OsFileSystem
 
 
@@ -103,6 +105,53 @@ def group_commit_run(
     }
 
 
+def kv_frames(total_bytes: int, seed: int = 1) -> bytes:
+    """Realistic KV command records, framed as in a segment body (for the compression figures)."""
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "user", "order", "cart", "item", "price", "status"]
+    out: list[bytes] = []
+    size = 0
+    version, ts = 0, 1_700_000_000_000_000_000
+    while size < total_bytes:
+        key = f"user:{rng.randrange(100000):06d}:{rng.choice(words)}"
+        op = rng.choice(["put", "put", "put", "get", "del"])
+        cmd: dict[str, object] = {"op": op, "key": key}
+        if op == "put":
+            cmd["value"] = {
+                "name": f"{rng.choice(words)}{rng.randrange(1000)}",
+                "qty": rng.randrange(100),
+                "price": round(rng.random() * 100, 2),
+                "status": rng.choice(words),
+            }
+        version += rng.randrange(1, 4)
+        ts += rng.randrange(1000, 50000)
+        frame = encode_record(Record(version, ts, 0, 0, json.dumps(cmd).encode()))
+        out.append(frame)
+        size += len(frame)
+    return b"".join(out)
+
+
+def compression_figures(total_bytes: int = 16 << 20) -> list[dict[str, float]]:
+    data = kv_frames(total_bytes)
+    rows = []
+    for level in (1, 3, 6):
+        start = time.perf_counter()
+        packed = zstandard.ZstdCompressor(level=level).compress(data)
+        compress_s = time.perf_counter() - start
+        start = time.perf_counter()
+        zstandard.ZstdDecompressor().decompress(packed)
+        decompress_s = time.perf_counter() - start
+        rows.append(
+            {
+                "level": level,
+                "ratio": round(len(data) / len(packed), 2),
+                "compress_mb_per_s": round(len(data) / compress_s / 1e6),
+                "decompress_mb_per_s": round(len(data) / decompress_s / 1e6),
+            }
+        )
+    return rows
+
+
 @click.command("log")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), help="Disk to measure.")
 @click.option("--duration-s", default=3.0, show_default=True, help="Seconds per measurement.")
@@ -111,6 +160,9 @@ def group_commit_run(
 @click.option(
     "--submit-records", default=64, show_default=True, help="100 B records per submit call."
 )
+@click.option(
+    "--compression", is_flag=True, help="Only measure zstd on realistic KV segment bodies."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_log(
     data_dir: str | None,
@@ -118,9 +170,20 @@ def bench_log(
     count_64k: int,
     queue_records_max: int,
     submit_records: int,
+    compression: bool,
     as_json: bool,
 ) -> None:
     """Durable appends/s and MB/s through group commit, next to raw fsyncs/s and write MB/s."""
+    if compression:
+        rows = compression_figures()
+        if as_json:
+            click.echo(json.dumps({"compression": rows}))
+        for row in rows if not as_json else []:
+            click.echo(
+                f"zstd level {row['level']}: ratio {row['ratio']}, compress "
+                f"{row['compress_mb_per_s']} MB/s, decompress {row['decompress_mb_per_s']} MB/s"
+            )
+        return
     if data_dir is not None and not os.path.isdir(data_dir):
         raise click.ClickException(f"--dir {data_dir} is not a directory")
     work = tempfile.mkdtemp(prefix="smr-bench-log-", dir=data_dir)
