@@ -151,3 +151,32 @@ def test_trim(tmp_path):
     assert len(list(tmp_path.glob("*.seg"))) < before
     r = run("dump", tmp_path, "--json")
     assert json.loads(r.output.splitlines()[0])["version"] == 40
+
+
+def test_inspect_does_not_repair(tmp_path):
+    make_log(tmp_path)
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes()[:-3])
+    size = seg.stat().st_size
+    r = run("inspect", tmp_path)
+    assert r.exit_code == 0 and "needs repair" in r.output
+    assert seg.stat().st_size == size
+    assert run("verify", tmp_path).exit_code == 1
+
+
+def test_bench_log_smoke(tmp_path):
+    from smr.cli.bench_log import bench_log
+
+    r = CliRunner().invoke(
+        bench_log, ["--dir", str(tmp_path), "--duration-s", "0.05", "--count-64k", "8", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    for key in (
+        "durable_appends_per_s",
+        "raw_fsyncs_per_s",
+        "record64k_mb_per_s",
+        "raw_write_mb_per_s",
+    ):
+        assert out[key] > 0
+    assert list(tmp_path.iterdir()) == []  # the temp dir is cleaned up

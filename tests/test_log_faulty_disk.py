@@ -28,7 +28,7 @@ def read_all(log):
     return list(log)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(op, max_size=40), st.integers(0, 2**32), st.booleans())
 def test_crashes_keep_every_synced_record(ops, seed, tear):
     rng = random.Random(seed)
@@ -73,7 +73,7 @@ def test_crashes_keep_every_synced_record(ops, seed, tear):
             next_version = max(next_version, synced_version)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(1, 60), st.integers(0, 30), st.integers(0, 2**32), st.floats(0, 1))
 def test_a_flipped_byte_is_an_error_or_harmless(n_synced, n_unsynced, seed, where):
     rng = random.Random(seed)
