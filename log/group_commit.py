@@ -63,6 +63,7 @@ class GroupCommitWriter:
         self._submitted_version = log.last_version
         self._durable_version = log.durable_version
         self._closing = False
+        self._flush_requested = False  # an interval policy fsyncs early for flush()/close()
         self._error: BaseException | None = None
         self._stats_batches = 0
         self._stats_records = 0
@@ -156,8 +157,6 @@ class GroupCommitWriter:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise LogWriterError(f"group-commit writer failed: {self._error!r}") from self._error
-
-    _flush_requested = False
 
     def _run(self) -> None:
         log = self.log

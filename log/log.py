@@ -774,6 +774,14 @@ class Log:
             self._durable_version = self._written_version
             if version >= self._last_version:
                 return
+            kept = [v for v in self._snapshot_versions if self._trimmed_below - 1 <= v <= version]
+            if self._trimmed_below > 0 and not kept:
+                # The snapshot the trim relied on is newer than `version` and would go with the
+                # records; the state below the trim point could not be rebuilt.
+                raise LogError(
+                    f"cannot truncate after {version:#x}: the log is trimmed below "
+                    f"{self._trimmed_below:#x}"
+                )
             # An intent first: a crash half way through is finished on the next open, so records
             # above `version` never come back.
             self.meta_put(META_TRUNCATE_AFTER, version.to_bytes(8, "little", signed=True))

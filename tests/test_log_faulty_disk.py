@@ -3,9 +3,10 @@ record silently and never yield a record that fails its checksum."""
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smr.log import Log, LogConfig, LogCorruptionError, Record, verify
+from smr.log import Log, LogConfig, LogCorruptionError, LogError, Record, verify
 
 from smr.sim.disk import FaultyDisk
 
@@ -17,6 +18,7 @@ op = st.one_of(
     st.tuples(st.just("flush"), st.just(0), st.just(0)),
     st.tuples(st.just("crash"), st.just(0), st.just(0)),
     st.tuples(st.just("truncate"), st.integers(0, 100), st.just(0)),
+    st.tuples(st.just("snapshot_trim"), st.integers(0, 100), st.just(0)),
 )
 
 
@@ -54,9 +56,25 @@ def test_crashes_keep_every_synced_record(ops, seed, tear):
         elif kind == "truncate" and appended:
             keep = appended[: a * len(appended) // 100]
             v = keep[-1].version if keep else 0
-            log.truncate_after(v)
+            if v < log.trimmed_below - 1:
+                with pytest.raises(LogError, match="trimmed"):
+                    log.truncate_after(v)
+                continue
+            try:
+                log.truncate_after(v)
+            except LogError:
+                # Refused only when it would delete the snapshot the trim relied on.
+                assert not [s for s in log.snapshot_versions() if log.trimmed_below - 1 <= s <= v]
+                continue
             appended = [r for r in appended if r.version <= v]
             synced_version = min(synced_version, v)
+        elif kind == "snapshot_trim":
+            durable = [r for r in appended if r.version <= synced_version]
+            if durable:
+                v = durable[a * (len(durable) - 1) // 100].version
+                log.save_snapshot(v, b"state")
+                log.trim_below(v)
+                appended = [r for r in appended if r.version >= v]
         elif kind == "crash":
             disk.crash(rng)
             log = Log.open("db", CFG, fs=disk)
