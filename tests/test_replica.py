@@ -39,11 +39,11 @@ def test_frontier_fires_only_once_every_member_reached_it():
     assert all(not e for e in events.values())  # member 3 has not ticked: minimum is 0
     rs[3].tick(0)
     events = exchange(rs)
-    assert all(e == [FrontierReached(1)] for e in events.values())
+    assert all(e == [FrontierReached(1, 1)] for e in events.values())
     for m in rs:
         rs[m].tick(MS)
     events = exchange(rs)
-    assert all(e == [FrontierReached(2)] for e in events.values())
+    assert all(e == [FrontierReached(2, 1)] for e in events.values())
 
 
 def test_ready_must_be_advanced_before_the_next():

@@ -59,10 +59,13 @@ KIND_LARGE = 3
 FLAG_REPLY = 1 << 8
 KIND_MASK = 0xFF
 
-# data-plane frames: type, shard, index-or-version
-FRAME = struct.Struct("<BHq")
-FRAME_LARGE = 1
-FRAME_REPLY = 2
+# data-plane frames: type, shard, a number (a message index, a version), epoch; then a body
+FRAME = struct.Struct("<BHqI")
+FRAME_LARGE = 1  # body: a large message's payload; number: its index
+FRAME_REPLY = 2  # body: a member's result; number: the version it answers
+FRAME_JOIN_REQUEST = 3  # a process outside the group asks to join
+FRAME_JOIN_OK = 4  # body: the members of the view the joiner enters
+FRAME_STATE = 5  # body: a shard's snapshot; number: its version
 
 SEQ_MAX = (1 << 32) - 1
 
@@ -196,6 +199,8 @@ class ShardStream:
         self.frontier_seen = 0  # the global persistence frontier (seq count) last acted on
         self.dirty_counters = False
         self.dirty_slots: tuple[int, int] | None = None  # index range [from, to) placed this round
+        self.awaiting_state = False  # a member new to the shard waits for its state
+        self.epoch = replica.epoch
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -223,13 +228,13 @@ class ShardStream:
 
     # -- submit and send ------------------------------------------------------------------------
 
-    def submit(self, ticket: int, payload: bytes, reply: bool) -> None:
+    def submit(self, ticket: int, payload: bytes, reply: bool, resubmitted: bool = False) -> None:
         if self.my_rank < 0:
             raise UsageError(
                 f"member {self.replica.me} is not a sender of subgroup {self.subgroup} shard "
                 f"{self.shard_index} (senders: {list(self.sender_ids)})"
             )
-        if self.queue_full():
+        if self.queue_full() and not resubmitted:
             raise WindowFullError(
                 f"subgroup {self.subgroup} shard {self.shard_index}: "
                 f"{len(self.queue)} submissions already wait for the send window; retry later"
@@ -246,12 +251,12 @@ class ShardStream:
         return min(words[r * rw + w] for r in self.member_rows) + self.window_max
 
     def can_send(self) -> bool:
-        if self.my_rank < 0:
+        if self.my_rank < 0 or self.replica.frozen:
             return False
         sent = self._mine(self.w_sent)
-        if sent >= self._window_end():
+        if not self.queue and self._nulls_needed(sent) <= 0:
             return False
-        return bool(self.queue) or self._nulls_needed(sent) > 0
+        return sent < self._window_end()
 
     def _nulls_needed(self, sent: int) -> int:
         if self.n_senders == 1:
@@ -278,7 +283,7 @@ class ShardStream:
                 if len(w.payload) <= payload_max:
                     self._write_slot(sent, ts, len(w.payload), KIND_DATA | flags, w.payload)
                 else:
-                    frame = FRAME.pack(FRAME_LARGE, self.g, sent) + w.payload
+                    frame = FRAME.pack(FRAME_LARGE, self.g, sent, self.replica.epoch) + w.payload
                     sends.extend(Send(t, frame) for t in self.targets)
                     self.large_outbox[sent] = frame
                     self._write_slot(sent, ts, len(w.payload), KIND_LARGE | flags, b"")
@@ -331,6 +336,8 @@ class ShardStream:
     # -- receive --------------------------------------------------------------------------------
 
     def can_receive(self) -> bool:
+        if self.replica.frozen or self.awaiting_state:
+            return False
         words, rw = self.table.words, self.row_words
         mine = self.my_row * rw + self.w_received
         w_sent = self.w_sent
@@ -453,11 +460,26 @@ class ShardStream:
     # -- deliver --------------------------------------------------------------------------------
 
     def can_deliver(self) -> bool:
-        return self.mode != "raw" and self.stable_count() > self._mine(self.w_delivered)
+        if self.mode == "raw" or self.replica.frozen or self.awaiting_state:
+            return False
+        return self.stable_count() > self._mine(self.w_delivered)
 
     def deliver(self) -> list[Any]:
         """Deliver every newly stable message in one pass, in sequence order."""
-        stable = self.stable_count()
+        return self._deliver_to(self.stable_count())
+
+    def deliver_upto(self, count: int) -> list[Any]:
+        """The ragged trim: deliver exactly the sequence numbers below `count`, which every
+        survivor has received, whether or not this member saw them stable."""
+        if self.mode == "raw":
+            return []  # delivered on receipt; nothing is ordered, nothing to trim
+        have = self._mine(self.w_seq)
+        assert count <= have, f"trim {count} above the {have} messages received in shard {self.g}"
+        if count <= self._mine(self.w_delivered):
+            return []
+        return self._deliver_to(count)
+
+    def _deliver_to(self, stable: int) -> list[Any]:
         seq = self._mine(self.w_delivered)
         n = self.n_senders
         pending = self.pending
@@ -568,7 +590,7 @@ class ShardStream:
 
     def reply_frame(self, sender: int, version: int, result: bytes) -> bytes:
         """Frame a reply to `sender` and keep it until the sender needs it no more."""
-        frame = FRAME.pack(FRAME_REPLY, self.g, version) + result
+        frame = FRAME.pack(FRAME_REPLY, self.g, version, self.replica.epoch) + result
         cache = self.reply_cache[sender]
         row = self.table.members.index(sender)
         answered = self.table.words[row * self.row_words + self.w_answered]
@@ -617,6 +639,32 @@ class ShardStream:
     def next_deadline_ns(self) -> int | None:
         return self.queue[0].deadline_ns if self.queue else None
 
+    # -- the end of the epoch -------------------------------------------------------------------
+
+    def carry_over(self) -> tuple[list[tuple[int, bytes, bool]], list[Any]]:
+        """At the end of the epoch: my messages to submit again in the next one (discarded by
+        the trim, or never placed), in order, and the events answering those it delivered."""
+        delivered = self._mine(self.w_delivered)
+        done: list[Any] = []
+        again: list[tuple[int, bytes, bool]] = []
+        own = self.pending[self.my_rank] if self.my_rank >= 0 and self.mode != "raw" else ()
+        by_seq = {}
+        for e in own:
+            if e[2] != KIND_NULLS:
+                by_seq[e[0] * self.n_senders + self.my_rank] = e
+        for seq, ticket in list(self.awaiting.items()):
+            version = self.epoch_bits | seq
+            if self.mode == "raw" or seq < delivered:
+                results = self.replies.pop(version, None) if seq in self.want_reply else None
+                done.append(Completed(ticket, self.subgroup, self.shard_index, version, results))
+            else:
+                e = by_seq[seq]
+                again.append((ticket, e[4], e[5]))
+        again.extend((w.ticket, w.payload, w.reply) for w in self.queue)
+        self.awaiting.clear()
+        self.queue.clear()
+        return again, done
+
     # -- pushes ---------------------------------------------------------------------------------
 
     def flush(self, out: list[Push]) -> None:
@@ -636,8 +684,8 @@ class ShardStream:
                 )
             for start, end in spans:
                 w = self.table.push_bytes(self.slots_name, start, end)
-                out.append(Push(self.targets, w.offset, w.data))
+                out.append(Push(self.targets, w.offset, w.data, self.epoch))
         if self.dirty_counters:
             self.dirty_counters = False
             for w in self.table.push(self.counters):
-                out.append(Push(self.targets, w.offset, w.data))
+                out.append(Push(self.targets, w.offset, w.data, self.epoch))

@@ -43,7 +43,7 @@ class Predicate(Generic[Ctx]):
 class PredicateSet(Generic[Ctx]):
     """An ordered set of predicates with the state their kinds need (retired, last value)."""
 
-    __slots__ = ("_last", "_retired", "fired_count", "predicates", "rounds_max")
+    __slots__ = ("_last", "_retired", "fired_count", "predicates", "rounds_max", "stopped")
 
     def __init__(self, predicates: Sequence[Predicate[Ctx]], *, rounds_max: int = 32):
         names = [p.name for p in predicates]
@@ -54,13 +54,23 @@ class PredicateSet(Generic[Ctx]):
         self._retired: set[str] = set()
         self._last: dict[str, bool] = {}
         self.fired_count: dict[str, int] = dict.fromkeys(names, 0)
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Stop evaluating, even in the middle of a round: the state these predicates read is
+        gone (the epoch ended, or the member halted)."""
+        self.stopped = True
 
     def evaluate(self, ctx: Ctx) -> list[Any]:
         """Run rounds until none fires; return the actions the triggers produced, in order."""
         actions: list[Any] = []
+        if self.stopped:
+            return actions
         for _ in range(self.rounds_max):
             fired = False
             for p in self.predicates:
+                if self.stopped:
+                    return actions
                 if p.kind is Kind.ONE_TIME and p.name in self._retired:
                     continue
                 holds = p.condition(ctx)

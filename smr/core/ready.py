@@ -25,11 +25,13 @@ from typing import Any, NamedTuple
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """Copy `data` into row `source` (the writer) at `offset` of each target's table."""
+    """Copy `data` into the writer's row at `offset` of each target's table for `epoch` (the
+    transport carries the epoch so that no write lands in a table of another view)."""
 
     targets: tuple[int, ...]
     offset: int
     data: bytes
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,17 @@
 
 This module owns the replica's inputs and its single output, in the shape of etcd raft's RawNode:
 
-    inputs   on_write(source, offset, data)   a peer's one-sided write into its row of our table
-             on_data(source, payload)         a data-plane message
+    inputs   on_write(source, offset, data, epoch)  a peer's one-sided write into its row
+             on_data(source, payload)         a data-plane message (large payloads, replies,
+                                              join requests, state transfer)
              on_link_up(peer)                 a (re)connected link: the peer's copy of us is stale
+             on_peer_failed(peer)             the transport gave up on a peer
              tick(now_ns)                     time passed (heartbeats, timeouts, the clock)
              submit(...)                      the application multicasts a message
+             reply(...)                       the application's result for a delivery
              on_persisted(...)                the log made entries durable
+             send_state(...)                  a snapshot for a member that needs state
+             leave()                          depart cleanly
     output   ready() -> Ready                 the work to do; see smr.core.ready for the duties
              advance(ready)                   the driver did it
 
@@ -17,21 +22,40 @@ durable before any of that `Ready`'s `writes` is pushed, because those writes ma
 Each input updates the local copy of the table, then evaluates the predicates to a fixed point
 (`smr.core.predicates`); triggers return actions which accumulate until the driver takes them.
 The replica never touches a socket, a thread, a clock, a random source or a file.
+
+A replica lives across epochs: each view has its own table, streams and predicates
+(`smr.core.views` decides the next view), and everything a peer sends carries the epoch it
+belongs to, so nothing of an old epoch is applied to a new table (writes of a later epoch are
+kept until it is installed). A process that is not in the group starts with `Replica.joiner`.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from smr.core import multicast
+from smr.core import multicast, views
 from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.layout import Shard, SubgroupSpec, allocate
-from smr.core.multicast import FRAME, FRAME_LARGE, FRAME_REPLY, MulticastConfig, ShardStream
+from smr.core.multicast import (
+    FRAME,
+    FRAME_JOIN_OK,
+    FRAME_JOIN_REQUEST,
+    FRAME_LARGE,
+    FRAME_REPLY,
+    FRAME_STATE,
+    MulticastConfig,
+    ShardStream,
+    SubmitFailed,
+)
 from smr.core.predicates import Kind, Predicate, PredicateSet
 from smr.core.ready import Delivery, LogAppend, LogMeta, Push, Ready, Send
 from smr.core.table import Column, Layout, Table, counter
+from smr.core.views import Halted, Proposal, View, ViewChange, ViewConfig, ViewInstalled
+
+ACTIVE, JOINING, HALTED = "active", "joining", "halted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +64,48 @@ class CoreConfig:
 
     heartbeat_period_ns: int = 5_000_000
     predicate_rounds_max: int = 64
+    join_retry_ns: int = 50_000_000
+    future_epochs_max: int = 2  # epochs ahead of ours whose writes we keep until we install them
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
 
     def __post_init__(self) -> None:
         assert self.heartbeat_period_ns > 0
         assert self.predicate_rounds_max >= 1
+        assert self.join_retry_ns > 0
+        assert self.future_epochs_max >= 1
 
 
 @dataclass(frozen=True, slots=True)
 class FrontierReached:
-    """Event: every member's heartbeat counter reached `value` (the stability pattern)."""
+    """Event: every member's heartbeat counter reached `value` in `epoch` (the stability
+    pattern)."""
 
     value: int
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StateTransfer:
+    """Event for a shard's state provider: snapshot the state machine of (subgroup, shard) as it
+    stands now (after every delivery of the previous epoch, before any of this one) and pass it to
+    `Replica.send_state` for member `to`."""
+
+    to: int
+    subgroup: int
+    shard: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreState:
+    """Event for a member that needs state: restore the state machine of (subgroup, shard) from
+    `data` (a snapshot at `version`) before applying any later delivery of that shard."""
+
+    subgroup: int
+    shard: int
+    version: int
+    data: bytes
 
 
 HEARTBEAT_COLUMNS: tuple[Column, ...] = (
@@ -68,7 +122,7 @@ def _raise_frontier(r: Replica) -> list[Any]:
     value = r.table.column_min("heartbeat")
     r.table.set("frontier", value)
     r.push_all(("frontier",))
-    return [FrontierReached(value)]
+    return [FrontierReached(value, r.epoch)]
 
 
 # The first protocol on the table: each member raises its own counter; a predicate fires at each
@@ -97,11 +151,64 @@ def _stream_predicates(st: ShardStream) -> tuple[Predicate[Replica], ...]:
     )
 
 
+_MEMBERS = struct.Struct("<q")
+
+
+def _encode_members(members: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(members) + 1}q", len(members), *members)
+
+
+def _decode_members(data: bytes) -> tuple[int, ...]:
+    if len(data) < 8 or len(data) % 8:
+        raise PeerProtocolError("a malformed member list")
+    words = memoryview(data).cast("q")
+    if words[0] != len(words) - 1 or words[0] < 1:
+        raise PeerProtocolError("a malformed member list")
+    return tuple(words[1:])
+
+
+class _FutureRows:
+    """Writes of an epoch we have not installed yet, coalesced per source into a row image (a
+    push carries values, not deltas, so the latest bytes are all that matter): bounded by the
+    row size, applied whole when the epoch is installed."""
+
+    def __init__(self) -> None:
+        self.images: dict[int, tuple[bytearray, bytearray]] = {}  # source -> (bytes, mask)
+
+    def add(self, source: int, offset: int, data: bytes, row_bytes_max: int) -> None:
+        end = offset + len(data)
+        if offset < 0 or end > row_bytes_max:
+            raise PeerProtocolError(f"a write from {source} beyond any row ({end} bytes)")
+        image, mask = self.images.setdefault(source, (bytearray(), bytearray()))
+        if len(image) < end:
+            image.extend(bytes(end - len(image)))
+            mask.extend(bytes(end - len(mask)))
+        image[offset:end] = data
+        mask[offset:end] = b"\x01" * len(data)
+
+    def apply(self, table: Table) -> None:
+        for source, (image, mask) in self.images.items():
+            if source not in table.members or source == table.members[table.my_row]:
+                continue
+            row = table.members.index(source)
+            end = min(len(image), table.row_bytes)
+            start = None
+            for i in range(end + 1):
+                on = i < end and mask[i]
+                if on and start is None:
+                    start = i
+                elif not on and start is not None:
+                    lo, hi = start - start % 8, (i + 7) // 8 * 8
+                    table.apply_write(row, lo, bytes(image[lo:hi]))
+                    start = None
+
+
 class Replica:
-    """One member of a group in one epoch.
+    """One member of a group, across the epochs it lives through.
 
     `layout` declares the subgroups and shards (`SubgroupSpec`); every member computes the same
-    allocation from the view. The replica runs a `ShardStream` for every shard it belongs to.
+    allocation from each view. The replica runs a `ShardStream` for every shard it belongs to and
+    a `ViewChange` that decides the next view.
     """
 
     def __init__(
@@ -117,64 +224,179 @@ class Replica:
         assert 0 <= epoch < 1 << 31
         self.config = config or CoreConfig()
         self.me = me
-        self.epoch = epoch
-        self.shards: tuple[Shard, ...] = allocate(members, layout)
-        columns = list(HEARTBEAT_COLUMNS)
-        for shard in self.shards:
-            columns.extend(multicast.columns(shard, self.config.multicast))
-        self.table = Table(Layout(tuple(columns)), members, me, strict=strict)
-        self.members = self.table.members
-        self.peers = tuple(m for m in self.members if m != me)
-        self._row_of = {m: i for i, m in enumerate(self.members)}
+        self.layout_specs = tuple(layout)
+        self.strict = strict
+        self.status = ACTIVE
+        self.halt_reason = ""
         self.now_ns = 0
         self.hlc_ns = 0
-        self._next_heartbeat_ns = 0
-        self.streams: dict[int, ShardStream] = {}
-        self._stream_of: dict[tuple[int, int], ShardStream] = {}
-        predicates = list(HEARTBEAT_PREDICATES)
-        for shard in self.shards:
-            if me in shard.members:
-                st = ShardStream(self, shard, self.config.multicast)
-                self.streams[shard.index] = st
-                self._stream_of[(shard.subgroup, shard.shard)] = st
-                predicates.extend(_stream_predicates(st))
-        self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
         self._next_ticket = 1
         self._submitted = False
+        self._barrier = False  # a Ready holds an install; hold new-epoch work until it is taken
         self._persist: list[LogAppend | LogMeta] = []
         self._writes: list[Push] = []
         self._sends: list[Send] = []
         self._deliveries: list[Delivery] = []
         self._events: list[Any] = []
         self._taken: Ready | None = None
+        self._future: dict[int, _FutureRows] = {}
+        self._future_data: list[tuple[int, int, bytes]] = []  # (epoch, source, frame)
+        self._prev_row: tuple[int, bytes] | None = None
+        self._join_contacts: tuple[int, ...] = ()
+        self._next_join_ns = 0
+        self._awaiting_state: set[int] = set()  # shard indices whose state has not arrived
+        self._state_arrived: dict[int, tuple[int, bytes]] = {}
+        self._row_bytes_max = 1 << 24
+        self.epoch = epoch
+        if members:
+            self._build(View(epoch, tuple(members)))
+
+    @classmethod
+    def joiner(
+        cls,
+        me: int,
+        contacts: Sequence[int],
+        *,
+        layout: Sequence[SubgroupSpec] = (),
+        config: CoreConfig | None = None,
+        strict: bool = False,
+    ) -> Replica:
+        """A process outside the group that asks `contacts` (any members) to let it join. It
+        enters in the next view and receives its shards' state before it delivers anything."""
+        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
+        r.status = JOINING
+        r._join_contacts = tuple(c for c in contacts if c != me)
+        assert r._join_contacts, "a joiner needs at least one member to contact"
+        return r
+
+    # -- building an epoch ----------------------------------------------------------------------
+
+    def _build(self, view: View) -> None:
+        self.view = view
+        self.epoch = view.epoch
+        self.shards: tuple[Shard, ...] = allocate(view.members, self.layout_specs)
+        columns = list(HEARTBEAT_COLUMNS)
+        columns.extend(views.columns(len(view.members), self.shards, self.config.views))
+        for shard in self.shards:
+            columns.extend(multicast.columns(shard, self.config.multicast))
+        self.table = Table(Layout(tuple(columns)), view.members, self.me, strict=self.strict)
+        self.members = self.table.members
+        self.peers = tuple(m for m in self.members if m != self.me)
+        self._row_of = {m: i for i, m in enumerate(self.members)}
+        self._wedged_index = (
+            self.table.my_row * self.table.row_words + self.table.layout["wedged"].word
+        )
+        self._next_heartbeat_ns = self.now_ns
+        self.streams: dict[int, ShardStream] = {}
+        self._stream_of: dict[tuple[int, int], ShardStream] = {}
+        self.vc = ViewChange(self, self.config.views)
+        predicates = list(HEARTBEAT_PREDICATES)
+        predicates.extend(self.vc.predicates())
+        for shard in self.shards:
+            if self.me in shard.members:
+                st = ShardStream(self, shard, self.config.multicast)
+                self.streams[shard.index] = st
+                self._stream_of[(shard.subgroup, shard.shard)] = st
+                predicates.extend(_stream_predicates(st))
+        self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
+        future = self._future.pop(view.epoch, None)
+        if future is not None:
+            future.apply(self.table)
+        for e in [e for e in self._future if e < view.epoch]:
+            del self._future[e]
+        early, self._future_data = self._future_data, []
+        for epoch, source, frame in early:
+            if epoch == view.epoch and source in self._row_of:
+                self._on_frame(source, frame)
+            elif epoch > view.epoch:
+                self._future_data.append((epoch, source, frame))
+
+    @property
+    def frozen(self) -> bool:
+        """No sending, receiving or delivering: wedged for a view change, or an installed view
+        not yet handed to the driver."""
+        return self._barrier or self.table.words[self._wedged_index] != 0
 
     # -- inputs ---------------------------------------------------------------------------------
 
     def tick(self, now_ns: int) -> None:
         assert now_ns >= self.now_ns, f"time went back from {self.now_ns} to {now_ns}"
         self.now_ns = now_ns
+        if self.status == HALTED:
+            return
+        if self.status == JOINING:
+            if now_ns >= self._next_join_ns:
+                i = (now_ns // self.config.join_retry_ns) % len(self._join_contacts)
+                frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, 0, 0)
+                self._sends.append(Send(self._join_contacts[i], frame))
+                self._next_join_ns = now_ns + self.config.join_retry_ns
+            return
         if now_ns >= self._next_heartbeat_ns:
             self.table.set("heartbeat", self.table.get(self.table.my_row, "heartbeat") + 1)
             self.push_all(("heartbeat",))
             self._next_heartbeat_ns = now_ns + self.config.heartbeat_period_ns
+        self.vc.on_tick(now_ns)
         for st in self.streams.values():
             self._events.extend(st.expire(now_ns))
         self._evaluate()
 
-    def on_write(self, source: int, offset: int, data: bytes) -> None:
+    def on_write(self, source: int, offset: int, data: bytes, epoch: int | None = None) -> None:
+        """A peer's one-sided write into its row, for `epoch` (default: ours)."""
+        if self.status == HALTED:
+            return
+        epoch = self.epoch if epoch is None else epoch
+        if self.status == JOINING or epoch > self.epoch:
+            if epoch <= self.epoch and self.status != JOINING:
+                return
+            rows = self._future.setdefault(epoch, _FutureRows())
+            rows.add(source, offset, data, self._row_bytes_max)
+            while len(self._future) > self.config.future_epochs_max:
+                del self._future[min(self._future)]
+            return
+        if epoch < self.epoch:
+            return  # a write to a table that no longer exists
         row = self._row_of.get(source)
         if row is None:
-            raise PeerProtocolError(f"a write from {source}, who is not in the view")
+            raise PeerProtocolError(f"a write from {source}, who is not in view {self.epoch}")
         self.table.apply_write(row, offset, data)
+        vc = self.vc
+        if offset < vc.span_hi and offset + len(data) > vc.span_lo:
+            vc.quiet = False
         self._evaluate()
 
     def on_data(self, source: int, payload: bytes) -> None:
-        """A data-plane frame: a large message's payload, or a member's result for my message."""
-        if source not in self._row_of or source == self.me:
-            raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
+        """A data-plane frame: a large message's payload, a member's result for my message, a
+        join request, a join acceptance, or a shard's state."""
+        if self.status == HALTED:
+            return
         if len(payload) < FRAME.size:
             raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
-        kind, g, number = FRAME.unpack_from(payload)
+        kind, _, _, epoch = FRAME.unpack_from(payload)
+        if kind == FRAME_JOIN_REQUEST:
+            if self.status == ACTIVE:
+                self.vc.relay_join(source)
+                self._evaluate()
+            return
+        if kind == FRAME_JOIN_OK:
+            if self.status == JOINING:
+                members = _decode_members(payload[FRAME.size :])
+                if self.me not in members:
+                    raise PeerProtocolError(f"a join acceptance from {source} that omits me")
+                self._join(View(epoch, members))
+            return
+        if self.status == JOINING or epoch > self.epoch:
+            if len(self._future_data) < 4 * self.config.multicast.window_max:
+                self._future_data.append((epoch, source, payload))
+            return
+        if epoch < self.epoch:
+            return
+        if source not in self._row_of or source == self.me:
+            raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
+        self._on_frame(source, payload)
+        self._evaluate()
+
+    def _on_frame(self, source: int, payload: bytes) -> None:
+        kind, g, number, _ = FRAME.unpack_from(payload)
         st = self.streams.get(g)
         if st is None:
             raise PeerProtocolError(f"a data frame from {source} for shard {g}, not mine")
@@ -183,54 +405,93 @@ class Replica:
             st.on_large(source, number, body)
         elif kind == FRAME_REPLY:
             st.on_reply(source, number, body)
+        elif kind == FRAME_STATE:
+            if g in self._awaiting_state:
+                self._state_arrived[g] = (number, body)
         else:
             raise PeerProtocolError(f"a data frame of unknown type {kind} from {source}")
-        self._evaluate()
 
     def on_link_up(self, peer: int) -> None:
         """A link to `peer` was (re)established: writes pushed while it was down were lost, so the
-        peer's copy of our row is brought up to date with one write of the whole row."""
-        assert peer in self._row_of and peer != self.me, peer
+        peer's copy of our row is brought up to date with one write of the whole row (and of our
+        last row in the previous epoch, in case the peer is still finishing it)."""
+        if self.status != ACTIVE:
+            return
+        if self._prev_row is not None:
+            epoch, row = self._prev_row
+            self._writes.append(Push((peer,), 0, row, epoch))
+        if peer not in self._row_of or peer == self.me:
+            return
         w = self.table.push_row()
-        self._writes.append(Push((peer,), w.offset, w.data))
+        self._writes.append(Push((peer,), w.offset, w.data, self.epoch))
         for st in self.streams.values():
             self._sends.extend(st.resend(peer))
+
+    def on_peer_failed(self, peer: int) -> None:
+        """The transport reports a peer unreachable: suspect it now rather than at the timeout."""
+        if self.status == ACTIVE and peer in self._row_of:
+            self.vc.suspect(self._row_of[peer])
+            self._evaluate()
 
     def submit(self, subgroup: int, shard: int, payload: bytes, *, reply: bool = False) -> int:
         """Multicast `payload` in a shard; returns a ticket answered by a `Completed` event (at
         stability in `ordered` mode, at the global persistence frontier in `durable` mode, once
         every member received it in `raw` mode) or a `SubmitFailed` event. With `reply`, the
-        `Completed` event carries every shard member's result (see `reply`)."""
+        `Completed` event carries every shard member's result (see `reply`). Submissions made
+        together are placed together when the driver next asks for work (`ready`)."""
+        if self.status != ACTIVE:
+            raise UsageError(f"member {self.me} is {self.status}: it cannot multicast")
         st = self._stream(subgroup, shard)
         ticket = self._next_ticket
         if self._submitted and st.queue_full():
             self._evaluate()  # place what the window allows before calling the queue full
         st.submit(ticket, payload, reply)
         self._next_ticket += 1
-        # Evaluated when the driver next asks for work, so that submissions made together share
-        # one push of slots and one round of predicates (sender-side batching).
         self._submitted = True
         return ticket
 
     def on_persisted(self, subgroup: int, shard: int, version: int) -> None:
         """The log made every entry of this shard up to `version` durable."""
-        self._stream(subgroup, shard).on_persisted(version)
+        if self.status != ACTIVE:
+            return
+        st = self._stream_of.get((subgroup, shard))
+        if st is None:
+            return  # a shard this member left in the last view change
+        st.on_persisted(version)
         self._evaluate()
 
     def reply(self, delivery: Delivery, result: bytes) -> None:
         """The application's result for a delivery that asked for one; it goes to the sender."""
         assert delivery.reply, "reply() is for deliveries whose sender asked for results"
+        if self.status != ACTIVE or delivery.version >> 32 != self.epoch:
+            return  # the sender is answered from the view change, not by late replies
         st = self._stream(delivery.subgroup, delivery.shard)
         if delivery.sender == self.me:
             st.on_reply(self.me, delivery.version, result)
             self._evaluate()
-        else:
+        elif delivery.sender in self._row_of:
             frame = st.reply_frame(delivery.sender, delivery.version, result)
             self._sends.append(Send(delivery.sender, frame))
 
+    def send_state(self, to: int, subgroup: int, shard: int, version: int, data: bytes) -> None:
+        """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
+        new_shard = next(s for s in self.shards if (s.subgroup, s.shard) == (subgroup, shard))
+        frame = FRAME.pack(FRAME_STATE, new_shard.index, version, self.epoch) + data
+        self._sends.append(Send(to, frame))
+
+    def leave(self) -> None:
+        """Depart cleanly: the next view excludes this member without suspecting it."""
+        if self.status == ACTIVE:
+            self.vc.leave()
+            self._evaluate()
+
     def next_tick_ns(self) -> int:
-        """The time at which `tick` next has work to do (a heartbeat, a submit deadline)."""
-        t = self._next_heartbeat_ns
+        """The time at which `tick` next has work to do (a heartbeat, a timeout, a retry)."""
+        if self.status == HALTED:
+            return 1 << 62
+        if self.status == JOINING:
+            return self._next_join_ns
+        t = min(self._next_heartbeat_ns, self.now_ns + self.config.views.suspect_timeout_ns)
         for st in self.streams.values():
             d = st.next_deadline_ns()
             if d is not None and d < t:
@@ -261,6 +522,10 @@ class Replica:
         del self._deliveries[: len(ready.deliveries)]
         del self._events[: len(ready.events)]
         self._taken = None
+        if self._barrier:
+            self._barrier = False
+            if self.status == ACTIVE:
+                self._evaluate()
 
     def has_ready(self) -> bool:
         if self._submitted and self._taken is None:
@@ -273,7 +538,11 @@ class Replica:
 
     def push_all(self, names: Sequence[str]) -> None:
         for w in self.table.push(names):
-            self._writes.append(Push(self.peers, w.offset, w.data))
+            self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
+
+    def push_row_all(self) -> None:
+        w = self.table.push_row()
+        self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
 
     def deliver(self, deliveries: list[Delivery]) -> None:
         self._deliveries.extend(deliveries)
@@ -300,15 +569,171 @@ class Replica:
             )
         return st
 
+    def halt(self, reason: str) -> None:
+        """Stop for good: no more inputs are acted on, and the application is told why."""
+        if self.status == HALTED:
+            return
+        self.status = HALTED
+        self.halt_reason = reason
+        self._predicates.stop()
+        self._events.append(Halted(reason))
+
+    # -- view installation ----------------------------------------------------------------------
+
+    def install_next(self, decided: Proposal) -> None:
+        """The current epoch is over: every survivor delivered up to the ragged trim and, in
+        durable shards, persisted it. Build the next epoch from the decided proposal."""
+        old_view, old_shards, old_streams = self.view, self.shards, self.streams
+        self._predicates.stop()
+        if self.me not in decided.members:
+            reason = (
+                "left the group cleanly"
+                if self.table.get(self.table.my_row, "leaving")
+                else "the group installed a view without this member"
+            )
+            self.halt(f"member {self.me} {reason} (view {old_view.epoch + 1})")
+            return
+        for st in old_streams.values():
+            st.flush(self._writes)  # the last counters of the old epoch (persisted) still count
+        carried, completed = self._carry_over(old_streams, decided)
+        self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
+        new_view = View(old_view.epoch + 1, decided.members)
+        self._persist.append(
+            LogMeta(
+                "view",
+                _encode_members(new_view.members) + struct.pack("<q", new_view.epoch),
+                sync=True,
+            )
+        )
+        self._build(new_view)
+        self._barrier = True
+        self._events.extend(completed)
+        joiners = set(decided.joiners)
+        survivors = [m for m in decided.members if m not in joiners]
+        if survivors and survivors[0] == self.me:
+            body = FRAME.pack(FRAME_JOIN_OK, 0, 0, new_view.epoch) + _encode_members(
+                new_view.members
+            )
+            self._sends.extend(Send(j, body) for j in decided.joiners)
+        self._plan_state(old_shards, survivors, joiners)
+        for (sg, sh), items in carried.items():
+            st = self._stream_of.get((sg, sh))
+            for ticket, payload, reply in items:
+                if st is None or st.my_rank < 0:
+                    self._events.append(
+                        SubmitFailed(
+                            ticket,
+                            sg,
+                            sh,
+                            f"member {self.me} is no longer a sender of subgroup "
+                            f"{sg} shard {sh} in view {new_view.epoch}",
+                        )
+                    )
+                else:
+                    st.submit(ticket, payload, reply, resubmitted=True)
+        self._events.append(
+            ViewInstalled(
+                new_view.epoch,
+                new_view.members,
+                new_view.members.index(self.me),
+                tuple((s.subgroup, s.shard, s.members, s.mode) for s in self.streams_shards()),
+                tuple(decided.joiners),
+                tuple(m for m in old_view.members if m not in new_view.members),
+            )
+        )
+        self._submitted = True
+
+    def streams_shards(self) -> list[Shard]:
+        return [st.shard for st in self.streams.values()]
+
+    def _carry_over(
+        self, old_streams: dict[int, ShardStream], decided: Proposal
+    ) -> tuple[dict[tuple[int, int], list[tuple[int, bytes, bool]]], list[Any]]:
+        """My messages the trim discarded or that never entered the window are submitted again in
+        the next epoch, in their order; those delivered but not yet answered are answered now
+        (every survivor delivered them and, in durable shards, persisted them)."""
+        carried: dict[tuple[int, int], list[tuple[int, bytes, bool]]] = {}
+        completed: list[Any] = []
+        for st in old_streams.values():
+            items, done = st.carry_over()
+            carried[(st.subgroup, st.shard_index)] = items
+            completed.extend(done)
+        return carried, completed
+
+    def _plan_state(
+        self, old_shards: Sequence[Shard], survivors: list[int], joiners: set[int]
+    ) -> None:
+        old = {(s.subgroup, s.shard): s for s in old_shards}
+        alive = set(survivors)
+        for shard in self.shards:
+            before = old.get((shard.subgroup, shard.shard))
+            if before is None:
+                continue
+            holders = [m for m in self.members if m in alive and m in before.members]
+            assert holders, "the leader only proposes views that keep every shard's state"
+            provider = holders[0]
+            needy = [m for m in shard.members if m not in before.members or m in joiners]
+            if provider == self.me:
+                old_st = next((s for s in before.members if s == self.me), None)
+                assert old_st is not None
+                version = 0  # the driver snapshots the machine as it stands
+                self._events.extend(
+                    StateTransfer(m, shard.subgroup, shard.shard, version)
+                    for m in needy
+                    if m != self.me
+                )
+            if self.me in needy:
+                self._awaiting_state.add(shard.index)
+                self.streams[shard.index].awaiting_state = True
+
+    def _join(self, view: View) -> None:
+        self.status = ACTIVE
+        self._build(view)
+        self._barrier = True
+        for st in self.streams.values():
+            self._awaiting_state.add(st.g)
+            st.awaiting_state = True
+        self._events.append(
+            ViewInstalled(
+                view.epoch,
+                view.members,
+                view.members.index(self.me),
+                tuple((s.subgroup, s.shard, s.members, s.mode) for s in self.streams_shards()),
+                (self.me,),
+                (),
+            )
+        )
+
+    def _take_state(self) -> list[Any]:
+        events: list[Any] = []
+        for g, (version, data) in list(self._state_arrived.items()):
+            st = self.streams[g]
+            events.append(RestoreState(st.subgroup, st.shard_index, version, data))
+            st.awaiting_state = False
+            self._awaiting_state.discard(g)
+            del self._state_arrived[g]
+            self._barrier = True  # restore before any delivery of this shard
+        return events
+
     def _evaluate(self) -> None:
         self._submitted = False
-        for action in self._predicates.evaluate(self):
-            if isinstance(action, Send):
-                self._sends.append(action)
-            elif isinstance(action, (LogAppend, LogMeta)):
-                self._persist.append(action)
-            else:
-                self._events.append(action)
-        for st in self.streams.values():
-            if st.dirty_counters or st.dirty_slots is not None:
-                st.flush(self._writes)
+        if self.status != ACTIVE:
+            return
+        while True:
+            epoch = self.epoch
+            if self._state_arrived:
+                self._events.extend(self._take_state())
+            for action in self._predicates.evaluate(self):
+                if isinstance(action, Send):
+                    self._sends.append(action)
+                elif isinstance(action, (LogAppend, LogMeta)):
+                    self._persist.append(action)
+                else:
+                    self._events.append(action)
+            if self.status != ACTIVE:
+                return
+            for st in self.streams.values():
+                if st.dirty_counters or st.dirty_slots is not None:
+                    st.flush(self._writes)
+            if self.epoch == epoch or self._barrier:
+                return

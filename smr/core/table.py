@@ -20,6 +20,7 @@ A table lives for one epoch; the next epoch builds a new one.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -97,6 +98,7 @@ class Layout:
     columns: tuple[Column, ...]
     placed: dict[str, Placed] = field(init=False)
     row_bytes: int = field(init=False)
+    monotone_words: list[int] = field(init=False)  # word indices of monotone values, ascending
 
     def __post_init__(self) -> None:
         placed: dict[str, Placed] = {}
@@ -110,6 +112,16 @@ class Layout:
             offset += column.size_bytes
         object.__setattr__(self, "placed", placed)
         object.__setattr__(self, "row_bytes", max(_align(offset, ROW_ALIGN_BYTES), ROW_ALIGN_BYTES))
+        object.__setattr__(
+            self,
+            "monotone_words",
+            [
+                w
+                for p in placed.values()
+                if p.column.monotone
+                for w in range(p.word, p.end // WORD_BYTES)
+            ],
+        )
 
     @property
     def row_words(self) -> int:
@@ -308,18 +320,19 @@ class Table:
 
     def _check_monotone_write(self, row: int, offset: int, data: bytes | memoryview) -> None:
         new = memoryview(bytes(data) + bytes(-len(data) % WORD_BYTES)).cast("q")
-        first_word = offset // WORD_BYTES
+        first = offset // WORD_BYTES
+        mono = self.layout.monotone_words
         rw = row * self.row_words
-        for p in self.layout.placed.values():
-            if not p.column.monotone or p.end <= offset or p.offset >= offset + len(data):
-                continue
-            for w in range(max(p.word, first_word), min(p.end // 8, first_word + len(new))):
-                old, value = self.words[rw + w], new[w - first_word]
-                if value < old:
-                    raise PeerProtocolError(
-                        f"member {self.members[row]} moved {p.column.name} "
-                        f"back from {old} to {value}"
-                    )
+        words = self.words
+        for i in range(bisect_left(mono, first), bisect_left(mono, first + len(new))):
+            w = mono[i]
+            old, value = words[rw + w], new[w - first]
+            if value < old:
+                p = self.layout.column_at(w * WORD_BYTES)
+                raise PeerProtocolError(
+                    f"member {self.members[row]} moved {p.column.name if p else w} "
+                    f"back from {old} to {value}"
+                )
 
     # -- invariants -----------------------------------------------------------------------------
 

@@ -1,14 +1,22 @@
 """The deterministic simulator: N replicas in one process running the real core, from one seed.
 
-This module owns the run loop. Simulated time never sleeps: it jumps to the next event in a heap
-(a message arriving, a replica's timer, a fault). Every random choice (delays, faults, workload)
-comes from one `random.Random(seed)`, so a seed reproduces a run exactly; every run ends with a
-`digest` of what each replica delivered and a `schedule_digest` of every step taken.
+This module owns the run loop and the simulated processes. Simulated time never sleeps: it jumps
+to the next event in a heap (a message arriving, a replica's timer, a fault, a submission). Every
+random choice (delays, faults, workload) comes from one `random.Random(seed)`, so a seed
+reproduces a run exactly; every run ends with a `digest` of what each replica delivered and a
+`schedule_digest` of every step taken.
 
 A run has two phases, as FoundationDB and TigerBeetle's VOPR do: a safety phase with faults, then a
-liveness phase without (every link healed) in which the protocol must make progress. Invariant
-checkers (`smr.sim.invariants`) run after every step; the first violation stops the run and is
-reported with the command that reproduces it.
+liveness phase without (every link healed, every stopped process restarted if restarts are among
+the faults) in which the group must install one view of every live process and answer what is
+submitted. Invariant checkers (`smr.sim.invariants`) run after every step; the first violation
+stops the run and is reported with the command that reproduces it.
+
+The simulated driver does what the node runtime does: it executes each `Ready` (pushes and sends
+onto the network, log requests onto a disk that makes appends durable after a delay, deliveries
+into the state machines, results back as replies, snapshots for state transfer) and advances.
+Payloads carry an 8-byte nonce (the simulator's own envelope, stripped before a state machine sees
+the command) so that checkers can tell every submission apart.
 """
 
 from __future__ import annotations
@@ -23,14 +31,16 @@ from typing import Any
 from smr.core.errors import PeerProtocolError
 from smr.core.multicast import Completed, SubmitFailed
 from smr.core.ready import LogAppend, Ready
-from smr.core.replica import CoreConfig, Replica
+from smr.core.replica import ACTIVE, HALTED, CoreConfig, Replica, RestoreState, StateTransfer
+from smr.core.views import ViewInstalled
 from smr.sim.network import Message, Network
 from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
 
-FAULTS = ("delay", "partition", "break", "crash")
+FAULTS = ("delay", "partition", "break", "crash", "restart", "join", "leave")
 BUGS = ("counter-down",)
 
 MS = 1_000_000
+NONCE_BYTES = 8
 
 
 class Violation(Exception):
@@ -49,11 +59,13 @@ class SimConfig:
     faults: frozenset[str] = frozenset()
     bugs: frozenset[str] = frozenset()
     safety_ns: int = 300 * MS
-    liveness_ns: int = 200 * MS
-    fault_interval_ns_mean: int = 20 * MS
+    liveness_ns: int = 500 * MS
+    fault_interval_ns_mean: int = 25 * MS
     heal_ns_max: int = 60 * MS
+    restart_ns_max: int = 80 * MS
+    joiners_max: int = 2  # new process ids a `join` fault may add
     workload: str = "frontier"
-    submit_interval_ns_mean: int = 4 * MS
+    submit_interval_ns_mean: int = 6 * MS
     persist_ns_max: int = 2 * MS
     core: CoreConfig = field(default_factory=CoreConfig)
 
@@ -76,20 +88,35 @@ class SimConfig:
         return " ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    member: int
+    incarnation: int
+    key: tuple[int, int]  # (subgroup, shard)
+    index: int  # the member incarnation's n-th submission to this shard
+    ticket: int
+
+
 @dataclass
 class SimNode:
+    """A simulated process: one incarnation of a member id at a time."""
+
     id: int
     replica: Replica
     alive: bool = True
+    incarnation: int = 0
     tick_at_ns: int = -1
     events: list[tuple[int, Any]] = field(default_factory=list)  # (time, event)
     deliveries: list[Any] = field(default_factory=list)
-    machines: dict[int, Any] = field(default_factory=dict)  # shard index -> state machine
-    submitted: dict[int, list[tuple[int, bytes]]] = field(
-        default_factory=dict
-    )  # g -> (ticket, payload)
-    open_tickets: dict[int, int] = field(default_factory=dict)  # ticket -> shard index
-    digests: dict[tuple[int, int], str] = field(default_factory=dict)  # (g, version) -> digest
+    machines: dict[tuple[int, int], Any] = field(default_factory=dict)  # (sg, sh) -> machine
+    submitted: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> count
+    open_tickets: dict[int, tuple[int, int]] = field(default_factory=dict)  # ticket -> key
+    digests: dict[tuple[tuple[int, int], int], str] = field(default_factory=dict)
+    halted: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.alive and self.replica.status == ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +128,7 @@ class SimResult:
     end_ns: int
     violation: Violation | None
     stats: dict[str, Any]
+    view_change_ns: tuple[int, ...] = ()  # from a crash to the next view installed
 
     @property
     def ok(self) -> bool:
@@ -121,15 +149,10 @@ class Checker:
     def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
         """Inspect what a replica asked the driver to do, before it is done."""
 
-    def before_write(
-        self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes
-    ) -> None:
-        """Called just before a peer's write is applied at `node`."""
-
     def after_write(
-        self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes
+        self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes, epoch: int
     ) -> None:
-        """Called just after a peer's write was applied at `node`."""
+        """Called just after a peer's write was handed to `node`."""
 
     def at_liveness_start(self, sim: Simulation) -> None:
         """Faults have stopped and every link is healed."""
@@ -177,19 +200,36 @@ class Simulation:
         )
         self.members = tuple(range(1, config.nodes + 1))
         self.workload = make_workload(config.workload, config.nodes)
-        self.nodes = {
+        self.nodes: dict[int, SimNode] = {
             m: SimNode(m, factory(m, self.members, config, self.workload)) for m in self.members
         }
         for node in self.nodes.values():
-            for g, st in node.replica.streams.items():
-                machine = self.workload.machine(st.subgroup)
-                if machine is not None:
-                    node.machines[g] = machine
-                node.submitted[g] = []
+            for st in node.replica.streams.values():
+                self._new_machine(node, (st.subgroup, st.shard_index))
         self.checkers = list(invariants.default_checkers() if checkers is None else checkers)
         self.in_liveness = False
-        self.stats: dict[str, int] = {"writes": 0, "data": 0, "faults": 0, "crashes": 0}
-        self.timeline: list[tuple[int, str]] = []  # faults and phases in plain words
+        self.nonces: dict[bytes, Submission] = {}
+        self._nonce = 0
+        self._next_id = config.nodes + 1
+        self._crashed_at: list[int] = []
+        # The minority side of the partition in force: faults never overlap so that a majority
+        # of the view stays connected (two overlapping partitions can leave no majority anywhere,
+        # and then a virtually synchronous group rightly stops).
+        self._isolated: set[int] = set()
+        self._partition_until_ns = 0
+        self.view_change_ns: list[int] = []
+        self.stats: dict[str, int] = {
+            "writes": 0,
+            "data": 0,
+            "faults": 0,
+            "crashes": 0,
+            "restarts": 0,
+            "joins": 0,
+            "leaves": 0,
+            "halts": 0,
+            "views": 0,
+        }
+        self.timeline: list[tuple[int, str]] = []  # faults, views and phases in plain words
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -198,12 +238,12 @@ class Simulation:
         heapq.heappush(self._heap, (time_ns, self._seq, kind, arg))
 
     def _schedule_tick(self, node: SimNode) -> None:
-        if not node.alive:
+        if not node.alive or node.replica.status == HALTED:
             return
         at = max(node.replica.next_tick_ns(), self.now_ns)
         if node.tick_at_ns < 0 or at < node.tick_at_ns or node.tick_at_ns < self.now_ns:
             node.tick_at_ns = at
-            self._at(at, "tick", node.id)
+            self._at(at, "tick", (node.id, node.incarnation))
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -225,6 +265,7 @@ class Simulation:
             self.now_ns,
             violation,
             dict(self.stats),
+            tuple(self.view_change_ns),
         )
 
     def _run(self) -> None:
@@ -239,7 +280,7 @@ class Simulation:
         self._at(safety_end, "liveness", None)
         if self.workload.submits:
             for m in self.members:
-                self._at(self._submit_gap(), "submit", m)
+                self._at(self._submit_gap(), "submit", (m, 0))
         while self._heap:
             time_ns, _, kind, arg = heapq.heappop(self._heap)
             if time_ns > end:
@@ -255,12 +296,19 @@ class Simulation:
         for c in self.checkers:
             c.at_end(self)
 
+    def _current(self, arg: tuple[int, int]) -> SimNode | None:
+        member, incarnation = arg
+        node = self.nodes[member]
+        if not node.alive or node.incarnation != incarnation:
+            return None
+        return node
+
     def _step(self, kind: str, arg: Any) -> SimNode | bool | None:
         """Perform one event; return the node it happened at, None for a global step, or False if
         the event was stale and nothing happened."""
         if kind == "tick":
-            node = self.nodes[arg]
-            if not node.alive or node.tick_at_ns != self.now_ns:
+            node = self._current(arg)
+            if node is None or node.tick_at_ns != self.now_ns:
                 return False
             node.tick_at_ns = -1
             self._trace("tick", node.id)
@@ -276,12 +324,10 @@ class Simulation:
                 return False
             self._trace(message.kind, message.source, message.target)
             if message.kind == "write":
-                offset, data = message.body
+                offset, data, epoch = message.body
+                node.replica.on_write(message.source, offset, data, epoch)
                 for c in self.checkers:
-                    c.before_write(self, node, message.source, offset, data)
-                node.replica.on_write(message.source, offset, data)
-                for c in self.checkers:
-                    c.after_write(self, node, message.source, offset, data)
+                    c.after_write(self, node, message.source, offset, data, epoch)
             else:
                 (payload,) = message.body
                 node.replica.on_data(message.source, payload)
@@ -298,37 +344,35 @@ class Simulation:
             a, b = arg
             self._set_link(a, b, True)
             return None
+        if kind == "restart":
+            node = self.nodes[arg]
+            if node.alive and node.replica.status != HALTED:
+                return False
+            self._restart(node)
+            return node
         if kind == "liveness":
             self._start_liveness()
             return None
         if kind == "submit":
-            node = self.nodes[arg]
-            if not node.alive:
+            node = self._current(arg)
+            if node is None:
+                return False
+            if self.now_ns < self.config.safety_ns + self.config.liveness_ns // 2:
+                self._at(self.now_ns + self._submit_gap(), "submit", arg)
+            if not node.active:
                 return False
             self._submit(node)
-            if self.now_ns < self.config.safety_ns + self.config.liveness_ns // 2:
-                self._at(self.now_ns + self._submit_gap(), "submit", node.id)
             return node
         if kind == "persisted":
-            member, sg, sh, version = arg
-            node = self.nodes[member]
-            if not node.alive:
+            member, incarnation, sg, sh, version = arg
+            node = self._current((member, incarnation))
+            if node is None:
                 return False
             self._trace("persisted", member, sg, sh, version)
             node.replica.on_persisted(sg, sh, version)
             self._drain(node)
             return node
         raise AssertionError(f"unknown event {kind}")
-
-    def _drain(self, node: SimNode) -> None:
-        replica = node.replica
-        while replica.has_ready():
-            ready = replica.ready()
-            for c in self.checkers:
-                c.after_ready(self, node, ready)
-            self._execute(node, ready)
-            replica.advance(ready)
-        self._schedule_tick(node)
 
     def _submit(self, node: SimNode) -> None:
         choices = [
@@ -339,55 +383,120 @@ class Simulation:
         op = self.workload.next_op(self.rng, node.id, choices)
         if op is None:
             return
-        self._trace("submit", node.id, op.subgroup, op.shard, len(op.payload))
-        ticket = node.replica.submit(op.subgroup, op.shard, op.payload, reply=op.reply)
-        g = node.replica.stream(op.subgroup, op.shard).g
-        node.submitted[g].append((ticket, op.payload))
-        node.open_tickets[ticket] = g
+        key = (op.subgroup, op.shard)
+        self._nonce += 1
+        nonce = self._nonce.to_bytes(NONCE_BYTES, "big")
+        self._trace("submit", node.id, key, len(op.payload))
+        ticket = node.replica.submit(op.subgroup, op.shard, nonce + op.payload, reply=op.reply)
+        index = node.submitted.get(key, 0)
+        node.submitted[key] = index + 1
+        self.nonces[nonce] = Submission(node.id, node.incarnation, key, index, ticket)
+        node.open_tickets[ticket] = key
         self._drain(node)
 
     def _submit_gap(self) -> int:
         return 1 + int(self.rng.expovariate(1.0 / self.config.submit_interval_ns_mean))
 
+    def _drain(self, node: SimNode) -> None:
+        replica = node.replica
+        while node.alive and replica.has_ready():
+            ready = replica.ready()
+            for c in self.checkers:
+                c.after_ready(self, node, ready)
+            self._execute(node, ready)
+            replica.advance(ready)
+        if node.alive and replica.status == HALTED and not node.halted:
+            self._on_halt(node)
+        self._schedule_tick(node)
+
     def _execute(self, node: SimNode, ready: Ready) -> None:
         for request in ready.persist:
             # The simulated disk makes an append durable after a seeded delay (group commit);
-            # a crash-stopped member's pending appends are simply never reported.
+            # a stopped process's pending appends are never reported. Metadata (views,
+            # proposals with their trims) is synced before the writes that announce it.
             if isinstance(request, LogAppend) and request.entries:
                 at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
                 last = request.entries[-1].version
-                self._at(at, "persisted", (node.id, request.subgroup, request.shard, last))
+                self._at(
+                    at,
+                    "persisted",
+                    (node.id, node.incarnation, request.subgroup, request.shard, last),
+                )
         for push in ready.writes:
             for target in push.targets:
-                self._transmit(node.id, target, "write", (push.offset, push.data))
+                self._transmit(node.id, target, "write", (push.offset, push.data, push.epoch))
                 self.stats["writes"] += 1
         for send in ready.sends:
             self._transmit(node.id, send.target, "data", (send.payload,))
             self.stats["data"] += 1
-        touched: dict[int, int] = {}
+        touched: dict[tuple[int, int], int] = {}
         for d in ready.deliveries:
             node.deliveries.append(d)
-            st = node.replica.stream(d.subgroup, d.shard)
-            machine = node.machines.get(st.g)
+            key = (d.subgroup, d.shard)
+            machine = node.machines.get(key)
             if machine is not None:
-                result = apply_delivery(machine, d)
-                touched[st.g] = d.version
+                result = apply_delivery(machine, d, NONCE_BYTES)
+                touched[key] = d.version
             else:
                 result = b"%d" % len(d.payload)
             if d.reply:
                 node.replica.reply(d, result)
-        for g, version in touched.items():
-            if node.replica.streams[g].mode != "raw":
-                node.digests[(g, version)] = node.machines[g].digest()
+        for key, version in touched.items():
+            st = node.replica.stream(*key)
+            if st is None or st.mode != "raw":
+                node.digests[(key, version)] = node.machines[key].digest()
         for event in ready.events:
             node.events.append((self.now_ns, event))
-            if isinstance(event, SubmitFailed):
-                g = node.open_tickets.pop(event.ticket)
-                node.submitted[g] = [x for x in node.submitted[g] if x[0] != event.ticket]
-            elif isinstance(event, Completed):
-                node.open_tickets.pop(event.ticket)
+            if isinstance(event, (SubmitFailed, Completed)):
+                node.open_tickets.pop(event.ticket, None)
+            elif isinstance(event, StateTransfer):
+                machine = node.machines[(event.subgroup, event.shard)]
+                node.replica.send_state(
+                    event.to, event.subgroup, event.shard, event.version, machine.snapshot()
+                )
+            elif isinstance(event, RestoreState):
+                machine = self._new_machine(node, (event.subgroup, event.shard))
+                machine.restore(event.data)
+            elif isinstance(event, ViewInstalled):
+                self._on_view(node, event)
+
+    def _new_machine(self, node: SimNode, key: tuple[int, int]) -> Any:
+        machine = self.workload.machine(key[0])
+        if machine is not None:
+            node.machines[key] = machine
+        return machine
+
+    def _on_view(self, node: SimNode, event: ViewInstalled) -> None:
+        self.stats["views"] += 1
+        mine = {(sg, sh) for sg, sh, _, _ in event.shards}
+        for key in list(node.machines):
+            if key not in mine:
+                del node.machines[key]  # a shard this member left (its state went on)
+        for key in mine:
+            if key not in node.machines and node.id not in event.joined:
+                self._new_machine(node, key)
+        if node.id == min(event.members) and self._crashed_at:
+            self.view_change_ns.extend(self.now_ns - t for t in self._crashed_at)
+            self._crashed_at.clear()
+        if node.id == event.members[0]:
+            self.note(
+                f"view {event.epoch} installed: members {list(event.members)}"
+                + (f", joined {list(event.joined)}" if event.joined else "")
+                + (f", departed {list(event.departed)}" if event.departed else "")
+            )
+
+    def _on_halt(self, node: SimNode) -> None:
+        self.stats["halts"] += 1
+        self.note(f"member {node.id} halts: {node.replica.halt_reason}")
+        node.halted = node.replica.halt_reason or "halted"
+        if "restart" in self.config.faults and not self.in_liveness:
+            self._at(
+                self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", node.id
+            )
 
     def _transmit(self, source: int, target: int, kind: str, body: tuple) -> None:
+        if target not in self.nodes:
+            return
         message = Message(source, target, kind, self.network.generation(source, target), body)
         arrival = self.network.transit(self.now_ns, message)
         if arrival is not None:
@@ -398,18 +507,45 @@ class Simulation:
     def _fault_gap(self) -> int:
         return 1 + int(self.rng.expovariate(1.0 / self.config.fault_interval_ns_mean))
 
+    def spare(self, healthy: list[int]) -> int:
+        """How many more members may fail now: in every view some live member is still in, a
+        majority must stay healthy (a view change in progress needs a majority of its view)."""
+        spare = len(healthy)
+        for node in self.nodes.values():
+            if not node.active:
+                continue
+            view = node.replica.members
+            alive = sum(1 for m in view if m in healthy)
+            spare = min(spare, alive - (len(view) // 2 + 1))
+        return spare
+
+    def _healthy(self) -> list[int]:
+        return [m for m, n in self.nodes.items() if n.active and m not in self._isolated]
+
     def _inject_fault(self) -> None:
-        kinds = sorted(self.config.faults - {"delay"})
+        kinds = sorted(self.config.faults - {"delay", "restart"})
+        if not kinds:
+            return
         kind = self.rng.choice(kinds)
         self.stats["faults"] += 1
-        if kind == "partition":
-            side = self.rng.sample(self.members, self.rng.randint(1, max(1, len(self.members) - 1)))
-            rest = [m for m in self.members if m not in side]
+        healthy = self._healthy()
+        # Faults take out at most a minority of the current view at once, so the group always
+        # keeps a majority that can install the next view.
+        spare = self.spare(healthy)
+        if self.now_ns >= self._partition_until_ns:
+            self._isolated.clear()
+        if kind == "partition" and spare >= 1 and not self._isolated:
+            side = self.rng.sample(healthy, self.rng.randint(1, spare))
+            rest = [m for m in self.nodes if m not in side]
             one_way = self.rng.random() < 0.3
             heal_at = self.now_ns + self.rng.randint(MS, self.config.heal_ns_max)
             self._trace("partition", tuple(sorted(side)), one_way)
             arrow = "->" if one_way else "<->"
-            self.note(f"partition {sorted(side)} {arrow} {rest}, heals at {heal_at / MS:.1f} ms")
+            self.note(
+                f"partition {sorted(side)} {arrow} {sorted(rest)}, heals at {heal_at / MS:.1f} ms"
+            )
+            self._isolated = set(side)
+            self._partition_until_ns = heal_at
             for a in side:
                 for b in rest:
                     self._set_link(a, b, False)
@@ -417,34 +553,77 @@ class Simulation:
                     if not one_way:
                         self._set_link(b, a, False)
                         self._at(heal_at, "heal", (b, a))
-        elif kind == "break":
-            a, b = self.rng.sample(self.members, 2) if len(self.members) > 1 else (1, 1)
-            if a == b:
-                return
+        elif kind == "break" and len(healthy) > 1 and not self._isolated:
+            a, b = self.rng.sample(healthy, 2)
             heal_at = self.now_ns + self.rng.randint(MS // 10, 5 * MS)
             self._trace("break", a, b)
             self.note(f"link {a}<->{b} breaks, reconnects at {heal_at / MS:.1f} ms")
             for x, y in ((a, b), (b, a)):
                 self._set_link(x, y, False)
                 self._at(heal_at, "heal", (x, y))
-        elif kind == "crash":
-            alive = [m for m, n in self.nodes.items() if n.alive]
-            # A crash-stopped member stays down until the view-change layer can readmit it; keep
-            # a majority up so the run still says something about the survivors.
-            if len(alive) - 1 > len(self.members) // 2:
-                victim = self.rng.choice(alive)
-                self._trace("crash", victim)
-                self.note(f"member {victim} crashes")
-                self.crash(victim)
+        elif kind == "crash" and spare >= 1:
+            victim = self.rng.choice(healthy)
+            self._trace("crash", victim)
+            self.note(f"member {victim} crashes")
+            self.crash(victim)
+        elif kind == "join" and self._next_id <= self.config.nodes + self.config.joiners_max:
+            new_id = self._next_id
+            self._next_id += 1
+            self._trace("join", new_id)
+            self.note(f"process {new_id} starts and asks to join")
+            self.nodes[new_id] = SimNode(new_id, self._joiner(new_id))
+            self.members = (*self.members, new_id)
+            self.stats["joins"] += 1
+            self._drain(self.nodes[new_id])
+        elif kind == "leave" and spare >= 1:
+            leaver = self.rng.choice(healthy)
+            self._trace("leave", leaver)
+            self.note(f"member {leaver} leaves")
+            self.stats["leaves"] += 1
+            self.nodes[leaver].replica.leave()
+            self._drain(self.nodes[leaver])
 
     def crash(self, member: int) -> None:
         node = self.nodes[member]
         node.alive = False
         self.stats["crashes"] += 1
-        for other in self.members:
+        self._crashed_at.append(self.now_ns)
+        for other in self.nodes:
             if other != member:
                 self.network.set_up(member, other, False)
                 self.network.set_up(other, member, False)
+        if "restart" in self.config.faults and not self.in_liveness:
+            self._at(
+                self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", member
+            )
+
+    def _joiner(self, member: int) -> Replica:
+        contacts = [m for m in self.nodes if m != member]
+        self.rng.shuffle(contacts)
+        return Replica.joiner(
+            member, contacts, layout=self.workload.layout(), config=self.config.core, strict=True
+        )
+
+    def _restart(self, node: SimNode) -> None:
+        """A stopped process starts again: a new incarnation that joins with state transfer."""
+        self._trace("restart", node.id)
+        self.note(f"member {node.id} restarts and asks to join")
+        self.stats["restarts"] += 1
+        node.incarnation += 1
+        node.replica = self._joiner(node.id)
+        node.alive = True
+        node.halted = ""
+        node.tick_at_ns = -1
+        node.machines.clear()
+        node.open_tickets.clear()
+        node.submitted.clear()
+        for other in self.nodes:
+            if other != node.id and self.nodes[other].alive:
+                for a, b in ((node.id, other), (other, node.id)):
+                    self._set_link(a, b, True)
+        if self.workload.submits:
+            self._at(self.now_ns + self._submit_gap(), "submit", (node.id, node.incarnation))
+        self._drain(node)
 
     def _set_link(self, a: int, b: int, up: bool) -> None:
         if up and not (self.nodes[a].alive and self.nodes[b].alive):
@@ -457,11 +636,18 @@ class Simulation:
 
     def _start_liveness(self) -> None:
         self._trace("liveness")
-        self.note("faults stop; every link is healed")
+        self.note(
+            "faults stop; every link is healed"
+            + (" and every stopped member restarts" if "restart" in self.config.faults else "")
+        )
+        self.in_liveness = True
         for (a, b), link in sorted(self.network.links.items()):
             if not link.up:
                 self._set_link(a, b, True)
-        self.in_liveness = True
+        if "restart" in self.config.faults:
+            for node in list(self.nodes.values()):
+                if not node.alive or node.replica.status == HALTED:
+                    self._restart(node)
         for c in self.checkers:
             c.at_liveness_start(self)
 
@@ -476,13 +662,13 @@ class Simulation:
     def digest(self) -> str:
         """A digest of what every replica delivered and observed, in order."""
         h = hashlib.sha256()
-        for m in self.members:
+        for m in sorted(self.nodes):
             node = self.nodes[m]
             h.update(repr((m, [e for _, e in node.events], node.deliveries)).encode())
         return h.hexdigest()[:16]
 
     def live_nodes(self) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.alive]
+        return [n for n in self.nodes.values() if n.active]
 
 
 def run_seed(config: SimConfig, **kwargs: Any) -> SimResult:

@@ -1,20 +1,44 @@
-"""Invariant checkers for the simulator: the table's rules and the first protocol's guarantees.
+"""Invariant checkers for the simulator, run after every simulated step.
 
-This module owns the checks that run after every simulated step. Each checker raises
-`Violation(invariant, detail)`; the harness stops the run and reports it with the reproducing
-command. The table's invariants:
+This module owns the checks. Each raises `Violation(invariant, detail)`; the harness stops the run
+and reports it with the reproducing command.
 
-* `table.monotone`: no monotone column of any copy of the table ever decreases (`Table._check`).
-* `table.own-row`: a member only ever pushes bytes of its own row, exactly as they are.
-* `table.applied`: a write that arrives on a link that stayed up is applied whole; once the run is
-  quiet, every member's copy of a peer's row equals that peer's own row.
+The table:
+* `table.monotone`: no monotone column of any copy of a table ever decreases (`Table._check`).
+* `table.own-row`: a member only pushes bytes of its own row, exactly as they are.
+* `table.applied`: a write that arrives for the receiver's epoch is applied whole; once the run is
+  quiet, every member's copy of a peer's row (in the same epoch) equals that peer's own row.
 
 The first protocol (`heartbeat_frontier`):
+* `frontier.stable`: a member reports the frontier reached `k` in an epoch only when every member
+  still in that epoch really has its counter at `k` or more.
+* `frontier.live`: once faults stop, every live member keeps seeing the frontier rise.
 
-* `frontier.stable`: a member reports the frontier reached `k` only when every member's own
-  counter really is at least `k` (never before everyone got there).
-* `frontier.live`: once faults stop, every live member's frontier rises past where the fastest
-  member's counter stood when they stopped.
+Ordered multicast (the simulator's nonce envelope tells every submission apart):
+* `multicast.agreement`: two members that delivered the same version of a shard delivered the
+  same message; each member's versions of a shard only grow (total order, no duplication).
+* `multicast.creation`: every delivered message was submitted, by the sender it names, to that
+  shard.
+* `multicast.fifo`: a member delivers a sender's messages in the order the sender submitted them.
+* `multicast.stability`: outside a view change's ragged trim, a message is delivered only once
+  every member of its shard received it.
+* `multicast.answered`: a submitter is answered in `ordered` mode only after every member
+  received it, in `durable` mode only after every member persisted it.
+* `multicast.frontier`: a member's view of a shard's global persistence frontier never falls and
+  is never above any member's own `persisted` count.
+* `state.digest`: members that delivered up to the same version have the same state.
+* `workload`: the workload's own invariant (the bank conserves money).
+
+Views:
+* `view.unique`: never two views with the same epoch and different members.
+* `view.synchrony`: members that go from view v to v+1 together delivered the same messages in v.
+* `view.durability`: everything at or below a shard's global persistence frontier in view v is
+  delivered by every member that goes on to v+1 (nothing persisted is lost).
+
+Liveness, checked at the end of the fault-free phase:
+* `live.view`: every live member is in the same view, and that view is exactly the live members.
+* `live.answered`: every submission a live member made is answered, and members of a shard end
+  in the same state.
 """
 
 from __future__ import annotations
@@ -23,8 +47,11 @@ from collections import defaultdict
 
 from smr.core.multicast import SEQ_MAX, Completed
 from smr.core.ready import Ready
-from smr.core.replica import FrontierReached
-from smr.sim.harness import Checker, SimNode, Simulation, Violation
+from smr.core.replica import ACTIVE, FrontierReached
+from smr.core.views import ViewInstalled
+from smr.sim.harness import NONCE_BYTES, Checker, SimNode, Simulation, Violation
+
+MS = 1_000_000
 
 
 class TableMonotone(Checker):
@@ -33,6 +60,8 @@ class TableMonotone(Checker):
     def after_step(self, sim: Simulation, node: SimNode | None) -> None:
         targets = sim.live_nodes() if node is None else [node]
         for n in targets:
+            if not n.active:
+                continue
             try:
                 n.replica.table._check()
             except AssertionError as e:
@@ -47,13 +76,18 @@ class TableOwnRow(Checker):
     name = "table.own-row"
 
     def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
-        table = node.replica.table
+        replica = node.replica
+        if replica.status != ACTIVE:
+            return
+        table = replica.table
         row = table.row_bytes_of(table.my_row)
         words = memoryview(row).cast("q")
         covered: set[int] = set()
         for push in reversed(ready.writes):
             if node.id in push.targets:
                 raise Violation(self.name, f"member {node.id} pushed a write to itself")
+            if push.epoch != replica.epoch:
+                continue  # the last writes of the epoch that just ended
             data = memoryview(push.data + bytes(-len(push.data) % 8)).cast("q")
             first = push.offset // 8
             for i, value in enumerate(data):
@@ -80,9 +114,12 @@ class TableApplied(Checker):
     name = "table.applied"
 
     def after_write(
-        self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes
+        self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes, epoch: int
     ) -> None:
-        table = node.replica.table
+        replica = node.replica
+        if epoch != replica.epoch or replica.status != ACTIVE:
+            return  # kept for a later epoch, or dropped as one that is over
+        table = replica.table
         row = table.row_bytes_of(table.members.index(source))
         if row[offset : offset + len(data)] != data:
             raise Violation(self.name, f"write from {source} at {offset} not applied at {node.id}")
@@ -90,9 +127,12 @@ class TableApplied(Checker):
     def at_end(self, sim: Simulation) -> None:
         for (a, b), link in sim.network.links.items():
             na, nb = sim.nodes[a], sim.nodes[b]
-            if not (link.up and na.alive and nb.alive) or link.in_flight:
+            if not (link.up and na.active and nb.active) or link.in_flight:
                 continue
-            ta, tb = na.replica.table, nb.replica.table
+            ra, rb = na.replica, nb.replica
+            if ra.epoch != rb.epoch or a not in rb.members:
+                continue
+            ta, tb = ra.table, rb.table
             if ta.row_bytes_of(ta.my_row) != tb.row_bytes_of(tb.members.index(a)):
                 raise Violation(
                     self.name, f"after the run, member {b}'s copy of member {a}'s row is stale"
@@ -103,20 +143,25 @@ class FrontierStable(Checker):
     name = "frontier.stable"
 
     def __init__(self) -> None:
-        self.last: dict[int, int] = {}
-        self.live_from = 0
+        self.last: dict[tuple[int, int], int] = {}
+        self.last_ns: dict[int, int] = {}
 
     def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
         for event in ready.events:
             if not isinstance(event, FrontierReached):
                 continue
-            prev = self.last.get(node.id, 0)
+            key = (node.id, event.epoch)
+            prev = self.last.get(key, 0)
             if event.value <= prev:
                 raise Violation(
                     self.name, f"member {node.id} frontier went {prev} -> {event.value}"
                 )
-            self.last[node.id] = event.value
-            for m, other in sim.nodes.items():
+            self.last[key] = event.value
+            self.last_ns[node.id] = sim.now_ns
+            for m in node.replica.members:
+                other = sim.nodes[m]
+                if not other.active or other.replica.epoch != event.epoch:
+                    continue
                 t = other.replica.table
                 own = t.get(t.my_row, "heartbeat")
                 if own < event.value:
@@ -126,165 +171,265 @@ class FrontierStable(Checker):
                         f"counter was {own}",
                     )
 
-    def at_liveness_start(self, sim: Simulation) -> None:
-        self.live_from = max(
-            n.replica.table.get(n.replica.table.my_row, "heartbeat") for n in sim.live_nodes()
-        )
-
     def at_end(self, sim: Simulation) -> None:
-        if sim.stats["crashes"]:
-            return  # a crash-stopped member holds the minimum down until a view change removes it
+        quiet_ns = sim.config.liveness_ns // 4
         for n in sim.live_nodes():
-            if self.last.get(n.id, 0) <= self.live_from:
+            last = self.last_ns.get(n.id, -1)
+            if sim.now_ns - last > quiet_ns:
                 raise Violation(
                     "frontier.live",
-                    f"member {n.id} stuck at frontier {self.last.get(n.id, 0)} after faults "
-                    f"stopped (counters were at {self.live_from})",
+                    f"member {n.id} saw no frontier rise in the last {quiet_ns / MS:.0f} ms of "
+                    "the fault-free phase",
                 )
 
 
 class Multicast(Checker):
-    """The ordered multicast's guarantees, checked against the simulator's global knowledge.
-
-    * `multicast.total-order`: for every two members of a shard, one delivered sequence is a prefix
-      of the other (ordered and durable shards).
-    * `multicast.fifo`: the c-th message a member delivers from a sender is the sender's c-th
-      submission to that shard: per-sender FIFO, no duplication, no creation, no gaps.
-    * `multicast.stability`: a message is delivered only once every shard member received it.
-    * `multicast.answered`: a submitter is answered in `ordered` mode only after every member
-      received the message, in `durable` mode only after every member persisted it.
-    * `multicast.frontier`: each member's view of a shard's global persistence frontier never
-      falls and is never above any member's own `persisted` count.
-    * `state.digest`: members that delivered up to the same version have the same state.
-    * `workload`: the workload's own invariant (the bank conserves money).
-    * `multicast.live`: once faults stop, every submission is answered and every member of a shard
-      delivered the same entries, ending in the same state.
-    """
-
     name = "multicast"
 
     def attach(self, sim: Simulation) -> None:
-        self.reference: dict[int, list[tuple[int, int, bytes]]] = defaultdict(list)
-        self.cursor: dict[tuple[int, int], int] = defaultdict(int)
-        self.from_sender: dict[tuple[int, int, int], int] = defaultdict(int)
-        self.frontier: dict[tuple[int, int], int] = defaultdict(int)
-        self.digests: dict[tuple[int, int], tuple[int, str]] = {}
+        self.by_version: dict[tuple[tuple[int, int], int], bytes] = {}
+        self.last_version: dict[tuple[int, int, tuple[int, int]], int] = {}
+        self.seen: dict[tuple[int, int], set[bytes]] = defaultdict(set)
+        self.fifo: dict[tuple, int] = {}
+        self.frontier: dict[tuple[int, int, int], int] = defaultdict(int)
+        self.digests: dict[tuple[tuple[int, int], int], tuple[int, str]] = {}
 
     def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
+        inc = (node.id, node.incarnation)
         for d in ready.deliveries:
-            st = node.replica.stream(d.subgroup, d.shard)
-            g = st.g
-            seq = d.version & SEQ_MAX
-            key = (node.id, g, d.sender)
-            c = self.from_sender[key]
-            expected = sim.nodes[d.sender].submitted[g]
-            if c >= len(expected) or expected[c][1] != d.payload:
+            key = (d.subgroup, d.shard)
+            nonce = d.payload[:NONCE_BYTES]
+            sub = sim.nonces.get(nonce)
+            if sub is None or sub.member != d.sender or sub.key != key:
+                raise Violation(
+                    "multicast.creation",
+                    f"member {node.id} delivered in shard {key} a message from {d.sender} "
+                    "that was not submitted there by that member",
+                )
+            if nonce in self.seen[inc]:
+                raise Violation(
+                    "multicast.agreement",
+                    f"member {node.id} delivered submission {sub.index} of {d.sender} twice",
+                )
+            self.seen[inc].add(nonce)
+            fkey = (inc, sub.member, sub.incarnation, key)
+            if self.fifo.get(fkey, -1) >= sub.index:
                 raise Violation(
                     "multicast.fifo",
-                    f"member {node.id} delivered, as message {c} of sender {d.sender} in shard "
-                    f"{g}, something that sender did not submit as its message {c}",
+                    f"member {node.id} delivered submission {sub.index} of member {d.sender} "
+                    f"to shard {key} after its submission {self.fifo[fkey]}",
                 )
-            self.from_sender[key] = c + 1
-            if st.mode == "raw":
+            self.fifo[fkey] = sub.index
+            st = node.replica.stream(*key)
+            raw = st is not None and st.mode == "raw"
+            if raw:
                 continue
-            ref = self.reference[g]
-            pos = self.cursor[(node.id, g)]
-            entry = (d.version, d.sender, d.payload)
-            if pos < len(ref):
-                if ref[pos] != entry:
-                    raise Violation(
-                        "multicast.total-order",
-                        f"member {node.id} delivered version {d.version:#x} from {d.sender} at "
-                        f"position {pos} of shard {g}; another member delivered version "
-                        f"{ref[pos][0]:#x} from {ref[pos][1]} there",
-                    )
-            else:
-                ref.append(entry)
-            self.cursor[(node.id, g)] = pos + 1
-            for m in st.shard.members:
-                other = sim.nodes[m].replica.streams[g]
-                if other._mine(other.w_seq) <= seq:
-                    raise Violation(
-                        "multicast.stability",
-                        f"member {node.id} delivered seq {seq} of shard {g} before member {m} "
-                        "received it",
-                    )
+            vkey = (node.id, node.incarnation, key)
+            if self.last_version.get(vkey, -1) >= d.version:
+                raise Violation(
+                    "multicast.agreement",
+                    f"member {node.id} delivered version {d.version:#x} of shard {key} after "
+                    f"version {self.last_version[vkey]:#x}",
+                )
+            self.last_version[vkey] = d.version
+            other = self.by_version.setdefault((key, d.version), nonce)
+            if other != nonce:
+                raise Violation(
+                    "multicast.agreement",
+                    f"member {node.id} delivered version {d.version:#x} of shard {key} as "
+                    "another message than another member did",
+                )
+            if st is not None and not node.replica.frozen and d.version >> 32 == node.replica.epoch:
+                seq = d.version & SEQ_MAX
+                for m in st.shard.members:
+                    peer = sim.nodes[m]
+                    if not peer.active or peer.replica.epoch != node.replica.epoch:
+                        continue
+                    ps = peer.replica.streams.get(st.g)
+                    if ps is not None and ps._mine(ps.w_seq) <= seq:
+                        raise Violation(
+                            "multicast.stability",
+                            f"member {node.id} delivered seq {seq} of shard {key} before member "
+                            f"{m} received it",
+                        )
         for event in ready.events:
-            if not isinstance(event, Completed):
-                continue
+            if not isinstance(event, Completed) or event.version >> 32 != node.replica.epoch:
+                continue  # answered at a view change: the survivors' guarantee, checked there
             st = node.replica.stream(event.subgroup, event.shard)
+            if st is None or st.mode == "raw":
+                continue
             seq = event.version & SEQ_MAX
             word = st.w_persisted if st.mode == "durable" else st.w_seq
             did = "persisted" if st.mode == "durable" else "received"
             for m in st.shard.members:
-                other = sim.nodes[m].replica.streams[st.g]
-                if st.mode != "raw" and other._mine(word) <= seq:
+                peer = sim.nodes[m]
+                if not peer.active or peer.replica.epoch != node.replica.epoch:
+                    continue
+                ps = peer.replica.streams[st.g]
+                if ps._mine(word) <= seq:
                     raise Violation(
                         "multicast.answered",
-                        f"member {node.id} was answered for seq {seq} of {st.mode} shard {st.g} "
-                        f"before member {m} {did} it",
+                        f"member {node.id} was answered for seq {seq} of {st.mode} shard "
+                        f"{st.g} before member {m} {did} it",
                     )
 
     def after_step(self, sim: Simulation, node: SimNode | None) -> None:
-        if node is None:
+        if node is None or not node.active:
             return
-        for g, st in node.replica.streams.items():
-            if st.mode == "durable":
-                f = st.persisted_frontier()
-                if f < self.frontier[(node.id, g)]:
+        replica = node.replica
+        for g, st in replica.streams.items():
+            if st.mode != "durable":
+                continue
+            f = st.persisted_frontier()
+            fkey = (node.id, replica.epoch, g)
+            if f < self.frontier[fkey]:
+                raise Violation(
+                    "multicast.frontier",
+                    f"member {node.id}'s frontier of shard {g} fell from {self.frontier[fkey]} "
+                    f"to {f}",
+                )
+            self.frontier[fkey] = f
+            for m in st.shard.members:
+                peer = sim.nodes[m]
+                if not peer.active or peer.replica.epoch != replica.epoch:
+                    continue
+                ps = peer.replica.streams[g]
+                if f > ps._mine(ps.w_persisted):
                     raise Violation(
                         "multicast.frontier",
-                        f"member {node.id}'s frontier of shard "
-                        f"{g} fell from {self.frontier[(node.id, g)]} to {f}",
+                        f"member {node.id} sees shard {g}'s frontier at {f}, above member {m}'s "
+                        "own persisted count",
                     )
-                self.frontier[(node.id, g)] = f
-                for m in st.shard.members:
-                    other = sim.nodes[m].replica.streams[g]
-                    if f > other._mine(other.w_persisted):
-                        raise Violation(
-                            "multicast.frontier",
-                            f"member {node.id} sees shard {g}'s "
-                            f"frontier at {f}, above member {m}'s own persisted count",
-                        )
-        for (g, version), digest in node.digests.items():
-            seen = self.digests.get((g, version))
+        for (key, version), digest in node.digests.items():
+            seen = self.digests.get((key, version))
             if seen is None:
-                self.digests[(g, version)] = (node.id, digest)
+                self.digests[(key, version)] = (node.id, digest)
             elif seen[1] != digest:
                 raise Violation(
                     "state.digest",
-                    f"members {seen[0]} and {node.id} have different "
-                    f"state in shard {g} at version {version:#x}",
+                    f"members {seen[0]} and {node.id} have different state in shard {key} at "
+                    f"version {version:#x}",
                 )
-            machine = node.machines[g]
-            problem = sim.workload.check_machine(node.replica.streams[g].subgroup, machine)
-            if problem:
-                raise Violation("workload", f"member {node.id}, shard {g}: {problem}")
+            machine = node.machines.get(key)
+            if machine is not None:
+                problem = sim.workload.check_machine(key[0], machine)
+                if problem:
+                    raise Violation("workload", f"member {node.id}, shard {key}: {problem}")
         node.digests.clear()
 
     def at_end(self, sim: Simulation) -> None:
-        if sim.stats["crashes"]:
-            return  # a crash-stopped member stalls its shards until a view change removes it
         for node in sim.live_nodes():
             if node.open_tickets:
-                ticket, g = next(iter(node.open_tickets.items()))
+                ticket, key = next(iter(node.open_tickets.items()))
                 raise Violation(
-                    "multicast.live",
-                    f"member {node.id}'s submission {ticket} to "
-                    f"shard {g} was never answered after faults stopped",
+                    "live.answered",
+                    f"member {node.id}'s submission {ticket} to shard {key} was never answered "
+                    "after faults stopped",
                 )
-        finals: dict[int, tuple[int, str]] = {}
+        finals: dict[tuple[int, int], tuple[int, str]] = {}
         for node in sim.live_nodes():
-            for g, machine in node.machines.items():
+            for key, machine in node.machines.items():
                 digest = machine.digest()
-                if g in finals and finals[g][1] != digest:
+                if key in finals and finals[key][1] != digest:
                     raise Violation(
-                        "multicast.live",
-                        f"members {finals[g][0]} and {node.id} end "
-                        f"in different states in shard {g}",
+                        "live.answered",
+                        f"members {finals[key][0]} and {node.id} end in different states in "
+                        f"shard {key}",
                     )
-                finals[g] = (node.id, digest)
+                finals[key] = (node.id, digest)
+
+
+class Views(Checker):
+    name = "views"
+
+    def attach(self, sim: Simulation) -> None:
+        self.views: dict[int, tuple[int, ...]] = {1: sim.members}
+        # (member, incarnation, epoch) -> (subgroup, shard) -> versions delivered in that epoch
+        self.delivered: dict[tuple[int, int, int], dict[tuple[int, int], list[int]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self.final: dict[tuple[int, tuple[int, int]], tuple[int, list[int]]] = {}
+        self.frontier_version: dict[tuple[int, tuple[int, int]], int] = {}
+        self.any_delivered: dict[tuple[int, tuple[int, int]], set[int]] = defaultdict(set)
+
+    def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
+        for d in ready.deliveries:
+            st = node.replica.stream(d.subgroup, d.shard)
+            if st is not None and st.mode == "raw":
+                continue
+            self.delivered[(node.id, node.incarnation, d.version >> 32)][
+                (d.subgroup, d.shard)
+            ].append(d.version)
+            self.any_delivered[(d.version >> 32, (d.subgroup, d.shard))].add(d.version)
+        for event in ready.events:
+            if isinstance(event, ViewInstalled):
+                self._installed(sim, node, event)
+
+    def after_step(self, sim: Simulation, node: SimNode | None) -> None:
+        if node is None or not node.active:
+            return
+        for st in node.replica.streams.values():
+            if st.mode != "durable":
+                continue
+            count = st.persisted_frontier()
+            if count:
+                key = (node.replica.epoch, (st.subgroup, st.shard_index))
+                self.frontier_version[key] = max(self.frontier_version.get(key, 0), count)
+
+    def _installed(self, sim: Simulation, node: SimNode, event: ViewInstalled) -> None:
+        known = self.views.setdefault(event.epoch, event.members)
+        if known != event.members:
+            raise Violation(
+                "view.unique",
+                f"member {node.id} installed view {event.epoch} as {list(event.members)}; "
+                f"another member installed it as {list(known)}",
+            )
+        if node.id in event.joined:
+            return
+        old = event.epoch - 1
+        mine = self.delivered.get((node.id, node.incarnation, old), {})
+        for key, versions in mine.items():
+            fkey = (old, key)
+            first = self.final.setdefault(fkey, (node.id, list(versions)))
+            if first[1] != versions:
+                raise Violation(
+                    "view.synchrony",
+                    f"members {first[0]} and {node.id} both went from view {old} to "
+                    f"{event.epoch} but delivered {len(first[1])} and {len(versions)} messages "
+                    f"of shard {key} in view {old}",
+                )
+        for (epoch, key), count in self.frontier_version.items():
+            if epoch != old:
+                continue
+            persisted = {v for v in self.any_delivered[(old, key)] if v & SEQ_MAX < count}
+            missing = persisted - set(mine.get(key, ()))
+            if missing:
+                raise Violation(
+                    "view.durability",
+                    f"member {node.id} went on to view {event.epoch} without version "
+                    f"{min(missing):#x} of shard {key}, below the persistence frontier {count}",
+                )
+
+    def at_end(self, sim: Simulation) -> None:
+        live = sim.live_nodes()
+        if not live:
+            raise Violation("live.view", "no member is alive at the end of the run")
+        epochs = {n.replica.epoch for n in live}
+        if len(epochs) != 1:
+            raise Violation(
+                "live.view",
+                "after faults stopped, live members are in different views: "
+                + ", ".join(f"{n.id}@{n.replica.epoch}" for n in live),
+            )
+        members = set(live[0].replica.members)
+        ids = {n.id for n in live}
+        if members != ids:
+            raise Violation(
+                "live.view",
+                f"after faults stopped, the view is {sorted(members)} but the live members are "
+                f"{sorted(ids)}",
+            )
 
 
 def default_checkers() -> list[Checker]:
-    return [TableMonotone(), TableOwnRow(), TableApplied(), FrontierStable(), Multicast()]
+    return [TableMonotone(), TableOwnRow(), TableApplied(), FrontierStable(), Multicast(), Views()]

@@ -185,9 +185,10 @@ def make_workload(name: str, nodes: int) -> Workload:
     return cls(nodes)
 
 
-def apply_delivery(machine: Any, d: Delivery) -> bytes:
-    """Apply a delivery through the public StateMachine path; return the encoded result."""
+def apply_delivery(machine: Any, d: Delivery, envelope_bytes: int = 0) -> bytes:
+    """Apply a delivery through the public StateMachine path; return the encoded result.
+    The first `envelope_bytes` of the payload are the simulator's own (a nonce)."""
     from smr.api import Entry
 
-    result = machine.apply(d.payload, Entry(d.version, d.timestamp_ns, d.sender))
+    result = machine.apply(d.payload[envelope_bytes:], Entry(d.version, d.timestamp_ns, d.sender))
     return machine.encode_result(result)

@@ -1,0 +1,635 @@
+"""Epoch-based view changes: failure detection, wedging, the proposal with its ragged trim, leader
+failover, commit, and the hand-over to the next epoch. Virtual synchrony as Derecho does it,
+written as predicates over the table.
+
+This module owns the view-change columns and predicates of one epoch (`ViewChange`) and the
+`Proposal` they agree on. The steps, in predicate order:
+
+1. **Detect.** Every member raises `heartbeat` each period; a peer whose heartbeat has not moved
+   for `suspect_timeout_ns` (or whose link the transport reports failed) is suspected:
+   `suspected[me][peer]` is set. Suspicions are merged: a member adopts what the rows of members
+   it does not suspect (and that do not suspect it) suspect, once the suspecting member has shown
+   it is still alive (or it has itself not heard from the suspect for half the timeout). A member
+   learns that it was cut off when the majority commits a view without it; then it halts.
+2. **Wedge.** A member that sees a reason to change the view (a suspicion, a join request, a
+   member leaving) wedges: it stops sending, receiving and delivering in this epoch, so its
+   `received` and `seq` columns freeze, and pushes its whole row to every member (the leader needs
+   every shard's counters). Partition safety: a member that sees half or more of the view
+   suspected may be in a minority: it halts and never installs a view on its own.
+3. **Ballots.** The leader is the lowest-ranked member not suspected; a member follows it by
+   setting `ballot = leader rank + 1` (ballots only grow, as suspicions do).
+4. **Propose.** The leader waits until every unsuspected member is wedged and follows its ballot.
+   Those rows are a majority of the view, so if any earlier leader's proposal may have been
+   committed, one of them acknowledged it: the leader adopts the acknowledged proposal with the
+   highest ballot (leader failover, Derecho's #126). Otherwise it computes one: the next view's
+   members (survivors in rank order, then joiners) and, per shard, the **ragged trim**: for each
+   sender, the minimum over the shard's survivors of `received` (everyone surviving has those
+   messages). It proposes only a view that can provision every shard's layout and keeps every
+   shard's state on a survivor; otherwise the view is blocked (`ViewBlocked`).
+5. **Acknowledge.** A follower copies its leader's proposal into its own row, **after logging it
+   durably** (a `LogMeta` with `sync=True`, which the driver makes durable before the push that
+   shows the acknowledgement). So every member has logged the trim before any member applies it
+   (Derecho's #104). The leader logs before proposing.
+6. **Commit.** When every unsuspected member acknowledged the leader's ballot, it sets
+   `committed`; anyone who sees a committed row adopts that row's proposal (any proposal at a
+   ballot at or above a committed one carries the same value) and echoes `committed`.
+7. **Trim and install.** Each member delivers, in each of its shards, exactly the messages below
+   the trim (in sequence order) and discards the rest; in durable shards it waits until every
+   surviving shard member persisted that far; then the replica installs the next epoch: a new
+   table, sequence numbers from zero, and a `ViewInstalled` upcall.
+
+Improvement on Derecho, named: the ragged trim is part of the proposal and is decided with it by
+the same ballot-and-majority rule, instead of a second per-shard leader round; one agreed value,
+logged at every member before anyone applies it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from smr.core.errors import LayoutError, PeerProtocolError
+from smr.core.layout import Shard, SubgroupSpec, allocate
+from smr.core.predicates import Kind, Predicate
+from smr.core.ready import LogMeta
+from smr.core.table import Column, byte_slots, counter, flag, vector
+
+if TYPE_CHECKING:
+    from smr.core.replica import Replica
+
+WORD = struct.Struct("<q")
+
+
+@dataclass(frozen=True, slots=True)
+class ViewConfig:
+    suspect_timeout_ns: int = 40_000_000
+    members_max: int = 64  # members a view may have (joiners included)
+    joins_max: int = 8  # join requests a member relays at once
+    partition_safety: bool = True
+
+    def __post_init__(self) -> None:
+        assert self.suspect_timeout_ns > 0
+        assert 1 <= self.joins_max <= self.members_max
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    epoch: int
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """The next view and the ragged trim of the current one, as the leader of `ballot` proposed.
+
+    `trims[g]` is, for the current view's shard `g`, the number of messages of each sender (in
+    sender rank order) that every survivor delivers before the epoch ends; `joiners` are the
+    members of `members` that were not survivors of the current view (they need state)."""
+
+    ballot: int
+    members: tuple[int, ...]
+    joiners: tuple[int, ...]
+    trims: tuple[tuple[int, ...], ...]
+
+    def encode(self) -> bytes:
+        words = [
+            self.ballot,
+            len(self.members),
+            *self.members,
+            len(self.joiners),
+            *self.joiners,
+            len(self.trims),
+        ]
+        for t in self.trims:
+            words.append(len(t))
+            words.extend(t)
+        return struct.pack(f"<{len(words)}q", *words)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proposal:
+        try:
+            words = memoryview(data[: len(data) - len(data) % 8]).cast("q")
+            i = 0
+
+            def take(n: int) -> tuple[int, ...]:
+                nonlocal i
+                if n < 0 or i + n > len(words):
+                    raise ValueError
+                out = tuple(words[i : i + n])
+                i += n
+                return out
+
+            (ballot, n_members) = take(2)
+            members = take(n_members)
+            joiners = take(take(1)[0])
+            trims = tuple(take(take(1)[0]) for _ in range(take(1)[0]))
+        except (ValueError, IndexError):
+            raise PeerProtocolError("a malformed view proposal") from None
+        if ballot <= 0 or not members or len(set(members)) != len(members):
+            raise PeerProtocolError(f"a view proposal with ballot {ballot} and members {members}")
+        return cls(ballot, members, joiners, trims)
+
+    @staticmethod
+    def words_max(config: ViewConfig, shards: Sequence[Shard]) -> int:
+        return 4 + 2 * config.members_max + len(shards) + sum(len(s.senders) for s in shards)
+
+
+def trim_count(trim: Sequence[int]) -> int:
+    """The number of sequence numbers a per-sender trim covers: the contiguous prefix of the
+    round robin in which every message's index is below its sender's trim."""
+    m = min(trim)
+    return m * len(trim) + list(trim).index(m)
+
+
+def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column, ...]:
+    prop_bytes = 8 * Proposal.words_max(config, shards)
+    return (
+        vector("suspected", n, "1 where this member suspects that member"),
+        flag("wedged", "stopped sending, receiving and delivering in this epoch"),
+        counter("ballot", "leader rank + 1 of the view-change leader this member follows"),
+        counter("acked_ballot", "ballot of the proposal this member logged and acknowledged"),
+        counter("committed", "ballot of a proposal this member knows to be committed"),
+        flag("leaving", "this member asked to leave cleanly"),
+        counter("joins_num", "join requests this member relays (ids in `joins`)"),
+        byte_slots("joins", 8 * config.joins_max, "ids of processes asking to join"),
+        byte_slots("prop", prop_bytes, "the proposal this member made as leader"),
+        byte_slots("acked", prop_bytes, "the proposal this member acknowledged"),
+        byte_slots("decided", prop_bytes, "the proposal this member knows to be committed"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ViewInstalled:
+    """Upcall: a new view. `shards` lists (subgroup, shard, members, mode) of this member's
+    shards; `joined` and `departed` say how the membership changed."""
+
+    epoch: int
+    members: tuple[int, ...]
+    rank: int
+    shards: tuple[tuple[int, int, tuple[int, ...], str], ...]
+    joined: tuple[int, ...]
+    departed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewBlocked:
+    """Event: the next view cannot be proposed (a layout it cannot provision, or a shard whose
+    state it would lose)."""
+
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Halted:
+    """Event: this member stopped for good (a minority, removed from the view, or it left).
+    The process should exit with `reason`; to come back it restarts and joins."""
+
+    reason: str
+
+
+def plan_next(
+    specs: Sequence[SubgroupSpec],
+    old_shards: Sequence[Shard],
+    survivors: Sequence[int],
+    members: Sequence[int],
+) -> tuple[Shard, ...]:
+    """Allocate the next view and check that every shard keeps its state on a survivor.
+
+    Raises `LayoutError` if the next view cannot provision the layout, or if a shard of the next
+    view has none of the members that hold that shard's state now."""
+    new = allocate(members, specs)
+    old = {(s.subgroup, s.shard): s for s in old_shards}
+    alive = set(survivors)
+    for s in new:
+        before = old.get((s.subgroup, s.shard))
+        if before is None:
+            continue
+        if not any(m in alive for m in before.members):
+            raise LayoutError(
+                f"subgroup {s.subgroup_name} shard {s.shard} would lose its state: none of "
+                f"{list(before.members)} survives"
+            )
+    return new
+
+
+class ViewChange:
+    """One epoch's view-change state at one member."""
+
+    def __init__(self, replica: Replica, config: ViewConfig):
+        self.replica = replica
+        self.config = config
+        table = replica.table
+        self.table = table
+        self.n = table.n_rows
+        self.me_row = table.my_row
+        self.last_heartbeat = [0] * self.n
+        self.last_heard_ns = [replica.now_ns] * self.n
+        self.decided: Proposal | None = None
+        self.trimmed = False
+        self.blocked_on: tuple | None = None
+        self.halted = False
+        self.join_requests: list[int] = []
+        self.first_seen_heartbeat: dict[tuple[int, int], int] = {}
+        lay = table.layout
+        # The view-change columns are one span of every row; while every row has them all zero
+        # nothing is going on and the predicates below need not look (the steady state).
+        self.span_lo = lay["suspected"].offset
+        self.span_hi = lay["decided"].end
+        self._words_lo = self.span_lo // 8
+        self._words_hi = self.span_hi // 8
+        self.quiet = False
+
+    # -- reading the table ----------------------------------------------------------------------
+
+    def is_quiet(self) -> bool:
+        """True while no row shows any view-change activity (cached until a write touches the
+        view-change span of some row, or this member suspects, relays a join or leaves)."""
+        if self.quiet:
+            return True
+        words, rw = self.table.words, self.table.row_words
+        for r in range(self.n):
+            if any(words[r * rw + self._words_lo : r * rw + self._words_hi]):
+                return False
+        self.quiet = True
+        return True
+
+    def suspects(self, row: int, other: int) -> bool:
+        return self.table.vget(row, "suspected", other) == 1
+
+    def suspected_rows(self) -> list[int]:
+        return [j for j in range(self.n) if self.suspects(self.me_row, j)]
+
+    def unsuspected_rows(self) -> list[int]:
+        return [j for j in range(self.n) if not self.suspects(self.me_row, j)]
+
+    def leader_row(self) -> int:
+        for j in range(self.n):
+            if not self.suspects(self.me_row, j):
+                return j
+        raise AssertionError("every member is suspected, myself included")
+
+    def mine(self, name: str) -> int:
+        return self.table.get(self.me_row, name)
+
+    def proposal_in(self, row: int, name: str) -> Proposal | None:
+        data = self.table.bget(row, name, 0, self.table.layout[name].column.length)
+        if WORD.unpack_from(data)[0] == 0:
+            return None
+        return Proposal.decode(data)
+
+    def joiners_relayed(self) -> list[int]:
+        """Processes asking to join, as relayed in the rows of unsuspected members."""
+        out: list[int] = []
+        members = self.table.members
+        for r in self.unsuspected_rows():
+            k = self.table.get(r, "joins_num")
+            k = min(k, self.config.joins_max)
+            for i in range(k):
+                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
+                if j not in out and (
+                    j not in members or self.suspects(self.me_row, members.index(j))
+                ):
+                    out.append(j)
+        return out
+
+    def change_needed(self) -> bool:
+        t = self.table
+        if any(self.suspects(self.me_row, j) for j in range(self.n)):
+            return True
+        return any(t.get(r, "leaving") or t.get(r, "joins_num") for r in range(self.n))
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def on_tick(self, now_ns: int) -> None:
+        t = self.table
+        timeout = self.config.suspect_timeout_ns
+        for r in range(self.n):
+            if r == self.me_row or self.suspects(self.me_row, r):
+                continue
+            hb = t.get(r, "heartbeat")
+            if hb != self.last_heartbeat[r]:
+                self.last_heartbeat[r] = hb
+                self.last_heard_ns[r] = now_ns
+            elif now_ns - self.last_heard_ns[r] > timeout:
+                self.suspect(r)
+
+    def suspect(self, row: int) -> None:
+        if row == self.me_row or self.suspects(self.me_row, row):
+            return
+        self.quiet = False
+        self.table.vset("suspected", row, 1)
+        self.replica.push_all(("suspected",))
+
+    def relay_join(self, joiner: int) -> None:
+        if joiner in self.join_requests:
+            return
+        members = self.table.members
+        if joiner in members:
+            # the process restarted: the incarnation we know is gone
+            self.suspect(members.index(joiner))
+        if len(self.join_requests) >= self.config.joins_max:
+            return  # relayed later, when a view change made room; the joiner retries
+        i = len(self.join_requests)
+        self.quiet = False
+        self.join_requests.append(joiner)
+        self.table.bset("joins", 8 * i, WORD.pack(joiner))
+        self.table.set("joins_num", i + 1)
+        self._push_in_order("joins", "joins_num")
+
+    def leave(self) -> None:
+        if not self.mine("leaving"):
+            self.quiet = False
+            self.table.set("leaving", 1)
+            self.replica.push_all(("leaving",))
+
+    def _push_in_order(self, *names: str) -> None:
+        """Push columns one write each, in this order: bytes before the counter that announces
+        them (per-link FIFO then guarantees a reader never sees the counter without them)."""
+        for name in names:
+            self.replica.push_all((name,))
+
+    # -- predicates -----------------------------------------------------------------------------
+
+    def predicates(self) -> tuple[Predicate[Replica], ...]:
+        return (
+            Predicate("merge_suspicions", Kind.RECURRENT, self._merge_needed, self._merge),
+            Predicate("wedge", Kind.RECURRENT, self._wedge_needed, self._wedge),
+            Predicate("minority", Kind.ONE_TIME, self._in_minority, self._halt_minority),
+            Predicate("follow", Kind.RECURRENT, self._follow_needed, self._follow),
+            Predicate("propose", Kind.RECURRENT, self._can_propose, self._propose),
+            Predicate("acknowledge", Kind.RECURRENT, self._can_ack, self._ack),
+            Predicate("commit", Kind.RECURRENT, self._can_commit, self._commit),
+            Predicate("learn_commit", Kind.RECURRENT, self._can_learn, self._learn),
+            Predicate("ragged_trim", Kind.RECURRENT, self._can_trim, self._trim),
+            Predicate("install", Kind.RECURRENT, self._can_install, self._install),
+        )
+
+    def _merge_sources(self) -> list[int]:
+        """Rows whose suspicions I may adopt: members I do not suspect and who do not suspect me.
+        A member cut off from the rest suspects everyone before it learns it is in a minority;
+        taking its word that I failed would let one isolated member take down the majority.
+        Whether I am still in the group is decided by the view the majority commits."""
+        me = self.me_row
+        return [r for r in self.unsuspected_rows() if r != me and not self.suspects(r, me)]
+
+    def _credible(self, r: int, j: int) -> bool:
+        """Adopt member r's suspicion of j once r has shown it is alive since (its heartbeat rose
+        twice after I first saw the suspicion), or once I have not heard from j for half the
+        timeout myself. A member cut off from the rest suspects everyone before it learns it is in
+        a minority and halts; its last suspicions, pushed as the partition heals, must not make
+        the majority suspect members it hears from just fine."""
+        hb = self.table.get(r, "heartbeat")
+        first = self.first_seen_heartbeat.setdefault((r, j), hb)
+        if hb - first >= 2:
+            return True
+        return self.replica.now_ns - self.last_heard_ns[j] >= self.config.suspect_timeout_ns // 2
+
+    def _to_merge(self) -> list[int]:
+        me = self.me_row
+        out: list[int] = []
+        for r in self._merge_sources():
+            for j in range(self.n):
+                if (
+                    j not in out
+                    and self.suspects(r, j)
+                    and not self.suspects(me, j)
+                    and self._credible(r, j)
+                ):
+                    out.append(j)
+        return out
+
+    def _merge_needed(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        return bool(self._to_merge())
+
+    def _merge(self, r_: Any = None) -> list[Any]:
+        for j in self._to_merge():
+            self.table.vset("suspected", j, 1)
+        self.replica.push_all(("suspected",))
+        return []
+
+    def _wedge_needed(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        return not self.mine("wedged") and self.change_needed()
+
+    def _wedge(self, r_: Any = None) -> list[Any]:
+        self.table.set("wedged", 1)
+        # Everyone needs every shard's counters now (the leader computes the ragged trim): one
+        # write of the whole row, which also shows the wedge.
+        self.replica.push_row_all()
+        return []
+
+    def _in_minority(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        if not self.config.partition_safety:
+            return False
+        return 2 * len(self.unsuspected_rows()) <= self.n
+
+    def _halt_minority(self, r_: Any = None) -> list[Any]:
+        alive = len(self.unsuspected_rows())
+        return self._halt(
+            f"member {self.replica.me} sees only {alive} of the {self.n} members of view "
+            f"{self.replica.epoch}: it may be in a minority partition, so it stops rather than "
+            "risk a second view"
+        )
+
+    def _halt(self, reason: str) -> list[Any]:
+        self.halted = True
+        self.replica.halt(reason)
+        return []
+
+    def _follow_needed(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        return bool(self.mine("wedged")) and self.mine("ballot") < self.leader_row() + 1
+
+    def _follow(self, r_: Any = None) -> list[Any]:
+        self.table.set("ballot", self.leader_row() + 1)
+        self.replica.push_all(("ballot",))
+        return []
+
+    def _ballot_if_leader(self) -> int:
+        b = self.mine("ballot")
+        return b if b == self.me_row + 1 else 0
+
+    def _can_propose(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        b = self._ballot_if_leader()
+        if not b or self.decided is not None:
+            return False
+        mine = self.proposal_in(self.me_row, "prop")
+        if mine is not None and mine.ballot >= b:
+            return False
+        t = self.table
+        rows = self.unsuspected_rows()
+        if 2 * len(rows) <= self.n and self.config.partition_safety:
+            return False
+        if not all(t.get(r, "wedged") and t.get(r, "ballot") == b for r in rows):
+            return False
+        return self.blocked_on != self._signature(b)
+
+    def _signature(self, b: int) -> tuple:
+        return (
+            b,
+            tuple(self.unsuspected_rows()),
+            tuple(self.joiners_relayed()),
+            tuple(self.table.get(r, "leaving") for r in range(self.n)),
+        )
+
+    def _propose(self, r_: Any = None) -> list[Any]:
+        b = self.mine("ballot")
+        t = self.table
+        rows = self.unsuspected_rows()
+        adopted: Proposal | None = None
+        for r in rows:
+            if t.get(r, "acked_ballot") and (
+                adopted is None or t.get(r, "acked_ballot") > adopted.ballot
+            ):
+                adopted = self.proposal_in(r, "acked")
+        if adopted is not None:
+            proposal = Proposal(b, adopted.members, adopted.joiners, adopted.trims)
+        else:
+            members = self.table.members
+            survivors = tuple(members[r] for r in rows if not t.get(r, "leaving"))
+            joiners = tuple(j for j in self.joiners_relayed() if j not in survivors)
+            room = self.config.members_max - len(survivors)
+            joiners = joiners[: max(0, room)]
+            trims = []
+            for shard in self.replica.shards:
+                shard_rows = [members.index(m) for m in shard.members]
+                alive = [r for r in shard_rows if r in rows] or shard_rows
+                w = t.layout[f"s{shard.index}_received"].word
+                trims.append(
+                    tuple(
+                        min(t.words[r * t.row_words + w + k] for r in alive)
+                        for k in range(len(shard.senders))
+                    )
+                )
+            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims))
+            try:
+                plan_next(
+                    self.replica.layout_specs, self.replica.shards, survivors, proposal.members
+                )
+            except LayoutError as e:
+                self.blocked_on = self._signature(b)
+                return [ViewBlocked(self.replica.epoch, str(e))]
+        data = proposal.encode()
+        t.bset("prop", 0, data)
+        # The leader acknowledges its own proposal, logged first like everyone's.
+        t.bset("acked", 0, data)
+        t.set("acked_ballot", b)
+        self._push_in_order("prop", "acked", "acked_ballot")
+        return [self._log(proposal)]
+
+    def _log(self, proposal: Proposal) -> LogMeta:
+        return LogMeta(f"view-proposal-{self.replica.epoch}", proposal.encode(), sync=True)
+
+    def _can_ack(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        b = self.mine("ballot")
+        if not b or b == self.me_row + 1 or self.mine("acked_ballot") >= b:
+            return False
+        leader = b - 1
+        p = self.proposal_in(leader, "prop")
+        return p is not None and p.ballot == b
+
+    def _ack(self, r_: Any = None) -> list[Any]:
+        b = self.mine("ballot")
+        proposal = self.proposal_in(b - 1, "prop")
+        assert proposal is not None
+        self._check_proposal(proposal)
+        self.table.bset("acked", 0, proposal.encode())
+        self.table.set("acked_ballot", b)
+        self._push_in_order("acked", "acked_ballot")
+        return [self._log(proposal)]
+
+    def _check_proposal(self, p: Proposal) -> None:
+        shards = self.replica.shards
+        if len(p.trims) != len(shards) or any(
+            len(t) != len(s.senders) for t, s in zip(p.trims, shards, strict=False)
+        ):
+            raise PeerProtocolError("a view proposal whose trims do not match the layout")
+
+    def _can_commit(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        b = self._ballot_if_leader()
+        if not b or self.mine("acked_ballot") != b or self.mine("committed") >= b:
+            return False
+        t = self.table
+        rows = self.unsuspected_rows()
+        if 2 * len(rows) <= self.n and self.config.partition_safety:
+            return False
+        return all(t.get(r, "acked_ballot") == b for r in rows)
+
+    def _commit(self, r_: Any = None) -> list[Any]:
+        b = self.mine("ballot")
+        self.decided = self.proposal_in(self.me_row, "acked")
+        assert self.decided is not None
+        self.table.bset("decided", 0, self.decided.encode())
+        self.table.set("committed", b)
+        self._push_in_order("decided", "committed")
+        return []
+
+    def _can_learn(self, _: Any = None) -> bool:
+        if self.is_quiet():
+            return False
+        if self.decided is not None:
+            return False
+        return any(self.table.get(r, "committed") for r in range(self.n))
+
+    def _learn(self, r_: Any = None) -> list[Any]:
+        t = self.table
+        row = max(range(self.n), key=lambda r: t.get(r, "committed"))
+        proposal = self.proposal_in(row, "decided")
+        if proposal is None:
+            raise PeerProtocolError(f"member {t.members[row]} shows a commit without its proposal")
+        self._check_proposal(proposal)
+        self.decided = proposal
+        t.bset("decided", 0, proposal.encode())
+        t.set("committed", t.get(row, "committed"))
+        self._push_in_order("decided", "committed")
+        return []
+
+    def _can_trim(self, _: Any = None) -> bool:
+        return self.decided is not None and not self.trimmed
+
+    def _trim(self, r_: Any = None) -> list[Any]:
+        assert self.decided is not None
+        self.trimmed = True
+        actions: list[Any] = []
+        for g, st in self.replica.streams.items():
+            actions.extend(st.deliver_upto(trim_count(self.decided.trims[g])))
+        return actions
+
+    def _can_install(self, _: Any = None) -> bool:
+        if not self.trimmed:
+            return False
+        assert self.decided is not None
+        t = self.table
+        members = t.members
+        for g, st in self.replica.streams.items():
+            if st.mode != "durable":
+                continue
+            need = trim_count(self.decided.trims[g])
+            w = st.w_persisted
+            for m in st.shard.members:
+                r = members.index(m)
+                if (r == self.me_row or not self.suspects(self.me_row, r)) and (
+                    t.words[r * t.row_words + w] < need
+                ):
+                    return False
+        return True
+
+    def _install(self, r_: Any = None) -> list[Any]:
+        assert self.decided is not None
+        self.replica.install_next(self.decided)
+        return []
