@@ -247,6 +247,7 @@ class Replica:
         self._awaiting_state: set[int] = set()  # shard indices whose state has not arrived
         self._state_arrived: dict[int, tuple[int, bytes]] = {}
         self._row_bytes_max = 1 << 24
+        self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
@@ -290,6 +291,8 @@ class Replica:
         self.streams: dict[int, ShardStream] = {}
         self._stream_of: dict[tuple[int, int], ShardStream] = {}
         self.vc = ViewChange(self, self.config.views)
+        if self._leaving:
+            self.vc.leave()
         predicates = list(HEARTBEAT_PREDICATES)
         predicates.extend(self.vc.predicates())
         for shard in self.shards:
@@ -373,9 +376,17 @@ class Replica:
             raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
         kind, _, _, epoch = FRAME.unpack_from(payload)
         if kind == FRAME_JOIN_REQUEST:
-            if self.status == ACTIVE:
-                self.vc.relay_join(source)
-                self._evaluate()
+            if self.status != ACTIVE:
+                return
+            row = self._row_of.get(source)
+            if row is not None and self.table.get(row, "heartbeat") == 0:
+                # A member of this view that has not started: its acceptance was lost, or it is a
+                # later incarnation of it. Either way it is suspected once its silence times out,
+                # and its next request is relayed then; answering now could let a new
+                # incarnation take over the old one's row in the middle of the epoch.
+                return
+            self.vc.relay_join(source)
+            self._evaluate()
             return
         if kind == FRAME_JOIN_OK:
             if self.status == JOINING:
@@ -482,6 +493,7 @@ class Replica:
     def leave(self) -> None:
         """Depart cleanly: the next view excludes this member without suspecting it."""
         if self.status == ACTIVE:
+            self._leaving = True
             self.vc.leave()
             self._evaluate()
 
@@ -611,10 +623,7 @@ class Replica:
         joiners = set(decided.joiners)
         survivors = [m for m in decided.members if m not in joiners]
         if survivors and survivors[0] == self.me:
-            body = FRAME.pack(FRAME_JOIN_OK, 0, 0, new_view.epoch) + _encode_members(
-                new_view.members
-            )
-            self._sends.extend(Send(j, body) for j in decided.joiners)
+            self._sends.extend(Send(j, self._join_ok()) for j in decided.joiners)
         self._plan_state(old_shards, survivors, joiners)
         for (sg, sh), items in carried.items():
             st = self._stream_of.get((sg, sh))
@@ -642,6 +651,9 @@ class Replica:
             )
         )
         self._submitted = True
+
+    def _join_ok(self) -> bytes:
+        return FRAME.pack(FRAME_JOIN_OK, 0, 0, self.epoch) + _encode_members(self.view.members)
 
     def streams_shards(self) -> list[Shard]:
         return [st.shard for st in self.streams.values()]

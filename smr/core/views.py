@@ -226,7 +226,9 @@ class ViewChange:
         self.n = table.n_rows
         self.me_row = table.my_row
         self.last_heartbeat = [0] * self.n
-        self.last_heard_ns = [replica.now_ns] * self.n
+        # set at this member's first tick in the epoch: an epoch may be installed by an input
+        # that carries no time (a write, a join acceptance), and the clock starts then
+        self.last_heard_ns: list[int | None] = [None] * self.n
         self.decided: Proposal | None = None
         self.trimmed = False
         self.blocked_on: tuple | None = None
@@ -310,10 +312,11 @@ class ViewChange:
             if r == self.me_row or self.suspects(self.me_row, r):
                 continue
             hb = t.get(r, "heartbeat")
-            if hb != self.last_heartbeat[r]:
+            heard = self.last_heard_ns[r]
+            if hb != self.last_heartbeat[r] or heard is None:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
-            elif now_ns - self.last_heard_ns[r] > timeout:
+            elif now_ns - heard > timeout:
                 self.suspect(r)
 
     def suspect(self, row: int) -> None:
@@ -385,7 +388,10 @@ class ViewChange:
         first = self.first_seen_heartbeat.setdefault((r, j), hb)
         if hb - first >= 2:
             return True
-        return self.replica.now_ns - self.last_heard_ns[j] >= self.config.suspect_timeout_ns // 2
+        heard = self.last_heard_ns[j]
+        return heard is not None and (
+            self.replica.now_ns - heard >= self.config.suspect_timeout_ns // 2
+        )
 
     def _to_merge(self) -> list[int]:
         me = self.me_row
@@ -605,6 +611,10 @@ class ViewChange:
     def _trim(self, r_: Any = None) -> list[Any]:
         assert self.decided is not None
         self.trimmed = True
+        if self.replica.me not in self.decided.members:
+            # Excluded: my counters were not part of the trim, so I may not have what it covers.
+            self.replica.install_next(self.decided)  # halts, saying why
+            return []
         actions: list[Any] = []
         for g, st in self.replica.streams.items():
             actions.extend(st.deliver_upto(trim_count(self.decided.trims[g])))

@@ -450,13 +450,13 @@ class Simulation:
             if isinstance(event, (SubmitFailed, Completed)):
                 node.open_tickets.pop(event.ticket, None)
             elif isinstance(event, StateTransfer):
-                machine = node.machines[(event.subgroup, event.shard)]
-                node.replica.send_state(
-                    event.to, event.subgroup, event.shard, event.version, machine.snapshot()
-                )
+                machine = node.machines.get((event.subgroup, event.shard))
+                data = machine.snapshot() if machine is not None else b""
+                node.replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
             elif isinstance(event, RestoreState):
                 machine = self._new_machine(node, (event.subgroup, event.shard))
-                machine.restore(event.data)
+                if machine is not None:
+                    machine.restore(event.data)
             elif isinstance(event, ViewInstalled):
                 self._on_view(node, event)
 
@@ -519,8 +519,17 @@ class Simulation:
             spare = min(spare, alive - (len(view) // 2 + 1))
         return spare
 
+    def _settled(self) -> bool:
+        live = [n for n in self.nodes.values() if n.active]
+        return len({n.replica.epoch for n in live}) == 1 and not any(
+            n.replica.frozen for n in live
+        )
+
     def _healthy(self) -> list[int]:
-        return [m for m, n in self.nodes.items() if n.active and m not in self._isolated]
+        return [
+            m for m, n in self.nodes.items()
+            if n.active and m not in self._isolated and not n.replica._leaving
+        ]
 
     def _inject_fault(self) -> None:
         kinds = sorted(self.config.faults - {"delay", "restart"})
@@ -529,9 +538,10 @@ class Simulation:
         kind = self.rng.choice(kinds)
         self.stats["faults"] += 1
         healthy = self._healthy()
-        # Faults take out at most a minority of the current view at once, so the group always
-        # keeps a majority that can install the next view.
-        spare = self.spare(healthy)
+        # Faults take out at most a minority of the current view at once, and none strikes while
+        # a view change is under way, so the group always keeps a majority that can install the
+        # next view (a view change needs a majority of its view).
+        spare = self.spare(healthy) if self._settled() else 0
         if self.now_ns >= self._partition_until_ns:
             self._isolated.clear()
         if kind == "partition" and spare >= 1 and not self._isolated:
