@@ -33,6 +33,8 @@ from smr.core.multicast import Completed, SubmitFailed
 from smr.core.ready import LogAppend, Ready
 from smr.core.replica import ACTIVE, HALTED, CoreConfig, Replica, RestoreState, StateTransfer
 from smr.core.views import ViewInstalled
+from smr.log import Log, LogConfig, LogCorruptionError, Record
+from smr.sim.disk import FaultyDisk
 from smr.sim.network import Message, Network
 from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
 
@@ -41,6 +43,7 @@ BUGS = ("counter-down",)
 
 MS = 1_000_000
 NONCE_BYTES = 8
+LOG_CONFIG = LogConfig(segment_bytes_max=64 << 10)  # small segments: rolling happens in runs
 
 
 class Violation(Exception):
@@ -59,13 +62,13 @@ class SimConfig:
     faults: frozenset[str] = frozenset()
     bugs: frozenset[str] = frozenset()
     safety_ns: int = 300 * MS
-    liveness_ns: int = 500 * MS
+    liveness_ns: int = 400 * MS
     fault_interval_ns_mean: int = 25 * MS
     heal_ns_max: int = 60 * MS
     restart_ns_max: int = 80 * MS
     joiners_max: int = 2  # new process ids a `join` fault may add
     workload: str = "frontier"
-    submit_interval_ns_mean: int = 6 * MS
+    submit_interval_ns_mean: int = 10 * MS
     persist_ns_max: int = 2 * MS
     core: CoreConfig = field(default_factory=CoreConfig)
 
@@ -113,6 +116,13 @@ class SimNode:
     open_tickets: dict[int, tuple[int, int]] = field(default_factory=dict)  # ticket -> key
     digests: dict[tuple[tuple[int, int], int], str] = field(default_factory=dict)
     halted: str = ""
+    # the node's disk and, per incarnation, a log per durable shard and one for metadata
+    disk: FaultyDisk = field(default_factory=FaultyDisk)
+    logs: dict[tuple[int, int], Log] = field(default_factory=dict)
+    appended: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # versions, in order
+    synced: dict[tuple[int, int], int] = field(default_factory=dict)  # last durable version seen
+    sync_pending: set[tuple[int, int]] = field(default_factory=set)
+    meta: Log | None = None
 
     @property
     def active(self) -> bool:
@@ -216,6 +226,7 @@ class Simulation:
         # of the view stays connected (two overlapping partitions can leave no majority anywhere,
         # and then a virtually synchronous group rightly stops).
         self._isolated: set[int] = set()
+        self._corrupted: set[int] = set()  # members whose disk has a flipped synced byte
         self._partition_until_ns = 0
         self.view_change_ns: list[int] = []
         self.stats: dict[str, int] = {
@@ -227,6 +238,8 @@ class Simulation:
             "joins": 0,
             "leaves": 0,
             "halts": 0,
+            "corruptions": 0,
+            "corruption_detected": 0,
             "views": 0,
         }
         self.timeline: list[tuple[int, str]] = []  # faults, views and phases in plain words
@@ -363,13 +376,16 @@ class Simulation:
                 return False
             self._submit(node)
             return node
-        if kind == "persisted":
-            member, incarnation, sg, sh, version = arg
+        if kind == "sync":
+            member, incarnation, key = arg
             node = self._current((member, incarnation))
             if node is None:
                 return False
-            self._trace("persisted", member, sg, sh, version)
-            node.replica.on_persisted(sg, sh, version)
+            node.sync_pending.discard(key)
+            version = node.logs[key].sync()
+            node.synced[key] = version
+            self._trace("sync", member, key, version)
+            node.replica.on_persisted(key[0], key[1], version)
             self._drain(node)
             return node
         raise AssertionError(f"unknown event {kind}")
@@ -411,17 +427,26 @@ class Simulation:
 
     def _execute(self, node: SimNode, ready: Ready) -> None:
         for request in ready.persist:
-            # The simulated disk makes an append durable after a seeded delay (group commit);
-            # a stopped process's pending appends are never reported. Metadata (views,
-            # proposals with their trims) is synced before the writes that announce it.
-            if isinstance(request, LogAppend) and request.entries:
-                at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
-                last = request.entries[-1].version
-                self._at(
-                    at,
-                    "persisted",
-                    (node.id, node.incarnation, request.subgroup, request.shard, last),
+            # Appends go to the shard's log on the node's faulty disk; one fsync a little later
+            # covers everything appended by then (group commit) and is reported to the replica.
+            # Metadata (views, proposals with their trims) is replaced atomically and synced
+            # now, before the writes of this Ready that announce it.
+            if isinstance(request, LogAppend):
+                if not request.entries:
+                    continue
+                key = (request.subgroup, request.shard)
+                log = self._log(node, key)
+                log.append(
+                    Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
+                    for d in request.entries
                 )
+                node.appended.setdefault(key, []).extend(d.version for d in request.entries)
+                if key not in node.sync_pending:
+                    node.sync_pending.add(key)
+                    at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
+                    self._at(at, "sync", (node.id, node.incarnation, key))
+            else:
+                self._meta(node).meta_put(request.name, request.data)
         for push in ready.writes:
             for target in push.targets:
                 self._transmit(node.id, target, "write", (push.offset, push.data, push.epoch))
@@ -459,6 +484,52 @@ class Simulation:
                     machine.restore(event.data)
             elif isinstance(event, ViewInstalled):
                 self._on_view(node, event)
+
+    def _dir(self, node: SimNode) -> str:
+        return f"/member-{node.id}/incarnation-{node.incarnation}"
+
+    def _log(self, node: SimNode, key: tuple[int, int]) -> Log:
+        log = node.logs.get(key)
+        if log is None:
+            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
+            log = node.logs[key] = Log.open(path, LOG_CONFIG, fs=node.disk)
+        return log
+
+    def _meta(self, node: SimNode) -> Log:
+        if node.meta is None:
+            node.meta = Log.open(f"{self._dir(node)}/meta", LOG_CONFIG, fs=node.disk)
+        return node.meta
+
+    def _recover_disk(self, node: SimNode) -> None:
+        """After a crash: every log must reopen holding every record it reported synced, and
+        nothing the faulty disk could not explain (a flipped byte is reported, never skipped)."""
+        for key, versions in node.appended.items():
+            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
+            try:
+                log = Log.open(path, LOG_CONFIG, fs=node.disk)
+            except LogCorruptionError as e:
+                if node.id in self._corrupted:
+                    self.stats["corruption_detected"] += 1
+                    continue
+                raise Violation("log.recovery", f"member {node.id}: {e}") from None
+            durable = node.synced.get(key, -1)
+            present = set(log.versions())
+            lost = [v for v in versions if v <= durable and v not in present]
+            if lost:
+                raise Violation(
+                    "log.durable",
+                    f"member {node.id} lost version {lost[0]:#x} of shard {key} in a crash, "
+                    f"though its log had reported everything up to {durable:#x} synced",
+                )
+            extra = present - set(versions)
+            if extra:
+                raise Violation(
+                    "log.recovery",
+                    f"member {node.id}'s log of shard {key} returned version {min(extra):#x}, "
+                    "never appended",
+                )
+            log.close()
+        self._corrupted.discard(node.id)
 
     def _new_machine(self, node: SimNode, key: tuple[int, int]) -> Any:
         machine = self.workload.machine(key[0])
@@ -521,13 +592,12 @@ class Simulation:
 
     def _settled(self) -> bool:
         live = [n for n in self.nodes.values() if n.active]
-        return len({n.replica.epoch for n in live}) == 1 and not any(
-            n.replica.frozen for n in live
-        )
+        return len({n.replica.epoch for n in live}) == 1 and not any(n.replica.frozen for n in live)
 
     def _healthy(self) -> list[int]:
         return [
-            m for m, n in self.nodes.items()
+            m
+            for m, n in self.nodes.items()
             if n.active and m not in self._isolated and not n.replica._leaving
         ]
 
@@ -596,6 +666,9 @@ class Simulation:
     def crash(self, member: int) -> None:
         node = self.nodes[member]
         node.alive = False
+        node.disk.crash(self.rng)  # unsynced writes lost, the last one maybe torn
+        if self.rng.random() < 0.1:
+            self._corrupt_sector(node)
         self.stats["crashes"] += 1
         self._crashed_at.append(self.now_ns)
         for other in self.nodes:
@@ -606,6 +679,22 @@ class Simulation:
             self._at(
                 self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", member
             )
+
+    def _corrupt_sector(self, node: SimNode) -> None:
+        """Flip a byte of a synced record: the restart must report it, not skip it."""
+        choices = []
+        for key in sorted(node.appended):
+            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
+            if node.disk.exists(path):
+                for name in sorted(node.disk.listdir(path)):
+                    full = f"{path}/{name}"
+                    if name.endswith(".seg") and node.disk.durable_size(full) > 64:
+                        choices.append(full)
+        if choices:
+            full = self.rng.choice(choices)
+            node.disk.corrupt(full, self.rng.randint(64, node.disk.durable_size(full) - 1))
+            self._corrupted.add(node.id)
+            self.stats["corruptions"] += 1
 
     def _joiner(self, member: int) -> Replica:
         contacts = [m for m in self.nodes if m != member]
@@ -619,6 +708,13 @@ class Simulation:
         self._trace("restart", node.id)
         self.note(f"member {node.id} restarts and asks to join")
         self.stats["restarts"] += 1
+        if node.logs:
+            self._recover_disk(node)
+        node.logs = {}
+        node.appended = {}
+        node.synced = {}
+        node.sync_pending = set()
+        node.meta = None
         node.incarnation += 1
         node.replica = self._joiner(node.id)
         node.alive = True

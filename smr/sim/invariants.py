@@ -261,7 +261,10 @@ class Multicast(Checker):
             seq = event.version & SEQ_MAX
             word = st.w_persisted if st.mode == "durable" else st.w_seq
             did = "persisted" if st.mode == "durable" else "received"
+            decided = node.replica.vc.decided
             for m in st.shard.members:
+                if decided is not None and m not in decided.members:
+                    continue  # answered after the ragged trim: the next view's members have it
                 peer = sim.nodes[m]
                 if not peer.active or peer.replica.epoch != node.replica.epoch:
                     continue
