@@ -128,11 +128,12 @@ class BankWorkload(_MachineWorkload):
     name = "bank"
     classes = ("Bank", "KVStore")
     ACCOUNTS = ("alice", "bob", "carol", "dave")
+    TELLERS = (1, 2, 3)
 
     def layout(self) -> list[SubgroupSpec]:
-        # The bank's transfers come from two designated tellers (the first two members).
+        # The bank's transfers come from designated tellers (the first three members).
         return [
-            SubgroupSpec("Bank", mode="durable", senders=((1, 2),)),
+            SubgroupSpec("Bank", mode="durable", senders=(self.TELLERS,)),
             SubgroupSpec("KVStore", shards=_shards_for(self.nodes), mode="ordered"),
         ]
 
@@ -141,7 +142,7 @@ class BankWorkload(_MachineWorkload):
         if sg == 1:
             kv = self.types[1]
             return Op(sg, sh, kv.encode_command("put", rng.choice("xyz"), b"v"), False)
-        if member not in (1, 2):
+        if member not in self.TELLERS:
             return None
         bank = self.types[0]
         a, b = rng.sample(self.ACCOUNTS, 2)
