@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import Shard
 from smr.core.ready import Delivery, LogAppend, Push, Send
-from smr.core.table import Column, byte_slots, counter, vector
+from smr.core.table import Column, byte_slots, counter, flag, vector
 
 if TYPE_CHECKING:
     from smr.core.replica import Replica
@@ -121,6 +121,7 @@ def columns(shard: Shard, config: MulticastConfig) -> tuple[Column, ...]:
         counter(f"s{g}_delivered", "sequence numbers delivered"),
         counter(f"s{g}_persisted", "sequence numbers persisted"),
         counter(f"s{g}_answered", "my messages below this seq need no more replies"),
+        flag(f"s{g}_ready", "this member holds the shard's state (it is not waiting for it)"),
     )
 
 
@@ -172,6 +173,7 @@ class ShardStream:
             f"s{g}_delivered",
             f"s{g}_persisted",
             f"s{g}_answered",
+            f"s{g}_ready",
         )
         self.slots_name = f"s{g}_slots"
         self.slots_offset = lay[self.slots_name].offset
@@ -199,7 +201,7 @@ class ShardStream:
         self.frontier_seen = 0  # the global persistence frontier (seq count) last acted on
         self.dirty_counters = False
         self.dirty_slots: tuple[int, int] | None = None  # index range [from, to) placed this round
-        self.awaiting_state = False  # a member new to the shard waits for its state
+        self.awaiting_state = False  # a member new to the shard waits for its state (`set_ready`)
         self.epoch = replica.epoch
 
     # -- helpers --------------------------------------------------------------------------------
@@ -638,6 +640,13 @@ class ShardStream:
 
     def next_deadline_ns(self) -> int | None:
         return self.queue[0].deadline_ns if self.queue else None
+
+    def set_ready(self) -> None:
+        """This member holds the shard's state: it may deliver, and provide state to others."""
+        self.awaiting_state = False
+        w = self.table.layout[f"s{self.g}_ready"].word
+        if not self._mine(w):
+            self._set_mine(w, 1)
 
     # -- the end of the epoch -------------------------------------------------------------------
 

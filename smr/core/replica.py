@@ -248,9 +248,12 @@ class Replica:
         self._state_arrived: dict[int, tuple[int, bytes]] = {}
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
+        self._awaiting_for_joiners: dict[int, tuple[int, ...]] = {}
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
+            for st in self.streams.values():
+                st.set_ready()  # the founding members hold every shard's (empty) state
 
     @classmethod
     def joiner(
@@ -302,6 +305,8 @@ class Replica:
                 self._stream_of[(shard.subgroup, shard.shard)] = st
                 predicates.extend(_stream_predicates(st))
         self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
+        self._awaiting_state = set()
+        self._state_arrived = {}
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -390,10 +395,17 @@ class Replica:
             return
         if kind == FRAME_JOIN_OK:
             if self.status == JOINING:
-                members = _decode_members(payload[FRAME.size :])
+                body = payload[FRAME.size :]
+                if len(body) < 8:
+                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
+                n = struct.unpack_from("<q", body)[0]
+                if not 0 < n <= self.config.views.members_max:
+                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
+                members = _decode_members(body[: 8 * (n + 1)])
+                awaiting = _decode_members(body[8 * (n + 1) :])[1:]
                 if self.me not in members:
                     raise PeerProtocolError(f"a join acceptance from {source} that omits me")
-                self._join(View(epoch, members))
+                self._join(View(epoch, members), awaiting)
             return
         if self.status == JOINING or epoch > self.epoch:
             if len(self._future_data) < 4 * self.config.multicast.window_max:
@@ -417,8 +429,7 @@ class Replica:
         elif kind == FRAME_REPLY:
             st.on_reply(source, number, body)
         elif kind == FRAME_STATE:
-            if g in self._awaiting_state:
-                self._state_arrived[g] = (number, body)
+            self._state_arrived[g] = (number, body)  # taken once we know we wait for it
         else:
             raise PeerProtocolError(f"a data frame of unknown type {kind} from {source}")
 
@@ -595,7 +606,7 @@ class Replica:
     def install_next(self, decided: Proposal) -> None:
         """The current epoch is over: every survivor delivered up to the ragged trim and, in
         durable shards, persisted it. Build the next epoch from the decided proposal."""
-        old_view, old_shards, old_streams = self.view, self.shards, self.streams
+        old_view, old_streams = self.view, self.streams
         self._predicates.stop()
         if self.me not in decided.members:
             reason = (
@@ -623,8 +634,16 @@ class Replica:
         joiners = set(decided.joiners)
         survivors = [m for m in decided.members if m not in joiners]
         if survivors and survivors[0] == self.me:
-            self._sends.extend(Send(j, self._join_ok()) for j in decided.joiners)
-        self._plan_state(old_shards, survivors, joiners)
+            self._awaiting_for_joiners = {
+                j: tuple(
+                    sh.index
+                    for sh, (_, needy) in zip(self.shards, decided.plans, strict=True)
+                    if j in needy
+                )
+                for j in decided.joiners
+            }
+            self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
+        self._plan_state(decided)
         for (sg, sh), items in carried.items():
             st = self._stream_of.get((sg, sh))
             for ticket, payload, reply in items:
@@ -652,8 +671,14 @@ class Replica:
         )
         self._submitted = True
 
-    def _join_ok(self) -> bytes:
-        return FRAME.pack(FRAME_JOIN_OK, 0, 0, self.epoch) + _encode_members(self.view.members)
+    def _join_ok(self, joiner: int) -> bytes:
+        """The view a joiner enters, and the shards whose state it must wait for."""
+        awaiting = self._awaiting_for_joiners.get(joiner, ())
+        return (
+            FRAME.pack(FRAME_JOIN_OK, 0, 0, self.epoch)
+            + _encode_members(self.view.members)
+            + _encode_members((-1, *awaiting))
+        )
 
     def streams_shards(self) -> list[Shard]:
         return [st.shard for st in self.streams.values()]
@@ -672,39 +697,33 @@ class Replica:
             completed.extend(done)
         return carried, completed
 
-    def _plan_state(
-        self, old_shards: Sequence[Shard], survivors: list[int], joiners: set[int]
-    ) -> None:
-        old = {(s.subgroup, s.shard): s for s in old_shards}
-        alive = set(survivors)
-        for shard in self.shards:
-            before = old.get((shard.subgroup, shard.shard))
-            if before is None:
-                continue
-            holders = [m for m in self.members if m in alive and m in before.members]
-            assert holders, "the leader only proposes views that keep every shard's state"
-            provider = holders[0]
-            needy = [m for m in shard.members if m not in before.members or m in joiners]
+    def _plan_state(self, decided: Proposal) -> None:
+        """Carry out the decided state transfers: provide, or wait for, each shard's state."""
+        assert len(decided.plans) == len(self.shards)
+        for shard, (provider, needy) in zip(self.shards, decided.plans, strict=True):
             if provider == self.me:
-                old_st = next((s for s in before.members if s == self.me), None)
-                assert old_st is not None
-                version = 0  # the driver snapshots the machine as it stands
                 self._events.extend(
-                    StateTransfer(m, shard.subgroup, shard.shard, version)
-                    for m in needy
-                    if m != self.me
+                    StateTransfer(m, shard.subgroup, shard.shard, 0) for m in needy if m != self.me
                 )
+            st = self.streams.get(shard.index)
+            if st is None:
+                continue
             if self.me in needy:
                 self._awaiting_state.add(shard.index)
-                self.streams[shard.index].awaiting_state = True
+                st.awaiting_state = True
+            else:
+                st.set_ready()
 
-    def _join(self, view: View) -> None:
+    def _join(self, view: View, awaiting: Sequence[int]) -> None:
         self.status = ACTIVE
         self._build(view)
         self._barrier = True
         for st in self.streams.values():
-            self._awaiting_state.add(st.g)
-            st.awaiting_state = True
+            if st.g in awaiting:
+                self._awaiting_state.add(st.g)
+                st.awaiting_state = True
+            else:
+                st.set_ready()
         self._events.append(
             ViewInstalled(
                 view.epoch,
@@ -719,11 +738,13 @@ class Replica:
     def _take_state(self) -> list[Any]:
         events: list[Any] = []
         for g, (version, data) in list(self._state_arrived.items()):
+            del self._state_arrived[g]
+            if g not in self._awaiting_state:
+                continue  # a duplicate, or state we already have
             st = self.streams[g]
             events.append(RestoreState(st.subgroup, st.shard_index, version, data))
-            st.awaiting_state = False
+            st.set_ready()
             self._awaiting_state.discard(g)
-            del self._state_arrived[g]
             self._barrier = True  # restore before any delivery of this shard
         return events
 

@@ -46,7 +46,7 @@ logged at every member before anyone applies it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,9 @@ class Proposal:
     members: tuple[int, ...]
     joiners: tuple[int, ...]
     trims: tuple[tuple[int, ...], ...]
+    # per shard of the next view (allocation order): (provider, members that need its state);
+    # provider 0 when nobody needs state
+    plans: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def encode(self) -> bytes:
         words = [
@@ -105,6 +108,9 @@ class Proposal:
         for t in self.trims:
             words.append(len(t))
             words.extend(t)
+        words.append(len(self.plans))
+        for provider, needy in self.plans:
+            words.extend((provider, len(needy), *needy))
         return struct.pack(f"<{len(words)}q", *words)
 
     @classmethod
@@ -125,15 +131,22 @@ class Proposal:
             members = take(n_members)
             joiners = take(take(1)[0])
             trims = tuple(take(take(1)[0]) for _ in range(take(1)[0]))
+            plans = []
+            for _ in range(take(1)[0]):
+                (provider,) = take(1)
+                plans.append((provider, take(take(1)[0])))
         except (ValueError, IndexError):
             raise PeerProtocolError("a malformed view proposal") from None
         if ballot <= 0 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a view proposal with ballot {ballot} and members {members}")
-        return cls(ballot, members, joiners, trims)
+        return cls(ballot, members, joiners, trims, tuple(plans))
 
     @staticmethod
     def words_max(config: ViewConfig, shards: Sequence[Shard]) -> int:
-        return 4 + 2 * config.members_max + len(shards) + sum(len(s.senders) for s in shards)
+        plans = len(shards) * (2 + config.members_max)  # the next view has as many shards
+        return (
+            5 + 2 * config.members_max + len(shards) + sum(len(s.senders) for s in shards) + (plans)
+        )
 
 
 def trim_count(trim: Sequence[int]) -> int:
@@ -195,24 +208,33 @@ def plan_next(
     old_shards: Sequence[Shard],
     survivors: Sequence[int],
     members: Sequence[int],
-) -> tuple[Shard, ...]:
-    """Allocate the next view and check that every shard keeps its state on a survivor.
+    has_state: Callable[[int, Shard], bool],
+) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Allocate the next view and plan its state transfers: for each of its shards, the member
+    that provides the state (the first survivor that holds it) and the members that need it.
 
-    Raises `LayoutError` if the next view cannot provision the layout, or if a shard of the next
-    view has none of the members that hold that shard's state now."""
+    Raises `LayoutError` if the next view cannot provision the layout, or if a shard would lose
+    its state (no survivor holds it)."""
     new = allocate(members, specs)
     old = {(s.subgroup, s.shard): s for s in old_shards}
     alive = set(survivors)
+    plans = []
     for s in new:
         before = old.get((s.subgroup, s.shard))
         if before is None:
+            plans.append((0, ()))
             continue
-        if not any(m in alive for m in before.members):
+        holders = [
+            m for m in members if m in alive and m in before.members and has_state(m, before)
+        ]
+        if not holders:
             raise LayoutError(
-                f"subgroup {s.subgroup_name} shard {s.shard} would lose its state: none of "
-                f"{list(before.members)} survives"
+                f"subgroup {s.subgroup_name} shard {s.shard} would lose its state: no survivor of "
+                f"{list(before.members)} holds it"
             )
-    return new
+        needy = tuple(m for m in s.members if m not in holders)
+        plans.append((holders[0] if needy else 0, needy))
+    return tuple(plans)
 
 
 class ViewChange:
@@ -518,14 +540,18 @@ class ViewChange:
                         for k in range(len(shard.senders))
                     )
                 )
-            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims))
             try:
-                plan_next(
-                    self.replica.layout_specs, self.replica.shards, survivors, proposal.members
+                plans = plan_next(
+                    self.replica.layout_specs,
+                    self.replica.shards,
+                    survivors,
+                    survivors + joiners,
+                    self._has_state,
                 )
             except LayoutError as e:
                 self.blocked_on = self._signature(b)
                 return [ViewBlocked(self.replica.epoch, str(e))]
+            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans)
         data = proposal.encode()
         t.bset("prop", 0, data)
         # The leader acknowledges its own proposal, logged first like everyone's.
@@ -533,6 +559,10 @@ class ViewChange:
         t.set("acked_ballot", b)
         self._push_in_order("prop", "acked", "acked_ballot")
         return [self._log(proposal)]
+
+    def _has_state(self, member: int, shard: Shard) -> bool:
+        row = self.table.members.index(member)
+        return self.table.get(row, f"s{shard.index}_ready") == 1
 
     def _log(self, proposal: Proposal) -> LogMeta:
         return LogMeta(f"view-proposal-{self.replica.epoch}", proposal.encode(), sync=True)
