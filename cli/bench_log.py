@@ -21,6 +21,7 @@ import time
 
 import click
 import zstandard
+
 from smr.log import GroupCommitWriter, Log, LogConfig, Record, encode_record
 from smr.log.fs import OsFileSystem
 

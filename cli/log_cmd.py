@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+
 from smr.log import (
     Log,
     LogError,

@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 from crc32c import crc32c
+
 from smr.log.errors import LogCorruptionError
 
 FORMAT_VERSION: Final = 1

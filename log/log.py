@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import zstandard
+from sortedcontainers import SortedDict
+
 from smr.log import format as fmt
 from smr.log.errors import LogCorruptionError, LogError, RecordNotFoundError, TrimmedError
 from smr.log.format import NO_VERSION, Record
 from smr.log.fs import AppendFile, FileSystem, OsFileSystem, join, write_atomic
-from sortedcontainers import SortedDict
 
 SEGMENT_SUFFIX: Final = ".seg"
 SEGMENT_ZSTD_SUFFIX: Final = ".segz"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zstandard
+
 from smr.log import format as fmt
 from smr.log.errors import LogCorruptionError
 from smr.log.format import NO_VERSION

@@ -5,7 +5,6 @@ import contextlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smr.statemachines import KVStore
 
 from smr.api import (
     DeclarationError,
@@ -16,6 +15,7 @@ from smr.api import (
     command,
     query,
 )
+from smr.statemachines import KVStore
 
 
 class Register(StateMachine):

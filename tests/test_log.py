@@ -4,6 +4,7 @@ import random
 import threading
 
 import pytest
+
 from smr.log import (
     GroupCommitWriter,
     Log,
@@ -17,7 +18,6 @@ from smr.log import (
     recover,
     verify,
 )
-
 from smr.sim.disk import FaultyDisk
 
 

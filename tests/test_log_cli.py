@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from smr.cli.log_cmd import log_group
 from smr.log import Log, LogConfig, Record
 

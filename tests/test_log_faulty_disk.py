@@ -6,8 +6,8 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smr.log import Log, LogConfig, LogCorruptionError, LogError, Record, verify
 
+from smr.log import Log, LogConfig, LogCorruptionError, LogError, Record, verify
 from smr.sim.disk import FaultyDisk
 
 CFG = LogConfig(segment_bytes_max=600, buffer_bytes_max=300)

@@ -5,6 +5,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from smr.log import LogCorruptionError, Record, RecordDecoder, encode_record, make_version
 from smr.log.format import scan_frames
 

@@ -1,8 +1,8 @@
 """The simulator: determinism per seed, faults, and checkers that catch a broken invariant."""
 
 from click.testing import CliRunner
-from smr.cli.main import cli
 
+from smr.cli.main import cli
 from smr.sim import SimConfig, run_seed
 
 FAULTS = frozenset({"delay", "partition", "break"})

@@ -7,9 +7,9 @@ from collections import deque
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from smr.statemachines import Bank, Counter, KVStore, Queue
 
 from smr.api import Entry
+from smr.statemachines import Bank, Counter, KVStore, Queue
 
 KEYS = st.sampled_from(["a", "b", "c"])
 VALUES = st.binary(max_size=6)
