@@ -620,6 +620,7 @@ class Replica:
             st.flush(self._writes)  # the last counters of the old epoch (persisted) still count
         carried, completed = self._carry_over(old_streams, decided)
         self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
+        self.prev_table = self.table  # for inspection (transcripts); the next install drops it
         new_view = View(old_view.epoch + 1, decided.members)
         self._persist.append(
             LogMeta(

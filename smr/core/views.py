@@ -522,7 +522,7 @@ class ViewChange:
             ):
                 adopted = self.proposal_in(r, "acked")
         if adopted is not None:
-            proposal = Proposal(b, adopted.members, adopted.joiners, adopted.trims)
+            proposal = Proposal(b, adopted.members, adopted.joiners, adopted.trims, adopted.plans)
         else:
             members = self.table.members
             survivors = tuple(members[r] for r in rows if not t.get(r, "leaving"))

@@ -1,0 +1,281 @@
+"""Scripted protocol scenarios printed as transcripts: the readable counterpart of `smr sim`.
+
+This module owns a small deterministic driver for golden transcript tests, in the style of etcd
+raft's datadriven tests. A script is a list of commands; after each, the driver prints every
+change to a member's own row of the table (view-change columns and shard counters, by name), every
+delivery and every event. No randomness: links are FIFO queues that the script drains.
+
+Commands:
+    group N [durable|ordered]   N members, one KVStore-like subgroup of opaque payloads
+    submit M TEXT               member M multicasts TEXT
+    tick MS                     time advances MS milliseconds at every running member
+    deliver                     every link delivers what it holds now (one round)
+    stabilize                   deliver until nothing moves (disks sync as they are asked)
+    crash M                     member M stops; what it had queued is lost
+    partition A,B|C,D           cut every link between the two sides (both ways)
+    heal                        reconnect every link between running members
+    hold-disk M / release-disk M    member M's disk stops / resumes syncing
+    join M                      a new process M asks member 1.. to join
+    restart M                   a crashed member starts again and asks to join
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from smr.core.layout import SubgroupSpec
+from smr.core.multicast import Completed
+from smr.core.ready import LogAppend, LogMeta
+from smr.core.replica import ACTIVE, CoreConfig, Replica, RestoreState, StateTransfer
+from smr.core.views import Halted, Proposal, ViewBlocked, ViewInstalled
+
+MS = 1_000_000
+WATCHED = ("suspected", "wedged", "ballot", "acked_ballot", "committed", "leaving", "joins_num")
+
+
+class Transcript:
+    def __init__(self) -> None:
+        self.replicas: dict[int, Replica] = {}
+        self.running: set[int] = set()
+        self.links: dict[tuple[int, int], deque] = {}
+        self.cut: set[tuple[int, int]] = set()
+        self.held_disks: set[int] = set()
+        self.unsynced: dict[int, list[LogAppend]] = {}
+        self.states: dict[int, dict[int, list[bytes]]] = {}  # member -> shard -> delivered
+        self.now_ns = 0
+        self.layout: list[SubgroupSpec] = []
+        self.config = CoreConfig()
+        self.out: list[str] = []
+        self._seen: dict[int, dict[str, Any]] = {}
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def run(self, line: str) -> list[str]:
+        self.out = []
+        words = line.split()
+        getattr(self, "cmd_" + words[0].replace("-", "_"))(*words[1:])
+        return self.out
+
+    def cmd_group(self, n: str, mode: str = "ordered") -> None:
+        self.layout = [SubgroupSpec("kv", mode=mode)]
+        members = tuple(range(1, int(n) + 1))
+        for m in members:
+            self._add(m, Replica(m, members, layout=self.layout, config=self.config))
+        self._settle()
+
+    def _add(self, m: int, replica: Replica) -> None:
+        self.replicas[m] = replica
+        self.running.add(m)
+        self.unsynced[m] = []
+        self.states.setdefault(m, {})
+        self._seen[m] = {}
+
+    def cmd_submit(self, m: str, text: str) -> None:
+        self.replicas[int(m)].submit(0, 0, text.encode())
+        self._settle()
+
+    def cmd_tick(self, ms: str) -> None:
+        self.now_ns += int(ms) * MS
+        for m in sorted(self.running):
+            self.replicas[m].tick(self.now_ns)
+        self._settle()
+
+    def cmd_deliver(self) -> None:
+        self._deliver_round()
+        self._settle()
+
+    def cmd_stabilize(self) -> None:
+        for _ in range(10_000):
+            moved = self._deliver_round()
+            self._sync_disks()
+            self._settle()
+            if not moved and not any(self.unsynced[m] for m in self.running
+                                     if m not in self.held_disks):
+                return
+        raise AssertionError("the group does not stabilize")
+
+    def cmd_crash(self, m: str) -> None:
+        member = int(m)
+        self.running.discard(member)
+        for key in list(self.links):
+            if member in key:
+                self.links[key].clear()
+        self.unsynced[member] = []
+        self.out.append(f"member {member} crashed")
+
+    def cmd_partition(self, spec: str) -> None:
+        left, right = ([int(x) for x in side.split(",")] for side in spec.split("|"))
+        for a in left:
+            for b in right:
+                self.cut |= {(a, b), (b, a)}
+                self.links.get((a, b), deque()).clear()
+                self.links.get((b, a), deque()).clear()
+        self.out.append(f"partition {left} | {right}")
+
+    def cmd_heal(self) -> None:
+        healed = sorted(self.cut)
+        self.cut.clear()
+        for a, b in healed:
+            if a in self.running and b in self.running:
+                self.replicas[a].on_link_up(b)
+        self.out.append("healed")
+        self._settle()
+
+    def cmd_hold_disk(self, m: str) -> None:
+        self.held_disks.add(int(m))
+
+    def cmd_release_disk(self, m: str) -> None:
+        self.held_disks.discard(int(m))
+
+    def cmd_join(self, m: str) -> None:
+        member = int(m)
+        contacts = sorted(self.running)
+        replica = Replica.joiner(member, contacts, layout=self.layout, config=self.config)
+        replica.tick(self.now_ns)
+        self._add(member, replica)
+        self.out.append(f"process {member} asks {contacts[0]} to join")
+        self._settle()
+
+    def cmd_restart(self, m: str) -> None:
+        self.cmd_join(m)
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    def _deliver_round(self) -> bool:
+        moved = False
+        for (a, b), queue in sorted(self.links.items()):
+            if (a, b) in self.cut or b not in self.running:
+                queue.clear()
+                continue
+            items = list(queue)
+            queue.clear()
+            for kind, *body in items:
+                moved = True
+                if kind == "w":
+                    self.replicas[b].on_write(a, *body)
+                else:
+                    self.replicas[b].on_data(a, *body)
+        return moved
+
+    def _sync_disks(self) -> None:
+        for m in sorted(self.running - self.held_disks):
+            pending, self.unsynced[m] = self.unsynced[m], []
+            for req in pending:
+                self.replicas[m].on_persisted(req.subgroup, req.shard, req.entries[-1].version)
+
+    def _settle(self) -> None:
+        for m in sorted(self.running):
+            replica = self.replicas[m]
+            while replica.has_ready():
+                ready = replica.ready()
+                for req in ready.persist:
+                    if isinstance(req, LogAppend) and req.entries:
+                        self.unsynced[m].append(req)
+                    elif isinstance(req, LogMeta):
+                        self.out.append(f"{m}: logs {req.name} (synced before its pushes)")
+                self._report(m, ready)
+                for push in ready.writes:
+                    for t in push.targets:
+                        if (m, t) not in self.cut:
+                            self.links.setdefault((m, t), deque()).append(
+                                ("w", push.offset, push.data, push.epoch)
+                            )
+                for send in ready.sends:
+                    if (m, send.target) not in self.cut:
+                        self.links.setdefault((m, send.target), deque()).append(
+                            ("d", send.payload)
+                        )
+                for event in ready.events:
+                    if isinstance(event, StateTransfer):
+                        state = b"|".join(self.states[m].get(0, []))
+                        replica.send_state(event.to, event.subgroup, event.shard, 0, state)
+                    elif isinstance(event, RestoreState):
+                        self.states[m][0] = [x for x in event.data.split(b"|") if x]
+                replica.advance(ready)
+            self._report_row(m)
+            if replica.status != ACTIVE and m in self.running and replica.status == "halted":
+                self.running.discard(m)
+
+    def _report(self, m: int, ready: Any) -> None:
+        for d in ready.deliveries:
+            self.states[m].setdefault(d.shard, []).append(d.payload)
+            self.out.append(
+                f"{m}: delivers {d.payload.decode()} (epoch {d.version >> 32}, "
+                f"seq {d.version & 0xFFFFFFFF}, from {d.sender})"
+            )
+        for e in ready.events:
+            if isinstance(e, ViewInstalled):
+                old = getattr(self.replicas[m], "prev_table", None)
+                if old is not None and e.epoch > 1 and m not in e.joined:
+                    self._report_row(m, old, f"(end of view {e.epoch - 1}) ")
+                change = []
+                if e.joined:
+                    change.append(f"joined {list(e.joined)}")
+                if e.departed:
+                    change.append(f"departed {list(e.departed)}")
+                self.out.append(
+                    f"{m}: installs view {e.epoch} {list(e.members)}"
+                    + (f" ({', '.join(change)})" if change else "")
+                )
+                self._seen[m] = {}
+            elif isinstance(e, Halted):
+                self.out.append(f"{m}: halts: {e.reason}")
+            elif isinstance(e, ViewBlocked):
+                self.out.append(f"{m}: view blocked: {e.reason}")
+            elif isinstance(e, Completed):
+                self.out.append(f"{m}: answered, seq {e.version & 0xFFFFFFFF} of epoch "
+                                f"{e.version >> 32}")
+            elif isinstance(e, StateTransfer):
+                self.out.append(f"{m}: sends its state to {e.to}")
+            elif isinstance(e, RestoreState):
+                self.out.append(f"{m}: restores its state ({len(e.data)} bytes)")
+
+    def _report_row(self, m: int, table: Any = None, label: str = "") -> None:
+        replica = self.replicas[m]
+        if replica.status != ACTIVE and table is None:
+            return
+        t = table if table is not None else replica.table
+        row = t.my_row
+        now: dict[str, Any] = {}
+        for name in WATCHED:
+            if t.layout[name].column.length > 1:
+                now[name] = t.vrow(row, name)
+            else:
+                now[name] = t.get(row, name)
+        for name in ("prop", "acked", "decided"):
+            data = t.bget(row, name, 0, t.layout[name].column.length)
+            if data[:8] != bytes(8):
+                p = Proposal.decode(data)
+                now[name] = f"ballot {p.ballot} members {list(p.members)} trims {list(p.trims)}"
+        for shard in replica.shards if table is None else ():
+            if m in shard.members:
+                for col in ("seq", "delivered", "persisted"):
+                    now[f"shard{shard.index}.{col}"] = t.get(row, f"s{shard.index}_{col}")
+        if table is not None:
+            for name in [n for n in t.layout.placed if n.startswith("s") and n[1].isdigit()]:
+                col = name.split("_", 1)[1]
+                if col in ("seq", "delivered", "persisted"):
+                    now[f"shard{name[1:].split('_')[0]}.{col}"] = t.get(row, name)
+        seen = self._seen[m]
+        changes = [
+            f"{k}={v}"
+            for k, v in now.items()
+            if seen.get(k) != v and (k in seen or (any(v) if isinstance(v, list) else v))
+        ]
+        self._seen[m] = now
+        if changes:
+            self.out.append(f"{m}: {label}" + " ".join(changes))
+
+
+def run_script(lines: list[str]) -> list[str]:
+    """Run a script; return it with each command's output under it (the transcript)."""
+    t = Transcript()
+    out: list[str] = []
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            out.append(line)
+            continue
+        out.append(f"> {line}")
+        out.extend(t.run(line))
+    return out

@@ -1,0 +1,33 @@
+"""Seeds that once failed, kept as regression tests (each comment says what broke)."""
+
+import pytest
+
+from smr.sim import SimConfig, run_seed
+
+CASES = [
+    # an isolated member's first suspicion, pushed as the partition healed, made the majority
+    # suspect a healthy member and the whole group halted (suspicions now need credibility)
+    (3, 62, "frontier", "delay,partition"),
+    (3, 47, "frontier", "delay,partition"),
+    # members re-suspected at install members they had suspected in the previous view
+    (5, 37, "frontier", "delay,partition,break,crash"),
+    # the fault injector crashed a member of a view still being changed (majority lost)
+    (5, 105, "frontier", "delay,partition,break,crash"),
+    # a joiner's suspicion clock started at a stale time; a lost join acceptance
+    (5, 16, "frontier", "delay,partition,crash,restart,join,leave"),
+    (5, 42, "frontier", "delay,partition,crash,restart,join,leave"),
+    # a member excluded by the decided view applied a trim above what it had received
+    (5, 9, "bytes", "crash,restart,join,leave,delay,partition"),
+    # a state transfer frame that arrived before the join acceptance was dropped, and the
+    # member later started the shard from an empty state
+    (5, 2, "bank", "crash,restart,partition,join,delay"),
+]
+
+
+@pytest.mark.parametrize("nodes,seed,workload,faults", CASES)
+def test_regression_seed(nodes, seed, workload, faults):
+    config = SimConfig(
+        nodes=nodes, seed=seed, workload=workload, faults=frozenset(faults.split(","))
+    )
+    result = run_seed(config)
+    assert result.ok, f"{result.violation}; reproduce with: {config.command()}"
