@@ -34,6 +34,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def percentile(values: list[int], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
 def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str]:
     names = frozenset(x.strip() for x in text.split(",") if x.strip())
     unknown = sorted(names - set(allowed))
@@ -73,12 +79,14 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
     fault_set = parse_names(faults, FAULTS, "faults")
     bug_set = parse_names(bugs, BUGS, "bugs")
     passed = failed = 0
+    failover_ns: list[int] = []
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
     for i, seed in enumerate(seed_list):
         config = SimConfig(
             nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload
         )
         result = run_seed(config)
+        failover_ns.extend(result.view_change_ns)
         if result.ok:
             passed += 1
             if verbose:
@@ -93,6 +101,13 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
             click.echo(f"\r{i + 1}/{len(seed_list)} seeds", nl=False, err=True)
     if show_progress:
         click.echo("", err=True)
+    if failover_ns:
+        click.echo(
+            "crash to the next view (simulated): "
+            f"p50 {percentile(failover_ns, 50) / 1e6:.1f} ms, "
+            f"p99 {percentile(failover_ns, 99) / 1e6:.1f} ms, "
+            f"max {max(failover_ns) / 1e6:.1f} ms over {len(failover_ns)} crashes"
+        )
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)

@@ -43,3 +43,29 @@ def test_misuse_is_a_clear_error():
         g.subgroup(KVStore)
     with pytest.raises(AttributeError, match="no operation 'nope'"):
         g.subgroup(Counter).nope()
+
+
+def test_log_replay_rebuilds_the_live_replicas_state(tmp_path):
+    from click.testing import CliRunner
+
+    from smr.cli.main import cli
+
+    g = LocalGroup(3, [KVStore], mode="durable", data_dir=str(tmp_path))
+    kv = g.subgroup(KVStore)
+    for i in range(40):
+        kv.put(f"k{i % 7}", b"v%d" % i)
+    kv.delete("k1").result()
+    live = g.members[2].machines[(0, 0)].digest()
+    g.close()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "log",
+            "replay",
+            str(tmp_path / "member-2" / "sg0-shard0"),
+            "--state-machine",
+            "smr.statemachines:KVStore",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"digest: {live}" in result.output

@@ -90,8 +90,9 @@ class Transcript:
             moved = self._deliver_round()
             self._sync_disks()
             self._settle()
-            if not moved and not any(self.unsynced[m] for m in self.running
-                                     if m not in self.held_disks):
+            if not moved and not any(
+                self.unsynced[m] for m in self.running if m not in self.held_disks
+            ):
                 return
         raise AssertionError("the group does not stabilize")
 
@@ -183,9 +184,7 @@ class Transcript:
                             )
                 for send in ready.sends:
                     if (m, send.target) not in self.cut:
-                        self.links.setdefault((m, send.target), deque()).append(
-                            ("d", send.payload)
-                        )
+                        self.links.setdefault((m, send.target), deque()).append(("d", send.payload))
                 for event in ready.events:
                     if isinstance(event, StateTransfer):
                         state = b"|".join(self.states[m].get(0, []))
@@ -224,8 +223,9 @@ class Transcript:
             elif isinstance(e, ViewBlocked):
                 self.out.append(f"{m}: view blocked: {e.reason}")
             elif isinstance(e, Completed):
-                self.out.append(f"{m}: answered, seq {e.version & 0xFFFFFFFF} of epoch "
-                                f"{e.version >> 32}")
+                self.out.append(
+                    f"{m}: answered, seq {e.version & 0xFFFFFFFF} of epoch {e.version >> 32}"
+                )
             elif isinstance(e, StateTransfer):
                 self.out.append(f"{m}: sends its state to {e.to}")
             elif isinstance(e, RestoreState):
