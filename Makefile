@@ -34,8 +34,13 @@ lint-imports: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
+# A few hundred simulated runs, each seed a different schedule of faults; the long runs
+# (thousands of seeds) and their figures are in docs/performance.md.
 sim-smoke: $(STAMP)
 	$(BIN)/smr sim --nodes 3 --seeds 1-500 --faults delay,partition
+	$(BIN)/smr sim --nodes 5 --seeds 1-20 --workload kv --faults delay
+	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,join,delay
+	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis

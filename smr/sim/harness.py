@@ -357,6 +357,13 @@ class Simulation:
             a, b = arg
             self._set_link(a, b, True)
             return None
+        if kind == "crash":
+            if not self.nodes[arg].alive:
+                return False
+            self._trace("crash", arg)
+            self.note(f"member {arg} crashes")
+            self.crash(arg)
+            return None
         if kind == "restart":
             node = self.nodes[arg]
             if node.alive and node.replica.status != HALTED:
@@ -664,6 +671,11 @@ class Simulation:
             self.stats["leaves"] += 1
             self.nodes[leaver].replica.leave()
             self._drain(self.nodes[leaver])
+
+    def schedule(self, at_ns: int, what: str, member: int) -> None:
+        """Script a fault: `what` is "crash" or "restart" of `member` at simulated `at_ns`."""
+        assert what in ("crash", "restart"), what
+        self._at(at_ns, what, member)
 
     def crash(self, member: int) -> None:
         node = self.nodes[member]
