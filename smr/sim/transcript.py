@@ -87,12 +87,14 @@ class Transcript:
 
     def cmd_stabilize(self) -> None:
         for _ in range(10_000):
+            self._settle()
             moved = self._deliver_round()
             self._sync_disks()
             self._settle()
-            if not moved and not any(
+            idle = not any(self.links.values()) and not any(
                 self.unsynced[m] for m in self.running if m not in self.held_disks
-            ):
+            )
+            if not moved and idle:
                 return
         raise AssertionError("the group does not stabilize")
 
