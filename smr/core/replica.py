@@ -661,11 +661,7 @@ class Replica:
                 else:
                     st.submit(ticket, payload, reply, resubmitted=True)
         self._events.append(
-            ViewInstalled(
-                new_view.epoch,
-                new_view.members,
-                new_view.members.index(self.me),
-                tuple((s.subgroup, s.shard, s.members, s.mode) for s in self.streams_shards()),
+            self._installed(
                 tuple(decided.joiners),
                 tuple(m for m in old_view.members if m not in new_view.members),
             )
@@ -681,8 +677,19 @@ class Replica:
             + _encode_members((-1, *awaiting))
         )
 
-    def streams_shards(self) -> list[Shard]:
-        return [st.shard for st in self.streams.values()]
+    def _installed(self, joined: tuple[int, ...], departed: tuple[int, ...]) -> ViewInstalled:
+        """The upcall for the view just built."""
+        return ViewInstalled(
+            self.epoch,
+            self.view.members,
+            self.view.members.index(self.me),
+            tuple(
+                (st.subgroup, st.shard_index, st.shard.members, st.mode)
+                for st in self.streams.values()
+            ),
+            joined,
+            departed,
+        )
 
     def _carry_over(
         self, old_streams: dict[int, ShardStream], decided: Proposal
@@ -709,32 +716,23 @@ class Replica:
             st = self.streams.get(shard.index)
             if st is None:
                 continue
-            if self.me in needy:
-                self._awaiting_state.add(shard.index)
-                st.awaiting_state = True
-            else:
-                st.set_ready()
+            self._await_state(st, self.me in needy)
 
     def _join(self, view: View, awaiting: Sequence[int]) -> None:
         self.status = ACTIVE
         self._build(view)
         self._barrier = True
         for st in self.streams.values():
-            if st.g in awaiting:
-                self._awaiting_state.add(st.g)
-                st.awaiting_state = True
-            else:
-                st.set_ready()
-        self._events.append(
-            ViewInstalled(
-                view.epoch,
-                view.members,
-                view.members.index(self.me),
-                tuple((s.subgroup, s.shard, s.members, s.mode) for s in self.streams_shards()),
-                (self.me,),
-                (),
-            )
-        )
+            self._await_state(st, st.g in awaiting)
+        self._events.append(self._installed((self.me,), ()))
+
+    def _await_state(self, st: ShardStream, needed: bool) -> None:
+        """A shard's state is to arrive from its provider (`needed`), or is here already."""
+        if needed:
+            self._awaiting_state.add(st.g)
+            st.awaiting_state = True
+        else:
+            st.set_ready()
 
     def _take_state(self) -> list[Any]:
         events: list[Any] = []
