@@ -192,15 +192,13 @@ class _FutureRows:
                 continue
             row = table.members.index(source)
             end = min(len(image), table.row_bytes)
-            start = None
-            for i in range(end + 1):
-                on = i < end and mask[i]
-                if on and start is None:
-                    start = i
-                elif not on and start is not None:
-                    lo, hi = start - start % 8, (i + 7) // 8 * 8
-                    table.apply_write(row, lo, bytes(image[lo:hi]))
-                    start = None
+            start = mask.find(1, 0, end)
+            while start >= 0:
+                stop = mask.find(0, start, end)
+                stop = end if stop < 0 else stop
+                lo, hi = start - start % 8, (stop + 7) // 8 * 8
+                table.apply_write(row, lo, bytes(image[lo:hi]))
+                start = mask.find(1, stop, end)
 
 
 class Replica:
