@@ -218,8 +218,6 @@ def replay_cmd(directory: str, sm_spec: str, upto: str | None) -> None:
         raise click.ClickException(f"smr.api is not available: {e}") from None
     log = _open(directory)
     sm = cls()
-    # The log does not record the sender of an entry; -1 says "unknown" to the state machine.
-    sender = -1
     with _errors():
         upto_v = _version(upto)
         n = len(log.versions())
@@ -228,7 +226,7 @@ def replay_cmd(directory: str, sm_spec: str, upto: str | None) -> None:
                 log,
                 restore=sm.restore,
                 apply=lambda r: sm.apply(
-                    r.payload, Entry(version=r.version, timestamp_ns=r.timestamp_ns, sender=sender)
+                    r.payload, Entry(version=r.version, timestamp_ns=r.timestamp_ns)
                 ),
                 upto=upto_v,
                 on_progress=update,

@@ -61,11 +61,12 @@ class QueryMutationError(StateMachineError, RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """What a command learns about the ordered entry it is applied as."""
+    """What a command learns about the ordered entry it is applied as: its version and the
+    sender's hybrid-logical-clock timestamp. Both are in the durable log, so replaying a log gives
+    every command the same entry it had live (which is why the sender's id is not here)."""
 
     version: int
     timestamp_ns: int
-    sender: int
 
 
 RESERVED = frozenset(

@@ -165,7 +165,7 @@ class LocalGroup:
             self._links.setdefault((m, send.target), deque()).append(("d", send.payload))
         for d in ready.deliveries:
             machine = member.machines[(d.subgroup, d.shard)]
-            result = machine.apply(d.payload, Entry(d.version, d.timestamp_ns, d.sender))
+            result = machine.apply(d.payload, Entry(d.version, d.timestamp_ns))
             if d.reply:
                 replica.reply(d, machine.encode_result(result))
         for event in ready.events:

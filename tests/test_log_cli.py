@@ -114,17 +114,6 @@ class Adder:
 
 @pytest.fixture
 def fake_api(monkeypatch):
-    try:
-        import smr.api  # noqa: F401
-    except ImportError:
-        api = types.ModuleType("smr.api")
-
-        class Entry:
-            def __init__(self, version, timestamp_ns, sender):
-                self.version, self.timestamp_ns, self.sender = version, timestamp_ns, sender
-
-        api.Entry = Entry
-        monkeypatch.setitem(sys.modules, "smr.api", api)
     mod = types.ModuleType("adder_sm")
     mod.Adder = Adder
     monkeypatch.setitem(sys.modules, "adder_sm", mod)

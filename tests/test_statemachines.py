@@ -27,9 +27,7 @@ class _Driven(RuleBasedStateMachine):
 
     def do(self, op, *args):
         self.version += 1
-        return self.sm.apply(
-            self.cls.encode_command(op, *args), Entry(self.version, self.version, 1)
-        )
+        return self.sm.apply(self.cls.encode_command(op, *args), Entry(self.version, self.version))
 
     def ask(self, op, *args):
         return self.sm.run_query(self.cls.encode_query(op, *args))

@@ -191,5 +191,5 @@ def apply_delivery(machine: Any, d: Delivery, envelope_bytes: int = 0) -> bytes:
     The first `envelope_bytes` of the payload are the simulator's own (a nonce)."""
     from smr.api import Entry
 
-    result = machine.apply(d.payload[envelope_bytes:], Entry(d.version, d.timestamp_ns, d.sender))
+    result = machine.apply(d.payload[envelope_bytes:], Entry(d.version, d.timestamp_ns))
     return machine.encode_result(result)
