@@ -475,6 +475,8 @@ class ShardStream:
         survivor has received, whether or not this member saw them stable."""
         if self.mode == "raw":
             return []  # delivered on receipt; nothing is ordered, nothing to trim
+        if self.awaiting_state:
+            return []  # no state to apply them to: the next view's plan sends it, trim included
         have = self._mine(self.w_seq)
         assert count <= have, f"trim {count} above the {have} messages received in shard {self.g}"
         if count <= self._mine(self.w_delivered):

@@ -247,6 +247,9 @@ class Replica:
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self._awaiting_for_joiners: dict[int, tuple[int, ...]] = {}
+        # (shard index, member) -> the state frame sent in this epoch, to send again after a
+        # reconnection (the driver snapshots once; the shard does not move until it arrives)
+        self._state_sent: dict[tuple[int, int], bytes] = {}
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
@@ -305,6 +308,7 @@ class Replica:
         self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
         self._awaiting_state = set()
         self._state_arrived = {}
+        self._state_sent = {}
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -446,6 +450,15 @@ class Replica:
         self._writes.append(Push((peer,), w.offset, w.data, self.epoch))
         for st in self.streams.values():
             self._sends.extend(st.resend(peer))
+        for (g, to), frame in self._state_sent.items():
+            # the state may have been lost with the connection: send it again while the member
+            # still waits for it (nothing of the shard is delivered until it has it)
+            row = self._row_of.get(peer)
+            ready = self.table.layout[f"s{g}_ready"].word
+            if to == peer and (
+                row is None or not self.table.words[row * self.table.row_words + ready]
+            ):
+                self._sends.append(Send(peer, frame))
 
     def on_peer_failed(self, peer: int) -> None:
         """The transport reports a peer unreachable: suspect it now rather than at the timeout."""
@@ -497,6 +510,7 @@ class Replica:
         """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
         new_shard = next(s for s in self.shards if (s.subgroup, s.shard) == (subgroup, shard))
         frame = FRAME.pack(FRAME_STATE, new_shard.index, version, self.epoch) + data
+        self._state_sent[(new_shard.index, to)] = frame
         self._sends.append(Send(to, frame))
 
     def leave(self) -> None:

@@ -331,7 +331,7 @@ class ViewChange:
         t = self.table
         timeout = self.config.suspect_timeout_ns
         for r in range(self.n):
-            if r == self.me_row or self.suspects(self.me_row, r):
+            if r == self.me_row:
                 continue
             hb = t.get(r, "heartbeat")
             heard = self.last_heard_ns[r]
@@ -339,7 +339,7 @@ class ViewChange:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
             elif now_ns - heard > timeout:
-                self.suspect(r)
+                self.suspect(r)  # (a suspected member stays suspected; we still note its life)
 
     def suspect(self, row: int) -> None:
         if row == self.me_row or self.suspects(self.me_row, row):
@@ -507,6 +507,7 @@ class ViewChange:
         return (
             b,
             tuple(self.unsuspected_rows()),
+            tuple(r for r in self.suspected_rows() if self._heard_lately(r)),
             tuple(self.joiners_relayed()),
             tuple(self.table.get(r, "leaving") for r in range(self.n)),
         )
@@ -549,8 +550,28 @@ class ViewChange:
                     self._has_state,
                 )
             except LayoutError as e:
-                self.blocked_on = self._signature(b)
-                return [ViewBlocked(self.replica.epoch, str(e))]
+                # Suspected members that are alive after all (a healed partition) can come back
+                # as joiners, with state transfer, when the view cannot go on without them (all
+                # the designated senders of a shard were on the other side, say).
+                back = tuple(
+                    members[r]
+                    for r in self.suspected_rows()
+                    if self._heard_lately(r) and members[r] not in survivors + joiners
+                )
+                try:
+                    if not back:
+                        raise
+                    joiners = joiners + back
+                    plans = plan_next(
+                        self.replica.layout_specs,
+                        self.replica.shards,
+                        survivors,
+                        survivors + joiners,
+                        self._has_state,
+                    )
+                except LayoutError:
+                    self.blocked_on = self._signature(b)
+                    return [ViewBlocked(self.replica.epoch, str(e))]
             proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans)
         data = proposal.encode()
         t.bset("prop", 0, data)
@@ -559,6 +580,12 @@ class ViewChange:
         t.set("acked_ballot", b)
         self._push_in_order("prop", "acked", "acked_ballot")
         return [self._log(proposal)]
+
+    def _heard_lately(self, row: int) -> bool:
+        heard = self.last_heard_ns[row]
+        return heard is not None and (
+            self.replica.now_ns - heard < self.config.suspect_timeout_ns // 2
+        )
 
     def _has_state(self, member: int, shard: Shard) -> bool:
         row = self.table.members.index(member)
@@ -645,6 +672,10 @@ class ViewChange:
             # Excluded: my counters were not part of the trim, so I may not have what it covers.
             self.replica.install_next(self.decided)  # halts, saying why
             return []
+        if self.replica.me in self.decided.joiners:
+            # Suspected, then taken back as a joiner: the trim was computed without me, and the
+            # next view sends me every shard's state instead.
+            return []
         actions: list[Any] = []
         for g, st in self.replica.streams.items():
             actions.extend(st.deliver_upto(trim_count(self.decided.trims[g])))
@@ -661,12 +692,14 @@ class ViewChange:
                 continue
             need = trim_count(self.decided.trims[g])
             w = st.w_persisted
+            ready = t.layout[f"s{g}_ready"].word
             for m in st.shard.members:
                 r = members.index(m)
-                if (r == self.me_row or not self.suspects(self.me_row, r)) and (
-                    t.words[r * t.row_words + w] < need
-                ):
-                    return False
+                base = r * t.row_words
+                if r != self.me_row and self.suspects(self.me_row, r):
+                    continue
+                if t.words[base + ready] and t.words[base + w] < need:
+                    return False  # (a member still waiting for the shard's state persists none)
         return True
 
     def _install(self, r_: Any = None) -> list[Any]:

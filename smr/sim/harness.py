@@ -599,6 +599,18 @@ class Simulation:
             spare = min(spare, alive - (len(view) // 2 + 1))
         return spare
 
+    def _keeps_every_shard(self, lost: set[int], healthy: list[int]) -> bool:
+        """Losing `lost` leaves every shard of the current view a healthy member holding its
+        state (the state of a shard whose members all fail lives only on their disks, and
+        restarting from disks after a total failure is not built yet)."""
+        for node in self.nodes.values():
+            if not node.active:
+                continue
+            for shard in node.replica.shards:
+                if not any(m in healthy and m not in lost for m in shard.members):
+                    return False
+        return True
+
     def _settled(self) -> bool:
         live = [n for n in self.nodes.values() if n.active]
         return len({n.replica.epoch for n in live}) == 1 and not any(n.replica.frozen for n in live)
@@ -625,6 +637,8 @@ class Simulation:
             self._isolated.clear()
         if kind == "partition" and spare >= 1 and not self._isolated:
             side = self.rng.sample(healthy, self.rng.randint(1, spare))
+            if not self._keeps_every_shard(set(side), healthy):
+                return
             rest = [m for m in self.nodes if m not in side]
             one_way = self.rng.random() < 0.3
             heal_at = self.now_ns + self.rng.randint(MS, self.config.heal_ns_max)
@@ -652,6 +666,8 @@ class Simulation:
                 self._at(heal_at, "heal", (x, y))
         elif kind == "crash" and spare >= 1:
             victim = self.rng.choice(healthy)
+            if not self._keeps_every_shard({victim}, healthy):
+                return
             self._trace("crash", victim)
             self.note(f"member {victim} crashes")
             self.crash(victim)
@@ -666,6 +682,8 @@ class Simulation:
             self._drain(self.nodes[new_id])
         elif kind == "leave" and spare >= 1:
             leaver = self.rng.choice(healthy)
+            if not self._keeps_every_shard({leaver}, healthy):
+                return
             self._trace("leave", leaver)
             self.note(f"member {leaver} leaves")
             self.stats["leaves"] += 1
