@@ -1,6 +1,16 @@
-"""Example state machines, installed as `smr.statemachines`: a key-value store with history, a
-counter, a bank with a conservation invariant, and a FIFO queue. Each shows the StateMachine API:
-operations declared with `@command` and `@query`, deterministic snapshots."""
+"""Example state machines, installed as `smr.statemachines`.
+
+This package owns the examples that show the StateMachine API in use and that the simulator,
+the demo and the tests replicate:
+
+* `KVStore`: string keys, bytes values, a bounded per-key history for `get_at_version`;
+* `Counter`: one integer (its additions commute, so it also suits a `raw` shard);
+* `Bank`: accounts and transfers that refuse cleanly, with a conservation invariant;
+* `Queue`: a FIFO of byte strings.
+
+Each declares its operations with `@command` / `@query` and has a deterministic snapshot
+(sorted, so equal states give equal digests whatever their history).
+"""
 
 from smr.statemachines.bank import Bank
 from smr.statemachines.counter import Counter

@@ -9,9 +9,19 @@ import msgspec
 from smr.api import StateMachine, command, query
 
 OK = "ok"
+UNKNOWN_ACCOUNT = "unknown account"
+ACCOUNT_EXISTS = "account exists"
+NOT_POSITIVE = "amount must be positive"
+INSUFFICIENT_FUNDS = "insufficient funds"
+
+# The snapshot: sorted (name, balance) pairs, total deposited, total withdrawn.
+_decode_state = msgspec.msgpack.Decoder(tuple[list[tuple[str, int]], int, int]).decode
 
 
 class Bank(StateMachine):
+    """Accounts by name with integer balances. Every command returns `OK` or the reason it
+    was refused (and then changed nothing)."""
+
     def __init__(self) -> None:
         self.accounts: dict[str, int] = {}
         self.deposited = 0
@@ -19,17 +29,18 @@ class Bank(StateMachine):
 
     @command
     def open_account(self, name: str) -> str:
+        """Open `name` with a zero balance."""
         if name in self.accounts:
-            return "account exists"
+            return ACCOUNT_EXISTS
         self.accounts[name] = 0
         return OK
 
     @command
     def deposit(self, name: str, amount: int) -> str:
         if name not in self.accounts:
-            return "unknown account"
+            return UNKNOWN_ACCOUNT
         if amount <= 0:
-            return "amount must be positive"
+            return NOT_POSITIVE
         self.accounts[name] += amount
         self.deposited += amount
         return OK
@@ -37,23 +48,24 @@ class Bank(StateMachine):
     @command
     def withdraw(self, name: str, amount: int) -> str:
         if name not in self.accounts:
-            return "unknown account"
+            return UNKNOWN_ACCOUNT
         if amount <= 0:
-            return "amount must be positive"
+            return NOT_POSITIVE
         if self.accounts[name] < amount:
-            return "insufficient funds"
+            return INSUFFICIENT_FUNDS
         self.accounts[name] -= amount
         self.withdrawn += amount
         return OK
 
     @command
     def transfer(self, source: str, target: str, amount: int) -> str:
+        """Move `amount` from `source` to `target` (the same account is allowed: a no-op)."""
         if source not in self.accounts or target not in self.accounts:
-            return "unknown account"
+            return UNKNOWN_ACCOUNT
         if amount <= 0:
-            return "amount must be positive"
+            return NOT_POSITIVE
         if self.accounts[source] < amount:
-            return "insufficient funds"
+            return INSUFFICIENT_FUNDS
         self.accounts[source] -= amount
         self.accounts[target] += amount
         return OK
@@ -67,6 +79,7 @@ class Bank(StateMachine):
         return sum(self.accounts.values())
 
     def check_conservation(self) -> bool:
+        """The invariant: balances sum to deposits minus withdrawals, and none is negative."""
         return sum(self.accounts.values()) == self.deposited - self.withdrawn and all(
             b >= 0 for b in self.accounts.values()
         )
@@ -77,5 +90,5 @@ class Bank(StateMachine):
         )
 
     def restore(self, data: bytes) -> None:
-        accounts, self.deposited, self.withdrawn = msgspec.msgpack.decode(data)
-        self.accounts = {k: v for k, v in accounts}
+        accounts, self.deposited, self.withdrawn = _decode_state(data)
+        self.accounts = dict(accounts)

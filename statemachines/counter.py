@@ -9,24 +9,31 @@ from smr.api import StateMachine, command, query
 
 class Counter(StateMachine):
     def __init__(self) -> None:
-        self.value = 0
+        self.count = 0
 
     @command
     def add(self, delta: int) -> int:
-        self.value += delta
-        return self.value
+        """Add `delta` (may be negative); returns the new value."""
+        self.count += delta
+        return self.count
 
     @command
     def reset(self) -> int:
-        previous, self.value = self.value, 0
+        """Set the counter to zero; returns the value it had."""
+        previous, self.count = self.count, 0
         return previous
 
     @query
+    def value(self) -> int:
+        return self.count
+
+    @query
     def get(self) -> int:
-        return self.value
+        """The same as `value` (the name `LocalGroup` callers used first)."""
+        return self.count
 
     def snapshot(self) -> bytes:
-        return msgspec.msgpack.encode(self.value)
+        return msgspec.msgpack.encode(self.count)
 
     def restore(self, data: bytes) -> None:
-        self.value = msgspec.msgpack.decode(data, type=int)
+        self.count = msgspec.msgpack.decode(data, type=int)

@@ -8,6 +8,8 @@ import msgspec
 
 from smr.api import StateMachine, command, query
 
+_decode_items = msgspec.msgpack.Decoder(list[bytes]).decode
+
 
 class Queue(StateMachine):
     def __init__(self) -> None:
@@ -15,15 +17,18 @@ class Queue(StateMachine):
 
     @command
     def enqueue(self, item: bytes) -> int:
+        """Add `item` at the tail; returns the new size."""
         self.items.append(item)
         return len(self.items)
 
     @command
     def dequeue(self) -> bytes | None:
+        """Remove and return the head (None if empty)."""
         return self.items.popleft() if self.items else None
 
     @query
     def peek(self) -> bytes | None:
+        """The head without removing it (None if empty)."""
         return self.items[0] if self.items else None
 
     @query
@@ -34,4 +39,4 @@ class Queue(StateMachine):
         return msgspec.msgpack.encode(list(self.items))
 
     def restore(self, data: bytes) -> None:
-        self.items = deque(msgspec.msgpack.decode(data, type=list[bytes]))
+        self.items = deque(_decode_items(data))
