@@ -363,7 +363,9 @@ class StateMachine(metaclass=_StateMachineType):
     """
 
     operations: ClassVar[tuple[Operation, ...]] = ()
-    check_queries: ClassVar[bool] = False  # also compare digests around every query (tests, sim)
+    # Also compare digests around every query (the simulator and tests set it, on the class or
+    # on one instance): it catches in-place changes that the assignment guard cannot see.
+    check_queries: bool = False
 
     # Dispatch tables, rebuilt for every subclass (see `__init_subclass__`).
     _by_name: ClassVar[dict[str, Operation]] = {}
@@ -540,7 +542,10 @@ class StateMachine(metaclass=_StateMachineType):
         """Decode a query and run it on this member's state; return its result.
 
         Assigning or deleting an attribute of `self` during the query raises
-        `QueryMutationError`; with `check_queries` set, so does any change to the digest."""
+        `QueryMutationError`; with `check_queries` set, so does any change to the digest.
+        The guard switches this instance's class while the query runs, so the runtime must
+        not apply a command to the same instance meanwhile (it must not anyway: the query
+        would read a state half-way through a command)."""
         try:
             args = self._decode_query(payload)
         except _DECODE_ERRORS as e:

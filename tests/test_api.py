@@ -1,6 +1,7 @@
 """The StateMachine API: declaration, encoding, dispatch, query guards and malformed payloads."""
 
 import contextlib
+from typing import Any
 
 import msgspec
 import pytest
@@ -45,6 +46,10 @@ class Register(StateMachine):
     @command
     def move(self, to: Point, *, scale: int = 1) -> Point:
         return Point(to.x * scale, to.y * scale)
+
+    @command
+    def scaled(self, by: int, *, offset: int = 0, entry: Entry) -> int:
+        return self.value * by + offset + entry.version
 
     @query
     def get(self) -> int:
@@ -97,7 +102,7 @@ def test_operations_have_stable_ids_in_declaration_order_inherited_first():
         (0, "set", "command"),
         (1, "add", "command"),
         (2, "move", "command"),
-        (3, "get", "query"),
+        (3, "scaled", "command"),
     ]
     assert [op.name for op in Register2.operations] == [
         *(op.name for op in Register.operations),
@@ -136,6 +141,10 @@ def test_commands_receive_their_entry_and_callers_never_pass_it():
 
 def test_struct_arguments_keyword_only_parameters_and_typed_results_round_trip():
     r = Register()
+    r.value = 2
+    assert r.apply(Register.encode_command("scaled", 3, offset=1), Entry(100, 1)) == 107
+    assert r.apply(Register.encode_command("scaled", by=3), Entry(100, 1)) == 106
+    r.value = 0
     result = r.apply(Register.encode_command("move", Point(1, 2), scale=3), Entry(1, 1))
     assert result == Point(3, 6)
     data = Register.encode_result(result)
@@ -262,6 +271,14 @@ def test_declaration_errors():
             @command
             def put(self, x: contextlib.ExitStack) -> None: ...
 
+    with pytest.raises(
+        DeclarationError, match=r"argument type msgspec cannot encode \(ExitStack\)"
+    ):
+
+        class I2(StateMachine):
+            @command
+            def put(self, x: dict[str, list[contextlib.ExitStack | None]]) -> None: ...
+
     with pytest.raises(DeclarationError, match="return type msgspec cannot encode"):
 
         class J(StateMachine):
@@ -285,6 +302,32 @@ def test_declaration_errors():
     with pytest.raises(DeclarationError, match="both a command and a query"):
         query(command(both))
     assert issubclass(DeclarationError, StateMachineError)
+
+
+class Tree(msgspec.Struct):
+    label: str
+    children: list["Tree"] = []
+
+
+def test_recursive_and_any_typed_arguments_are_accepted_and_deep_nesting_refused():
+    class Forest(StateMachine):
+        @command
+        def plant(self, tree: Tree) -> int:
+            return len(tree.children)
+
+        @command
+        def anything(self, x: Any) -> Any:
+            return x
+
+    f = Forest()
+    assert f.apply(Forest.encode_command("plant", Tree("a", [Tree("b")])), Entry(1, 1)) == 1
+    assert f.apply(Forest.encode_command("anything", [1, {"k": b"v"}]), Entry(2, 2)) == [
+        1,
+        {"k": b"v"},
+    ]
+    deep = b"\x92\x01" + b"\x91" * 100_000 + b"\xc0"  # [1, [[[...]]]] 100k levels deep
+    with pytest.raises(OperationError, match="malformed command payload"):
+        f.apply(deep, Entry(3, 3))
 
 
 def test_snapshot_and_restore_are_required():
