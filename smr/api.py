@@ -392,7 +392,15 @@ class StateMachine(metaclass=_StateMachineType):
                     f"{cls.__name__}.{name} is StateMachine's own; do not override it (rename "
                     "your method)"
                 )
-        ops = list(cls.operations)
+        ops = list(cls.operations)  # the first base's, by the MRO
+        for base in cls.__bases__:
+            theirs = [op.name for op in getattr(base, "operations", ())]
+            if theirs != [op.name for op in ops[: len(theirs)]]:
+                # Ids are positions: two bases with their own operations would both claim them.
+                raise DeclarationError(
+                    f"{cls.__name__}: bases {cls.__bases__[0].__name__} and {base.__name__} "
+                    "both declare operations; inherit from one and compose the other"
+                )
         by_name = {op.name: op for op in ops}
         for name, value in own.items():
             kind = _kind_of(value)

@@ -292,6 +292,20 @@ def test_declaration_errors():
             @command
             def put() -> None: ...
 
+    class Other(StateMachine):
+        @command
+        def other(self) -> None: ...
+
+    with pytest.raises(DeclarationError, match="Register and Other both declare operations"):
+
+        class L(Register, Other):
+            pass
+
+    class Mixed(Register2, Register):  # a base and its own subclass agree on the ids
+        pass
+
+    assert Mixed.operations == Register2.operations
+
     with pytest.raises(DeclarationError, match="remove @staticmethod"):
         command(staticmethod(lambda: None))
     with pytest.raises(DeclarationError, match="not 5"):
