@@ -12,12 +12,17 @@ _decode_items = msgspec.msgpack.Decoder(list[bytes]).decode
 
 
 class Queue(StateMachine):
+    items_max = 1 << 20  # a full queue refuses enqueues rather than growing without bound
+
     def __init__(self) -> None:
         self.items: deque[bytes] = deque()
 
     @command
     def enqueue(self, item: bytes) -> int:
-        """Add `item` at the tail; returns the new size."""
+        """Add `item` at the tail; returns the new size, or 0 if the queue is full (then
+        nothing changed)."""
+        if len(self.items) >= self.items_max:
+            return 0
         self.items.append(item)
         return len(self.items)
 

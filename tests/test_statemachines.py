@@ -216,7 +216,8 @@ class BankMachine(_Driven):
 
 
 class QueueMachine(_Driven):
-    cls = Queue
+    class cls(Queue):  # small, so runs reach the bound
+        items_max = 4
 
     def __init__(self):
         super().__init__()
@@ -224,6 +225,9 @@ class QueueMachine(_Driven):
 
     @rule(item=VALUES)
     def enqueue(self, item):
+        if len(self.model) == self.cls.items_max:
+            assert self.do("enqueue", item) == 0
+            return
         self.model.append(item)
         assert self.do("enqueue", item) == len(self.model)
 
