@@ -21,6 +21,9 @@ CASES = [
     # a state transfer frame that arrived before the join acceptance was dropped, and the
     # member later started the shard from an empty state
     (5, 2, "bank", "crash,restart,partition,join,delay"),
+    # a view-change leader outside a shard planned its state transfer from a stale ready flag
+    # (pushed to the shard's members only) and blocked the view forever
+    (5, 88, "kv", "crash,restart,partition,join,delay"),
 ]
 
 

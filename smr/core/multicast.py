@@ -646,9 +646,12 @@ class ShardStream:
     def set_ready(self) -> None:
         """This member holds the shard's state: it may deliver, and provide state to others."""
         self.awaiting_state = False
-        w = self.table.layout[f"s{self.g}_ready"].word
+        name = f"s{self.g}_ready"
+        w = self.table.layout[name].word
         if not self._mine(w):
             self._set_mine(w, 1)
+            # every member reads it: a view-change leader plans state transfers from it
+            self.replica.push_all((name,))
 
     # -- the end of the epoch -------------------------------------------------------------------
 

@@ -510,6 +510,11 @@ class ViewChange:
             tuple(r for r in self.suspected_rows() if self._heard_lately(r)),
             tuple(self.joiners_relayed()),
             tuple(self.table.get(r, "leaving") for r in range(self.n)),
+            tuple(
+                self.table.get(r, f"s{s.index}_ready")
+                for s in self.replica.shards
+                for r in range(self.n)
+            ),
         )
 
     def _propose(self, r_: Any = None) -> list[Any]:
