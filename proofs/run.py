@@ -112,7 +112,10 @@ def main(argv: list[str]) -> int:
             outcome, detail, dt = run_one(jar, module, cfg, Path(tmp))
             if expected is None:
                 ok = outcome == "pass"
-                what = f"({int(detail.replace(',', '')):,} states, {dt:.0f} s)" if ok else f"{outcome}: {detail}"
+                if ok:
+                    what = f"({int(detail.replace(',', '')):,} states, {dt:.0f} s)"
+                else:
+                    what = f"{outcome}: {detail}"
             else:
                 ok = outcome == "violated" and detail == expected
                 if ok:
