@@ -43,6 +43,12 @@ CHECKS: list[tuple[str, str, str, str | None]] = [
         "Inv_TrimAgreement",
     ),
     (
+        "ViewChangeNoAdoption",
+        "ViewChangeNoAdoption",
+        "ViewChangeNoAdoption.cfg",
+        "Inv_OneViewPerEpoch",
+    ),
+    (
         "ViewChangeInstallBeforePersist",
         "ViewChangeInstallBeforePersist",
         "ViewChangeInstallBeforePersist.cfg",
