@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint lint-imports unit sim-smoke clean
+.PHONY: demo test lint lint-imports unit sim-smoke proofs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/smr demo
 
-test: $(STAMP) lint lint-imports unit sim-smoke
+test: $(STAMP) lint lint-imports unit sim-smoke proofs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,6 +41,13 @@ sim-smoke: $(STAMP)
 	$(BIN)/smr sim --nodes 5 --seeds 1-20 --workload kv --faults delay
 	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,join,delay
 	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
+
+# TLC model-checks every spec in proofs/ and must refute every deliberately broken variant.
+proofs: $(STAMP)
+	@command -v java >/dev/null 2>&1 || { \
+	    echo "java is missing; installing default-jre-headless with apt"; \
+	    apt-get update -qq && apt-get install -y -qq default-jre-headless; }
+	$(BIN)/python proofs/run.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis

@@ -701,8 +701,10 @@ class ViewChange:
             for m in st.shard.members:
                 r = members.index(m)
                 base = r * t.row_words
-                if r != self.me_row and self.suspects(self.me_row, r):
-                    continue
+                if m not in self.decided.members or (
+                    r != self.me_row and self.suspects(self.me_row, r)
+                ):
+                    continue  # it leaves with this view: it delivers nothing more here
                 if t.words[base + ready] and t.words[base + w] < need:
                     return False  # (a member still waiting for the shard's state persists none)
         return True
