@@ -546,37 +546,32 @@ class ViewChange:
                         for k in range(len(shard.senders))
                     )
                 )
-            try:
-                plans = plan_next(
-                    self.replica.layout_specs,
-                    self.replica.shards,
-                    survivors,
-                    survivors + joiners,
-                    self._has_state,
-                )
-            except LayoutError as e:
-                # Suspected members that are alive after all (a healed partition) can come back
-                # as joiners, with state transfer, when the view cannot go on without them (all
-                # the designated senders of a shard were on the other side, say).
-                back = tuple(
-                    members[r]
-                    for r in self.suspected_rows()
-                    if self._heard_lately(r) and members[r] not in survivors + joiners
-                )
+            # Suspected members that are alive after all (a healed partition) can come back as
+            # joiners, with state transfer, when the view cannot go on without them (all the
+            # designated senders of a shard were on the other side, say).
+            back = tuple(
+                members[r]
+                for r in self.suspected_rows()
+                if self._heard_lately(r) and members[r] not in survivors + joiners
+            )
+            plans, error = None, ""
+            for candidate in (joiners, joiners + back) if back else (joiners,):
                 try:
-                    if not back:
-                        raise
-                    joiners = joiners + back
                     plans = plan_next(
                         self.replica.layout_specs,
                         self.replica.shards,
                         survivors,
-                        survivors + joiners,
+                        survivors + candidate,
                         self._has_state,
                     )
-                except LayoutError:
-                    self.blocked_on = self._signature(b)
-                    return [ViewBlocked(self.replica.epoch, str(e))]
+                except LayoutError as e:
+                    error = error or str(e)
+                    continue
+                joiners = candidate
+                break
+            if plans is None:
+                self.blocked_on = self._signature(b)
+                return [ViewBlocked(self.replica.epoch, error)]
             proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans)
         data = proposal.encode()
         t.bset("prop", 0, data)
