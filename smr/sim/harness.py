@@ -360,8 +360,6 @@ class Simulation:
         if kind == "crash":
             if not self.nodes[arg].alive:
                 return False
-            self._trace("crash", arg)
-            self.note(f"member {arg} crashes")
             self.crash(arg)
             return None
         if kind == "restart":
@@ -668,8 +666,6 @@ class Simulation:
             victim = self.rng.choice(healthy)
             if not self._keeps_every_shard({victim}, healthy):
                 return
-            self._trace("crash", victim)
-            self.note(f"member {victim} crashes")
             self.crash(victim)
         elif kind == "join" and self._next_id <= self.config.nodes + self.config.joiners_max:
             new_id = self._next_id
@@ -696,6 +692,8 @@ class Simulation:
         self._at(at_ns, what, member)
 
     def crash(self, member: int) -> None:
+        self._trace("crash", member)
+        self.note(f"member {member} crashes")
         node = self.nodes[member]
         node.alive = False
         node.disk.crash(self.rng)  # unsynced writes lost, the last one maybe torn
