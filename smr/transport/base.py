@@ -1,0 +1,136 @@
+"""The transport contract: what the node runtime needs from a provider (shm, tcp, verbs).
+
+This module owns the interface every provider implements and the shared contract test suite
+checks (`tests/transport_contract.py`). The core never sees a transport: the runtime takes a
+`Ready` from the replica and turns its `Push` writes into `write` calls and its `Send` messages
+into `send` calls, and turns what the transport reports back into replica inputs.
+
+The promises a provider makes:
+
+- **Registered table memory.** `register(epoch, members, row_bytes)` declares the table of an
+  epoch before any write of that epoch is made or read; every member computes the same
+  `row_bytes` for an epoch (the layout is deterministic). Providers with real one-sided writes
+  (shm, verbs) allocate a region per epoch and may release epochs older than the previous one.
+- **One-sided writes.** `write(targets, epoch, offset, data)` copies `data` into this member's row
+  of each target's copy of the epoch's table, at `offset`. A write is applied whole (no reader
+  sees part of it) and writes from one member to one target are applied in the order made
+  (per-link FIFO). Writes to a target that is down are dropped: on reconnection the provider
+  reports `on_link_up` and the replica writes its whole row again.
+- **A data channel.** `send(target, payload)` delivers one message (large payloads, replies,
+  join requests, state), whole and FIFO per link, up to `TransportConfig.frame_bytes_max`.
+- **Failure reports.** `on_peer_failed(peer)` once a peer is unreachable for
+  `peer_failed_after_s` (connection refused or reset and not re-established, process gone);
+  `on_link_up(peer)` when a link is (re)established.
+- **Wake-ups.** `poll(timeout_s)` blocks until something arrived, `wake()` was called (from any
+  thread) or the timeout passed, and reports what arrived to the handler on the calling thread.
+  An idle node neither spins nor sleeps on a short timer.
+
+A provider never raises from `write`/`send` because a peer is down; it raises `TransportError`
+for its own misuse or set-up failures, and `TransportUnavailable` (one line, naming what would
+work instead) when it cannot run on this machine at all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TransportError(Exception):
+    """A transport failed to set up or was misused."""
+
+
+class TransportUnavailable(TransportError):
+    """The provider cannot run here (no device, no library); the message is one line that says
+    why and names the transports that will work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a member listens: a host (name or IP) and a TCP port (tcp, and the verbs
+    bootstrap). Members of one host using shm need only distinct ids."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Shared settings; every bound carries its unit last."""
+
+    secret: bytes  # the cluster secret: every connection is authenticated with it (HMAC)
+    cluster: str = "smr"  # names shared-memory regions, so two clusters on a host do not mix
+    frame_bytes_max: int = 64 << 20  # the largest data message (and table write) accepted
+    connect_timeout_s: float = 2.0
+    peer_failed_after_s: float = 1.0  # unreachable this long: report on_peer_failed
+    reconnect_backoff_s: float = 0.05  # first retry delay; doubles up to peer_failed_after_s
+    send_queue_bytes_max: int = 256 << 20  # bytes queued for one peer before writes are dropped
+
+    def __post_init__(self) -> None:
+        assert len(self.secret) >= 16, "the cluster secret must be at least 16 bytes"
+        assert self.frame_bytes_max > 0
+        assert self.connect_timeout_s > 0 and self.peer_failed_after_s > 0
+        assert self.reconnect_backoff_s > 0
+        assert self.send_queue_bytes_max >= self.frame_bytes_max
+
+    def __repr__(self) -> str:  # the secret never reaches a log line
+        return f"TransportConfig(cluster={self.cluster!r}, secret=<{len(self.secret)} bytes>)"
+
+
+class Handler(Protocol):
+    """What a transport reports, on the thread that calls `poll`."""
+
+    def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None: ...
+
+    def on_data(self, source: int, payload: bytes) -> None: ...
+
+    def on_link_up(self, peer: int) -> None: ...
+
+    def on_peer_failed(self, peer: int) -> None: ...
+
+
+class Transport(ABC):
+    """One member's endpoint. Construct, `start(handler)`, then `register` each epoch's table,
+    `write`/`send` from the runtime thread, `poll` on it, `wake` from any thread, `close`."""
+
+    name: str = "?"
+
+    def __init__(self, me: int, addresses: Mapping[int, Address], config: TransportConfig):
+        assert me in addresses, f"member {me} has no address"
+        self.me = me
+        self.addresses = dict(addresses)
+        self.config = config
+
+    @abstractmethod
+    def start(self, handler: Handler) -> None:
+        """Listen and begin connecting to every other member in `addresses`."""
+
+    def add_member(self, member: int, address: Address) -> None:
+        """A member that joined after start (its address came with its join request)."""
+        self.addresses[member] = address
+
+    @abstractmethod
+    def register(self, epoch: int, members: Sequence[int], row_bytes: int) -> None:
+        """Declare the table of `epoch`: one row of `row_bytes` per member, in `members` order."""
+
+    @abstractmethod
+    def write(self, targets: Sequence[int], epoch: int, offset: int, data: bytes) -> None:
+        """One-sided write of `data` at `offset` of my row in each target's table of `epoch`."""
+
+    @abstractmethod
+    def send(self, target: int, payload: bytes) -> None:
+        """A data-channel message to `target`."""
+
+    @abstractmethod
+    def poll(self, timeout_s: float | None) -> None:
+        """Wait for activity (or `wake`, or the timeout) and report it to the handler."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Make a concurrent or the next `poll` return promptly. Safe from any thread."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop, close every connection and release registered memory. Idempotent."""
