@@ -1,0 +1,405 @@
+"""The cluster configuration: one TOML file every member and client reads.
+
+This module owns parsing and validating it. A wrong configuration is a `ConfigError` whose one-line
+message names the file, the key and what to change; nothing starts on a bad file. Example:
+
+    [cluster]
+    name = "demo"
+    secret_file = "secret"          # relative to this file; 16+ bytes; or secret_hex = "..."
+    transport = "auto"              # auto | shm | tcp | verbs
+    data_dir = "data"               # each member keeps data_dir/member-<id>
+    sync_policy = "batch"           # batch | always | interval:<seconds> (durable shards)
+    founders = [1, 2, 3]            # the first view (default: every member listed)
+    rejoin = true                   # after a halt (removed from the view, a minority), ask to
+                                    # join again as a new incarnation instead of exiting
+
+    [timeouts]
+    heartbeat_ms = 5
+    suspect_ms = 60
+    peer_failed_ms = 1000
+    submit_ms = 5000
+
+    [[members]]
+    id = 1
+    host = "127.0.0.1"
+    port = 7101                     # member-to-member (tcp, verbs bootstrap)
+    client_port = 7201              # clients (always tcp)
+
+    [[subgroups]]
+    type = "smr.statemachines:KVStore"   # module:class of a StateMachine subclass
+    shards = 1
+    mode = "durable"                # ordered | durable | raw, or one per shard
+
+Members listed but not founders are spares: they join when started (`smr node`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from smr.api import StateMachine
+from smr.core.layout import SubgroupSpec
+from smr.core.multicast import MulticastConfig
+from smr.core.replica import CoreConfig
+from smr.core.views import ViewConfig
+from smr.transport.base import Address, TransportConfig
+
+TRANSPORTS = ("auto", "shm", "tcp", "verbs")
+SECRET_BYTES_MIN = 16
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message says where and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberConfig:
+    id: int
+    host: str
+    port: int
+    client_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubgroupConfig:
+    type_name: str
+    machine: type[StateMachine]
+    spec: SubgroupSpec
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: str
+    name: str
+    secret: bytes = field(repr=False)
+    transport: str
+    data_dir: str
+    sync_policy: str
+    founders: tuple[int, ...]
+    rejoin: bool
+    members: dict[int, MemberConfig]
+    subgroups: tuple[SubgroupConfig, ...]
+    heartbeat_ms: float = 5.0
+    suspect_ms: float = 60.0
+    peer_failed_ms: float = 1000.0
+    submit_ms: float = 5000.0
+    frame_bytes_max: int = 64 << 20
+    slot_bytes: int = 256
+    window_max: int = 64
+
+    def __repr__(self) -> str:  # the secret never reaches a log line
+        return (
+            f"ClusterConfig(path={self.path!r}, name={self.name!r}, members={list(self.members)})"
+        )
+
+    @property
+    def types(self) -> tuple[type[StateMachine], ...]:
+        return tuple(s.machine for s in self.subgroups)
+
+    @property
+    def layout(self) -> tuple[SubgroupSpec, ...]:
+        return tuple(s.spec for s in self.subgroups)
+
+    def member_dir(self, member: int) -> str:
+        return os.path.join(self.data_dir, f"member-{member}")
+
+    def core_config(self) -> CoreConfig:
+        return CoreConfig(
+            heartbeat_period_ns=int(self.heartbeat_ms * 1e6),
+            multicast=MulticastConfig(
+                window_max=self.window_max,
+                slot_bytes=self.slot_bytes,
+                submit_timeout_ns=int(self.submit_ms * 1e6),
+            ),
+            views=ViewConfig(suspect_timeout_ns=int(self.suspect_ms * 1e6)),
+        )
+
+    def transport_config(self) -> TransportConfig:
+        return TransportConfig(
+            secret=self.secret,
+            cluster=self.name,
+            frame_bytes_max=self.frame_bytes_max,
+            peer_failed_after_s=self.peer_failed_ms / 1000,
+            send_queue_bytes_max=max(4 * self.frame_bytes_max, 256 << 20),
+        )
+
+    def addresses(self) -> dict[int, Address]:
+        return {m.id: Address(m.host, m.port) for m in self.members.values()}
+
+    def subgroup_index(self, machine: type[StateMachine] | str) -> int:
+        for i, s in enumerate(self.subgroups):
+            if s.machine is machine or s.machine.__name__ == machine or s.type_name == machine:
+                return i
+        names = ", ".join(s.machine.__name__ for s in self.subgroups)
+        raise ConfigError(f"{self.path}: no subgroup hosts {machine!r} (it hosts {names})")
+
+
+def _need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing key {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: {key!r} must be {_kind_name(kind)}, not {value!r}")
+    return value
+
+
+def _opt(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str):
+    return _need(table, key, kind, where) if key in table else default
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(
+        {
+            "int": "an integer",
+            "str": "a string",
+            "float": "a number",
+            "list": "a list",
+            "dict": "a table",
+            "bool": "true or false",
+        }.get(k.__name__, k.__name__)
+        for k in kinds
+    )
+
+
+def load_machine(type_name: str, where: str) -> type[StateMachine]:
+    """Import `module:Class` and check that it is a StateMachine."""
+    module_name, _, attr = type_name.partition(":")
+    if not attr:
+        raise ConfigError(f"{where}: type {type_name!r} must be 'module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"{where}: cannot import {module_name!r}: {e}") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, StateMachine)):
+        raise ConfigError(f"{where}: {type_name!r} is not a StateMachine subclass")
+    return cls
+
+
+def load(path: str) -> ClusterConfig:
+    """Read and validate a cluster configuration file."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
+    base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else os.getcwd()
+    cluster = _need(raw, "cluster", dict, path)
+    where = f"{path} [cluster]"
+    name = _opt(cluster, "name", str, "smr", where)
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: name {name!r} may hold only letters, digits, - and _")
+    secret = _secret(cluster, base, where)
+    transport = _opt(cluster, "transport", str, "auto", where)
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"{where}: transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
+    data_dir = os.path.join(base, _opt(cluster, "data_dir", str, "data", where))
+    sync_policy = _opt(cluster, "sync_policy", str, "batch", where)
+    from smr.log import check_sync_policy
+
+    try:
+        check_sync_policy(sync_policy)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+    members: dict[int, MemberConfig] = {}
+    listed = _need(raw, "members", list, path)
+    for i, m in enumerate(listed):
+        w = f"{path} [[members]] #{i + 1}"
+        if not isinstance(m, dict):
+            raise ConfigError(f"{w}: must be a table")
+        mid = _need(m, "id", int, w)
+        if not 0 < mid < 1 << 31:
+            raise ConfigError(f"{w}: id {mid} must be a positive integer below 2**31")
+        if mid in members:
+            raise ConfigError(f"{w}: member id {mid} is listed twice")
+        ports = []
+        for key in ("port", "client_port"):
+            port = _need(m, key, int, w)
+            if not 0 < port < 65536:
+                raise ConfigError(f"{w}: {key} {port} is not a TCP port")
+            ports.append(port)
+        members[mid] = MemberConfig(mid, _opt(m, "host", str, "127.0.0.1", w), *ports)
+    if not members:
+        raise ConfigError(f"{path}: [[members]] lists no member")
+    endpoints = [(m.host, p) for m in members.values() for p in (m.port, m.client_port)]
+    if len(set(endpoints)) != len(endpoints):
+        raise ConfigError(f"{path}: two members (or a member's two ports) share a host:port")
+    founders = tuple(_opt(cluster, "founders", list, sorted(members), where))
+    rejoin = _opt(cluster, "rejoin", bool, True, where)
+    for f in founders:
+        if f not in members:
+            raise ConfigError(f"{where}: founder {f!r} is not a listed member")
+    if not founders or len(set(founders)) != len(founders):
+        raise ConfigError(f"{where}: founders must list distinct members")
+
+    subgroups = []
+    for i, s in enumerate(_need(raw, "subgroups", list, path)):
+        w = f"{path} [[subgroups]] #{i + 1}"
+        if not isinstance(s, dict):
+            raise ConfigError(f"{w}: must be a table")
+        type_name = _need(s, "type", str, w)
+        machine = load_machine(type_name, w)
+        mode = _opt(s, "mode", (str, list), "ordered", w)
+        try:
+            spec = SubgroupSpec(
+                machine.__name__,
+                shards=_opt(s, "shards", int, 1, w),
+                min_size=_opt(s, "min_size", int, 1, w),
+                max_size=_opt(s, "max_size", int, None, w),
+                mode=mode if isinstance(mode, str) else tuple(mode),
+            )
+        except Exception as e:  # LayoutError and friends: say where
+            raise ConfigError(f"{w}: {e}") from None
+        subgroups.append(SubgroupConfig(type_name, machine, spec))
+    if not subgroups:
+        raise ConfigError(f"{path}: [[subgroups]] declares no replicated type")
+    if len({s.machine for s in subgroups}) != len(subgroups):
+        raise ConfigError(f"{path}: a type is declared in two subgroups")
+
+    timeouts = _opt(raw, "timeouts", dict, {}, path)
+    w = f"{path} [timeouts]"
+    values = {}
+    for key, default in (
+        ("heartbeat_ms", 5.0),
+        ("suspect_ms", 60.0),
+        ("peer_failed_ms", 1000.0),
+        ("submit_ms", 5000.0),
+    ):
+        v = float(_opt(timeouts, key, (int, float), default, w))
+        if v <= 0:
+            raise ConfigError(f"{w}: {key} must be positive")
+        values[key] = v
+    if values["suspect_ms"] < 4 * values["heartbeat_ms"]:
+        raise ConfigError(f"{w}: suspect_ms must be at least 4 heartbeats (heartbeat_ms * 4)")
+    limits = _opt(raw, "limits", dict, {}, path)
+    w = f"{path} [limits]"
+    frame_bytes_max = _opt(limits, "frame_bytes_max", int, 64 << 20, w)
+    slot_bytes = _opt(limits, "slot_bytes", int, 256, w)
+    window_max = _opt(limits, "window_max", int, 64, w)
+    if frame_bytes_max < 4096:
+        raise ConfigError(f"{w}: frame_bytes_max must be at least 4096")
+    if slot_bytes < 64 or slot_bytes % 8:
+        raise ConfigError(f"{w}: slot_bytes must be a multiple of 8, at least 64")
+    if not 2 <= window_max <= 1 << 15:
+        raise ConfigError(f"{w}: window_max must be between 2 and 32768")
+    return ClusterConfig(
+        path=os.path.abspath(path) if path != "<config>" else path,
+        name=name,
+        secret=secret,
+        transport=transport,
+        data_dir=data_dir,
+        sync_policy=sync_policy,
+        founders=founders,
+        rejoin=rejoin,
+        members=members,
+        subgroups=tuple(subgroups),
+        frame_bytes_max=frame_bytes_max,
+        slot_bytes=slot_bytes,
+        window_max=window_max,
+        **values,
+    )
+
+
+def _secret(cluster: dict[str, Any], base: str, where: str) -> bytes:
+    if "secret_hex" in cluster:
+        try:
+            secret = bytes.fromhex(_need(cluster, "secret_hex", str, where))
+        except ValueError:
+            raise ConfigError(f"{where}: secret_hex is not hexadecimal") from None
+    elif "secret_file" in cluster:
+        secret_path = os.path.join(base, _need(cluster, "secret_file", str, where))
+        try:
+            with open(secret_path, "rb") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read secret_file: {e.strerror}") from None
+    else:
+        raise ConfigError(f"{where}: set secret_file (or secret_hex): the cluster secret")
+    if len(secret) < SECRET_BYTES_MIN:
+        raise ConfigError(f"{where}: the secret must be at least {SECRET_BYTES_MIN} bytes")
+    return secret
+
+
+def write_local(
+    directory: str,
+    *,
+    nodes: int,
+    types: tuple[str, ...] = ("smr.statemachines:KVStore",),
+    mode: str = "durable",
+    transport: str = "auto",
+    base_port: int = 0,
+    shards: int = 1,
+    timeouts: dict[str, float] | None = None,
+    spares: int = 0,
+) -> str:
+    """Write a configuration (and a fresh random secret) for a cluster on this host; return its
+    path. `base_port` 0 picks free ports."""
+    os.makedirs(directory, exist_ok=True)
+    secret_path = os.path.join(directory, "secret")
+    if not os.path.exists(secret_path):
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
+    ports = (
+        _free_ports(2 * (nodes + spares))
+        if base_port == 0
+        else [base_port + i for i in range(2 * (nodes + spares))]
+    )
+    name = "c" + os.urandom(4).hex()
+    lines = [
+        "[cluster]",
+        f'name = "{name}"',
+        'secret_file = "secret"',
+        f'transport = "{transport}"',
+        'data_dir = "data"',
+        f"founders = {list(range(1, nodes + 1))}",
+        "",
+    ]
+    if timeouts:
+        lines.append("[timeouts]")
+        lines.extend(f"{k} = {v}" for k, v in timeouts.items())
+        lines.append("")
+    for i in range(nodes + spares):
+        lines += [
+            "[[members]]",
+            f"id = {i + 1}",
+            'host = "127.0.0.1"',
+            f"port = {ports[2 * i]}",
+            f"client_port = {ports[2 * i + 1]}",
+            "",
+        ]
+    for t in types:
+        lines += ["[[subgroups]]", f'type = "{t}"', f"shards = {shards}", f'mode = "{mode}"', ""]
+    path = os.path.join(directory, "cluster.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    load(path)  # what we wrote must be valid
+    return path
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports

@@ -1,0 +1,124 @@
+"""One hosted shard at one member: the state machine plus the client sessions that make a retried
+command apply once.
+
+This module owns what a delivered entry does at a replica. A client's command travels wrapped in
+an envelope (`wrap`): the client's id and its request sequence number ahead of the operation. Every
+replica keeps, per client, the results of its last `session_results_max` commands, as part of the
+replicated state (the same at every replica, because it changes only in delivery order, and part
+of every snapshot, so state transfer and log replay carry it). A command whose (client, seq) was
+applied already is answered from that table and not applied again: the client may resend a command
+to another member after a failure without applying it twice.
+
+Results travel as `b"\\x00" + result` (msgpack of the returned value) or `b"\\x01" + message` when
+the command raised (deterministically, at every replica).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from smr.api import Entry, StateMachine
+
+ENVELOPE = struct.Struct("<BQQ")  # magic, client id, sequence number
+ENVELOPE_MAGIC = 0xC5
+RESULT_OK, RESULT_ERROR = b"\x00", b"\x01"
+SNAPSHOT_FORMAT = "snapshot.format"  # log metadata: b"hosted" when snapshots are Hosted's
+
+
+def wrap(client_id: int, seq: int, payload: bytes) -> bytes:
+    return ENVELOPE.pack(ENVELOPE_MAGIC, client_id, seq) + payload
+
+
+def unwrap(payload: bytes) -> tuple[int, int, bytes]:
+    """(client id, seq, operation) of an entry; client id 0 for an entry without an envelope."""
+    if len(payload) >= ENVELOPE.size and payload[0] == ENVELOPE_MAGIC:
+        _, client_id, seq = ENVELOPE.unpack_from(payload)
+        return client_id, seq, payload[ENVELOPE.size :]
+    return 0, 0, payload
+
+
+class Hosted:
+    """A state machine and its sessions; `apply` returns the result bytes for the reply map."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        *,
+        sessions_max: int = 4096,
+        session_results_max: int = 256,
+    ):
+        assert sessions_max >= 1 and session_results_max >= 1
+        self.machine = machine
+        self.sessions_max = sessions_max
+        self.session_results_max = session_results_max
+        # client id -> (version of its last command, {seq: result})
+        self.sessions: dict[int, tuple[int, dict[int, bytes]]] = {}
+        self.version = 0  # the version of the last applied entry
+        self.applied = 0  # commands applied (not answered from a session)
+
+    def apply(self, payload: bytes, version: int, timestamp_ns: int) -> bytes:
+        client_id, seq, op = unwrap(payload)
+        self.version = version
+        if client_id:
+            session = self.sessions.get(client_id)
+            if session is not None:
+                cached = session[1].get(seq)
+                if cached is not None:
+                    return cached
+                if session[1] and seq < min(session[1]):
+                    return RESULT_ERROR + b"command too old to tell whether it was applied"
+        try:
+            value = self.machine.apply(op, Entry(version, timestamp_ns))
+            result = RESULT_OK + self.machine.encode_result(value)
+        except Exception as e:
+            result = RESULT_ERROR + f"{type(e).__name__}: {e}".encode()[:4096]
+        self.applied += 1
+        if client_id:
+            self._remember(client_id, seq, version, result)
+        return result
+
+    def _remember(self, client_id: int, seq: int, version: int, result: bytes) -> None:
+        session = self.sessions.get(client_id)
+        results = session[1] if session is not None else {}
+        results[seq] = result
+        while len(results) > self.session_results_max:
+            del results[min(results)]
+        self.sessions[client_id] = (version, results)
+        if len(self.sessions) > self.sessions_max:
+            # the client idle longest goes: every replica picks the same one
+            oldest = min(self.sessions, key=lambda c: self.sessions[c][0])
+            del self.sessions[oldest]
+
+    def snapshot(self) -> bytes:
+        sessions = [
+            [cid, v, sorted(results.items())] for cid, (v, results) in sorted(self.sessions.items())
+        ]
+        return msgspec.msgpack.encode([self.machine.snapshot(), self.version, sessions])
+
+    def restore(self, data: bytes) -> None:
+        state, version, sessions = msgspec.msgpack.decode(data)
+        self.machine.restore(state)
+        self.version = version
+        self.sessions = {cid: (v, {s: r for s, r in results}) for cid, v, results in sessions}
+
+    def query(self, payload: bytes) -> bytes:
+        try:
+            return RESULT_OK + self.machine.encode_result(self.machine.run_query(payload))
+        except Exception as e:
+            return RESULT_ERROR + f"{type(e).__name__}: {e}".encode()[:4096]
+
+
+def decode_result(cls: type[StateMachine], data: bytes, operation: str | None = None) -> Any:
+    """A result from `Hosted.apply`/`query`: the value, or `CommandError` raised."""
+    if data[:1] == RESULT_ERROR:
+        raise CommandError(data[1:].decode(errors="replace"))
+    if data[:1] != RESULT_OK:
+        raise CommandError(f"a malformed result ({len(data)} bytes)")
+    return cls.decode_result(data[1:], operation)
+
+
+class CommandError(Exception):
+    """The command raised at the replicas (the same error at each) or could not be run."""

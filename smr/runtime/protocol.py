@@ -1,0 +1,71 @@
+"""The client protocol: what a client and a member say to each other over TCP.
+
+This module owns the messages. A connection starts with the mutual HMAC handshake of
+`smr.transport.wire` (role "client", the cluster secret), then carries frames (`wire.encode_frame`)
+of kind `FRAME_REQUEST` from the client and `FRAME_RESPONSE` from the member, each body one
+MessagePack message below. Requests carry an id the response repeats; responses may come out of
+order (a query answers before an earlier command is stable).
+
+- `Command`: an ordered update of one shard (the operation encoded by `StateMachine
+  .encode_command`), with the client's id and sequence number so that a retry after a failover
+  applies once. Answered when the shard's mode says it is done (stable, or persisted everywhere)
+  with every replica's result (`results`: member -> result bytes of `smr.runtime.hosted`).
+- `Query`: a read served locally by this member once it has applied `min_version` (0: now).
+- `Status`: the member's view, status and shards.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+FRAME_REQUEST = 1
+FRAME_RESPONSE = 2
+
+
+class Command(msgspec.Struct, tag="command", frozen=True):
+    id: int
+    subgroup: int
+    shard: int
+    client: int
+    seq: int
+    payload: bytes
+
+
+class Query(msgspec.Struct, tag="query", frozen=True):
+    id: int
+    subgroup: int
+    shard: int
+    payload: bytes
+    min_version: int = 0
+
+
+class Status(msgspec.Struct, tag="status", frozen=True):
+    id: int
+
+
+Request = Command | Query | Status
+
+
+class Response(msgspec.Struct, frozen=True):
+    id: int
+    ok: bool
+    error: str = ""
+    version: int = 0
+    results: dict[int, bytes] = {}  # command: member -> result
+    value: bytes = b""  # query: the result
+    status: dict[str, object] = {}  # status: see Node.status()
+    redirect: list[int] = []  # members that host the shard, when this one does not
+
+
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_response_decoder = msgspec.msgpack.Decoder(Response)
+encode = msgspec.msgpack.encode
+
+
+def decode_request(body: bytes) -> Command | Query | Status:
+    """Raises `msgspec.ValidationError`/`DecodeError` on a malformed request."""
+    return _request_decoder.decode(body)
+
+
+def decode_response(body: bytes) -> Response:
+    return _response_decoder.decode(body)

@@ -1,0 +1,161 @@
+"""The runtime's pieces that need no processes: configuration, sessions, the client protocol."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from smr.api import Entry
+from smr.runtime import protocol
+from smr.runtime.config import ConfigError, load, parse, write_local
+from smr.runtime.hosted import CommandError, Hosted, decode_result, unwrap, wrap
+from smr.statemachines import KVStore
+
+GOOD = {
+    "cluster": {"name": "t", "secret_hex": "ab" * 16},
+    "members": [
+        {"id": 1, "port": 7001, "client_port": 7101},
+        {"id": 2, "port": 7002, "client_port": 7102},
+    ],
+    "subgroups": [{"type": "smr.statemachines:KVStore", "mode": "durable"}],
+}
+
+
+def _with(**changes):
+    raw = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in GOOD.items()}
+    for path, value in changes.items():
+        section, _, key = path.partition("__")
+        if isinstance(raw[section], list):
+            raw[section] = value
+        elif value is None:
+            raw[section].pop(key, None)
+        else:
+            raw[section][key] = value
+    return raw
+
+
+def test_a_good_configuration_parses():
+    cfg = parse(GOOD)
+    assert cfg.founders == (1, 2) and cfg.types == (KVStore,)
+    assert cfg.layout[0].mode == "durable"
+    assert cfg.core_config().views.suspect_timeout_ns == 60_000_000
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"cluster__secret_hex": None}, "set secret_file"),
+        ({"cluster__secret_hex": "abcd"}, "at least 16 bytes"),
+        ({"cluster__transport": "carrier-pigeon"}, "transport 'carrier-pigeon'"),
+        ({"cluster__founders": [1, 9]}, "founder 9"),
+        ({"members": [{"id": 1, "port": 70000, "client_port": 7101}]}, "port 70000"),
+        (
+            {
+                "members": [
+                    {"id": 1, "port": 1, "client_port": 2},
+                    {"id": 1, "port": 3, "client_port": 4},
+                ]
+            },
+            "listed twice",
+        ),
+        ({"members": [{"id": 1, "port": 5, "client_port": 5}]}, "share a host:port"),
+        ({"subgroups": [{"type": "smr.statemachines:Nope"}]}, "not a StateMachine"),
+        ({"subgroups": [{"type": "no.such.module:X"}]}, "cannot import"),
+        ({"subgroups": [{"type": "smr.statemachines:KVStore", "mode": "fast"}]}, "mode"),
+        ({"subgroups": []}, "no replicated type"),
+    ],
+)
+def test_a_wrong_configuration_says_what_to_change(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(_with(**changes), "cluster.toml")
+
+
+def test_the_secret_never_shows_in_repr():
+    cfg = parse(GOOD)
+    assert "ab" * 16 not in repr(cfg) and "ab" * 16 not in repr(cfg.transport_config())
+
+
+def test_write_local_writes_a_loadable_configuration(tmp_path):
+    path = write_local(str(tmp_path), nodes=3, mode="ordered", transport="tcp")
+    cfg = load(path)
+    assert sorted(cfg.members) == [1, 2, 3] and cfg.transport == "tcp"
+    assert len(cfg.secret) >= 16 and (tmp_path / "secret").stat().st_mode & 0o077 == 0
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load(str(tmp_path / "missing.toml"))
+    (tmp_path / "bad.toml").write_text("[cluster\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(str(tmp_path / "bad.toml"))
+
+
+def test_a_retried_command_applies_once_and_gets_the_same_result():
+    h = Hosted(KVStore())
+    put = KVStore.encode_command("append", "k", b"x")
+    first = h.apply(wrap(7, 1, put), 1, 0)
+    again = h.apply(wrap(7, 1, put), 2, 0)
+    assert first == again and h.applied == 1
+    assert decode_result(KVStore, first) == 1
+    h.apply(wrap(7, 2, put), 3, 0)
+    assert h.machine.get("k") == b"xx"
+
+
+def test_sessions_travel_with_the_snapshot():
+    h = Hosted(KVStore())
+    put = KVStore.encode_command("append", "k", b"x")
+    h.apply(wrap(7, 1, put), 1, 0)
+    other = Hosted(KVStore())
+    other.restore(h.snapshot())
+    assert other.apply(wrap(7, 1, put), 2, 0) == h.apply(wrap(7, 1, put), 2, 0)
+    assert other.machine.get("k") == b"x" and other.snapshot() == h.snapshot()
+
+
+def test_sessions_are_bounded_and_evict_the_same_client_everywhere():
+    a, b = Hosted(KVStore(), sessions_max=2), Hosted(KVStore(), sessions_max=2)
+    put = KVStore.encode_command("put", "k", b"v")
+    for v, client in enumerate([1, 2, 3, 1, 4], start=1):
+        assert a.apply(wrap(client, v, put), v, 0) == b.apply(wrap(client, v, put), v, 0)
+    assert len(a.sessions) == 2 and a.sessions.keys() == b.sessions.keys()
+
+
+def test_an_old_forgotten_command_is_refused_not_applied_twice():
+    h = Hosted(KVStore(), session_results_max=2)
+    put = KVStore.encode_command("append", "k", b"x")
+    for seq in (1, 2, 3):
+        h.apply(wrap(5, seq, put), seq, 0)
+    with pytest.raises(CommandError, match="too old"):
+        decode_result(KVStore, h.apply(wrap(5, 1, put), 4, 0))
+    assert h.machine.get("k") == b"xxx"
+
+
+def test_a_command_that_raises_is_an_error_result_at_every_replica():
+    h = Hosted(KVStore())
+    with pytest.raises(CommandError):
+        decode_result(KVStore, h.apply(wrap(1, 1, b"\x92\x63\x00"), 1, 0))
+
+
+def test_entries_without_an_envelope_apply_as_they_are():
+    put = KVStore.encode_command("put", "k", b"v")
+    assert unwrap(put) == (0, 0, put)
+    kv = KVStore()
+    h = Hosted(kv)
+    h.apply(put, 1, 0)
+    assert kv.get("k") == b"v"
+    assert kv.apply(put, Entry(2, 0)) == b"v"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\xff\xff",
+        msgspec.msgpack.encode({"x": 1}),
+        msgspec.msgpack.encode({"type": "command", "id": "no"}),
+    ],
+)
+def test_malformed_requests_are_decode_errors(garbage):
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        protocol.decode_request(garbage)
+
+
+def test_requests_round_trip():
+    c = protocol.Command(1, 0, 0, 99, 3, b"op")
+    assert protocol.decode_request(protocol.encode(c)) == c
