@@ -73,7 +73,17 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
     "--inject-bug", "bugs", default="", help="Break a rule on purpose to see the checkers catch it."
 )
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
-def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: bool) -> None:
+@click.option(
+    "--jobs",
+    "-j",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Seeds run in parallel processes (results are printed in seed order).",
+)
+def sim(
+    nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: bool, jobs: int
+) -> None:
     """Run the real core in the deterministic simulator, one run per seed."""
     seed_list = parse_seeds(seeds)
     fault_set = parse_names(faults, FAULTS, "faults")
@@ -81,24 +91,35 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
     passed = failed = 0
     failover_ns: list[int] = []
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
-    for i, seed in enumerate(seed_list):
-        config = SimConfig(
-            nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload
-        )
-        result = run_seed(config)
-        failover_ns.extend(result.view_change_ns)
-        if result.ok:
+    configs = [
+        SimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload)
+        for seed in seed_list
+    ]
+    if jobs > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+        outcomes = pool.imap(_outcome, configs)
+    else:
+        pool = None
+        outcomes = map(_outcome, configs)
+    for i, (config, outcome) in enumerate(zip(configs, outcomes, strict=True)):
+        digest, steps, end_ns, view_change_ns, violation = outcome
+        failover_ns.extend(view_change_ns)
+        if violation is None:
             passed += 1
             if verbose:
-                click.echo(f"seed {seed}: ok digest={result.digest} steps={result.steps}")
+                click.echo(f"seed {config.seed}: ok digest={digest} steps={steps}")
         else:
             failed += 1
-            v = result.violation
-            click.echo(f"seed {seed}: FAILED {v.invariant}: {v.detail}")
-            click.echo(f"  at {result.end_ns / 1e6:.3f} ms simulated, after {result.steps} steps")
+            click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
+            click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
             click.echo(f"  you can reproduce this failure with: {config.command()}")
         if show_progress:
             click.echo(f"\r{i + 1}/{len(seed_list)} seeds", nl=False, err=True)
+    if pool is not None:
+        pool.close()
+        pool.join()
     if show_progress:
         click.echo("", err=True)
     if failover_ns:
@@ -111,3 +132,11 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+def _outcome(config: SimConfig) -> tuple:
+    """One seed's result as plain values (it may cross a process boundary)."""
+    result = run_seed(config)
+    v = result.violation
+    violation = None if v is None else (v.invariant, v.detail)
+    return result.digest, result.steps, result.end_ns, list(result.view_change_ns), violation
