@@ -216,21 +216,27 @@ def replay_cmd(directory: str, sm_spec: str, upto: str | None) -> None:
         from smr.api import Entry
     except ImportError as e:
         raise click.ClickException(f"smr.api is not available: {e}") from None
+    from smr.runtime.hosted import SNAPSHOT_FORMAT, Hosted, unwrap
+
     log = _open(directory)
     sm = cls()
+    if log.meta_get(SNAPSHOT_FORMAT) == b"hosted":
+        # a node runtime's log: snapshots carry client sessions, commands their envelopes
+        hosted = Hosted(sm)
+        restore, apply = (
+            hosted.restore,
+            lambda r: hosted.apply(r.payload, r.version, r.timestamp_ns),
+        )
+    else:
+        restore = sm.restore
+        apply = lambda r: sm.apply(  # noqa: E731
+            unwrap(r.payload)[2], Entry(version=r.version, timestamp_ns=r.timestamp_ns)
+        )
     with _errors():
         upto_v = _version(upto)
         n = len(log.versions())
         with _progress(n, "replaying") as update:
-            res = recover(
-                log,
-                restore=sm.restore,
-                apply=lambda r: sm.apply(
-                    r.payload, Entry(version=r.version, timestamp_ns=r.timestamp_ns)
-                ),
-                upto=upto_v,
-                on_progress=update,
-            )
+            res = recover(log, restore=restore, apply=apply, upto=upto_v, on_progress=update)
     snap = f"{res.snapshot_version:#x}" if res.snapshot_version >= 0 else "none"
     span = (
         f"{res.first_applied_version:#x}..{res.last_applied_version:#x}"

@@ -19,6 +19,9 @@ SUBCOMMANDS: dict[str, str] = {
     "log": "smr.cli.log_cmd:log_group",
     "bench": "smr.cli.bench:bench",
     "demo": "smr.cli.demo_cmd:demo",
+    "node": "smr.cli.node_cmd:node",
+    "cluster": "smr.cli.cluster_cmd:cluster",
+    "kv": "smr.cli.kv_cmd:kv",
 }
 
 

@@ -6,3 +6,11 @@ are installed from the repository's top-level `log/`, `statemachines/` and `cli/
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # `smr.connect` without importing the client for `smr sim`
+    if name in ("connect", "Client", "ClientError", "CommandError"):
+        import smr.client
+
+        return getattr(smr.client, name)
+    raise AttributeError(f"module 'smr' has no attribute {name!r}")

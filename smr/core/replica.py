@@ -253,6 +253,7 @@ class Replica:
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
+            self.vc.founding = True
             for st in self.streams.values():
                 st.set_ready()  # the founding members hold every shard's (empty) state
 

@@ -65,6 +65,11 @@ WORD = struct.Struct("<q")
 @dataclass(frozen=True, slots=True)
 class ViewConfig:
     suspect_timeout_ns: int = 40_000_000
+    # In a group's founding view, a founder that has not started yet (its heartbeat is still 0)
+    # is suspected only after this long: processes of one cluster start seconds apart, and a
+    # founder must not be cut off for being the last to come up. 0: no grace (the simulator,
+    # whose founders all start at time 0).
+    startup_grace_ns: int = 0
     members_max: int = 64  # members a view may have (joiners included)
     joins_max: int = 8  # join requests a member relays at once
     partition_safety: bool = True
@@ -251,6 +256,7 @@ class ViewChange:
         # set at this member's first tick in the epoch: an epoch may be installed by an input
         # that carries no time (a write, a join acceptance), and the clock starts then
         self.last_heard_ns: list[int | None] = [None] * self.n
+        self.founding = False  # the group's first view: founders get `startup_grace_ns`
         self.decided: Proposal | None = None
         self.trimmed = False
         self.blocked_on: tuple | None = None
@@ -338,7 +344,9 @@ class ViewChange:
             if hb != self.last_heartbeat[r] or heard is None:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
-            elif now_ns - heard > timeout:
+            elif now_ns - heard > timeout and not (
+                hb == 0 and self.founding and now_ns - heard <= self.config.startup_grace_ns
+            ):
                 self.suspect(r)  # (a suspected member stays suspected; we still note its life)
 
     def suspect(self, row: int) -> None:

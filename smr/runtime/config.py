@@ -50,6 +50,7 @@ from smr.transport.base import Address, TransportConfig
 
 TRANSPORTS = ("auto", "shm", "tcp", "verbs")
 SECRET_BYTES_MIN = 16
+STARTUP_GRACE_S = 10.0  # founders that have not started are suspected after this
 
 
 class ConfigError(Exception):
@@ -115,7 +116,10 @@ class ClusterConfig:
                 slot_bytes=self.slot_bytes,
                 submit_timeout_ns=int(self.submit_ms * 1e6),
             ),
-            views=ViewConfig(suspect_timeout_ns=int(self.suspect_ms * 1e6)),
+            views=ViewConfig(
+                suspect_timeout_ns=int(self.suspect_ms * 1e6),
+                startup_grace_ns=int(STARTUP_GRACE_S * 1e9),
+            ),
         )
 
     def transport_config(self) -> TransportConfig:

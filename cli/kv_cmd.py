@@ -1,0 +1,103 @@
+"""`smr kv put|get|delete|cas`: the key-value store of a running cluster, from the shell.
+
+Values are taken and shown as UTF-8 text (bytes that are not text are shown as a Python bytes
+literal). A command prints every replica's result; a query prints the value.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _kv(config_path: str):
+    from smr.client import connect
+    from smr.statemachines import KVStore
+
+    try:
+        client = connect(config_path, timeout_s=5.0)
+    except Exception as e:
+        click.echo(f"smr kv: {e}", err=True)
+        sys.exit(2)
+    return client, client.subgroup(KVStore)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return repr(value)
+    return str(value)
+
+
+def _run(config_path: str, call) -> None:
+    from smr.client import ClientError, CommandError
+
+    client, kv = _kv(config_path)
+    try:
+        result = call(kv)
+    except (ClientError, CommandError, TimeoutError) as e:
+        click.echo(f"smr kv: {e or type(e).__name__}", err=True)
+        sys.exit(1)
+    finally:
+        client.close()
+    if isinstance(result, dict):
+        for member, value in result.items():
+            click.echo(f"member {member}: {_show(value)}")
+    else:
+        click.echo(_show(result))
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    default="smr-cluster/cluster.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The cluster's configuration file.",
+)
+@click.pass_context
+def kv(ctx: click.Context, config_path: str) -> None:
+    """Use the KVStore of a running cluster."""
+    ctx.obj = config_path
+
+
+@kv.command()
+@click.pass_obj
+@click.argument("key")
+@click.argument("value")
+def put(config_path: str, key: str, value: str) -> None:
+    """Set KEY to VALUE (prints each replica's previous value)."""
+    _run(config_path, lambda kv: kv.put(key, value.encode()))
+
+
+@kv.command()
+@click.pass_obj
+@click.argument("key")
+def get(config_path: str, key: str) -> None:
+    """Print KEY's value (empty line: no such key)."""
+    _run(config_path, lambda kv: kv.get(key) or b"")
+
+
+@kv.command()
+@click.pass_obj
+@click.argument("key")
+def delete(config_path: str, key: str) -> None:
+    """Delete KEY (prints whether each replica had it)."""
+    _run(config_path, lambda kv: kv.delete(key))
+
+
+@kv.command()
+@click.pass_obj
+@click.argument("key")
+@click.argument("expected")
+@click.argument("new")
+def cas(config_path: str, key: str, expected: str, new: str) -> None:
+    """Set KEY to NEW if it holds EXPECTED (use '' for absent)."""
+    _run(
+        config_path,
+        lambda kv: kv.compare_and_set(key, expected.encode() if expected else None, new.encode()),
+    )

@@ -1,0 +1,566 @@
+"""The node runtime: one process per member, driving the sans-I/O core with real I/O.
+
+This module owns the member's event loop and its duties to the core (`smr.core.ready`): it feeds
+the replica what the transport reports (table writes, data messages, link changes), the clock,
+client requests and log completions, and executes every `Ready` in the order the contract
+requires:
+
+1. log requests: metadata (views, proposals with their ragged trims) is replaced and fsynced at
+   once; appends of durable shards go to a `GroupCommitWriter` per shard (a background thread
+   that batches fsyncs) whose completions come back through a queue and a transport wake-up as
+   `Replica.on_persisted`; an append marked `sync` is flushed before anything is pushed;
+2. table writes and data messages through the transport (registering each epoch's table first);
+3. deliveries applied to the hosted state machines (`smr.runtime.hosted`), their results handed
+   back for the reply maps;
+4. events: completed commands answered to clients, state transfer snapshots sent and restored,
+   views logged, a halt ends the process with its reason.
+
+Threads: the loop thread owns the replica and the state machines; the client port
+(`smr.runtime.clients`) and the group-commit writers run on their own threads and talk to the loop
+only through queues and `Transport.wake()`. The loop sleeps in `Transport.poll` until something
+arrives or the core's next deadline (a heartbeat, a timeout).
+
+Logs are structured: one JSON object per line on stderr (`event`, `member`, fields). The cluster
+secret never appears in them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.multicast import Completed, SubmitFailed
+from smr.core.ready import LogAppend, LogMeta, Ready
+from smr.core.replica import ACTIVE, HALTED, JOINING, Replica, RestoreState, StateTransfer
+from smr.core.views import Halted, ViewInstalled
+from smr.log import GroupCommitWriter, Log, LogConfig, Record
+from smr.runtime import protocol
+from smr.runtime.clients import ClientServer
+from smr.runtime.config import ClusterConfig
+from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, wrap
+from smr.transport.base import Transport
+
+QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
+INBOX_MAX = 100_000  # client requests queued for the loop
+
+
+class NodeExit(Exception):
+    """The node stops; `code` is the process exit status and the message says why."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def json_logger(member: int, stream: Any = None) -> Callable[..., None]:
+    stream = stream or sys.stderr
+    lock = threading.Lock()
+
+    def log(event: str, **fields: Any) -> None:
+        record = {"t": round(time.time(), 6), "member": member, "event": event, **fields}
+        line = json.dumps(record, default=str)
+        with lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+    return log
+
+
+class Node:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        me: int,
+        *,
+        transport: Transport | None = None,
+        log: Callable[..., None] | None = None,
+    ):
+        if me not in config.members:
+            raise UsageError(f"member {me} is not listed in {config.path}")
+        self.config = config
+        self.me = me
+        self.log = log or json_logger(me)
+        self.dir = config.member_dir(me)
+        self._clock_base_ns = time.time_ns() - time.monotonic_ns()
+        self._stopping = False
+        self.exit_reason = ""
+        self.hosted: dict[tuple[int, int], Hosted] = {}
+        self.logs: dict[tuple[int, int], Log] = {}
+        self.writers: dict[tuple[int, int], GroupCommitWriter] = {}
+        self.meta: Log | None = None
+        self.views: list[tuple[int, tuple[int, ...]]] = []
+        self._registered: set[int] = set()
+        self._inbox: deque[tuple[int, Any]] = deque()
+        self._persisted: deque[tuple[tuple[int, int], int]] = deque()
+        self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
+        self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
+        self._start_s = time.monotonic()
+        self.rejoin_after_halt = config.rejoin
+        self.rejoins = 0
+        self.replica = self._make_replica()
+        if transport is None:
+            from smr.transport.auto import make_transport
+
+            transport, why = make_transport(
+                config.transport, me, config.addresses(), config.transport_config()
+            )
+            self.log("transport", choice=why)
+        self.transport = transport
+        member = config.members[me]
+        self.clients = ClientServer(
+            member.host,
+            member.client_port,
+            config.secret,
+            me,
+            self._on_request,
+            frame_bytes_max=config.frame_bytes_max,
+            log=self.log,
+        )
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def _make_replica(self) -> Replica:
+        cfg = self.config
+        previous = os.path.exists(self.dir) and os.listdir(self.dir)
+        if previous:
+            # A member that ran before rejoins with state transfer; its old files are kept aside
+            # (one generation) for `smr log` inspection.
+            # TODO(restart): a total restart recovers from these logs instead.
+            old = self.dir + ".previous"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.dir, old)
+        os.makedirs(self.dir, exist_ok=True)
+        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
+        if self.me in cfg.founders and not previous:
+            replica = Replica(self.me, cfg.founders, layout=cfg.layout, config=cfg.core_config())
+            self.log("start", role="founder", members=list(cfg.founders))
+            self.views.append((replica.epoch, replica.members))
+            self._open_shards(
+                replica, [(st.subgroup, st.shard_index) for st in replica.streams.values()]
+            )
+        else:
+            replica = self._joiner()
+        return replica
+
+    def _joiner(self) -> Replica:
+        cfg = self.config
+        contacts = [m for m in cfg.members if m != self.me]
+        self.log("start", role="joiner", contacts=contacts)
+        return Replica.joiner(self.me, contacts, layout=cfg.layout, config=cfg.core_config())
+
+    def _rejoin(self) -> None:
+        """After a halt: this incarnation is over (its state may be stale); a new one asks to
+        join and gets its shards' state by transfer, like a restarted process."""
+        self._close_logs()
+        self.hosted.clear()
+        self.logs.clear()
+        self.writers.clear()
+        self._persisted.clear()
+        for conn_id, request_id in self._pending.values():
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request_id, False, error=f"member {self.me} left the view; retry elsewhere"
+                ),
+            )
+        self._pending.clear()
+        old = self.dir + ".previous"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(self.dir, old)
+        os.makedirs(self.dir)
+        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
+        self.replica = self._joiner()
+        self.rejoins += 1
+
+    def _close_logs(self) -> None:
+        for writer in self.writers.values():
+            try:
+                writer.close()
+            except Exception as e:
+                self.log("log-close-failed", error=str(e))
+        for log in [*self.logs.values(), self.meta]:
+            if log is not None:
+                log.close()
+
+    def _log_config(self) -> LogConfig:
+        return LogConfig(sync_policy=self.config.sync_policy)
+
+    def _open_shards(self, replica: Replica, keys: list[tuple[int, int]]) -> None:
+        for key in keys:
+            if key not in self.hosted:
+                self.hosted[key] = Hosted(self.config.subgroups[key[0]].machine())
+            st = replica.stream(*key)
+            if st is not None and st.mode == "durable" and key not in self.logs:
+                path = os.path.join(self.dir, f"subgroup-{key[0]}-shard-{key[1]}")
+                log = Log.open(path, self._log_config())
+                if log.meta_get(SNAPSHOT_FORMAT) is None:
+                    # `smr log replay` reads snapshots and envelopes the way Hosted writes them
+                    log.meta_put(SNAPSHOT_FORMAT, b"hosted")
+                self.logs[key] = log
+                self.writers[key] = GroupCommitWriter(
+                    log, lambda version, key=key: self._on_durable(key, version)
+                )
+
+    def _on_durable(self, key: tuple[int, int], version: int) -> None:
+        self._persisted.append((key, version))  # a writer thread: hand over to the loop
+        self.transport.wake()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        return self._clock_base_ns + time.monotonic_ns()
+
+    def run(self) -> int:
+        """Run until stopped (SIGTERM/SIGINT or `stop()`) or halted; return the exit status."""
+        self.transport.start(self)
+        self._register_epoch()
+        self.clients.start()
+        self.log("listening", clients=self.config.members[self.me].client_port)
+        code = 0
+        try:
+            while not self._stopping:
+                self._step()
+        except NodeExit as e:
+            self.exit_reason = str(e)
+            self.log("exit", reason=str(e))
+            code = e.code
+        finally:
+            self._shutdown()
+        return code
+
+    def stop(self) -> None:
+        """Ask the loop to finish (any thread, a signal handler)."""
+        self._stopping = True
+        self.transport.wake()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _step(self) -> None:
+        replica = self.replica
+        wait_s = max(0.0, (replica.next_tick_ns() - self.now_ns()) / 1e9)
+        if self._inbox or self._persisted:
+            wait_s = 0.0
+        self.transport.poll(min(wait_s, 1.0))
+        replica.tick(self.now_ns())
+        while self._persisted:
+            (sg, sh), version = self._persisted.popleft()
+            replica.on_persisted(sg, sh, version)
+        budget = 4096  # requests taken per iteration, so the table keeps moving under load
+        while self._inbox and budget:
+            budget -= 1
+            conn_id, request = self._inbox.popleft()
+            try:
+                self._handle_request(conn_id, request)
+            except Exception as e:  # a bug answering one client stops only that
+                self.log("request-failed", error=repr(e), traceback=traceback.format_exc())
+                self.clients.respond(
+                    conn_id, protocol.Response(request.id, False, error=f"internal error: {e!r}")
+                )
+        self._drain()
+        if self._queries:
+            self._answer_waiting_queries()
+
+    def _drain(self) -> None:
+        replica = self.replica
+        while replica.has_ready():
+            ready = replica.ready()
+            self._execute(ready)
+            replica.advance(ready)
+        if replica.status == HALTED:
+            if not self.rejoin_after_halt:
+                raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", 3)
+            self.log("halted", reason=replica.halt_reason, then="rejoining")
+            self._rejoin()
+
+    def _register_epoch(self) -> None:
+        r = self.replica
+        if r.status in (ACTIVE,) and r.epoch not in self._registered:
+            self.transport.register(r.epoch, r.members, r.table.row_words * 8)
+            self._registered.add(r.epoch)
+
+    def _execute(self, ready: Ready) -> None:
+        replica = self.replica
+        flush: list[tuple[int, int]] = []
+        for request in ready.persist:
+            if isinstance(request, LogMeta):
+                assert self.meta is not None
+                self.meta.meta_put(request.name, request.data)  # atomic and fsynced
+            elif isinstance(request, LogAppend) and request.entries:
+                key = (request.subgroup, request.shard)
+                writer = self.writers.get(key)
+                if writer is None:
+                    continue
+                writer.submit(
+                    [
+                        Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
+                        for d in request.entries
+                    ]
+                )
+                if request.sync:
+                    flush.append(key)
+        for key in flush:
+            self.writers[key].flush()  # durable before the writes below announce it
+        for event in ready.events:
+            if isinstance(event, ViewInstalled):
+                self._on_view(event)
+        if ready.writes:
+            self._register_epoch()
+            write = self.transport.write
+            for push in ready.writes:
+                write(push.targets, push.epoch, push.offset, push.data)
+        for send in ready.sends:
+            self.transport.send(send.target, send.payload)
+        if ready.deliveries:
+            hosted = self.hosted
+            for d in ready.deliveries:
+                h = hosted.get((d.subgroup, d.shard))
+                if h is None:
+                    result = RESULT_ERROR + b"shard not hosted here"
+                else:
+                    result = h.apply(d.payload, d.version, d.timestamp_ns)
+                if d.reply:
+                    replica.reply(d, result)
+        for event in ready.events:
+            if isinstance(event, Completed):
+                self._answer(
+                    event.ticket,
+                    protocol.Response(0, True, version=event.version, results=event.results or {}),
+                )
+            elif isinstance(event, SubmitFailed):
+                self._answer(event.ticket, protocol.Response(0, False, error=event.reason))
+            elif isinstance(event, StateTransfer):
+                h = self.hosted.get((event.subgroup, event.shard))
+                data = h.snapshot() if h is not None else b""
+                replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
+                self.log(
+                    "state-sent",
+                    to=event.to,
+                    shard=[event.subgroup, event.shard],
+                    version=event.version,
+                    bytes=len(data),
+                )
+            elif isinstance(event, RestoreState):
+                self._restore(event)
+            elif isinstance(event, Halted):
+                self.log("halt", reason=event.reason)
+
+    def _on_view(self, event: ViewInstalled) -> None:
+        self.views.append((event.epoch, event.members))
+        self.log(
+            "view",
+            epoch=event.epoch,
+            members=list(event.members),
+            rank=event.rank,
+            joined=list(event.joined),
+            departed=list(event.departed),
+            shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
+        )
+        mine = [(sg, sh) for sg, sh, _, _ in event.shards]
+        for key in list(self.hosted):
+            if key not in mine:
+                del self.hosted[key]  # the shard moved on without this member
+        if self.me in event.joined:
+            # state arrives (RestoreState) before any delivery; only the logs are opened now
+            self._open_logs_only(mine)
+        else:
+            self._open_shards(self.replica, mine)
+        self._register_epoch()
+
+    def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
+        hosted = dict(self.hosted)
+        self._open_shards(self.replica, keys)
+        for key in keys:
+            if key not in hosted:
+                self.hosted.pop(key, None)
+
+    def _restore(self, event: RestoreState) -> None:
+        key = (event.subgroup, event.shard)
+        h = Hosted(self.config.subgroups[event.subgroup].machine())
+        if event.data:
+            h.restore(event.data)
+        self.hosted[key] = h
+        log = self.logs.get(key)
+        if log is not None and event.data:
+            # the log starts after the state it was given: keep that state with it, so that the
+            # log alone rebuilds the shard
+            log.save_snapshot(event.version, event.data)
+        self.log("state-restored", shard=list(key), version=event.version, bytes=len(event.data))
+
+    # -- client requests --------------------------------------------------------------------------
+
+    def _on_request(self, conn_id: int, request: Any) -> None:
+        # the client thread: hand over to the loop
+        if len(self._inbox) >= INBOX_MAX:
+            self.clients.respond(conn_id, protocol.Response(request.id, False, error="busy"))
+            return
+        self._inbox.append((conn_id, request))
+        self.transport.wake()
+
+    def _handle_request(self, conn_id: int, request: Any) -> None:
+        if isinstance(request, protocol.Status):
+            self.clients.respond(conn_id, protocol.Response(request.id, True, status=self.status()))
+            return
+        key = (request.subgroup, request.shard)
+        replica = self.replica
+        if replica.status != ACTIVE or replica.stream(*key) is None or key not in self.hosted:
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id, False, error=self._not_here(key), redirect=self._hosts_of(key)
+                ),
+            )
+            return
+        if isinstance(request, protocol.Command):
+            try:
+                ticket = replica.submit(
+                    request.subgroup,
+                    request.shard,
+                    wrap(request.client, request.seq, request.payload),
+                    reply=True,
+                )
+            except UsageError as e:
+                self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
+                return
+            self._pending[ticket] = (conn_id, request.id)
+        else:
+            self._query(conn_id, request, time.monotonic() + QUERY_WAIT_S)
+
+    def _query(self, conn_id: int, q: protocol.Query, deadline_s: float) -> None:
+        h = self.hosted[(q.subgroup, q.shard)]
+        if h.version >= q.min_version:
+            self.clients.respond(
+                conn_id, protocol.Response(q.id, True, version=h.version, value=h.query(q.payload))
+            )
+        else:
+            self._queries.append((deadline_s, conn_id, q))
+
+    def _answer_waiting_queries(self) -> None:
+        waiting, self._queries = self._queries, []
+        now = time.monotonic()
+        for deadline_s, conn_id, q in waiting:
+            h = self.hosted.get((q.subgroup, q.shard))
+            if h is None or now > deadline_s:
+                self.clients.respond(
+                    conn_id,
+                    protocol.Response(
+                        q.id, False, error=f"version {q.min_version:#x} not reached here in time"
+                    ),
+                )
+            else:
+                self._query(conn_id, q, deadline_s)
+
+    def _answer(self, ticket: int, response: protocol.Response) -> None:
+        waiter = self._pending.pop(ticket, None)
+        if waiter is None:
+            return
+        conn_id, request_id = waiter
+        self.clients.respond(
+            conn_id,
+            protocol.Response(
+                request_id,
+                response.ok,
+                error=response.error,
+                version=response.version,
+                results=response.results,
+            ),
+        )
+
+    def _not_here(self, key: tuple[int, int]) -> str:
+        if self.replica.status == JOINING:
+            return f"member {self.me} is joining the group"
+        if self.replica.status != ACTIVE:
+            return f"member {self.me} is {self.replica.status}"
+        return f"member {self.me} does not host subgroup {key[0]} shard {key[1]}"
+
+    def _hosts_of(self, key: tuple[int, int]) -> list[int]:
+        if self.replica.status != ACTIVE:
+            return []
+        for shard in self.replica.shards:
+            if (shard.subgroup, shard.shard) == key:
+                return [m for m in shard.members if m != self.me]
+        return []
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        shards = []
+        for (sg, sh), h in sorted(self.hosted.items()):
+            st = r.stream(sg, sh) if r.status == ACTIVE else None
+            shards.append(
+                {
+                    "subgroup": sg,
+                    "shard": sh,
+                    "type": self.config.subgroups[sg].machine.__name__,
+                    "mode": st.mode if st is not None else "?",
+                    "version": h.version,
+                    "applied": h.applied,
+                    "members": list(st.shard.members) if st is not None else [],
+                }
+            )
+        return {
+            "member": self.me,
+            "pid": os.getpid(),
+            "status": r.status,
+            "epoch": r.epoch,
+            "members": list(r.members) if r.status == ACTIVE else [],
+            "views": [[e, list(m)] for e, m in self.views],
+            "shards": shards,
+            "uptime_s": round(time.monotonic() - self._start_s, 3),
+        }
+
+    # -- transport handler (called from poll, on the loop thread) ----------------------------------
+
+    def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None:
+        try:
+            self.replica.on_write(source, offset, data, epoch)
+        except PeerProtocolError as e:
+            self.log("peer-protocol-error", peer=source, error=str(e))
+
+    def on_data(self, source: int, payload: bytes) -> None:
+        try:
+            self.replica.on_data(source, payload)
+        except PeerProtocolError as e:
+            self.log("peer-protocol-error", peer=source, error=str(e))
+
+    def on_link_up(self, peer: int) -> None:
+        self.replica.on_link_up(peer)
+
+    def on_peer_failed(self, peer: int) -> None:
+        self.log("peer-failed", peer=peer)
+        self.replica.on_peer_failed(peer)
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        for conn_id, request_id in self._pending.values():
+            self.clients.respond(
+                conn_id,
+                protocol.Response(request_id, False, error=f"member {self.me} is shutting down"),
+            )
+        self._pending.clear()
+        try:
+            self.clients.stop()
+        finally:
+            self._close_logs()
+            self.transport.close()
+        self.log("stopped", reason=self.exit_reason or "stopped")
+
+
+def main(config_path: str, me: int) -> int:
+    from smr.runtime.config import load
+
+    config = load(config_path)
+    node = Node(config, me)
+    node.install_signal_handlers()
+    return node.run()

@@ -1,0 +1,185 @@
+"""Process-level tests: real member processes (`smr node`) over shm and tcp, driven by a client.
+
+Each test checks behaviour a user relies on, from the outside: total order and durability are
+read back from the members' logs after the processes stopped; failures are real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+import smr
+from smr.log import Log
+from smr.runtime.cluster import LocalCluster
+from smr.runtime.hosted import unwrap
+from smr.statemachines import KVStore
+
+pytestmark = pytest.mark.cluster
+
+TRANSPORTS = ["tcp", "shm"]
+
+
+def _records(data_dir: str, member: int, *, previous: bool = False) -> list[tuple[int, bytes]]:
+    path = os.path.join(
+        data_dir,
+        "data",
+        f"member-{member}" + (".previous" if previous else ""),
+        "subgroup-0-shard-0",
+    )
+    if not os.path.exists(path):
+        return []
+    with Log.open(path) as log:
+        return [(r.version, bytes(r.payload)) for r in log]
+
+
+def _run_puts(kv, first: int, count: int, window: int = 16) -> dict[tuple[int, int], dict]:
+    """Submit `count` appends; return {(first + i): results} of the answered ones."""
+    answered = {}
+    futures = []
+    for i in range(first, first + count):
+        futures.append((i, kv.submit("append", f"k{i % 7}", b"%d," % i)))
+        while len(futures) >= window:
+            i0, f = futures.pop(0)
+            answered[i0] = f.result(timeout=30)
+    for i0, f in futures:
+        answered[i0] = f.result(timeout=30)
+    return answered
+
+
+def _check_order(logs: list[list[tuple[int, bytes]]]) -> None:
+    """Every version names the same entry at every member that logged it, and versions rise."""
+    seen: dict[int, bytes] = {}
+    for log in logs:
+        versions = [v for v, _ in log]
+        assert versions == sorted(versions) and len(set(versions)) == len(versions)
+        for v, payload in log:
+            assert seen.setdefault(v, payload) == payload, f"version {v:#x} differs"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_kill_and_restart_a_member_loses_nothing_and_keeps_order(tmp_path, transport):
+    with LocalCluster(3, data_dir=str(tmp_path), transport=transport, mode="durable") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=1) as client:
+            kv = client.subgroup(KVStore)
+            answered = _run_puts(kv, 0, 150)
+            cluster.kill(3)
+            answered.update(_run_puts(kv, 150, 150))
+            cluster.restart(3)
+            cluster.wait_ready([1, 2, 3])
+            answered.update(_run_puts(kv, 300, 100))
+            final = kv.put("last", b"x")
+            assert sorted(final) == [1, 2, 3]  # the restarted member replies too
+            views = client.views()
+    assert len(answered) == 400
+    for results in answered.values():
+        assert len(set(map(repr, results.values()))) == 1  # every replica, the same result
+    assert any(3 not in members for _, members in views)  # the view change happened
+    logs = {m: _records(str(tmp_path), m) for m in (1, 2, 3)}
+    _check_order([logs[1], logs[2], logs[3], _records(str(tmp_path), 3, previous=True)])
+    assert logs[1] == logs[2]
+    # durability: every answered command is in the log of each member that never crashed
+    for m in (1, 2):
+        logged = {unwrap(p)[2] for _, p in logs[m]}
+        for i in answered:
+            assert KVStore.encode_command("append", f"k{i % 7}", b"%d," % i) in logged
+    # the restarted member got the state by transfer: its log holds a snapshot and the suffix
+    with Log.open(os.path.join(str(tmp_path), "data", "member-3", "subgroup-0-shard-0")) as log:
+        assert log.snapshot_versions() and len(log) > 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_paused_member_is_removed_and_rejoins(tmp_path, transport):
+    with LocalCluster(3, data_dir=str(tmp_path), transport=transport, mode="ordered") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=1) as client:
+            kv = client.subgroup(KVStore)
+            kv.put("a", b"1")
+            cluster.pause(3)
+            # the others go on without it
+            assert sorted(kv.put("b", b"2")) in ([1, 2], [1, 2, 3])
+            deadline = time.monotonic() + 20
+            while 3 in client.status()["members"]:
+                assert time.monotonic() < deadline, "the paused member was never removed"
+                time.sleep(0.05)
+            assert sorted(kv.put("c", b"3")) == [1, 2]
+            cluster.resume(3)
+            cluster.wait_ready([1, 2, 3])
+            assert sorted(kv.put("d", b"4")) == [1, 2, 3]
+        with smr.connect(cluster.config_path, member=3) as c3:
+            kv3 = c3.subgroup(KVStore)
+            assert [kv3.get(k) for k in "abcd"] == [b"1", b"2", b"3", b"4"]
+
+
+def test_a_client_fails_over_and_its_command_applies_once(tmp_path):
+    with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=2) as client:
+            kv = client.subgroup(KVStore)
+            futures = [kv.submit("append", "log", b"%d," % i) for i in range(200)]
+            cluster.kill(2)  # the client's member: it reconnects and sends again
+            for f in futures:
+                f.result(timeout=30)
+            assert client.member != 2
+            value = kv.get("log")
+    entries = value.split(b",")[:-1]
+    assert sorted(entries, key=int) == [b"%d" % i for i in range(200)]  # each exactly once
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    return struct.pack("<IB", len(body), kind) + body
+
+
+@pytest.mark.parametrize("port_kind", ["client_port", "port"])
+def test_garbage_and_wrong_secrets_are_rejected_and_the_cluster_keeps_serving(tmp_path, port_kind):
+    from smr.transport.wire import AuthError, connect
+
+    with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="ordered") as cluster:
+        cluster.wait_ready()
+        member = cluster.config.members[1]
+        address = (member.host, getattr(member, port_kind))
+        attacks = [
+            b"\x00" * 64,  # garbage
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # the wrong protocol
+            _frame(1, b"x" * 10)[:7],  # a truncated frame
+            struct.pack("<IB", 0xFFFFFFF0, 1),  # an oversized length
+            os.urandom(4096),  # noise
+        ]
+        for attack in attacks:
+            with socket.create_connection(address, timeout=5) as s:
+                s.sendall(attack)
+        silent = socket.create_connection(address, timeout=5)  # says nothing at all
+        with pytest.raises((AuthError, ConnectionError, OSError)):
+            connect(
+                member.host,
+                getattr(member, port_kind),
+                b"wrong-secret-0123456789",
+                my_id=99,
+                role="client" if port_kind == "client_port" else "member",
+                timeout_s=5,
+            )
+        with smr.connect(cluster.config_path, member=1) as client:
+            assert sorted(client.subgroup(KVStore).put("k", b"v")) == [1, 2, 3]
+        silent.close()
+        assert all(p is not None for p in cluster.pids.values())
+        for m in (1, 2, 3):
+            os.kill(cluster.pids[m], 0)  # still alive
+        text = Path(cluster.log_path(1)).read_text()
+        assert cluster.config.secret.decode() not in text
+
+
+def test_sigterm_is_a_clean_shutdown(tmp_path):
+    cluster = LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable")
+    with cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path) as client:
+            client.subgroup(KVStore).put("k", b"v")
+        codes = cluster.stop()
+    assert codes == {1: 0, 2: 0, 3: 0}
+    assert '"event": "stopped"' in Path(cluster.log_path(1)).read_text()
