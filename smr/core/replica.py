@@ -46,6 +46,7 @@ from smr.core.multicast import (
     FRAME_LARGE,
     FRAME_REPLY,
     FRAME_STATE,
+    Completed,
     MulticastConfig,
     ShardStream,
     SubmitFailed,
@@ -66,6 +67,10 @@ class CoreConfig:
     predicate_rounds_max: int = 64
     join_retry_ns: int = 50_000_000
     future_epochs_max: int = 2  # epochs ahead of ours whose writes we keep until we install them
+    # Results of survivors for commands delivered at the end of an epoch are waited for this
+    # long at most (a reply frame lost with a connection is not sent again).
+    late_reply_timeout_ns: int = 100_000_000
+    late_replies_max: int = 1 << 16
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
 
@@ -201,6 +206,20 @@ class _FutureRows:
                 start = mask.find(1, stop, end)
 
 
+@dataclass(slots=True)
+class _Late:
+    """A command of mine delivered at the end of an epoch, waiting for survivors' results."""
+
+    event: Completed
+    results: dict[int, bytes]
+    expected: frozenset[int]
+    deadline_ns: int
+
+    def completed(self) -> Completed:
+        e = self.event
+        return Completed(e.ticket, e.subgroup, e.shard, e.version, self.results)
+
+
 class Replica:
     """One member of a group, across the epochs it lives through.
 
@@ -250,6 +269,7 @@ class Replica:
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
+        self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
@@ -349,6 +369,8 @@ class Replica:
         self.vc.on_tick(now_ns)
         for st in self.streams.values():
             self._events.extend(st.expire(now_ns))
+        if self._late:
+            self._expire_late()
         self._evaluate()
 
     def on_write(self, source: int, offset: int, data: bytes, epoch: int | None = None) -> None:
@@ -415,6 +437,9 @@ class Replica:
                 self._future_data.append((epoch, source, payload))
             return
         if epoch < self.epoch:
+            if kind == FRAME_REPLY and self._late:
+                number = FRAME.unpack_from(payload)[2]
+                self._late_reply(source, number, payload[FRAME.size :])
             return
         if source not in self._row_of or source == self.me:
             raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
@@ -497,8 +522,16 @@ class Replica:
     def reply(self, delivery: Delivery, result: bytes) -> None:
         """The application's result for a delivery that asked for one; it goes to the sender."""
         assert delivery.reply, "reply() is for deliveries whose sender asked for results"
-        if self.status != ACTIVE or delivery.version >> 32 != self.epoch:
-            return  # the sender is answered from the view change, not by late replies
+        if self.status != ACTIVE:
+            return
+        if delivery.version >> 32 != self.epoch:
+            # delivered in the epoch that just ended: the sender waits for survivors' results
+            if delivery.sender == self.me:
+                self._late_reply(self.me, delivery.version, result)
+            elif delivery.sender in self._row_of and delivery.version >> 32 == self.epoch - 1:
+                frame = FRAME.pack(FRAME_REPLY, 0, delivery.version, delivery.version >> 32)
+                self._sends.append(Send(delivery.sender, frame + result))
+            return
         st = self._stream(delivery.subgroup, delivery.shard)
         if delivery.sender == self.me:
             st.on_reply(self.me, delivery.version, result)
@@ -532,6 +565,8 @@ class Replica:
             d = st.next_deadline_ns()
             if d is not None and d < t:
                 t = d
+        for late in self._late.values():
+            t = min(t, late.deadline_ns)
         return t
 
     # -- output ---------------------------------------------------------------------------------
@@ -632,6 +667,8 @@ class Replica:
         for st in old_streams.values():
             st.flush(self._writes)  # the last counters of the old epoch (persisted) still count
         carried, completed = self._carry_over(old_streams, decided)
+        if self._late:
+            self._expire_late(decided.members)
         self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
         self.prev_table = self.table  # for inspection (transcripts); the next install drops it
         new_view = View(old_view.epoch + 1, decided.members)
@@ -712,11 +749,46 @@ class Replica:
         (every survivor delivered them and, in durable shards, persisted them)."""
         carried: dict[tuple[int, int], list[tuple[int, bytes, bool]]] = {}
         completed: list[Any] = []
+        survivors = set(decided.members)
         for st in old_streams.values():
             items, done = st.carry_over()
             carried[(st.subgroup, st.shard_index)] = items
-            completed.extend(done)
+            expected = frozenset(m for m in st.shard.members if m in survivors)
+            for event in done:
+                if event.results is None or expected <= event.results.keys():
+                    completed.append(event)
+                else:
+                    # Delivered by every survivor, whose results may still be on their way (or
+                    # not yet computed): wait for them a little, not for the departed.
+                    self._late[event.version] = _Late(
+                        event,
+                        dict(event.results),
+                        expected,
+                        self.now_ns + self.config.late_reply_timeout_ns,
+                    )
+        while len(self._late) > self.config.late_replies_max:
+            oldest = min(self._late)
+            completed.append(self._late.pop(oldest).completed())
         return carried, completed
+
+    def _late_reply(self, member: int, version: int, result: bytes) -> None:
+        late = self._late.get(version)
+        if late is None or member not in late.expected:
+            return
+        late.results[member] = result
+        if late.expected <= late.results.keys():
+            del self._late[version]
+            self._events.append(late.completed())
+
+    def _expire_late(self, members: Sequence[int] | None = None) -> None:
+        """Late replies from members no longer in the view, or after the timeout, are not
+        waited for."""
+        for version, late in list(self._late.items()):
+            if members is not None:
+                late.expected = late.expected & frozenset(members)
+            if late.expected <= late.results.keys() or self.now_ns >= late.deadline_ns:
+                del self._late[version]
+                self._events.append(late.completed())
 
     def _plan_state(self, decided: Proposal) -> None:
         """Carry out the decided state transfers: provide, or wait for, each shard's state."""
