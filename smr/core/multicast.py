@@ -669,7 +669,7 @@ class ShardStream:
         for seq, ticket in list(self.awaiting.items()):
             version = self.epoch_bits | seq
             if self.mode == "raw" or seq < delivered:
-                results = self.replies.pop(version, None) if seq in self.want_reply else None
+                results = self.replies.pop(version, {}) if seq in self.want_reply else None
                 done.append(Completed(ticket, self.subgroup, self.shard_index, version, results))
             else:
                 e = by_seq[seq]
