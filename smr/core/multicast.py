@@ -541,7 +541,8 @@ class ShardStream:
 
     def _completable(self):
         """My messages that met their mode's guarantee and have every result they asked for,
-        in sequence order (`awaiting` is filled in sequence order)."""
+        in sequence order (`awaiting` is filled in sequence order), up to the first that has
+        not."""
         done = self._answered_count()
         members = len(self.shard.members)
         for seq in self.awaiting:
@@ -550,7 +551,7 @@ class ShardStream:
             if seq in self.want_reply:
                 got = self.replies.get(self.epoch_bits | seq)
                 if got is None or len(got) < members:
-                    continue
+                    return  # answered in order: the scan stays short under a full window
             yield seq
 
     def _answered_count(self) -> int:

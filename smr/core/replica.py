@@ -535,7 +535,7 @@ class Replica:
         st = self._stream(delivery.subgroup, delivery.shard)
         if delivery.sender == self.me:
             st.on_reply(self.me, delivery.version, result)
-            self._evaluate()
+            self._submitted = True  # evaluated once, when the driver next asks for work
         elif delivery.sender in self._row_of:
             frame = st.reply_frame(delivery.sender, delivery.version, result)
             self._sends.append(Send(delivery.sender, frame))
