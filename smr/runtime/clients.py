@@ -245,19 +245,25 @@ class ClientServer:
             self._sel.modify(conn.sock, want, conn)
 
     def _take_responses(self) -> None:
-        while True:
-            with self._lock:
-                if not self._responses:
-                    return
-                conn_id, frame = self._responses.popleft()
-            conn = self._conns.get(conn_id)
-            if conn is None:
-                continue
+        with self._lock:
+            taken, self._responses = self._responses, deque()
+        # one send per connection for everything answered since the last pass
+        batches: dict[int, list[bytes]] = {}
+        closing: list[int] = []
+        for conn_id, frame in taken:
             if frame is None:
+                closing.append(conn_id)
+            else:
+                batches.setdefault(conn_id, []).append(frame)
+        for conn_id, frames in batches.items():
+            conn = self._conns.get(conn_id)
+            if conn is not None:
+                self._queue(conn, frames[0] if len(frames) == 1 else b"".join(frames))
+        for conn_id in closing:
+            conn = self._conns.get(conn_id)
+            if conn is not None:
                 self._flush(conn)
                 self._drop(conn, None)
-            else:
-                self._queue(conn, frame)
 
     def _expire_handshakes(self) -> None:
         now = time.monotonic()
