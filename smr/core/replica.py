@@ -903,6 +903,7 @@ class Replica:
             key = (st.subgroup, st.shard_index)
             if st.mode == "durable":
                 self._persist.append(LogSnapshot(key[0], key[1], version, data))
+            if key in self._stale_logs:
                 self._stale_logs.discard(key)
                 self._persist.append(self._view_meta())
             st.set_ready()

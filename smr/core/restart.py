@@ -331,7 +331,7 @@ def quorum_missing(
     except LayoutError as e:
         return str(e)
     for s in shards:
-        if not holders[(s.subgroup, s.shard)]:
+        if s.mode == "durable" and not holders[(s.subgroup, s.shard)]:
             return (
                 f"no member holding the state of subgroup {s.subgroup} shard {s.shard} of view "
                 f"{inst.installed_epoch} answered"
