@@ -703,7 +703,9 @@ class Replica:
             self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
         self._plan_state(decided)
         self._stale_logs |= {
-            (st.subgroup, st.shard_index) for st in self.streams.values() if st.awaiting_state
+            (st.subgroup, st.shard_index)
+            for st in self.streams.values()
+            if st.awaiting_state and st.mode == "durable"
         }
         self._persist.append(self._view_meta())
         for (sg, sh), items in carried.items():
@@ -812,7 +814,7 @@ class Replica:
                 self._stale_logs.add(key)
         for st in self.streams.values():
             key = (st.subgroup, st.shard_index)
-            if st.awaiting_state:
+            if st.awaiting_state and st.mode == "durable":
                 self._stale_logs.add(key)
             elif key in self._stale_logs and at_cut_of(rec, key, d.cut(key)):
                 self._stale_logs.discard(key)
@@ -879,7 +881,7 @@ class Replica:
         self._barrier = True
         for st in self.streams.values():
             self._await_state(st, st.g in awaiting)
-            if st.awaiting_state:
+            if st.awaiting_state and st.mode == "durable":
                 self._stale_logs.add((st.subgroup, st.shard_index))
         self._persist.append(self._view_meta())
         self._events.append(self._installed((self.me,), ()))
