@@ -576,7 +576,7 @@ class Replica:
             return self._next_join_ns
         if self.status == RESTARTING:
             assert self._restart is not None
-            t_try = self._restart.next_try_ns
+            t_try = self._restart.next_deadline_ns()
             return self.now_ns if t_try is None else t_try
         t = min(self._next_heartbeat_ns, self.now_ns + self.config.views.suspect_timeout_ns)
         for st in self.streams.values():

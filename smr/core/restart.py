@@ -454,6 +454,9 @@ class Restart:
         self.newer: tuple[int, tuple[int, ...]] | None = None  # (epoch, members) of a live group
         self.waiting = ""  # why this leader cannot decide yet
         self.next_try_ns: int | None = None
+        # a leader with a quorum still waits until then for the rest of the view to answer, so
+        # members restarting together resume together rather than join one by one
+        self.decide_at_ns = 0
         self.now_ns = 0
         self.out: list[Send | LogMeta] = []
 
@@ -483,6 +486,8 @@ class Restart:
             rank = sorted((*self.contacts, self.me)).index(self.me)
             self.next_try_ns = now_ns + self.retry_ns * (1 + rank)
             return
+        if self.proposing is None and self.instance is not None and now_ns >= self.decide_at_ns:
+            self._try_propose()
         if now_ns < self.next_try_ns:
             return
         self.next_try_ns = now_ns + 2 * self.retry_ns
@@ -494,11 +499,20 @@ class Restart:
         if not lower:
             self._prepare()
 
+    def next_deadline_ns(self) -> int | None:
+        """When `on_tick` next has work (None before the first tick)."""
+        if self.next_try_ns is None:
+            return None
+        if self.proposing is None and self.instance is not None and self.now_ns < self.decide_at_ns:
+            return min(self.next_try_ns, self.decide_at_ns)
+        return self.next_try_ns
+
     def _prepare(self) -> None:
         self.round_seen += 1
         self.ballot = make_ballot(self.round_seen, self.me)
         self.instance = instance_of(self.summaries.values(), self.layout)
         self.promised_by, self.accepted_by, self.proposing = set(), set(), None
+        self.decide_at_ns = self.now_ns + self.retry_ns // 2
         frame = self._frame(FRAME_RESTART_PREPARE, self.ballot, self.instance.epoch)
         for c in self.contacts:
             self._send(c, frame)
@@ -571,6 +585,9 @@ class Restart:
         why = quorum_missing(self.instance, self.layout, promisers)
         if why:
             self.waiting = why
+            return
+        if self.now_ns < self.decide_at_ns and not set(self.instance.members) <= self.promised_by:
+            self.waiting = "a quorum answered; waiting briefly for the rest of the view"
             return
         d = adopted(self.instance, promisers.values())
         if d is None:
