@@ -3,10 +3,17 @@
 This module owns the contract between the sans-I/O core and whatever drives it (the simulator, the
 node runtime). The ordering duties, in the order a driver must honour them:
 
-1. `persist`: log requests. Every request with `sync=True` must be durable (fsynced) **before any
-   write in `writes` is pushed**: those writes may announce it (the ragged trim is logged before the
-   flag that publishes it; durable-before-visible). Requests with `sync=False` may be performed
-   asynchronously (group commit); their durability is reported back with `Replica.on_persisted`.
+1. `persist`: log requests, performed in list order. Every request with `sync=True` must be
+   durable (fsynced) **before any write in `writes` is pushed or any message in `sends` is sent**:
+   those may announce it (the ragged trim is logged before the flag that publishes it; a restart
+   acceptor's promise before its answer; durable-before-visible). Requests with `sync=False` may
+   be performed asynchronously (group commit); their durability is reported back with
+   `Replica.on_persisted`. Kinds: `LogAppend` (delivered entries of a durable shard), `LogMeta`
+   (replace a named blob of the member's metadata log: "view", "view-proposal-<epoch>",
+   "restart-acceptor"), `LogTruncate` (drop a shard log's records above a version) and
+   `LogSnapshot` (replace a shard log by a received snapshot). A driver restarting after a crash
+   builds `smr.core.restart.Recovered` from these logs and replays each shard log into its state
+   machine before calling `Replica.restarting` (`smr.recovery` does both).
 2. `writes`: one-sided writes of byte ranges of this member's row, each to the listed peers, in
    list order (the transports keep per-link FIFO, so a slot's bytes land before the counter that
    announces it).
@@ -53,6 +60,31 @@ class LogAppend:
 
 
 @dataclass(frozen=True, slots=True)
+class LogTruncate:
+    """Drop every record of a shard's log above `version` (0: every record and snapshot), durably,
+    before anything later in `persist` (a restart's agreed cut, or a log that no longer holds the
+    shard's state)."""
+
+    subgroup: int
+    shard: int
+    version: int
+    sync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LogSnapshot:
+    """Replace a shard's log by this snapshot of its state at `version`: drop every record and
+    snapshot, then store this one durably (the state arrived by state transfer; replaying the log
+    must give it back)."""
+
+    subgroup: int
+    shard: int
+    version: int
+    data: bytes
+    sync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class LogMeta:
     """Replace a named metadata blob of the member's log atomically (a view, a ragged trim)."""
 
@@ -80,7 +112,7 @@ class Delivery(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    persist: tuple[LogAppend | LogMeta, ...] = ()
+    persist: tuple[LogAppend | LogMeta | LogTruncate | LogSnapshot, ...] = ()
     writes: tuple[Push, ...] = ()
     sends: tuple[Send, ...] = ()
     deliveries: tuple[Delivery, ...] = ()

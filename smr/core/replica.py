@@ -52,11 +52,23 @@ from smr.core.multicast import (
     SubmitFailed,
 )
 from smr.core.predicates import Kind, Predicate, PredicateSet
-from smr.core.ready import Delivery, LogAppend, LogMeta, Push, Ready, Send
+from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
+from smr.core.restart import (
+    FRAME_RESTART_ACCEPT,
+    FRAME_RESTART_COMMIT,
+    FRAME_RESTART_NEWER,
+    FRAME_RESTART_PREPARE,
+    RESTART_FRAMES,
+    Recovered,
+    Restart,
+    RestartDecision,
+    at_cut_of,
+    encode_view_meta,
+)
 from smr.core.table import Column, Layout, Table, counter
 from smr.core.views import Halted, Proposal, View, ViewChange, ViewConfig, ViewInstalled
 
-ACTIVE, JOINING, HALTED = "active", "joining", "halted"
+ACTIVE, JOINING, HALTED, RESTARTING = "active", "joining", "halted", "restarting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +78,7 @@ class CoreConfig:
     heartbeat_period_ns: int = 5_000_000
     predicate_rounds_max: int = 64
     join_retry_ns: int = 50_000_000
+    restart_retry_ns: int = 20_000_000  # a restart leader's round; others wait longer per rank
     future_epochs_max: int = 2  # epochs ahead of ours whose writes we keep until we install them
     # Results of survivors for commands delivered at the end of an epoch are waited for this
     # long at most (a reply frame lost with a connection is not sent again).
@@ -78,6 +91,7 @@ class CoreConfig:
         assert self.heartbeat_period_ns > 0
         assert self.predicate_rounds_max >= 1
         assert self.join_retry_ns > 0
+        assert self.restart_retry_ns > 0
         assert self.future_epochs_max >= 1
 
 
@@ -250,7 +264,7 @@ class Replica:
         self._next_ticket = 1
         self._submitted = False
         self._barrier = False  # a Ready holds an install; hold new-epoch work until it is taken
-        self._persist: list[LogAppend | LogMeta] = []
+        self._persist: list[LogAppend | LogMeta | LogTruncate | LogSnapshot] = []
         self._writes: list[Push] = []
         self._sends: list[Send] = []
         self._deliveries: list[Delivery] = []
@@ -270,6 +284,10 @@ class Replica:
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
         self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
+        self._restart: Restart | None = None
+        self.restart_decision: RestartDecision | None = None  # the decision this member resumed by
+        # (subgroup, shard) whose log does not hold the shard's state (see LogMeta "view")
+        self._stale_logs: set[tuple[int, int]] = set()
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
@@ -293,6 +311,28 @@ class Replica:
         r.status = JOINING
         r._join_contacts = tuple(c for c in contacts if c != me)
         assert r._join_contacts, "a joiner needs at least one member to contact"
+        return r
+
+    @classmethod
+    def restarting(
+        cls,
+        me: int,
+        recovered: Recovered,
+        contacts: Sequence[int] = (),
+        *,
+        layout: Sequence[SubgroupSpec] = (),
+        config: CoreConfig | None = None,
+        strict: bool = False,
+    ) -> Replica:
+        """A member restarting from its own log after a crash (see `smr.core.restart` for the
+        protocol and for what the driver must do first: build `recovered`, replay the logs). It
+        asks the members of its last view (and `contacts`); if a group is running it joins it
+        (with state transfer, its shard logs dropped), otherwise the restarted members agree on
+        a new view and it resumes in it."""
+        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
+        r.status = RESTARTING
+        r._restart = Restart(me, recovered, contacts, r.layout_specs, r.config.restart_retry_ns)
+        r._stale_logs = set(recovered.awaiting)
         return r
 
     # -- building an epoch ----------------------------------------------------------------------
@@ -355,6 +395,11 @@ class Replica:
         self.now_ns = now_ns
         if self.status == HALTED:
             return
+        if self.status == RESTARTING:
+            assert self._restart is not None
+            self._restart.on_tick(now_ns)
+            self._restart_step()
+            return
         if self.status == JOINING:
             if now_ns >= self._next_join_ns:
                 i = (now_ns // self.config.join_retry_ns) % len(self._join_contacts)
@@ -405,6 +450,9 @@ class Replica:
         if len(payload) < FRAME.size:
             raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
         kind, _, _, epoch = FRAME.unpack_from(payload)
+        if kind in RESTART_FRAMES:
+            self._on_restart_frame(source, kind, payload)
+            return
         if kind == FRAME_JOIN_REQUEST:
             if self.status != ACTIVE:
                 return
@@ -560,6 +608,10 @@ class Replica:
             return 1 << 62
         if self.status == JOINING:
             return self._next_join_ns
+        if self.status == RESTARTING:
+            assert self._restart is not None
+            t_try = self._restart.next_deadline_ns()
+            return self.now_ns if t_try is None else t_try
         t = min(self._next_heartbeat_ns, self.now_ns + self.config.views.suspect_timeout_ns)
         for st in self.streams.values():
             d = st.next_deadline_ns()
@@ -672,13 +724,6 @@ class Replica:
         self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
         self.prev_table = self.table  # for inspection (transcripts); the next install drops it
         new_view = View(old_view.epoch + 1, decided.members)
-        self._persist.append(
-            LogMeta(
-                "view",
-                _encode_members(new_view.members) + struct.pack("<q", new_view.epoch),
-                sync=True,
-            )
-        )
         self._build(new_view)
         self._barrier = True
         self._events.extend(completed)
@@ -695,6 +740,12 @@ class Replica:
             }
             self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
         self._plan_state(decided)
+        self._stale_logs |= {
+            (st.subgroup, st.shard_index)
+            for st in self.streams.values()
+            if st.awaiting_state and st.mode == "durable"
+        }
+        self._persist.append(self._view_meta())
         for (sg, sh), items in carried.items():
             st = self._stream_of.get((sg, sh))
             for ticket, payload, reply in items:
@@ -716,6 +767,99 @@ class Replica:
                 tuple(m for m in old_view.members if m not in new_view.members),
             )
         )
+        self._submitted = True
+
+    # -- restart after total failure ------------------------------------------------------------
+
+    def _on_restart_frame(self, source: int, kind: int, payload: bytes) -> None:
+        if self.status == RESTARTING:
+            assert self._restart is not None
+            self._restart.on_frame(source, payload)
+            self._restart_step()
+        elif self.status == ACTIVE and kind in (
+            FRAME_RESTART_PREPARE,
+            FRAME_RESTART_ACCEPT,
+            FRAME_RESTART_COMMIT,
+        ):
+            # a group is running: the restarting member must join it, not start another
+            body = _encode_members(self.view.members)
+            self._sends.append(
+                Send(source, FRAME.pack(FRAME_RESTART_NEWER, 0, 0, self.epoch) + body)
+            )
+
+    def _restart_step(self) -> None:
+        """Take the restart's actions; install its decision, or join the group found running."""
+        rs = self._restart
+        assert rs is not None
+        for action in rs.out:
+            if isinstance(action, Send):
+                self._sends.append(action)
+            else:
+                self._persist.append(action)
+        rs.out.clear()
+        if rs.chosen is not None:
+            self._install_restart(rs.chosen)
+        elif rs.newer is not None:
+            self._restart_to_joiner(rs.newer[1])
+
+    def _view_meta(self) -> LogMeta:
+        return LogMeta(
+            "view",
+            encode_view_meta(self.epoch, self.view.members, self._stale_logs),
+            sync=True,
+        )
+
+    def _restart_to_joiner(self, members: Sequence[int]) -> None:
+        """A group resumed without this member: drop its shard logs (they may hold entries beyond
+        the group's cut, which must never come back) and join it with state transfer. The view
+        meta marks every log stale first, so a crash half way through cannot make a dropped log
+        look like a holder of state."""
+        rs = self._restart
+        assert rs is not None
+        rec = rs.recovered
+        keys = set(rec.logged) | set(rec.awaiting)
+        self._persist.append(
+            LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
+        )
+        for sg, sh in sorted(rec.logged):
+            self._persist.append(LogTruncate(sg, sh, 0))
+        self._restart = None
+        self.status = JOINING
+        self._join_contacts = tuple(m for m in members if m != self.me) or rs.contacts
+        self._next_join_ns = self.now_ns
+
+    def _install_restart(self, d: RestartDecision) -> None:
+        """Resume in the decided view: sequence numbers from zero, logs cut at the agreed
+        versions, shard state held (the log ends at the cut) or awaited from the provider."""
+        rs = self._restart
+        assert rs is not None
+        rec = rs.recovered
+        self._restart = None
+        self.restart_decision = d
+        self.status = ACTIVE
+        old = rec.members
+        self._build(View(d.epoch, d.members))
+        self._barrier = True
+        plans = tuple((p, n) for p, n in d.plans)
+        versions = {sh.index: d.cut((sh.subgroup, sh.shard)) for sh in self.shards}
+        self._plan_state(Proposal(1, d.members, (), (), plans), versions)
+        truncate = []
+        for key, v in sorted(rec.logged.items()):
+            cut = d.cut(key)
+            if v > cut:
+                truncate.append(LogTruncate(key[0], key[1], cut))
+            if v > cut or key in rec.awaiting:
+                self._stale_logs.add(key)
+        for st in self.streams.values():
+            key = (st.subgroup, st.shard_index)
+            if st.awaiting_state and st.mode == "durable":
+                self._stale_logs.add(key)
+            elif key in self._stale_logs and at_cut_of(rec, key, d.cut(key)):
+                self._stale_logs.discard(key)
+        # the view first: a crash before the truncations finish leaves those logs marked stale
+        self._persist.append(self._view_meta())
+        self._persist.extend(truncate)
+        self._events.append(self._installed((), tuple(m for m in old if m not in d.members)))
         self._submitted = True
 
     def _join_ok(self, joiner: int) -> bytes:
@@ -790,13 +934,14 @@ class Replica:
                 del self._late[version]
                 self._events.append(late.completed())
 
-    def _plan_state(self, decided: Proposal) -> None:
+    def _plan_state(self, decided: Proposal, versions: dict[int, int] | None = None) -> None:
         """Carry out the decided state transfers: provide, or wait for, each shard's state."""
         assert len(decided.plans) == len(self.shards)
         for shard, (provider, needy) in zip(self.shards, decided.plans, strict=True):
             if provider == self.me:
+                v = (versions or {}).get(shard.index, 0)
                 self._events.extend(
-                    StateTransfer(m, shard.subgroup, shard.shard, 0) for m in needy if m != self.me
+                    StateTransfer(m, shard.subgroup, shard.shard, v) for m in needy if m != self.me
                 )
             st = self.streams.get(shard.index)
             if st is None:
@@ -809,6 +954,9 @@ class Replica:
         self._barrier = True
         for st in self.streams.values():
             self._await_state(st, st.g in awaiting)
+            if st.awaiting_state and st.mode == "durable":
+                self._stale_logs.add((st.subgroup, st.shard_index))
+        self._persist.append(self._view_meta())
         self._events.append(self._installed((self.me,), ()))
 
     def _await_state(self, st: ShardStream, needed: bool) -> None:
@@ -827,6 +975,12 @@ class Replica:
                 continue  # a duplicate, or state we already have
             st = self.streams[g]
             events.append(RestoreState(st.subgroup, st.shard_index, version, data))
+            key = (st.subgroup, st.shard_index)
+            if st.mode == "durable":
+                self._persist.append(LogSnapshot(key[0], key[1], version, data))
+            if key in self._stale_logs:
+                self._stale_logs.discard(key)
+                self._persist.append(self._view_meta())
             st.set_ready()
             self._awaiting_state.discard(g)
             self._barrier = True  # restore before any delivery of this shard
@@ -843,7 +997,7 @@ class Replica:
             for action in self._predicates.evaluate(self):
                 if isinstance(action, Send):
                     self._sends.append(action)
-                elif isinstance(action, (LogAppend, LogMeta)):
+                elif isinstance(action, (LogAppend, LogMeta, LogTruncate, LogSnapshot)):
                     self._persist.append(action)
                 else:
                     self._events.append(action)

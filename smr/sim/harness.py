@@ -29,16 +29,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smr.core.errors import PeerProtocolError
+from smr.core.layout import allocate
 from smr.core.multicast import Completed, SubmitFailed
-from smr.core.ready import LogAppend, Ready
-from smr.core.replica import ACTIVE, HALTED, CoreConfig, Replica, RestoreState, StateTransfer
+from smr.core.ready import Delivery, LogAppend, LogMeta, LogTruncate, Ready
+from smr.core.replica import (
+    ACTIVE,
+    HALTED,
+    RESTARTING,
+    CoreConfig,
+    Replica,
+    RestoreState,
+    StateTransfer,
+)
 from smr.core.views import ViewInstalled
 from smr.log import Log, LogConfig, LogCorruptionError, Record
+from smr.recovery import perform, recover_member, replay
 from smr.sim.disk import FaultyDisk
 from smr.sim.network import Message, Network
 from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
 
-FAULTS = ("delay", "partition", "break", "crash", "restart", "join", "leave")
+# `total` crashes every live member at once; each restarts later from its own disk (it implies
+# restarts, whether or not `restart` is in the set). `restart` also restarts a crashed member from
+# its own disk when no group is running (every other member is down or restarting too).
+FAULTS = ("delay", "partition", "break", "crash", "restart", "join", "leave", "total")
 BUGS = ("counter-down",)
 
 MS = 1_000_000
@@ -123,10 +136,16 @@ class SimNode:
     synced: dict[tuple[int, int], int] = field(default_factory=dict)  # last durable version seen
     sync_pending: set[tuple[int, int]] = field(default_factory=set)
     meta: Log | None = None
+    dir_incarnation: int = 0  # the incarnation whose directory is this node's disk state
+    applied: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> machine version
 
     @property
     def active(self) -> bool:
         return self.alive and self.replica.status == ACTIVE
+
+    @property
+    def restarting(self) -> bool:
+        return self.alive and self.replica.status == RESTARTING
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +228,7 @@ class Simulation:
             spike_probability=0.02 if "delay" in config.faults else 0.0,
         )
         self.members = tuple(range(1, config.nodes + 1))
+        self.initial_members = self.members
         self.workload = make_workload(config.workload, config.nodes)
         self.nodes: dict[int, SimNode] = {
             m: SimNode(m, factory(m, self.members, config, self.workload)) for m in self.members
@@ -450,8 +470,16 @@ class Simulation:
                     node.sync_pending.add(key)
                     at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
                     self._at(at, "sync", (node.id, node.incarnation, key))
-            else:
+            elif isinstance(request, LogMeta):
                 self._meta(node).meta_put(request.name, request.data)
+            else:
+                key = (request.subgroup, request.shard)
+                perform(self._log(node, key), request)
+                if isinstance(request, LogTruncate):
+                    kept = [v for v in node.appended.get(key, []) if v <= request.version]
+                else:
+                    kept = []
+                node.appended[key] = kept
         for push in ready.writes:
             for target in push.targets:
                 self._transmit(node.id, target, "write", (push.offset, push.data, push.epoch))
@@ -467,6 +495,7 @@ class Simulation:
             if machine is not None:
                 result = apply_delivery(machine, d, NONCE_BYTES)
                 touched[key] = d.version
+                node.applied[key] = d.version
             else:
                 result = b"%d" % len(d.payload)
             if d.reply:
@@ -480,18 +509,31 @@ class Simulation:
             if isinstance(event, (SubmitFailed, Completed)):
                 node.open_tickets.pop(event.ticket, None)
             elif isinstance(event, StateTransfer):
-                machine = node.machines.get((event.subgroup, event.shard))
+                key = (event.subgroup, event.shard)
+                machine = node.machines.get(key)
                 data = machine.snapshot() if machine is not None else b""
-                node.replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
+                version = node.applied.get(key, 0)
+                if event.version and version != event.version:
+                    raise Violation(
+                        "restart.state",
+                        f"member {node.id} is to provide shard {key} at version "
+                        f"{event.version:#x}, but its state machine is at {version:#x}",
+                    )
+                node.replica.send_state(event.to, event.subgroup, event.shard, version, data)
             elif isinstance(event, RestoreState):
-                machine = self._new_machine(node, (event.subgroup, event.shard))
+                key = (event.subgroup, event.shard)
+                machine = self._new_machine(node, key)
                 if machine is not None:
                     machine.restore(event.data)
+                    node.applied[key] = event.version
+                    st = node.replica.stream(*key)
+                    if event.version and (st is None or st.mode != "raw"):
+                        node.digests[(key, event.version)] = machine.digest()
             elif isinstance(event, ViewInstalled):
                 self._on_view(node, event)
 
     def _dir(self, node: SimNode) -> str:
-        return f"/member-{node.id}/incarnation-{node.incarnation}"
+        return f"/member-{node.id}/incarnation-{node.dir_incarnation}"
 
     def _log(self, node: SimNode, key: tuple[int, int]) -> Log:
         log = node.logs.get(key)
@@ -567,10 +609,13 @@ class Simulation:
         self.stats["halts"] += 1
         self.note(f"member {node.id} halts: {node.replica.halt_reason}")
         node.halted = node.replica.halt_reason or "halted"
-        if "restart" in self.config.faults and not self.in_liveness:
+        if self._restarts() and not self.in_liveness:
             self._at(
                 self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", node.id
             )
+
+    def _restarts(self) -> bool:
+        return bool({"restart", "total"} & self.config.faults)
 
     def _transmit(self, source: int, target: int, kind: str, body: tuple) -> None:
         if target not in self.nodes:
@@ -662,6 +707,18 @@ class Simulation:
             for x, y in ((a, b), (b, a)):
                 self._set_link(x, y, False)
                 self._at(heal_at, "heal", (x, y))
+        elif kind == "crash" and not healthy and self.rng.random() < 0.5:
+            # a crash in the middle of a restart after total failure
+            restarting = [m for m, n in self.nodes.items() if n.restarting]
+            if restarting:
+                self.crash(self.rng.choice(restarting), corrupt=False)
+        elif (
+            kind == "total"
+            and spare >= 1
+            and not self._isolated
+            and all(m in healthy for n in self.live_nodes() for m in n.replica.members)
+        ):
+            self._total_failure()
         elif kind == "crash" and spare >= 1:
             victim = self.rng.choice(healthy)
             if not self._keeps_every_shard({victim}, healthy):
@@ -691,13 +748,29 @@ class Simulation:
         assert what in ("crash", "restart"), what
         self._at(at_ns, what, member)
 
-    def crash(self, member: int) -> None:
+    def _total_failure(self) -> None:
+        """Every live member crashes at once; each restarts from its own disk a little later."""
+        self._trace("total")
+        self.note("total failure: every live member crashes")
+        self.stats["totals"] = self.stats.get("totals", 0) + 1
+        for m in sorted(self.nodes):
+            if self.nodes[m].alive:
+                self.crash(m, corrupt=False)
+                if "restart" not in self.config.faults:
+                    at = self.now_ns + self.rng.randint(MS, self.config.restart_ns_max)
+                    self._at(at, "restart", m)
+
+    def crash(self, member: int, *, corrupt: bool = True) -> None:
+        """Member `member` stops; its disk loses what was not synced. With `corrupt`, one time in
+        ten a synced byte flips too (not in a total failure or during a restart after one: a
+        member whose disk is refused may hold the only copy of a shard, and then the group
+        rightly cannot come back)."""
         self._trace("crash", member)
         self.note(f"member {member} crashes")
         node = self.nodes[member]
         node.alive = False
         node.disk.crash(self.rng)  # unsynced writes lost, the last one maybe torn
-        if self.rng.random() < 0.1:
+        if corrupt and self.rng.random() < 0.1:
             self._corrupt_sector(node)
         self.stats["crashes"] += 1
         self._crashed_at.append((member, self.now_ns))
@@ -705,7 +778,7 @@ class Simulation:
             if other != member:
                 self.network.set_up(member, other, False)
                 self.network.set_up(other, member, False)
-        if "restart" in self.config.faults and not self.in_liveness:
+        if self._restarts() and not self.in_liveness:
             self._at(
                 self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", member
             )
@@ -734,7 +807,13 @@ class Simulation:
         )
 
     def _restart(self, node: SimNode) -> None:
-        """A stopped process starts again: a new incarnation that joins with state transfer."""
+        """A stopped process starts again. While a group is running: a new incarnation with a
+        fresh directory that joins with state transfer. When none is (a total failure, or every
+        other member down or restarting): from its own disk, with `Replica.restarting`."""
+        running = any(n.active for n in self.nodes.values() if n is not node)
+        if not running and node.replica.status != HALTED and self._has_view(node):
+            self._restart_from_disk(node)
+            return
         self._trace("restart", node.id)
         self.note(f"member {node.id} restarts and asks to join")
         self.stats["restarts"] += 1
@@ -746,11 +825,93 @@ class Simulation:
         node.sync_pending = set()
         node.meta = None
         node.incarnation += 1
+        node.dir_incarnation = node.incarnation
+        node.applied = {}
         node.replica = self._joiner(node.id)
+        node.machines.clear()
+        self._revive(node)
+
+    def _has_view(self, node: SimNode) -> bool:
+        """The node's disk says which view it was in: a founding member's first directory, or a
+        logged view (a joiner that never entered the group has nothing to restart from)."""
+        if node.id in self.initial_members and node.dir_incarnation == 0:
+            return True
+        meta = f"{self._dir(node)}/meta"
+        return node.disk.exists(meta) and any(
+            name.startswith("view.") for name in node.disk.listdir(meta)
+        )
+
+    def _shard_logs(self, node: SimNode) -> dict[tuple[int, int], Log]:
+        logs: dict[tuple[int, int], Log] = {}
+        for shard in allocate(self.initial_members, self.workload.layout()):
+            key = (shard.subgroup, shard.shard)
+            if node.disk.is_dir(f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"):
+                logs[key] = self._log(node, key)
+        return logs
+
+    def _restart_from_disk(self, node: SimNode) -> None:
+        """Recover the logs (the faulty disk lost what was not synced), replay them into fresh
+        state machines and restart the replica from what they say."""
+        self._trace("restart-from-disk", node.id)
+        self.note(f"member {node.id} restarts from its disk")
+        self.stats["restarts"] += 1
+        corrupted = node.id in self._corrupted
+        if node.appended:
+            self._recover_disk(node)
+        node.logs = {}
+        node.meta = None
+        node.sync_pending = set()
+        node.incarnation += 1
+        node.machines.clear()
+        node.applied = {}
+        try:
+            logs = self._shard_logs(node)
+            meta = self._meta(node)
+        except LogCorruptionError as e:
+            if not corrupted:
+                raise Violation("log.recovery", f"member {node.id}: {e}") from None
+            # a flipped byte the log refuses to open: start as a fresh process that joins
+            self.stats["corruption_detected"] += 1
+            self._corrupted.discard(node.id)
+            node.incarnation += 1
+            node.dir_incarnation = node.incarnation
+            node.logs, node.meta, node.appended, node.synced = {}, None, {}, {}
+            node.replica = self._joiner(node.id)
+            self._revive(node)
+            return
+        recovered = recover_member(node.id, meta, logs, self.initial_members)
+        node.appended, node.synced = {}, {}
+        for key, log in logs.items():
+            node.appended[key] = log.versions()
+            node.synced[key] = log.durable_version
+            machine = self._new_machine(node, key)
+            if machine is None:
+                continue
+            sg, sh = key
+
+            def apply(record: Record, machine: Any = machine, sg: int = sg, sh: int = sh) -> None:
+                d = Delivery(sg, sh, record.version, record.timestamp_ns, 0, record.payload)
+                apply_delivery(machine, d, NONCE_BYTES)
+
+            version = replay(log, apply, machine.restore)
+            node.applied[key] = version
+            if version:
+                node.digests[(key, version)] = machine.digest()
+        contacts = [m for m in self.nodes if m != node.id]
+        node.replica = Replica.restarting(
+            node.id,
+            recovered,
+            contacts,
+            layout=self.workload.layout(),
+            config=self.config.core,
+            strict=True,
+        )
+        self._revive(node)
+
+    def _revive(self, node: SimNode) -> None:
         node.alive = True
         node.halted = ""
         node.tick_at_ns = -1
-        node.machines.clear()
         node.open_tickets.clear()
         node.submitted.clear()
         for other in self.nodes:
@@ -774,13 +935,13 @@ class Simulation:
         self._trace("liveness")
         self.note(
             "faults stop; every link is healed"
-            + (" and every stopped member restarts" if "restart" in self.config.faults else "")
+            + (" and every stopped member restarts" if self._restarts() else "")
         )
         self.in_liveness = True
         for (a, b), link in sorted(self.network.links.items()):
             if not link.up:
                 self._set_link(a, b, True)
-        if "restart" in self.config.faults:
+        if self._restarts():
             for node in list(self.nodes.values()):
                 if not node.alive or node.replica.status == HALTED:
                     self._restart(node)

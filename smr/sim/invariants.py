@@ -35,6 +35,14 @@ Views:
 * `view.durability`: everything at or below a shard's global persistence frontier in view v is
   delivered by every member that goes on to v+1 (nothing persisted is lost).
 
+Restart after total failure:
+* `restart.durability`: a restart decision's cut of every durable shard is at or above every
+  version any member saw below the shard's global persistence frontier before it, and is a
+  version the group delivered; the state a member resumes with (replayed from its log, or
+  restored from the provider's snapshot) equals the state every member had at that version
+  (`state.digest`, which also runs for restarting members), and later deliveries continue the
+  same sequence (`multicast.agreement`).
+
 Liveness, checked at the end of the fault-free phase:
 * `live.view`: every live member is in the same view, and that view is exactly the live members.
 * `live.answered`: every submission a live member made is answered, and members of a shard end
@@ -286,10 +294,10 @@ class Multicast(Checker):
                     )
 
     def after_step(self, sim: Simulation, node: SimNode | None) -> None:
-        if node is None or not node.active:
+        if node is None or not node.alive:
             return
         replica = node.replica
-        for g, st in replica.streams.items():
+        for g, st in replica.streams.items() if node.active else ():
             if st.mode != "durable":
                 continue
             f = st.persisted_frontier()
@@ -464,5 +472,72 @@ class Views(Checker):
             )
 
 
+class RestartDurability(Checker):
+    name = "restart.durability"
+
+    def attach(self, sim: Simulation) -> None:
+        self.frontier: dict[tuple[int, tuple[int, int]], int] = {}  # (epoch, key) -> seq count
+        self.delivered: dict[tuple[int, tuple[int, int]], set[int]] = defaultdict(set)
+        self.checked: set[int] = set()
+        self.durable: set[tuple[int, int]] = set()
+
+    def after_step(self, sim: Simulation, node: SimNode | None) -> None:
+        if node is None or not node.active:
+            return
+        for st in node.replica.streams.values():
+            if st.mode != "durable":
+                continue
+            key = (st.subgroup, st.shard_index)
+            self.durable.add(key)
+            fkey = (node.replica.epoch, key)
+            count = st.persisted_frontier()
+            if count > self.frontier.get(fkey, 0):
+                self.frontier[fkey] = count
+
+    def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
+        for d in ready.deliveries:
+            st = node.replica.stream(d.subgroup, d.shard)
+            if st is not None and st.mode == "durable":
+                self.delivered[(d.version >> 32, (d.subgroup, d.shard))].add(d.version)
+        decision = node.replica.restart_decision
+        if decision is None or decision.epoch in self.checked:
+            return
+        if any(isinstance(e, ViewInstalled) and e.epoch == decision.epoch for e in ready.events):
+            self.checked.add(decision.epoch)
+            self._check(decision)
+
+    def _check(self, decision) -> None:
+        for key in sorted(self.durable):
+            durable = 0
+            for (epoch, k), versions in self.delivered.items():
+                if k != key or epoch >= decision.epoch:
+                    continue
+                count = self.frontier.get((epoch, k), 0)
+                for v in versions:
+                    if v & SEQ_MAX < count and v > durable:
+                        durable = v
+            cut = decision.cut(key)
+            if cut < durable:
+                raise Violation(
+                    self.name,
+                    f"the restart into view {decision.epoch} cut shard {key} at {cut:#x}, below "
+                    f"version {durable:#x}, which was at or below the global persistence frontier",
+                )
+            if cut and cut not in self.delivered.get((cut >> 32, key), ()):
+                raise Violation(
+                    self.name,
+                    f"the restart into view {decision.epoch} cut shard {key} at {cut:#x}, a "
+                    "version no member delivered",
+                )
+
+
 def default_checkers() -> list[Checker]:
-    return [TableMonotone(), TableOwnRow(), TableApplied(), FrontierStable(), Multicast(), Views()]
+    return [
+        TableMonotone(),
+        TableOwnRow(),
+        TableApplied(),
+        FrontierStable(),
+        Multicast(),
+        Views(),
+        RestartDurability(),
+    ]

@@ -17,6 +17,13 @@ Commands:
     hold-disk M / release-disk M    member M's disk stops / resumes syncing
     join M                      a new process M asks member 1.. to join
     restart M                   a crashed member starts again and asks to join
+    crash-all                   every running member stops (a total failure)
+    restart-from-log M          a crashed member restarts from its own log: what it synced (its
+                                entries, snapshot and metadata) is read back and replayed, and it
+                                restarts with `Replica.restarting`
+
+Each member has a toy durable log: a shard's entries count once synced (`stabilize` syncs), and
+metadata, truncations and snapshots are durable at once; a crash loses the rest.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from typing import Any
 
 from smr.core.layout import SubgroupSpec
 from smr.core.multicast import Completed
-from smr.core.ready import LogAppend, LogMeta
+from smr.core.ready import LogAppend, LogMeta, LogSnapshot, LogTruncate
 from smr.core.replica import ACTIVE, CoreConfig, Replica, RestoreState, StateTransfer
+from smr.core.restart import Acceptor, Recovered, decode_view_meta
 from smr.core.views import Halted, Proposal, ViewBlocked, ViewInstalled
 
 MS = 1_000_000
@@ -48,6 +56,12 @@ class Transcript:
         self.config = CoreConfig()
         self.out: list[str] = []
         self._seen: dict[int, dict[str, Any]] = {}
+        # member -> the toy durable log: synced entries (version, payload), snapshot, metadata
+        self.entries: dict[int, list[tuple[int, bytes]]] = {}
+        self.snapshot: dict[int, tuple[int, bytes]] = {}
+        self.meta: dict[int, dict[str, bytes]] = {}
+        self.founders: tuple[int, ...] = ()
+        self.applied: dict[int, int] = {}  # member -> version its state is at
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -60,6 +74,7 @@ class Transcript:
     def cmd_group(self, n: str, mode: str = "ordered") -> None:
         self.layout = [SubgroupSpec("kv", mode=mode)]
         members = tuple(range(1, int(n) + 1))
+        self.founders = members
         for m in members:
             self._add(m, Replica(m, members, layout=self.layout, config=self.config))
         self._settle()
@@ -143,6 +158,44 @@ class Transcript:
     def cmd_restart(self, m: str) -> None:
         self.cmd_join(m)
 
+    def cmd_crash_all(self) -> None:
+        for m in sorted(self.running):
+            self.cmd_crash(str(m))
+
+    def cmd_restart_from_log(self, m: str) -> None:
+        member = int(m)
+        meta = self.meta.get(member, {})
+        epoch, members, awaiting = 1, self.founders, ()
+        if "view" in meta:
+            epoch, members, awaiting = decode_view_meta(meta["view"])
+        prop = meta.get(f"view-proposal-{epoch}")
+        acc = meta.get("restart-acceptor")
+        snap_version, snap = self.snapshot.get(member, (0, b""))
+        entries = self.entries.get(member, [])
+        state = [x for x in snap.split(b"|") if x] + [p for _, p in entries]
+        last = max([snap_version] + [v for v, _ in entries])
+        recovered = Recovered(
+            epoch,
+            tuple(members),
+            tuple(awaiting),
+            Proposal.decode(prop) if prop else None,
+            {(0, 0): last} if self.layout[0].mode == "durable" else {},
+            Acceptor.decode(acc) if acc else Acceptor(),
+        )
+        self.states[member] = {0: state}
+        self.applied[member] = last
+        contacts = [x for x in sorted(self.replicas) if x != member]
+        replica = Replica.restarting(
+            member, recovered, contacts, layout=self.layout, config=self.config
+        )
+        replica.tick(self.now_ns)
+        self._add(member, replica)
+        self.out.append(
+            f"member {member} restarts from its log: view {epoch} {list(members)}, "
+            f"{len(state)} entries replayed, last version {last >> 32}:{last & 0xFFFFFFFF}"
+        )
+        self._settle()
+
     # -- the driver -----------------------------------------------------------------------------
 
     def _deliver_round(self) -> bool:
@@ -165,6 +218,7 @@ class Transcript:
         for m in sorted(self.running - self.held_disks):
             pending, self.unsynced[m] = self.unsynced[m], []
             for req in pending:
+                self.entries.setdefault(m, []).extend((d.version, d.payload) for d in req.entries)
                 self.replicas[m].on_persisted(req.subgroup, req.shard, req.entries[-1].version)
 
     def _settle(self) -> None:
@@ -176,7 +230,25 @@ class Transcript:
                     if isinstance(req, LogAppend) and req.entries:
                         self.unsynced[m].append(req)
                     elif isinstance(req, LogMeta):
+                        self.meta.setdefault(m, {})[req.name] = req.data
                         self.out.append(f"{m}: logs {req.name} (synced before its pushes)")
+                    elif isinstance(req, LogTruncate):
+                        kept = [e for e in self.entries.get(m, []) if e[0] <= req.version]
+                        dropped = len(self.entries.get(m, [])) - len(kept)
+                        self.out.append(
+                            f"{m}: truncates its log after {req.version >> 32}:"
+                            f"{req.version & 0xFFFFFFFF} ({dropped} entries dropped)"
+                        )
+                        self.entries[m] = kept
+                        if self.snapshot.get(m, (0, b""))[0] > req.version:
+                            del self.snapshot[m]
+                    elif isinstance(req, LogSnapshot):
+                        self.entries[m] = []
+                        self.snapshot[m] = (req.version, req.data)
+                        self.out.append(
+                            f"{m}: replaces its log by the snapshot at {req.version >> 32}:"
+                            f"{req.version & 0xFFFFFFFF}"
+                        )
                 self._report(m, ready)
                 for push in ready.writes:
                     for t in push.targets:
@@ -190,17 +262,24 @@ class Transcript:
                 for event in ready.events:
                     if isinstance(event, StateTransfer):
                         state = b"|".join(self.states[m].get(0, []))
-                        replica.send_state(event.to, event.subgroup, event.shard, 0, state)
+                        version = self.applied.get(m, 0)
+                        replica.send_state(event.to, event.subgroup, event.shard, version, state)
                     elif isinstance(event, RestoreState):
                         self.states[m][0] = [x for x in event.data.split(b"|") if x]
+                        self.applied[m] = event.version
                 replica.advance(ready)
             self._report_row(m)
+            rs = replica._restart
+            if rs is not None and rs.waiting and rs.waiting != self._seen[m].get("waiting"):
+                self.out.append(f"{m}: leads the restart, waits: {rs.waiting}")
+                self._seen[m]["waiting"] = rs.waiting
             if replica.status != ACTIVE and m in self.running and replica.status == "halted":
                 self.running.discard(m)
 
     def _report(self, m: int, ready: Any) -> None:
         for d in ready.deliveries:
             self.states[m].setdefault(d.shard, []).append(d.payload)
+            self.applied[m] = d.version
             self.out.append(
                 f"{m}: delivers {d.payload.decode()} (epoch {d.version >> 32}, "
                 f"seq {d.version & 0xFFFFFFFF}, from {d.sender})"
@@ -215,6 +294,14 @@ class Transcript:
                     change.append(f"joined {list(e.joined)}")
                 if e.departed:
                     change.append(f"departed {list(e.departed)}")
+                d = self.replicas[m].restart_decision
+                if d is not None and d.epoch == e.epoch:
+                    cuts = ", ".join(f"{v >> 32}:{v & 0xFFFFFFFF}" for _, _, v in d.cuts)
+                    plans = "; ".join(f"{p} sends its state to {list(n)}" for p, n in d.plans if n)
+                    self.out.append(
+                        f"{m}: the restart decided view {d.epoch} {list(d.members)}, cut at "
+                        f"{cuts or 'nothing'}" + (f"; {plans}" if plans else "")
+                    )
                 self.out.append(
                     f"{m}: installs view {e.epoch} {list(e.members)}"
                     + (f" ({', '.join(change)})" if change else "")
