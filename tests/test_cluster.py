@@ -183,3 +183,23 @@ def test_sigterm_is_a_clean_shutdown(tmp_path):
         codes = cluster.stop()
     assert codes == {1: 0, 2: 0, 3: 0}
     assert '"event": "stopped"' in Path(cluster.log_path(1)).read_text()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_total_restart_loses_no_acknowledged_command(tmp_path, transport):
+    with LocalCluster(3, data_dir=str(tmp_path), transport=transport, mode="durable") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=1) as client:
+            answered = _run_puts(client.subgroup(KVStore), 0, 200)
+        for m in (1, 2, 3):
+            cluster.kill(m)  # every member down at once, nothing flushed
+        cluster.start([3, 1, 2])
+        status = cluster.wait_ready([1, 2, 3])
+        assert status["epoch"] > 1
+        with smr.connect(cluster.config_path, member=2) as client:
+            kv = client.subgroup(KVStore)
+            values = b"".join(kv.get(f"k{j}") or b"" for j in range(7))
+            assert sorted(kv.put("after", b"restart")) == [1, 2, 3]
+    logged = {int(x) for x in values.split(b",")[:-1]}
+    assert set(answered) <= logged  # acknowledged means durable at every member: all recovered
+    _check_order([_records(str(tmp_path), m) for m in (1, 2, 3)])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -40,10 +41,11 @@ from typing import Any
 
 from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.multicast import Completed, SubmitFailed
-from smr.core.ready import LogAppend, LogMeta, Ready
+from smr.core.ready import LogAppend, LogMeta, LogSnapshot, LogTruncate, Ready
 from smr.core.replica import ACTIVE, HALTED, JOINING, Replica, RestoreState, StateTransfer
 from smr.core.views import Halted, ViewInstalled
-from smr.log import GroupCommitWriter, Log, LogConfig, Record
+from smr.log import GroupCommitWriter, Log, LogConfig, LogCorruptionError, Record
+from smr.recovery import perform, recover_member, replay
 from smr.runtime import protocol
 from smr.runtime.clients import ClientServer
 from smr.runtime.config import ClusterConfig
@@ -52,6 +54,7 @@ from smr.transport.base import Transport
 
 QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
 SWITCH_INTERVAL_S = 0.0002
+SHARD_DIR = re.compile(r"subgroup-(\d+)-shard-(\d+)")
 INBOX_MAX = 100_000  # client requests queued for the loop
 
 
@@ -131,27 +134,72 @@ class Node:
     # -- start-up -------------------------------------------------------------------------------
 
     def _make_replica(self) -> Replica:
+        """A founder's first start, a restart from this member's own logs (after a crash, or after
+        the whole group went down), or a joiner's start."""
         cfg = self.config
-        previous = os.path.exists(self.dir) and os.listdir(self.dir)
-        if previous:
-            # A member that ran before rejoins with state transfer; its old files are kept aside
-            # (one generation) for `smr log` inspection.
-            # TODO(restart): a total restart recovers from these logs instead.
-            old = self.dir + ".previous"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(self.dir, old)
+        meta_path = os.path.join(self.dir, "meta")
+        if os.path.exists(meta_path):
+            try:
+                replica = self._restarting()
+            except LogCorruptionError as e:
+                # a damaged log is reported, never trusted: this member joins afresh (its files
+                # are kept aside for `smr log verify`)
+                self.log("log-corrupt", error=str(e), then="joining with state transfer")
+                self._close_logs()
+                self.hosted.clear()
+                self.logs.clear()
+                self.writers.clear()
+                self._move_aside()
+            else:
+                if replica is not None:
+                    return replica
+        elif os.path.exists(self.dir) and os.listdir(self.dir):
+            self._move_aside()
         os.makedirs(self.dir, exist_ok=True)
-        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
-        if self.me in cfg.founders and not previous:
+        if self.meta is None:
+            self.meta = Log.open(meta_path, self._log_config())
+        if self.me in cfg.founders and not os.path.exists(self.dir + ".previous"):
             replica = Replica(self.me, cfg.founders, layout=cfg.layout, config=cfg.core_config())
             self.log("start", role="founder", members=list(cfg.founders))
             self.views.append((replica.epoch, replica.members))
-            self._open_shards(
-                replica, [(st.subgroup, st.shard_index) for st in replica.streams.values()]
+            self._open_shards([(st.subgroup, st.shard_index) for st in replica.streams.values()])
+            return replica
+        return self._joiner()
+
+    def _restarting(self) -> Replica | None:
+        """Recover from this member's logs (`smr.recovery`): replay every shard log into its
+        state machine, then let the core find the group (and join it) or agree with the other
+        restarted members on the view to resume in. None: nothing to restart from."""
+        cfg = self.config
+        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
+        if self.meta.meta_get("view") is None and self.me not in cfg.founders:
+            return None  # a spare that never got into a view: it joins
+        for name in sorted(os.listdir(self.dir)):
+            m = SHARD_DIR.fullmatch(name)
+            if m is not None:
+                key = (int(m.group(1)), int(m.group(2)))
+                if key[0] < len(cfg.subgroups):
+                    self._open_log(key)
+        recovered = recover_member(self.me, self.meta, self.logs, cfg.founders)
+        for key, log in self.logs.items():
+            h = self.hosted[key] = Hosted(cfg.subgroups[key[0]].machine())
+            version = replay(
+                log, lambda r, h=h: h.apply(r.payload, r.version, r.timestamp_ns), h.restore
             )
-        else:
-            replica = self._joiner()
-        return replica
+            self.log("replayed", shard=list(key), version=version, records=len(log))
+        contacts = [m for m in cfg.members if m != self.me]
+        self.log("start", role="restarting", epoch=recovered.epoch, members=list(recovered.members))
+        return Replica.restarting(
+            self.me, recovered, contacts, layout=cfg.layout, config=cfg.core_config()
+        )
+
+    def _move_aside(self) -> None:
+        # one generation of old files is kept for `smr log` inspection
+        old = self.dir + ".previous"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(self.dir, old)
+        os.makedirs(self.dir)
+        self.meta = None
 
     def _joiner(self) -> Replica:
         cfg = self.config
@@ -175,10 +223,7 @@ class Node:
                 ),
             )
         self._pending.clear()
-        old = self.dir + ".previous"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(self.dir, old)
-        os.makedirs(self.dir)
+        self._move_aside()
         self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
         self.replica = self._joiner()
         self.rejoins += 1
@@ -196,21 +241,26 @@ class Node:
     def _log_config(self) -> LogConfig:
         return LogConfig(sync_policy=self.config.sync_policy)
 
-    def _open_shards(self, replica: Replica, keys: list[tuple[int, int]]) -> None:
+    def _open_shards(self, keys: list[tuple[int, int]]) -> None:
         for key in keys:
             if key not in self.hosted:
                 self.hosted[key] = Hosted(self.config.subgroups[key[0]].machine())
-            st = replica.stream(*key)
-            if st is not None and st.mode == "durable" and key not in self.logs:
-                path = os.path.join(self.dir, f"subgroup-{key[0]}-shard-{key[1]}")
-                log = Log.open(path, self._log_config())
-                if log.meta_get(SNAPSHOT_FORMAT) is None:
-                    # `smr log replay` reads snapshots and envelopes the way Hosted writes them
-                    log.meta_put(SNAPSHOT_FORMAT, b"hosted")
-                self.logs[key] = log
-                self.writers[key] = GroupCommitWriter(
-                    log, lambda version, key=key: self._on_durable(key, version)
-                )
+            if self.config.subgroups[key[0]].spec.mode_of(key[1]) == "durable":
+                self._open_log(key)
+
+    def _open_log(self, key: tuple[int, int]) -> Log:
+        log = self.logs.get(key)
+        if log is None:
+            path = os.path.join(self.dir, f"subgroup-{key[0]}-shard-{key[1]}")
+            log = Log.open(path, self._log_config())
+            if log.meta_get(SNAPSHOT_FORMAT) is None:
+                # `smr log replay` reads snapshots and envelopes the way Hosted writes them
+                log.meta_put(SNAPSHOT_FORMAT, b"hosted")
+            self.logs[key] = log
+            self.writers[key] = GroupCommitWriter(
+                log, lambda version, key=key: self._on_durable(key, version)
+            )
+        return log
 
     def _on_durable(self, key: tuple[int, int], version: int) -> None:
         self._persisted.append((key, version))  # a writer thread: hand over to the loop
@@ -314,6 +364,11 @@ class Node:
                 )
                 if request.sync:
                     flush.append(key)
+            elif isinstance(request, (LogTruncate, LogSnapshot)):
+                key = (request.subgroup, request.shard)
+                self._open_log(key)
+                self.writers[key].flush()  # nothing queued may land after the cut
+                perform(self.logs[key], request)  # durable when it returns
         for key in flush:
             self.writers[key].flush()  # durable before the writes below announce it
         for event in ready.events:
@@ -379,12 +434,12 @@ class Node:
             # state arrives (RestoreState) before any delivery; only the logs are opened now
             self._open_logs_only(mine)
         else:
-            self._open_shards(self.replica, mine)
+            self._open_shards(mine)
         self._register_epoch()
 
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)
-        self._open_shards(self.replica, keys)
+        self._open_shards(keys)
         for key in keys:
             if key not in hosted:
                 self.hosted.pop(key, None)
@@ -395,11 +450,6 @@ class Node:
         if event.data:
             h.restore(event.data)
         self.hosted[key] = h
-        log = self.logs.get(key)
-        if log is not None and event.data:
-            # the log starts after the state it was given: keep that state with it, so that the
-            # log alone rebuilds the shard
-            log.save_snapshot(event.version, event.data)
         self.log("state-restored", shard=list(key), version=event.version, bytes=len(event.data))
 
     # -- client requests --------------------------------------------------------------------------
