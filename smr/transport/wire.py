@@ -229,6 +229,12 @@ def connect(
         while not hs.done:
             # read exactly what the handshake needs, so no frame byte is consumed here
             data = sock.recv(hs.bytes_needed)
+            if not data and hs.peer_id is not None:
+                # the peer had our proof: it found it wrong (or refuses our role or id)
+                raise AuthError(
+                    f"{host}:{port} refused the handshake "
+                    f"(a different cluster secret, or it does not accept this {role})"
+                )
             if not data:
                 raise ConnectionError(f"{host}:{port} closed the connection during the handshake")
             reply = hs.feed(data)

@@ -1,0 +1,296 @@
+"""tcp-only behaviour: hostile or broken connections are closed and counted, the node keeps
+serving its members, the send queue bound resets a link, and a joiner links up."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from transport_factories.tcp import free_ports
+
+from smr.transport.base import Address, TransportConfig, TransportError
+from smr.transport.tcp import KIND_DATA, TcpTransport
+from smr.transport.wire import HEADER, AuthError, FrameDecoder, connect, encode_frame
+
+SECRET = b"tcp-test-secret-0123456789abcdef"
+POLL_S = 0.02
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, int, int, bytes]] = []
+        self.data: list[tuple[int, bytes]] = []
+        self.up: list[int] = []
+        self.failed: list[int] = []
+
+    def on_write(self, source, epoch, offset, data):
+        self.writes.append((source, epoch, offset, bytes(data)))
+
+    def on_data(self, source, payload):
+        self.data.append((source, bytes(payload)))
+
+    def on_link_up(self, peer):
+        self.up.append(peer)
+
+    def on_peer_failed(self, peer):
+        self.failed.append(peer)
+
+
+def _config(**kw) -> TransportConfig:
+    base = dict(
+        secret=SECRET,
+        frame_bytes_max=1 << 20,
+        connect_timeout_s=0.5,
+        peer_failed_after_s=0.3,
+        reconnect_backoff_s=0.02,
+    )
+    base.update(kw)
+    return TransportConfig(**base)
+
+
+class Pair:
+    """Members 1 and 2 linked over loopback."""
+
+    def __init__(self, **kw):
+        self.config = _config(**kw)
+        ports = free_ports(2)
+        self.addresses = {m: Address("127.0.0.1", p) for m, p in zip((1, 2), ports, strict=True)}
+        self.t = {m: TcpTransport(m, self.addresses, self.config) for m in (1, 2)}
+        self.h = {m: Recorder() for m in (1, 2)}
+        for m, t in self.t.items():
+            t.start(self.h[m])
+        self.until(lambda: self.h[1].up == [2] and self.h[2].up == [1], "the link up")
+
+    def until(self, cond, what: str, polls_max: int = 500) -> None:
+        for _ in range(polls_max):
+            if cond():
+                return
+            for t in self.t.values():
+                t.poll(POLL_S)
+        assert cond(), f"{what} did not happen within {polls_max} polls"
+
+    def still_serving(self, tag: bytes) -> None:
+        """A message each way between the members: the node was not stalled or broken."""
+        self.t[1].send(2, tag)
+        self.t[2].send(1, tag)
+        self.until(lambda: (1, tag) in self.h[2].data and (2, tag) in self.h[1].data, "traffic")
+
+    def port(self, m: int = 1) -> int:
+        return self.addresses[m].port
+
+    def close(self) -> None:
+        for t in self.t.values():
+            t.close()
+
+
+@pytest.fixture
+def pair():
+    made: list[Pair] = []
+
+    def make(**kw) -> Pair:
+        p = Pair(**kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _raw(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+
+
+def _closed_by_node(sock: socket.socket, p: Pair) -> bool:
+    """Whether the node closed `sock` (EOF or reset), polling the pair meanwhile."""
+    sock.setblocking(False)
+    for _ in range(500):
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return True
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            return True
+        for t in p.t.values():
+            t.poll(POLL_S)
+    return False
+
+
+def _member_connect(p: Pair, my_id: int, secret: bytes = SECRET, role: str = "member"):
+    """An authenticated connection to member 1 as `role` `my_id`, made while the pair polls."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["sock"] = connect(
+                "127.0.0.1", p.port(), secret, my_id=my_id, role=role, timeout_s=10
+            )
+        except (AuthError, ConnectionError) as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    p.until(lambda: not thread.is_alive(), "the handshake")
+    return result
+
+
+def test_garbage_bytes_are_refused(pair):
+    p = pair()
+    sock = _raw(p.port())
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _closed_by_node(sock, p)
+    assert p.t[1].stats["auth_failed"] == 1
+    p.still_serving(b"after garbage")
+
+
+def test_a_wrong_secret_is_refused_and_the_secret_is_never_shown(pair):
+    p = pair()
+    result = _member_connect(p, 3, secret=b"not-the-cluster-secret-000000000")
+    assert isinstance(result.get("error"), AuthError)
+    p.until(lambda: p.t[1].stats["auth_failed"] == 1, "the node counting the bad proof")
+    assert p.h[1].up == [2]  # member 3 never linked up
+    texts = [str(result["error"]), repr(p.config), repr(p.t[1])]
+    for text in texts:
+        assert SECRET.decode() not in text and SECRET.hex() not in text
+    p.still_serving(b"after a wrong secret")
+
+
+def test_a_silent_connection_times_out_while_the_node_serves_the_others(pair):
+    p = pair()
+    sock = _raw(p.port())
+    p.still_serving(b"while one says nothing")
+    assert _closed_by_node(sock, p)
+    assert p.t[1].stats["handshake_timeouts"] == 1
+    p.still_serving(b"after it")
+
+
+def test_a_truncated_frame_delivers_nothing_and_the_link_is_reported_failed(pair):
+    p = pair()
+    result = _member_connect(p, 3)
+    sock = result["sock"]
+    p.until(lambda: 3 in p.h[1].up, "the joiner's link up")
+    sock.sendall(encode_frame(KIND_DATA, b"complete"))
+    sock.sendall(encode_frame(KIND_DATA, b"cut short by a crash")[:-4])
+    sock.close()
+    p.until(lambda: 3 in p.h[1].failed, "on_peer_failed(3)")
+    assert [d for s, d in p.h[1].data if s == 3] == [b"complete"]
+    p.still_serving(b"after a truncated frame")
+
+
+def test_an_oversized_length_closes_the_connection(pair):
+    p = pair()
+    sock = _member_connect(p, 3)["sock"]
+    sock.sendall(HEADER.pack((1 << 20) + 1, KIND_DATA))  # no body follows: none is awaited
+    assert _closed_by_node(sock, p)
+    assert p.t[1].stats["bad_frames"] == 1
+    p.still_serving(b"after an oversized frame")
+
+
+def test_an_unknown_kind_or_a_short_write_closes_the_connection(pair):
+    p = pair()
+    for frame in (encode_frame(99, b"?"), encode_frame(1, b"short")):
+        sock = _member_connect(p, 3)["sock"]
+        sock.sendall(frame)
+        assert _closed_by_node(sock, p)
+    assert p.t[1].stats["bad_frames"] == 2
+    assert not [d for s, d in p.h[1].data if s == 3] and not p.h[1].writes
+    p.still_serving(b"after malformed frames")
+
+
+def test_a_client_role_or_my_own_id_is_not_a_member_link(pair):
+    p = pair()
+    for my_id, role in ((3, "client"), (1, "member")):
+        sock = _member_connect(p, my_id, role=role)["sock"]
+        assert _closed_by_node(sock, p)
+    assert p.t[1].stats["auth_failed"] == 2
+    assert p.h[1].up == [2]
+
+
+def test_a_full_send_queue_resets_the_link_which_comes_back(pair):
+    p = pair(frame_bytes_max=64 << 10, send_queue_bytes_max=256 << 10)
+    chunk = b"z" * (60 << 10)
+    for _ in range(200):  # member 2 does not poll: the kernel buffers, then the queue, fill
+        p.t[1].send(2, chunk)
+        if p.t[1].stats["queue_overflows"]:
+            break
+    assert p.t[1].stats["queue_overflows"] == 1
+    p.until(lambda: p.h[1].up.count(2) == 2, "the link up again")
+    p.still_serving(b"after the reset")
+
+
+def test_writes_up_to_the_frame_bound_arrive_and_larger_ones_are_refused(pair):
+    p = pair(frame_bytes_max=64 << 10)
+    biggest = b"w" * ((64 << 10) - 12)  # the epoch and offset share the frame
+    p.t[1].write([2], 7, 3, biggest)
+    p.until(lambda: p.h[2].writes == [(1, 7, 3, biggest)], "the largest write")
+    with pytest.raises(TransportError, match="exceeds frame_bytes_max"):
+        p.t[1].write([2], 7, 0, biggest + b"w")
+    with pytest.raises(TransportError, match="exceeds frame_bytes_max"):
+        p.t[1].send(2, b"s" * ((64 << 10) + 1))
+
+
+def test_a_joiner_dials_in_and_both_dialing_settles_on_one_link():
+    cfg = _config()
+    ports = free_ports(2)
+    a1, a3 = Address("127.0.0.1", ports[0]), Address("127.0.0.1", ports[1])
+    t1 = TcpTransport(1, {1: a1}, cfg)  # member 1 does not know the joiner's address
+    t3 = TcpTransport(3, {1: a1, 3: a3}, cfg)
+    h1, h3 = Recorder(), Recorder()
+    t1.start(h1)
+    t3.start(h3)
+    try:
+
+        def until(cond, what):
+            for _ in range(500):
+                if cond():
+                    return
+                t1.poll(POLL_S)
+                t3.poll(POLL_S)
+            assert cond(), what
+
+        until(lambda: h1.up == [3] and h3.up == [1], "the joiner's link")
+        t1.add_member(3, a3)  # its address came with the join request: both may dial now
+        for i in range(50):
+            t1.send(3, b"%d" % i)
+            t3.send(1, b"%d" % i)
+            t1.poll(0)
+            t3.poll(0)
+        until(lambda: len(h3.data) >= 50 and len(h1.data) >= 50, "messages both ways")
+        assert [d for _, d in h3.data][-50:] == [b"%d" % i for i in range(50)]
+        assert not h1.failed and not h3.failed
+    finally:
+        t1.close()
+        t3.close()
+
+
+def test_misuse_is_a_transport_error():
+    cfg = _config()
+    (port,) = free_ports(1)
+    t = TcpTransport(1, {1: Address("127.0.0.1", port)}, cfg)
+    with pytest.raises(TransportError, match="before start"):
+        t.send(2, b"x")
+    with pytest.raises(TransportError, match="poll\\(\\) before start"):
+        t.poll(0)
+    t.start(Recorder())
+    with pytest.raises(TransportError, match="twice"):
+        t.start(Recorder())
+    busy = TcpTransport(1, {1: Address("127.0.0.1", port)}, cfg)
+    with pytest.raises(TransportError, match=f"cannot listen on 127.0.0.1:{port}"):
+        busy.start(Recorder())
+    t.close()
+    t.poll(0)  # a poll after close returns
+
+
+def test_frames_sent_in_one_burst_arrive_in_order(pair):
+    p = pair()
+    payloads = [bytes([i % 256]) * (i * 37 % 5000) for i in range(2000)]
+    for payload in payloads:
+        p.t[1].send(2, payload)
+    p.until(lambda: len(p.h[2].data) == len(payloads), "every message")
+    assert [d for _, d in p.h[2].data] == payloads
+    assert FrameDecoder  # the decoder the transport uses is the one the wire tests check
