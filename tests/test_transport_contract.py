@@ -287,24 +287,30 @@ def test_a_closed_peer_is_reported_failed(group):
     g.poll_until(lambda: g.h[2].data.get(1) == [b"still here"], "a message between survivors")
 
 
-def test_a_restarted_peer_gets_link_up_and_traffic_flows(group):
+@pytest.mark.parametrize("who", [1, 2], ids=["lower-id", "higher-id"])
+def test_a_restarted_peer_gets_link_up_and_traffic_flows(group, who):
     g = group((1, 2))
-    old = g.t.pop(2)
+    other = 3 - who
+    old = g.t.pop(who)
     old.close()
-    g.poll_until(lambda: 2 in g.h[1].failed, "on_peer_failed(2)")
-    ups_before = g.h[1].up.count(2)
-    g.restart(2, old)
+    g.poll_until(lambda: who in g.h[other].failed, f"on_peer_failed({who})")
+    ups_before = g.h[other].up.count(who)
+    g.restart(who, old)
     g.poll_until(
-        lambda: g.h[1].up.count(2) > ups_before and 1 in g.h[2].up, "the link up after restart"
+        lambda: g.h[other].up.count(who) > ups_before and other in g.h[who].up,
+        "the link up after restart",
     )
-    g.t[1].write([2], 1, 0, b"after restart")
-    g.t[1].send(2, b"hello again")
-    g.t[2].send(1, b"I am back")
+    g.t[other].write([who], 1, 0, b"after restart")
+    g.t[other].send(who, b"hello again")
+    g.t[who].send(other, b"I am back")
     g.poll_until(
-        lambda: g.h[2].data.get(1) == [b"hello again"] and g.h[1].data.get(2) == [b"I am back"],
+        lambda: (
+            g.h[who].data.get(other) == [b"hello again"]
+            and g.h[other].data.get(who) == [b"I am back"]
+        ),
         "messages both ways after restart",
     )
-    assert g.h[2].rows[1, 1][:13] == b"after restart"
+    assert g.h[who].rows[other, 1][:13] == b"after restart"
 
 
 def test_writes_and_sends_to_a_down_peer_do_not_raise(group):

@@ -268,6 +268,28 @@ def test_a_joiner_dials_in_and_both_dialing_settles_on_one_link():
         t3.close()
 
 
+def test_a_link_the_peer_no_longer_has_is_replaced_by_its_new_dials(pair):
+    # member 2 (the higher id) dials member 1 only when it has no link: repeated dials while
+    # member 1 holds a link mean that link is dead on 2's side (a reboot that never closed it)
+    p = pair()
+    socks = [_member_connect(p, 2)["sock"] for _ in range(3)]
+    p.until(lambda: p.h[1].up == [2, 2], "the third dial replacing the link")
+    for s in socks[:2]:
+        assert _closed_by_node(s, p)
+    stand_in = socks[2]
+    p.t[1].send(2, b"to the new connection")
+    p.t[1].poll(0)  # sends go out at the next poll
+    stand_in.settimeout(10)
+    d = FrameDecoder(1 << 20)
+    frames: list = []
+    while not frames:
+        frames = d.feed(stand_in.recv(4096))
+    assert frames == [(KIND_DATA, b"to the new connection")]
+    stand_in.close()
+    p.until(lambda: p.h[1].up.count(2) == 3, "the real member 2 linked again")
+    p.still_serving(b"after the stand-in left")
+
+
 def test_misuse_is_a_transport_error():
     cfg = _config()
     (port,) = free_ports(1)
@@ -293,4 +315,3 @@ def test_frames_sent_in_one_burst_arrive_in_order(pair):
         p.t[1].send(2, payload)
     p.until(lambda: len(p.h[2].data) == len(payloads), "every message")
     assert [d for _, d in p.h[2].data] == payloads
-    assert FrameDecoder  # the decoder the transport uses is the one the wire tests check

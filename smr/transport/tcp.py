@@ -60,6 +60,7 @@ _RECV_BYTES = 256 << 10  # the preallocated receive buffer
 _RECV_ROUNDS_MAX = 16  # reads of one socket per poll, so one busy peer cannot starve the rest
 _PENDING_MAX = 64  # connections in their handshake at once; more are refused
 _LISTEN_BACKLOG = 128
+_REFUSED_MAX = 2  # a peer's dials refused in a row before they replace our link anyway
 
 _DIALING, _HANDSHAKE, _UP = "dialing", "handshake", "up"
 
@@ -105,6 +106,7 @@ class _Peer:
         "down_since",
         "failed_reported",
         "id",
+        "refused",
     )
 
     def __init__(self, member: int, address: Address | None, now: float, dial_at: float):
@@ -116,6 +118,7 @@ class _Peer:
         self.dial_at = dial_at  # when to dial next (if it has an address and is down)
         self.backoff_s = 0.0
         self.failed_reported = False
+        self.refused = 0  # the peer's dials refused in a row while our link to it was up
 
 
 class TcpTransport(Transport):
@@ -475,9 +478,13 @@ class TcpTransport(Transport):
         old = peer.conn
         if old is not None:
             # Keep the connection dialed by the lower id (both ends decide alike); between two
-            # dialed by the peer, the newer wins (the peer restarted or lost the old one).
+            # dialed by the peer, the newer wins (the peer restarted or lost the old one). The
+            # higher id dials only when it has had no link for a while, so its dials refused
+            # `_REFUSED_MAX` times in a row mean our link is a dead one it cannot see (its host
+            # rebooted without closing it): then the new one wins too.
             keep_new = conn.dialed_by in (old.dialed_by, min(self.me, peer_id))
-            if not keep_new:
+            if not keep_new and peer.refused < _REFUSED_MAX:
+                peer.refused += 1
                 self.stats["replaced"] += 1
                 self._close_conn(conn)
                 return False
@@ -490,7 +497,9 @@ class TcpTransport(Transport):
         peer.conn = conn
         peer.backoff_s = 0.0
         peer.failed_reported = False
-        if peer.dial is not None:  # our own dial is moot now that a link is up
+        peer.refused = 0
+        if peer.dial is not None and conn.dialed_by == min(self.me, peer_id):
+            # our own dial would lose to this link (kept by the same rule at both ends)
             self._pending.discard(peer.dial)
             self._close_conn(peer.dial)
             peer.dial = None
@@ -586,6 +595,7 @@ class TcpTransport(Transport):
             peer.conn = None
             now = self._clock()
             peer.down_since = now
+            peer.refused = 0
             self.stats["links_lost"] += 1
             peer.backoff_s = self.config.reconnect_backoff_s
             peer.dial_at = now + max(self._grace_s(peer.id), peer.backoff_s)
