@@ -315,3 +315,36 @@ def test_frames_sent_in_one_burst_arrive_in_order(pair):
         p.t[1].send(2, payload)
     p.until(lambda: len(p.h[2].data) == len(payloads), "every message")
     assert [d for _, d in p.h[2].data] == payloads
+
+
+def test_redials_back_off_and_the_failure_is_reported_once():
+    now = [0.0]
+    step_s = 1 / 16  # binary fractions: the schedule below is exact
+    cfg = _config(reconnect_backoff_s=1 / 8, peer_failed_after_s=1.0)
+    p1, p2 = free_ports(2)  # nobody listens on p2: every dial is refused
+    addresses = {1: Address("127.0.0.1", p1), 2: Address("127.0.0.1", p2)}
+    t = TcpTransport(1, addresses, cfg, clock=lambda: now[0])
+    h = Recorder()
+    t.start(h)
+    dials_at = [0.0] * t.stats["dialed"]  # start() dials the higher ids at once
+    failed_at = []
+    try:
+        while now[0] <= 4.0:
+            # poll until a dial in flight is refused (the fake clock stands still meanwhile)
+            for _ in range(200):
+                before = t.stats["dialed"]
+                t.poll(0.01)
+                dials_at += [now[0]] * (t.stats["dialed"] - before)
+                if t.stats["dials_failed"] == t.stats["dialed"]:
+                    break
+            else:
+                raise AssertionError("a refused dial was never noticed")
+            if h.failed and not failed_at:
+                failed_at.append(now[0])
+            now[0] += step_s
+        # the backoff doubles from 1/8 s up to peer_failed_after_s
+        assert dials_at[:5] == [0.0, 0.125, 0.375, 0.875, 1.875]
+        assert dials_at[5:] == [2.875, 3.875]
+        assert h.failed == [2] and failed_at == [1.0]  # once, at peer_failed_after_s
+    finally:
+        t.close()

@@ -1,9 +1,10 @@
 """The transport contract: what the node runtime needs from a provider (shm, tcp, verbs).
 
 This module owns the interface every provider implements and the shared contract test suite
-checks (`tests/test_transport_contract.py`, providers in `tests/transport_factories/`). The core never sees a transport: the runtime takes a
-`Ready` from the replica and turns its `Push` writes into `write` calls and its `Send` messages
-into `send` calls, and turns what the transport reports back into replica inputs.
+checks (`tests/test_transport_contract.py`, providers in `tests/transport_factories/`). The core
+never sees a transport: the runtime takes a `Ready` from the replica and turns its `Push` writes
+into `write` calls and its `Send` messages into `send` calls, and turns what the transport reports
+back into replica inputs.
 
 The promises a provider makes:
 

@@ -152,6 +152,7 @@ class TcpTransport(Transport):
             (
                 "accepted",
                 "dialed",
+                "dials_failed",
                 "links_up",
                 "links_lost",
                 "replaced",
@@ -562,6 +563,7 @@ class TcpTransport(Transport):
         err = sock.connect_ex((addr.host, addr.port))
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             sock.close()
+            self.stats["dials_failed"] += 1
             self._dial_failed(peer)
             return
         conn = self._new_conn(sock, _DIALING, self.me)
@@ -601,6 +603,7 @@ class TcpTransport(Transport):
             peer.dial_at = now + max(self._grace_s(peer.id), peer.backoff_s)
         elif peer.dial is conn:
             peer.dial = None
+            self.stats["dials_failed"] += 1
             self._dial_failed(peer)
 
     def _close_conn(self, conn: _Conn) -> None:
