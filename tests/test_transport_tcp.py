@@ -52,12 +52,12 @@ def _config(**kw) -> TransportConfig:
 class Pair:
     """Members 1 and 2 linked over loopback."""
 
-    def __init__(self, **kw):
+    def __init__(self, handlers=None, **kw):
         self.config = _config(**kw)
         ports = free_ports(2)
         self.addresses = {m: Address("127.0.0.1", p) for m, p in zip((1, 2), ports, strict=True)}
         self.t = {m: TcpTransport(m, self.addresses, self.config) for m in (1, 2)}
-        self.h = {m: Recorder() for m in (1, 2)}
+        self.h = {m: Recorder() for m in (1, 2)} | (handlers or {})
         for m, t in self.t.items():
             t.start(self.h[m])
         self.until(lambda: self.h[1].up == [2] and self.h[2].up == [1], "the link up")
@@ -88,8 +88,8 @@ class Pair:
 def pair():
     made: list[Pair] = []
 
-    def make(**kw) -> Pair:
-        p = Pair(**kw)
+    def make(handlers=None, **kw) -> Pair:
+        p = Pair(handlers, **kw)
         made.append(p)
         return p
 
@@ -348,3 +348,43 @@ def test_redials_back_off_and_the_failure_is_reported_once():
         assert h.failed == [2] and failed_at == [1.0]  # once, at peer_failed_after_s
     finally:
         t.close()
+
+
+def test_a_handler_may_close_the_transport_in_a_callback(pair):
+    closing_of: list[TcpTransport] = []
+
+    class Closing(Recorder):
+        def on_data(self, source, payload):
+            super().on_data(source, payload)
+            closing_of[0].close()
+
+    p = pair(handlers={2: Closing()})
+    closing_of.append(p.t[2])
+    p.t[1].send(2, b"close now")
+    p.t[1].send(2, b"never seen")
+    p.until(lambda: p.h[2].data, "the message")
+    p.t[2].poll(0)  # a closed transport's poll returns
+    assert p.h[2].data == [(1, b"close now")]
+    p.until(lambda: 2 in p.h[1].failed, "member 1 noticing")
+
+
+def test_a_handler_may_close_the_transport_when_told_a_peer_failed():
+    now = [0.0]
+    cfg = _config(peer_failed_after_s=1.0)
+    p1, p2 = free_ports(2)  # member 2 never answers
+    addresses = {1: Address("127.0.0.1", p1), 2: Address("127.0.0.1", p2)}
+    t = TcpTransport(1, addresses, cfg, clock=lambda: now[0])
+
+    class Closing(Recorder):
+        def on_peer_failed(self, peer):
+            super().on_peer_failed(peer)
+            t.close()
+
+    h = Closing()
+    t.start(h)
+    t.poll(0)
+    now[0] = 5.0  # the failure is due when the next poll starts
+    t.poll(0)
+    assert h.failed == [2]
+    t.poll(0)
+    t.close()

@@ -60,6 +60,19 @@ def test_an_oversized_length_is_refused_before_its_body_is_buffered():
     assert d.buffered_bytes < 1001
 
 
+@given(st.lists(st.binary(max_size=40), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_to_frames_or_raise_frame_error(pieces):
+    d = FrameDecoder(64)
+    try:
+        for piece in pieces:
+            for kind, body in d.feed(piece):
+                assert 0 <= kind <= 255 and len(body) <= 64
+    except FrameError:
+        pass
+    assert d.buffered_bytes <= HEADER.size + 64 + 40  # never more than a frame and a piece
+
+
 def _pair(server_secret=SECRET, client_secret=SECRET, client_role="member"):
     server = Handshake(server_secret, server=True, my_id=1, role="member")
     client = Handshake(client_secret, server=False, my_id=9, role=client_role)

@@ -288,12 +288,16 @@ class TcpTransport(Transport):
         self._flush_dirty()
         now = self._clock()
         next_timer = self._timers(now)
+        if self._closed:
+            return  # a handler closed the transport
         wait = timeout_s
         if next_timer is not None:
             until = max(0.0, next_timer - now)
             wait = until if wait is None else min(wait, until)
         events = sel.select(wait)
         for key, mask in events:
+            if self._closed:
+                return  # a handler closed the transport
             conn = key.data
             if conn is None:
                 if key.fileobj is self._listener:
@@ -301,8 +305,6 @@ class TcpTransport(Transport):
                 else:
                     self._drain_wake()
                 continue
-            if self._closed:
-                return
             if conn.sock.fileno() < 0:
                 continue  # closed by an earlier event of this round
             if mask & selectors.EVENT_WRITE:
@@ -312,6 +314,8 @@ class TcpTransport(Transport):
                     self._flush(conn)
             if mask & selectors.EVENT_READ and conn.sock.fileno() >= 0:
                 self._readable(conn)
+        if self._closed:
+            return  # a handler closed the transport
         self._flush_dirty()
         self._timers(self._clock())
 
@@ -646,6 +650,8 @@ class TcpTransport(Transport):
                     peer.failed_reported = True
                     self.stats["peer_failed"] += 1
                     self._handler.on_peer_failed(peer.id)
+                    if self._closed:
+                        return None  # the handler closed the transport
                 else:
                     next_at = fail_at if next_at is None else min(next_at, fail_at)
             if peer.address is None or peer.dial is not None:
