@@ -388,3 +388,19 @@ def test_a_handler_may_close_the_transport_when_told_a_peer_failed():
     assert h.failed == [2]
     t.poll(0)
     t.close()
+
+
+def test_an_idle_poll_blocks_until_woken(pair):
+    p = pair()
+    for _ in range(5):
+        p.t[1].poll(POLL_S)  # let every handshake and timer settle
+    returned = threading.Event()
+    thread = threading.Thread(target=lambda: (p.t[1].poll(None), returned.set()), daemon=True)
+    thread.start()
+    # nothing arrives and no timer is due: the poll must still be blocked (it spins or returns
+    # early only through a bug, so a slow machine cannot make this fail)
+    assert not returned.wait(0.3), "an idle poll(None) returned with nothing to report"
+    p.t[1].wake()
+    thread.join(30)
+    assert returned.is_set()
+    assert p.h[1].data == [] and p.h[1].writes == []

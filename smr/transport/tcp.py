@@ -547,6 +547,7 @@ class TcpTransport(Transport):
     def _new_conn(self, sock: socket.socket, state: str, dialed_by: int | None) -> _Conn:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keepalive(sock, self.config.peer_failed_after_s)
         conn = _Conn(sock, state, dialed_by, self._clock() + self.config.connect_timeout_s)
         conn.events = selectors.EVENT_READ | selectors.EVENT_WRITE
         assert self._sel is not None
@@ -662,6 +663,18 @@ class TcpTransport(Transport):
                     continue  # its handshake deadline is a pending connection's timer
             next_at = peer.dial_at if next_at is None else min(next_at, peer.dial_at)
         return next_at
+
+
+def _keepalive(sock: socket.socket, idle_s: float) -> None:
+    """Probe an idle link so one whose peer vanished without closing it (a host powered off)
+    ends in seconds rather than hours; the replica's heartbeats notice first in the common case,
+    but only the transport can close the link and redial."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, round(idle_s))
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _family(host: str) -> socket.AddressFamily:
