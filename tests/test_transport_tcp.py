@@ -145,6 +145,7 @@ def test_garbage_bytes_are_refused(pair):
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert _closed_by_node(sock, p)
     assert p.t[1].stats["auth_failed"] == 1
+    assert p.t[1].recent_drops[-1] == "member ?: handshake: not an smr peer (bad magic)"
     p.still_serving(b"after garbage")
 
 
@@ -154,7 +155,7 @@ def test_a_wrong_secret_is_refused_and_the_secret_is_never_shown(pair):
     assert isinstance(result.get("error"), AuthError)
     p.until(lambda: p.t[1].stats["auth_failed"] == 1, "the node counting the bad proof")
     assert p.h[1].up == [2]  # member 3 never linked up
-    texts = [str(result["error"]), repr(p.config), repr(p.t[1])]
+    texts = [str(result["error"]), repr(p.config), repr(p.t[1]), *p.t[1].recent_drops]
     for text in texts:
         assert SECRET.decode() not in text and SECRET.hex() not in text
     p.still_serving(b"after a wrong secret")

@@ -60,6 +60,7 @@ _RECV_BYTES = 256 << 10  # the preallocated receive buffer
 _RECV_ROUNDS_MAX = 16  # reads of one socket per poll, so one busy peer cannot starve the rest
 _PENDING_MAX = 64  # connections in their handshake at once; more are refused
 _LISTEN_BACKLOG = 128
+_RECENT_DROPS_MAX = 32
 _REFUSED_MAX = 2  # a peer's dials refused in a row before they replace our link anyway
 
 _DIALING, _HANDSHAKE, _UP = "dialing", "handshake", "up"
@@ -148,6 +149,8 @@ class TcpTransport(Transport):
         self._recv_view = memoryview(self._recv_buf)
         self._closed = False
         self.epochs: dict[int, tuple[tuple[int, ...], int]] = {}
+        # why the latest connections were closed, one line each, for a status page or a log
+        self.recent_drops: deque[str] = deque(maxlen=_RECENT_DROPS_MAX)
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "accepted",
@@ -591,7 +594,7 @@ class TcpTransport(Transport):
 
     def _drop(self, conn: _Conn, why: str) -> None:
         """Close a connection; if it was a peer's link or our dial, the peer is down from now."""
-        del why  # kept at call sites as documentation; a logger would take it
+        self.recent_drops.append(f"member {conn.peer if conn.peer is not None else '?'}: {why}")
         self._pending.discard(conn)
         self._dirty.discard(conn)
         peer = self._peers.get(conn.peer) if conn.peer is not None else None
