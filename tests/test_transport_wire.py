@@ -41,14 +41,41 @@ def test_frames_decode_fed_whole_byte_by_byte_and_with_a_trailing_part():
     assert d.feed(STREAM[3:]) == FRAMES
 
 
-@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
-@settings(max_examples=200, deadline=None)
-def test_frames_decode_from_any_split(cuts):
-    d = FrameDecoder(1 << 20)
+@given(
+    st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12),
+    st.sampled_from([1, 5, 300, 64 << 10]),
+)
+@settings(max_examples=300, deadline=None)
+def test_frames_decode_from_any_split(cuts, direct_bytes_min):
+    d = FrameDecoder(1 << 20, direct_bytes_min=direct_bytes_min)
     got = []
     points = [0, *sorted(cuts), len(STREAM)]
     for a, b in itertools.pairwise(points):
         got += d.feed(memoryview(STREAM)[a:b])
+    assert got == FRAMES
+    assert d.buffered_bytes == 0
+
+
+@given(st.lists(st.integers(min_value=1, max_value=4000), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_a_large_body_can_be_received_in_place(reads):
+    # what the tcp transport does: recv_into the body window while a large frame is incomplete
+    d = FrameDecoder(1 << 20, direct_bytes_min=100)
+    stream = memoryview(STREAM)
+    got: list = []
+    pos = 0
+    sizes = iter(reads)
+    while pos < len(stream):
+        size = next(sizes, len(stream))
+        window = d.body_window()
+        if window is None:
+            got += d.feed(stream[pos : pos + size])
+            pos += min(size, len(stream) - pos)
+        else:
+            n = min(size, len(window), len(stream) - pos)
+            window[:n] = stream[pos : pos + n]
+            got += d.body_received(n)
+            pos += n
     assert got == FRAMES
 
 

@@ -400,8 +400,11 @@ class TcpTransport(Transport):
         sock = conn.sock
         view = self._recv_view
         for _ in range(_RECV_ROUNDS_MAX):
+            decoder = conn.decoder
+            window = decoder.body_window() if decoder is not None else None
             try:
-                n = sock.recv_into(self._recv_buf)
+                # the rest of a large frame goes straight into its own buffer
+                n = sock.recv_into(self._recv_buf if window is None else window)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -410,6 +413,11 @@ class TcpTransport(Transport):
             if n == 0:
                 self._drop(conn, "closed by the peer")
                 return
+            if window is not None:
+                assert decoder is not None
+                if not self._dispatch(conn, decoder.body_received(n)):
+                    return
+                continue
             data = view[:n]
             try:
                 if conn.state == _HANDSHAKE:

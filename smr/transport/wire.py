@@ -61,30 +61,63 @@ def encode_frame(kind: int, body: bytes) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental frame decoder: `feed` any piece of the stream, get the frames it completes."""
+    """Incremental frame decoder: `feed` any piece of the stream, get the frames it completes.
 
-    __slots__ = ("_buf", "frame_bytes_max")
+    A frame whose body is at least `direct_bytes_min` and not yet complete gets a buffer of its
+    final size at once, filled in place (by `feed`, or by the caller's `recv_into` on
+    `body_window()` followed by `body_received(n)`), rather than a buffer grown piece by piece.
+    """
 
-    def __init__(self, frame_bytes_max: int):
-        assert frame_bytes_max > 0
+    __slots__ = ("_body", "_buf", "_filled", "_kind", "direct_bytes_min", "frame_bytes_max")
+
+    def __init__(self, frame_bytes_max: int, *, direct_bytes_min: int = 64 << 10):
+        assert frame_bytes_max > 0 and direct_bytes_min > 0
         self.frame_bytes_max = frame_bytes_max
-        self._buf = bytearray()
+        self.direct_bytes_min = direct_bytes_min
+        self._buf = bytearray()  # an incomplete header or small frame
+        self._body: bytearray | None = None  # the body of an incomplete large frame
+        self._filled = 0  # bytes of `_body` received
+        self._kind = 0
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes of an incomplete frame held (at most a header plus `frame_bytes_max`)."""
-        return len(self._buf)
+        return len(self._buf) + self._filled
+
+    def body_window(self) -> memoryview | None:
+        """Where the rest of an incomplete large frame's body goes (for `recv_into`), or None."""
+        body = self._body
+        return None if body is None else memoryview(body)[self._filled :]
+
+    def body_received(self, n: int) -> list[tuple[int, bytes]]:
+        """`n` bytes were written into `body_window()`: the frame, if that completed it."""
+        body = self._body
+        assert body is not None and 0 < n <= len(body) - self._filled
+        self._filled += n
+        if self._filled < len(body):
+            return []
+        self._body = None
+        self._filled = 0
+        return [(self._kind, bytes(body))]
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
         """The frames completed by `data`, in stream order. Raises `FrameError` for a length
         above `frame_bytes_max`; the decoder must not be fed again after that."""
+        frames: list[tuple[int, bytes]] = []
+        body = self._body
+        if body is not None:
+            take = min(len(body) - self._filled, len(data))
+            body[self._filled : self._filled + take] = data[:take]
+            frames = self.body_received(take) if take else []
+            if self._body is not None or take == len(data):
+                return frames
+            data = memoryview(data)[take:]
         buf = self._buf
         if buf:
             buf += data
             src: bytes | bytearray | memoryview = buf
         else:
             src = data  # the common case: parse straight from the caller's bytes, copy the tail
-        frames: list[tuple[int, bytes]] = []
         pos = 0
         end = len(src)
         hdr = HEADER.size
@@ -96,6 +129,13 @@ class FrameDecoder:
                 raise FrameError(f"a frame of {length} bytes exceeds the {limit}-byte limit")
             stop = pos + hdr + length
             if stop > end:
+                if length >= self.direct_bytes_min:
+                    # a large frame: its own buffer, filled in place from here on
+                    body = bytearray(length)
+                    have = end - pos - hdr
+                    body[:have] = src[pos + hdr : end]
+                    self._body, self._filled, self._kind = body, have, kind
+                    pos = end
                 break
             frames.append((kind, bytes(src[pos + hdr : stop])))
             pos = stop
