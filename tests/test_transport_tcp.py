@@ -307,6 +307,9 @@ def test_misuse_is_a_transport_error():
         busy.start(Recorder())
     t.close()
     t.poll(0)  # a poll after close returns
+    lost = TcpTransport(1, {1: Address("no-such-host.invalid", port)}, cfg)
+    with pytest.raises(TransportError, match=r"'no-such-host\.invalid' does not resolve"):
+        lost.start(Recorder())
 
 
 def test_frames_sent_in_one_burst_arrive_in_order(pair):
@@ -405,3 +408,31 @@ def test_an_idle_poll_blocks_until_woken(pair):
     thread.join(30)
     assert returned.is_set()
     assert p.h[1].data == [] and p.h[1].writes == []
+
+
+@pytest.mark.parametrize("host", ["localhost", "::1"])
+def test_host_names_and_ipv6_addresses_link(host):
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    cfg = _config()
+    addresses = {m: Address(host, p) for m, p in zip((1, 2), free_ports(2), strict=True)}
+    t = {m: TcpTransport(m, addresses, cfg) for m in (1, 2)}
+    h = {m: Recorder() for m in (1, 2)}
+    try:
+        for m in t:
+            t[m].start(h[m])
+        t1_sent = False
+        for _ in range(500):
+            if h[1].up and not t1_sent:
+                t[1].send(2, b"over " + host.encode())
+                t1_sent = True
+            if h[2].data:
+                break
+            for x in t.values():
+                x.poll(POLL_S)
+        assert h[2].data == [(1, b"over " + host.encode())]
+    finally:
+        for x in t.values():
+            x.close()

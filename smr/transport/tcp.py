@@ -180,10 +180,16 @@ class TcpTransport(Transport):
             raise TransportError("tcp transport: start() called twice or after close()")
         self._handler = handler
         addr = self.addresses[self.me]
-        lst = socket.socket(_family(addr.host), socket.SOCK_STREAM)
+        try:
+            family, _, _, _, sockaddr = _resolve(addr.host, addr.port)
+        except OSError as e:
+            raise TransportError(
+                f"tcp transport: member {self.me}'s host {addr.host!r} does not resolve: {e}"
+            ) from None
+        lst = socket.socket(family, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            lst.bind((addr.host, addr.port))
+            lst.bind(sockaddr)
         except OSError as e:
             lst.close()
             raise TransportError(
@@ -569,14 +575,19 @@ class TcpTransport(Transport):
     def _dial(self, peer: _Peer) -> None:
         assert peer.address is not None and peer.dial is None
         addr = peer.address
+        self.stats["dialed"] += 1
         try:
-            sock = socket.socket(_family(addr.host), socket.SOCK_STREAM)
-        except OSError:
+            # an IP literal resolves at once; a host name is looked up here, blocking (name
+            # lookups are expected to be local: /etc/hosts or a cache)
+            family, _, _, _, sockaddr = _resolve(addr.host, addr.port)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:
+            self.stats["dials_failed"] += 1
+            self.recent_drops.append(f"member {peer.id}: cannot dial {addr.host}: {e}")
             self._dial_failed(peer)
             return
-        self.stats["dialed"] += 1
         sock.setblocking(False)
-        err = sock.connect_ex((addr.host, addr.port))
+        err = sock.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             sock.close()
             self.stats["dials_failed"] += 1
@@ -688,5 +699,9 @@ def _keepalive(sock: socket.socket, idle_s: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+def _resolve(host: str, port: int) -> tuple:
+    """The first stream address of `host:port` (family, type, proto, canonname, sockaddr)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    return infos[0]
