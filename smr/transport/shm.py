@@ -180,8 +180,9 @@ class RowSlot:
         assert 0 <= offset <= end <= self.row_bytes, (offset, end, self.row_bytes)
         q = self.q
         before = q[0]
-        if before & 1:  # a writer of an earlier incarnation died mid-write: finish its seqlock
-            before += 1
+        if before & 1:  # a writer of an earlier incarnation died mid-write: finish its seqlock,
+            before += 1  # and count its write as one of the whole row (its range is unknown)
+            q[1 + (before // 2) % RANGES_MAX] = self.row_bytes << 32
         q[0] = before + 1
         self.data[offset:end] = data
         q[1 + ((before + 2) // 2) % RANGES_MAX] = offset | (end << 32)
@@ -305,6 +306,7 @@ class _Peer:
         self.sock: socket.socket | None = None
         self.inbuf = bytearray()
         self.inc = 0  # the peer's incarnation, known once its hello arrived
+        self.dead_inc = 0  # the incarnation last seen up, until its tables are removed
         self.bell_fd = -1
         self.regions: dict[int, _Region] = {}
         self.fresh: set[int] = set()  # epochs whose mapping has not rung yet
@@ -373,6 +375,7 @@ class ShmTransport(Transport):
         self._busy: dict[tuple[int, int], float] = {}  # (source, epoch) -> busy since
         self._busy_reported: set[int] = set()
         self._closed = False
+        self._stats = {"writes": 0, "rings": 0, "rows_reported": 0, "frames_in": 0}
         for path in (self._bell_path(me), self._sock_path(me)):
             if len(os.fsencode(path)) > _SUN_PATH_MAX:
                 raise TransportError(f"{path} is too long for a socket; use a shorter --cluster")
@@ -550,6 +553,7 @@ class ShmTransport(Transport):
             slot = region.slot(self.me)
             assert slot is not None
             before = slot.write(offset, data)
+            self._stats["writes"] += 1
             fence()
             if epoch in p.fresh or slot.seen == before:
                 p.fresh.discard(epoch)
@@ -574,6 +578,7 @@ class ShmTransport(Transport):
         try:
             os.write(p.bell_fd, _RING.pack(self.me, epoch))
             p.owed.discard(epoch)
+            self._stats["rings"] += 1
         except BlockingIOError:
             p.owed.add(epoch)  # the FIFO is full of rings: ring again from poll
         except OSError:
@@ -630,6 +635,12 @@ class ShmTransport(Transport):
             sock.send(_HELLO.pack(HELLO_MAGIC, self.me, self.inc, os.getpid()))
         except OSError:
             sock.close()
+            if p.dead_inc:
+                # nobody listens under its id: that incarnation is dead, its tables are garbage
+                for f in self.dir.glob(f"t{p.member}-{p.dead_inc:x}-*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+                p.dead_inc = 0
             p.next_try = now + p.backoff_s
             p.backoff_s = min(p.backoff_s * 2, self.config.peer_failed_after_s)
             return
@@ -659,18 +670,14 @@ class ShmTransport(Transport):
     def _link_down(self, p: _Peer, now: float) -> None:
         if p.state == DOWN:
             return
-        dead_inc = p.inc if p.state == UP else 0
+        if p.state == UP:
+            p.dead_inc = p.inc
         self._drop_link(p)
         p.state = DOWN
         p.down_since = now
         p.backoff_s = self.config.reconnect_backoff_s
         p.next_try = now
         self._try_connect(p, now)
-        if p.state == DOWN and dead_inc:
-            # nobody listens under its id: that incarnation is dead, its tables are garbage
-            for f in self.dir.glob(f"t{p.member}-{dead_inc:x}-*"):
-                with contextlib.suppress(FileNotFoundError):
-                    f.unlink()
 
     def _on_peer_sock(self, p: _Peer, mask: int) -> None:
         now = time.monotonic()
@@ -699,7 +706,11 @@ class ShmTransport(Transport):
         except OSError:
             self._link_down(p, now)
             return
-        p.inc, p.state = inc, UP
+        if p.dead_inc and p.dead_inc != inc:
+            for f in self.dir.glob(f"t{p.member}-{p.dead_inc:x}-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        p.inc, p.state, p.dead_inc = inc, UP, 0
         p.failed_reported = False
         assert self.handler is not None
         self.handler.on_link_up(p.member)
@@ -760,6 +771,7 @@ class ShmTransport(Transport):
                     if ib.got < len(ib.body):
                         continue
                 body, ib.body = ib.body, None
+                self._stats["frames_in"] += 1
                 self.handler.on_data(ib.member, bytes(body))
             except BlockingIOError:
                 return
@@ -822,6 +834,7 @@ class ShmTransport(Transport):
                         got.append((epoch, slot, r))
                 for epoch, slot, (seq, offset, data) in reversed(got):
                     self.handler.on_write(source, epoch, offset, data)
+                    self._stats["rows_reported"] += 1
                     if slot.mark_seen(seq):
                         again.setdefault(source, set()).add(epoch)
             if not again:
@@ -900,6 +913,11 @@ class ShmTransport(Transport):
             raise TransportError("the shm transport is not started")
 
     # -- introspection for tests and benchmarks ------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        """Counters since start: writes made (per target), doorbell rings sent, row reports
+        made to the handler, data frames received."""
+        return dict(self._stats)
 
     def files(self) -> list[str]:
         """The files of this member's id in the cluster directory (tests check for leaks)."""
