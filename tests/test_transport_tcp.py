@@ -436,3 +436,17 @@ def test_host_names_and_ipv6_addresses_link(host):
     finally:
         for x in t.values():
             x.close()
+
+
+def test_a_flood_of_silent_connections_is_bounded_and_the_link_keeps_working(pair):
+    p = pair()
+    flood = [_raw(p.port()) for _ in range(70)]
+    try:
+        p.until(lambda: p.t[1].stats["accepted"] + p.t[1].stats["refused_busy"] == 70, "accepts")
+        assert p.t[1].stats["accepted"] == 64 and p.t[1].stats["refused_busy"] == 6
+        p.still_serving(b"during a flood")
+        p.until(lambda: p.t[1].stats["handshake_timeouts"] == 64, "the flood timing out")
+        p.still_serving(b"after the flood")
+    finally:
+        for s in flood:
+            s.close()

@@ -152,7 +152,7 @@ class Handshake:
     Send `initial()` first, pass everything received to `feed` and send what it returns, until
     `done`; then `peer_id` and `peer_role` say who the peer proved to be and `leftover` holds
     the bytes received after the handshake (the start of the frame stream). `server` is the
-    accepting side of the connection.
+    accepting side of the connection. Before `done`, `peer_id` is only what the peer claims.
     """
 
     __slots__ = (
