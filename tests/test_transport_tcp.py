@@ -4,6 +4,8 @@ serving its members, the send queue bound resets a link, and a joiner links up."
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -450,3 +452,64 @@ def test_a_flood_of_silent_connections_is_bounded_and_the_link_keeps_working(pai
     finally:
         for s in flood:
             s.close()
+
+
+_ECHO_NODE = """
+import sys
+from smr.transport.base import Address, TransportConfig
+from smr.transport.tcp import TcpTransport
+
+me, p1, p2 = (int(a) for a in sys.argv[1:4])
+addresses = {1: Address("127.0.0.1", p1), 2: Address("127.0.0.1", p2)}
+config = TransportConfig(secret=sys.argv[4].encode(), peer_failed_after_s=0.3,
+                         reconnect_backoff_s=0.02)
+t = TcpTransport(me, addresses, config)
+
+class Echo:
+    def on_write(self, source, epoch, offset, data):
+        pass
+    def on_data(self, source, payload):
+        t.send(source, b"echo:" + payload)
+    def on_link_up(self, peer):
+        pass
+    def on_peer_failed(self, peer):
+        pass
+
+t.start(Echo())
+while True:
+    t.poll(None)
+"""
+
+
+def test_a_killed_process_is_reported_and_its_restart_links_again():
+    cfg = _config()
+    p1, p2 = free_ports(2)
+    addresses = {1: Address("127.0.0.1", p1), 2: Address("127.0.0.1", p2)}
+    t = TcpTransport(1, addresses, cfg)
+    h = Recorder()
+    t.start(h)
+    argv = [sys.executable, "-c", _ECHO_NODE, "2", str(p1), str(p2), SECRET.decode()]
+
+    def until(cond, what):
+        for _ in range(1000):
+            if cond():
+                return
+            t.poll(POLL_S)
+        assert cond(), f"{what} did not happen within 1000 polls"
+
+    child = subprocess.Popen(argv)
+    try:
+        until(lambda: h.up == [2], "the child's link")
+        t.send(2, b"one")
+        until(lambda: h.data == [(2, b"echo:one")], "the echo")
+        child.kill()  # SIGKILL: no goodbye, the kernel closes its sockets
+        child.wait()
+        until(lambda: h.failed == [2], "on_peer_failed(2)")
+        child = subprocess.Popen(argv)  # the same port again
+        until(lambda: h.up == [2, 2], "the restarted child's link")
+        t.send(2, b"two")
+        until(lambda: h.data[-1:] == [(2, b"echo:two")], "the restarted child's echo")
+    finally:
+        child.kill()
+        child.wait()
+        t.close()
