@@ -257,9 +257,9 @@ def test_writes_and_sends_keep_order_per_link(group, factory):
         assert counter >= n, f"message {n} arrived before the write made before it"
 
 
-def test_wake_from_another_thread_ends_a_blocked_poll(group):
-    g = group((1, 2))
-    t = g.t[1]
+def _poll_returns(t: Transport, before=None) -> bool:
+    """Whether `t.poll(None)`, run in a thread after `before()`, returns (with a guard of 30 s
+    against hanging the suite; not a measure of speed)."""
     returned = threading.Event()
 
     def blocked() -> None:
@@ -267,13 +267,21 @@ def test_wake_from_another_thread_ends_a_blocked_poll(group):
         returned.set()
 
     thread = threading.Thread(target=blocked, daemon=True)
+    if before is not None:
+        before()
     thread.start()
-    t.wake()
-    thread.join(30)  # a guard against hanging the suite, not a measure of speed
-    assert returned.is_set(), "poll(None) did not return after wake()"
-    # a wake-up before the poll also makes that poll return
-    t.wake()
-    t.poll(None)
+    return returned.wait(30)
+
+
+def test_wake_from_another_thread_ends_a_blocked_poll(group):
+    g = group((1, 2))
+    t = g.t[1]
+    waker = threading.Timer(0.05, t.wake)  # most likely while the poll is blocked
+    waker.start()
+    assert _poll_returns(t), "poll(None) did not return after wake() from another thread"
+    waker.join()
+    # a wake-up made before the poll also ends that poll
+    assert _poll_returns(t, before=t.wake), "poll(None) did not return after an earlier wake()"
 
 
 def test_a_closed_peer_is_reported_failed(group):
