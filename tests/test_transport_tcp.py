@@ -513,3 +513,33 @@ def test_a_killed_process_is_reported_and_its_restart_links_again():
         child.kill()
         child.wait()
         t.close()
+
+
+def test_a_handler_error_propagates_and_no_frame_after_it_is_skipped(pair):
+    class Refusing(Recorder):
+        def on_data(self, source, payload):
+            if payload == b"bad":
+                raise ValueError("refused by the replica")
+            super().on_data(source, payload)
+
+    p = pair(handlers={2: Refusing()})
+    for payload in (b"a", b"bad", b"b", b"c"):
+        p.t[1].send(2, payload)
+    p.t[1].poll(0)  # out in one batch
+    raised = False
+    for _ in range(500):
+        try:
+            p.t[2].poll(POLL_S)
+        except ValueError:
+            raised = True
+            break
+    assert raised
+    if p.t[2].stats["links_lost"]:
+        # frames read with the bad one were not reported, so the link was reset: member 1 sees
+        # it linked again (its replica resends), and nothing was silently skipped on a live link
+        p.until(lambda: p.h[1].up.count(2) == 2, "the link up again")
+        assert [d for _, d in p.h[2].data] == [b"a"]
+    else:  # the bad frame came last in its read: the rest arrives on the same link
+        p.until(lambda: len(p.h[2].data) == 3, "the rest")
+        assert [d for _, d in p.h[2].data] == [b"a", b"b", b"c"]
+    p.still_serving(b"after the error")

@@ -448,16 +448,23 @@ class TcpTransport(Transport):
         src = conn.peer
         body_min = _WRITE_BODY.size
         unpack = _WRITE_BODY.unpack_from
-        for kind, body in frames:
-            if kind == KIND_WRITE and len(body) >= body_min:
-                epoch, offset = unpack(body)
-                handler.on_write(src, epoch, offset, body[body_min:])
-            elif kind == KIND_DATA:
-                handler.on_data(src, body)
-            else:
-                self.stats["bad_frames"] += 1
-                self._drop(conn, f"a malformed frame (kind {kind}, {len(body)} bytes)")
-                return False
+        for i, (kind, body) in enumerate(frames):
+            try:
+                if kind == KIND_WRITE and len(body) >= body_min:
+                    epoch, offset = unpack(body)
+                    handler.on_write(src, epoch, offset, body[body_min:])
+                elif kind == KIND_DATA:
+                    handler.on_data(src, body)
+                else:
+                    self.stats["bad_frames"] += 1
+                    self._drop(conn, f"a malformed frame (kind {kind}, {len(body)} bytes)")
+                    return False
+            except BaseException as e:
+                # The frames after this one were read but will not be reported: keeping the link
+                # would silently skip them, so it is reset (the peer resends its row on link-up).
+                if i + 1 < len(frames):
+                    self._drop(conn, f"the handler raised {type(e).__name__}")
+                raise
             if conn.sock.fileno() < 0:
                 return False  # the handler's writes overflowed and reset this link
         return True
