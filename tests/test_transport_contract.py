@@ -21,7 +21,7 @@ from smr.transport.base import Transport, TransportConfig
 
 PROVIDERS = transport_factories.discover()
 POLL_S = 0.02
-ROW_BYTES = 256 << 10
+ROW_BYTES = (1 << 20) - 4096  # the largest write: nearly a whole frame
 FRAME_BYTES_MAX = 1 << 20
 
 
