@@ -309,6 +309,7 @@ class _Peer:
         self.dead_inc = 0  # the incarnation last seen up, until its tables are removed
         self.bell_fd = -1
         self.regions: dict[int, _Region] = {}
+        self.slots: dict[int, RowSlot] = {}  # epoch -> my row in its region (hot-path cache)
         self.fresh: set[int] = set()  # epochs whose mapping has not rung yet
         self.owed: set[int] = set()  # epochs whose ring did not fit the FIFO: ring again
         self.out: deque[memoryview] = deque()
@@ -526,6 +527,7 @@ class ShmTransport(Transport):
                 r.path.unlink()
         for p in self._peers.values():
             for e in [e for e in p.regions if e < floor]:
+                p.slots.pop(e, None)
                 p.regions.pop(e).close()
                 p.fresh.discard(e)
                 p.owed.discard(e)
@@ -541,27 +543,27 @@ class ShmTransport(Transport):
             raise TransportError(
                 f"write of {len(data)} bytes at offset {offset} does not fit a {row_bytes}-byte row"
             )
+        acquire, release = _fence_lock.acquire, _fence_lock.release
         for t in targets:
             p = self._peers.get(t)
-            if p is None or p.state != UP:
+            if p is None or p.state is not UP:
                 continue  # down: dropped; the replica rewrites its row on on_link_up
-            region = p.regions.get(epoch)
-            if region is None:
-                region = self._map_peer_region(p, epoch, members, row_bytes)
-                if region is None:
+            slot = p.slots.get(epoch)
+            if slot is None:
+                slot = self._map_peer_region(p, epoch, members, row_bytes)
+                if slot is None:
                     continue
-            slot = region.slot(self.me)
-            assert slot is not None
             before = slot.write(offset, data)
             self._stats["writes"] += 1
-            fence()
-            if epoch in p.fresh or slot.seen == before:
+            acquire()  # a full fence (see `fence`), inlined on the hot path
+            release()
+            if slot.q[SEEN_WORD] == before or epoch in p.fresh:
                 p.fresh.discard(epoch)
                 self._ring(p, epoch)
 
     def _map_peer_region(
         self, p: _Peer, epoch: int, members: tuple[int, ...], row_bytes: int
-    ) -> _Region | None:
+    ) -> RowSlot | None:
         if p.member not in members:
             return None  # not in this epoch's table: nothing to write into
         path = self._region_path(p.member, p.inc, epoch)
@@ -569,8 +571,11 @@ class ShmTransport(Transport):
         p.regions[epoch] = region
         p.fresh.add(epoch)
         while len(p.regions) > self.regions_max:
-            p.regions.pop(min(p.regions)).close()
-        return region
+            old = min(p.regions)
+            p.slots.pop(old, None)
+            p.regions.pop(old).close()
+        slot = p.slots[epoch] = region.slot(self.me)
+        return slot
 
     def _ring(self, p: _Peer, epoch: int) -> None:
         if p.bell_fd < 0:
@@ -659,6 +664,7 @@ class ShmTransport(Transport):
         if p.bell_fd >= 0:
             os.close(p.bell_fd)
             p.bell_fd = -1
+        p.slots.clear()
         for r in p.regions.values():
             r.close()
         p.regions.clear()
