@@ -472,10 +472,11 @@ class ShmTransport(Transport):
         self._mine.clear()
         if self._listener is not None:
             self._listener.close()
-        for fd in (self._bell_fd, self._wake_fd):
+        fds = (self._bell_fd, self._wake_fd)
+        self._bell_fd = self._wake_fd = -1  # first, so a concurrent wake() writes nowhere
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self._bell_fd = self._wake_fd = -1
         if self.handler is not None:
             for p in self.dir.glob(f"t{self.me}-{self.inc:x}-*"):
                 with contextlib.suppress(FileNotFoundError):
@@ -717,6 +718,7 @@ class ShmTransport(Transport):
                 with contextlib.suppress(FileNotFoundError):
                     f.unlink()
         p.inc, p.state, p.dead_inc = inc, UP, 0
+        self._busy_reported.discard(p.member)
         p.failed_reported = False
         assert self.handler is not None
         self.handler.on_link_up(p.member)
