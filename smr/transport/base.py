@@ -1,9 +1,10 @@
 """The transport contract: what the node runtime needs from a provider (shm, tcp, verbs).
 
 This module owns the interface every provider implements and the shared contract test suite
-checks (`tests/transport_contract.py`). The core never sees a transport: the runtime takes a
-`Ready` from the replica and turns its `Push` writes into `write` calls and its `Send` messages
-into `send` calls, and turns what the transport reports back into replica inputs.
+checks (`tests/test_transport_contract.py`, providers in `tests/transport_factories/`). The core
+never sees a transport: the runtime takes a `Ready` from the replica and turns its `Push` writes
+into `write` calls and its `Send` messages into `send` calls, and turns what the transport reports
+back into replica inputs.
 
 The promises a provider makes:
 
@@ -24,6 +25,9 @@ The promises a provider makes:
 - **Wake-ups.** `poll(timeout_s)` blocks until something arrived, `wake()` was called (from any
   thread) or the timeout passed, and reports what arrived to the handler on the calling thread.
   An idle node neither spins nor sleeps on a short timer.
+- **Flushing.** `write` and `send` may queue and leave the sending to the next `poll` (tcp
+  batches a Ready's frames into one system call); the runtime polls right after doing a Ready,
+  so nothing waits longer than that.
 
 A provider never raises from `write`/`send` because a peer is down; it raises `TransportError`
 for its own misuse or set-up failures, and `TransportUnavailable` (one line, naming what would

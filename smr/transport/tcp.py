@@ -1,0 +1,714 @@
+"""The tcp provider: the transport contract over one authenticated TCP connection per member pair.
+
+This module owns member-to-member links across hosts: listening, dialing and redialing with
+backoff, the handshake (`smr.transport.wire`), per-peer bounded send queues, and failure reports.
+One-sided writes become `WRITE` frames applied by the receiving runtime; there is no registered
+memory, so `register` only records the epoch.
+
+Frames after the handshake (`wire.HEADER` then the body):
+
+- `WRITE` (kind 1): `<QI` epoch, offset, then the written bytes. Reported as `on_write`.
+- `DATA` (kind 2): the payload. Reported as `on_data`.
+
+Both kinds share the connection, so writes and sends to one peer stay in the order made.
+
+Links. The lower id dials the higher at once; the higher dials a lower one only after having had
+no link to it for a grace period (the lower may not know its address yet: a joiner). If both
+dials complete, both ends keep the connection dialed by the lower id and close the other; an
+authenticated connection dialed by the peer replaces an older one dialed by it (the peer
+restarted). Every connection that becomes a peer's link is reported with `on_link_up`, after
+which the replica pushes its whole row again: anything queued on a replaced or reset connection
+may have been lost. A peer with no link for `peer_failed_after_s` is reported once with
+`on_peer_failed` (again after each later link loss).
+
+Writes and sends are queued per peer and go out at the next `poll` (the runtime polls right after
+doing a `Ready`), or at once when a peer's queue passes `_FLUSH_BYTES`; one `sendmsg` carries
+many frames. A queue past `send_queue_bytes_max` resets the link. A connection that fails the
+handshake, says nothing for `connect_timeout_s`, or sends a malformed or oversized frame is
+closed and counted in `stats`; it never stalls the others, since every socket is non-blocking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from itertools import islice
+
+from smr.transport.base import (
+    Address,
+    Handler,
+    Transport,
+    TransportConfig,
+    TransportError,
+)
+from smr.transport.wire import HEADER, FrameDecoder, FrameError, Handshake
+
+KIND_WRITE = 1
+KIND_DATA = 2
+_WRITE_PREFIX = struct.Struct("<IBQI")  # frame header, then epoch and offset of a WRITE
+_WRITE_BODY = struct.Struct("<QI")
+_COPY_BYTES_MAX = 2048  # smaller written data is joined to its header (one iovec, not two)
+_FLUSH_BYTES = 256 << 10  # a queue this large is flushed by write/send, not left for poll
+_IOV_MAX = 512  # pieces per sendmsg (the kernel's IOV_MAX is 1024)
+_RECV_BYTES = 256 << 10  # the preallocated receive buffer
+_RECV_ROUNDS_MAX = 16  # reads of one socket per poll, so one busy peer cannot starve the rest
+_PENDING_MAX = 64  # connections in their handshake at once; more are refused
+_LISTEN_BACKLOG = 128
+_RECENT_DROPS_MAX = 32
+_REFUSED_MAX = 2  # a peer's dials refused in a row before they replace our link anyway
+
+_DIALING, _HANDSHAKE, _UP = "dialing", "handshake", "up"
+
+
+class _Conn:
+    """One TCP connection: its handshake, decoder and send queue."""
+
+    __slots__ = (
+        "deadline",
+        "decoder",
+        "dialed_by",
+        "events",
+        "handshake",
+        "out",
+        "out_bytes",
+        "peer",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, state: str, dialed_by: int | None, deadline: float):
+        self.sock = sock
+        self.state = state
+        self.dialed_by = dialed_by  # who dialed: a member id (None: the peer, not yet known)
+        self.deadline = deadline  # the handshake must be done by then
+        self.peer: int | None = None
+        self.handshake: Handshake | None = None
+        self.decoder: FrameDecoder | None = None
+        self.out: deque[bytes | memoryview] = deque()
+        self.out_bytes = 0
+        self.events = 0
+
+
+class _Peer:
+    """What we know of one other member: its address, its link, when to dial, what we reported."""
+
+    __slots__ = (
+        "address",
+        "backoff_s",
+        "conn",
+        "dial",
+        "dial_at",
+        "down_since",
+        "failed_reported",
+        "id",
+        "refused",
+    )
+
+    def __init__(self, member: int, address: Address | None, now: float, dial_at: float):
+        self.id = member
+        self.address = address
+        self.conn: _Conn | None = None  # the link, once up
+        self.dial: _Conn | None = None  # our outgoing connection while it is being set up
+        self.down_since = now
+        self.dial_at = dial_at  # when to dial next (if it has an address and is down)
+        self.backoff_s = 0.0
+        self.failed_reported = False
+        self.refused = 0  # the peer's dials refused in a row while our link to it was up
+
+
+class TcpTransport(Transport):
+    """The tcp provider (see the module docstring)."""
+
+    name = "tcp"
+
+    def __init__(
+        self,
+        me: int,
+        addresses: Mapping[int, Address],
+        config: TransportConfig,
+        *,
+        clock=time.monotonic,
+    ):
+        super().__init__(me, addresses, config)
+        self._clock = clock
+        self._handler: Handler | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._listener: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._peers: dict[int, _Peer] = {}
+        self._pending: set[_Conn] = set()  # connections not yet a peer's link
+        self._dirty: set[_Conn] = set()  # links with queued bytes not yet tried
+        self._recv_buf = bytearray(_RECV_BYTES)
+        self._recv_view = memoryview(self._recv_buf)
+        self._closed = False
+        self.epochs: dict[int, tuple[tuple[int, ...], int]] = {}
+        # why the latest connections were closed, one line each, for a status page or a log
+        self.recent_drops: deque[str] = deque(maxlen=_RECENT_DROPS_MAX)
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "accepted",
+                "dialed",
+                "dials_failed",
+                "links_up",
+                "links_lost",
+                "replaced",
+                "auth_failed",
+                "bad_frames",
+                "handshake_timeouts",
+                "refused_busy",
+                "queue_overflows",
+                "dropped_down",
+                "peer_failed",
+            ),
+            0,
+        )
+
+    def __repr__(self) -> str:
+        return f"TcpTransport(me={self.me}, peers={sorted(self._peers)}, {self.config!r})"
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def start(self, handler: Handler) -> None:
+        if self._handler is not None or self._closed:
+            raise TransportError("tcp transport: start() called twice or after close()")
+        self._handler = handler
+        addr = self.addresses[self.me]
+        try:
+            family, _, _, _, sockaddr = _resolve(addr.host, addr.port)
+        except OSError as e:
+            raise TransportError(
+                f"tcp transport: member {self.me}'s host {addr.host!r} does not resolve: {e}"
+            ) from None
+        lst = socket.socket(family, socket.SOCK_STREAM)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lst.bind(sockaddr)
+        except OSError as e:
+            lst.close()
+            raise TransportError(
+                f"tcp transport: member {self.me} cannot listen on {addr.host}:{addr.port}: "
+                f"{e.strerror or e}"
+            ) from None
+        lst.listen(_LISTEN_BACKLOG)
+        lst.setblocking(False)
+        self._listener = lst
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(lst, selectors.EVENT_READ, None)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        now = self._clock()
+        for member, address in self.addresses.items():
+            if member != self.me:
+                self._peers[member] = self._new_peer(member, address, now)
+        self._timers(now)
+
+    def _new_peer(self, member: int, address: Address | None, now: float) -> _Peer:
+        return _Peer(member, address, now, now + self._grace_s(member))
+
+    def _grace_s(self, member: int) -> float:
+        """How long a link to `member` stays down before we dial: the lower id dials at once,
+        the higher waits for it (it only dials a lower one that does not know its address)."""
+        if self.me < member:
+            return 0.0
+        cfg = self.config
+        return min(cfg.peer_failed_after_s / 2, 4 * cfg.reconnect_backoff_s)
+
+    def add_member(self, member: int, address: Address) -> None:
+        super().add_member(member, address)
+        if self._handler is None or member == self.me:
+            return
+        peer = self._peers.get(member)
+        if peer is None:
+            self._peers[member] = self._new_peer(member, address, self._clock())
+        else:
+            peer.address = address
+
+    def register(self, epoch: int, members: Sequence[int], row_bytes: int) -> None:
+        assert row_bytes > 0 and self.me in members, "register: I am not in this epoch's table"
+        self.epochs[epoch] = (tuple(members), row_bytes)
+        for old in [e for e in self.epochs if e < epoch - 1]:
+            del self.epochs[old]
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def write(self, targets: Sequence[int], epoch: int, offset: int, data: bytes) -> None:
+        size = len(data)
+        if size > self.config.frame_bytes_max - _WRITE_BODY.size:
+            raise TransportError(
+                f"tcp transport: a write of {size} bytes exceeds frame_bytes_max "
+                f"({self.config.frame_bytes_max})"
+            )
+        prefix = _WRITE_PREFIX.pack(_WRITE_BODY.size + size, KIND_WRITE, epoch, offset)
+        if size <= _COPY_BYTES_MAX:
+            self._enqueue(targets, (prefix + data,), len(prefix) + size)
+        else:
+            self._enqueue(targets, (prefix, data), len(prefix) + size)
+
+    def send(self, target: int, payload: bytes) -> None:
+        size = len(payload)
+        if size > self.config.frame_bytes_max:
+            raise TransportError(
+                f"tcp transport: a message of {size} bytes exceeds frame_bytes_max "
+                f"({self.config.frame_bytes_max})"
+            )
+        header = HEADER.pack(size, KIND_DATA)
+        if size <= _COPY_BYTES_MAX:
+            self._enqueue((target,), (header + payload,), len(header) + size)
+        else:
+            self._enqueue((target,), (header, payload), len(header) + size)
+
+    def _enqueue(self, targets: Sequence[int], pieces: tuple[bytes, ...], size: int) -> None:
+        if self._handler is None or self._closed:
+            raise TransportError("tcp transport: write or send before start() or after close()")
+        peers = self._peers
+        limit = self.config.send_queue_bytes_max
+        for t in targets:
+            peer = peers.get(t)
+            conn = peer.conn if peer is not None else None
+            if conn is None:
+                self.stats["dropped_down"] += 1  # on_link_up makes the replica resend
+                continue
+            if conn.out_bytes + size > limit:
+                self.stats["queue_overflows"] += 1
+                self._drop(conn, "send queue full")
+                continue
+            conn.out.extend(pieces)
+            conn.out_bytes += size
+            if conn.out_bytes >= _FLUSH_BYTES:
+                self._flush(conn)
+            else:
+                self._dirty.add(conn)
+
+    def poll(self, timeout_s: float | None) -> None:
+        if self._closed:
+            return
+        sel = self._sel
+        if sel is None:
+            raise TransportError("tcp transport: poll() before start()")
+        self._flush_dirty()
+        now = self._clock()
+        next_timer = self._timers(now)
+        if self._closed:
+            return  # a handler closed the transport
+        wait = timeout_s
+        if next_timer is not None:
+            until = max(0.0, next_timer - now)
+            wait = until if wait is None else min(wait, until)
+        events = sel.select(wait)
+        for key, mask in events:
+            if self._closed:
+                return  # a handler closed the transport
+            conn = key.data
+            if conn is None:
+                if key.fileobj is self._listener:
+                    self._accept()
+                else:
+                    self._drain_wake()
+                continue
+            if conn.sock.fileno() < 0:
+                continue  # closed by an earlier event of this round
+            if mask & selectors.EVENT_WRITE:
+                if conn.state == _DIALING:
+                    self._connected(conn)
+                else:
+                    self._flush(conn)
+            if mask & selectors.EVENT_READ and conn.sock.fileno() >= 0:
+                self._readable(conn)
+        if self._closed:
+            return  # a handler closed the transport
+        self._flush_dirty()
+        self._timers(self._clock())
+
+    def wake(self) -> None:
+        w = self._wake_w
+        if w is None:
+            return
+        # a full pipe means a wake-up is already pending; an error, that close() ran meanwhile
+        with contextlib.suppress(OSError):
+            w.send(b"\0")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conns = set(self._pending)
+        for peer in self._peers.values():
+            for c in (peer.conn, peer.dial):
+                if c is not None:
+                    conns.add(c)
+            peer.conn = peer.dial = None
+        for c in conns:
+            c.sock.close()
+        self._pending.clear()
+        self._dirty.clear()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        self._wake_w = None
+        if self._sel is not None:
+            self._sel.close()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        while dirty:
+            self._flush(dirty.pop())
+
+    def _flush(self, conn: _Conn) -> None:
+        self._dirty.discard(conn)
+        out = conn.out
+        sock = conn.sock
+        while out:
+            batch = [out[0]] if len(out) == 1 else list(islice(out, _IOV_MAX))
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._drop(conn, f"send failed: {e.strerror or e}")
+                return
+            conn.out_bytes -= sent
+            while sent:
+                head = out[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    out.popleft()
+                else:
+                    out[0] = memoryview(head)[sent:]
+                    sent = 0
+        self._want_write(conn, bool(out))
+
+    def _want_write(self, conn: _Conn, on: bool) -> None:
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        if conn.events != want:
+            assert self._sel is not None
+            self._sel.modify(conn.sock, want, conn)
+            conn.events = want
+
+    def _queue_raw(self, conn: _Conn, data: bytes) -> None:
+        conn.out.append(data)
+        conn.out_bytes += len(data)
+        self._flush(conn)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _readable(self, conn: _Conn) -> None:
+        sock = conn.sock
+        view = self._recv_view
+        for _ in range(_RECV_ROUNDS_MAX):
+            decoder = conn.decoder
+            window = decoder.body_window() if decoder is not None else None
+            try:
+                # the rest of a large frame goes straight into its own buffer
+                n = sock.recv_into(self._recv_buf if window is None else window)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._drop(conn, f"receive failed: {e.strerror or e}")
+                return
+            if n == 0:
+                self._drop(conn, "closed by the peer")
+                return
+            if window is not None:
+                assert decoder is not None
+                if not self._dispatch(conn, decoder.body_received(n)):
+                    return
+                continue
+            data = view[:n]
+            try:
+                if conn.state == _HANDSHAKE:
+                    if not self._handshake_bytes(conn, data):
+                        return
+                    continue
+                assert conn.decoder is not None
+                frames = conn.decoder.feed(data)
+            except FrameError as e:
+                self.stats["auth_failed" if conn.state == _HANDSHAKE else "bad_frames"] += 1
+                self._drop(conn, str(e))
+                return
+            if not self._dispatch(conn, frames):
+                return
+            if n < len(self._recv_buf):
+                return  # the socket is drained; skip the read that would say so
+
+    def _dispatch(self, conn: _Conn, frames: list[tuple[int, bytes]]) -> bool:
+        """Report frames to the handler; False when the connection was closed for a bad one."""
+        handler = self._handler
+        assert handler is not None and conn.peer is not None
+        src = conn.peer
+        body_min = _WRITE_BODY.size
+        unpack = _WRITE_BODY.unpack_from
+        for i, (kind, body) in enumerate(frames):
+            try:
+                if kind == KIND_WRITE and len(body) >= body_min:
+                    epoch, offset = unpack(body)
+                    handler.on_write(src, epoch, offset, body[body_min:])
+                elif kind == KIND_DATA:
+                    handler.on_data(src, body)
+                else:
+                    self.stats["bad_frames"] += 1
+                    self._drop(conn, f"a malformed frame (kind {kind}, {len(body)} bytes)")
+                    return False
+            except BaseException as e:
+                # The frames after this one were read but will not be reported: keeping the link
+                # would silently skip them, so it is reset (the peer resends its row on link-up).
+                if i + 1 < len(frames):
+                    self._drop(conn, f"the handler raised {type(e).__name__}")
+                raise
+            if conn.sock.fileno() < 0:
+                return False  # the handler's writes overflowed and reset this link
+        return True
+
+    def _handshake_bytes(self, conn: _Conn, data: memoryview) -> bool:
+        """Feed the handshake; True when the connection is still open (and now up if done)."""
+        hs = conn.handshake
+        assert hs is not None
+        reply = hs.feed(data)
+        if reply:
+            self._queue_raw(conn, reply)
+            if conn.sock.fileno() < 0:
+                return False
+        if not hs.done:
+            return True
+        peer_id = hs.peer_id
+        assert peer_id is not None
+        if hs.peer_role != "member" or peer_id == self.me:
+            self.stats["auth_failed"] += 1
+            self._drop(conn, f"handshake from {hs.peer_role} {peer_id}, not another member")
+            return False
+        if conn.dialed_by == self.me and conn.peer != peer_id:
+            self.stats["auth_failed"] += 1
+            self._drop(conn, f"dialed member {conn.peer} but {peer_id} answered")
+            return False
+        if conn.dialed_by is None:
+            conn.dialed_by = peer_id
+        conn.peer = peer_id
+        return self._link_up(conn, hs.leftover)
+
+    def _link_up(self, conn: _Conn, leftover: bytes) -> bool:
+        peer_id = conn.peer
+        assert peer_id is not None and conn.dialed_by is not None
+        peer = self._peers.get(peer_id)
+        if peer is None:  # a member not in our addresses (a joiner): accepted, never redialed
+            peer = self._peers[peer_id] = self._new_peer(peer_id, None, self._clock())
+        self._pending.discard(conn)
+        if peer.dial is conn:
+            peer.dial = None
+        old = peer.conn
+        if old is not None:
+            # Keep the connection dialed by the lower id (both ends decide alike); between two
+            # dialed by the peer, the newer wins (the peer restarted or lost the old one). The
+            # higher id dials only when it has had no link for a while, so its dials refused
+            # `_REFUSED_MAX` times in a row mean our link is a dead one it cannot see (its host
+            # rebooted without closing it): then the new one wins too.
+            keep_new = conn.dialed_by in (old.dialed_by, min(self.me, peer_id))
+            if not keep_new and peer.refused < _REFUSED_MAX:
+                peer.refused += 1
+                self.stats["replaced"] += 1
+                self._close_conn(conn)
+                return False
+            self.stats["replaced"] += 1
+            peer.conn = None
+            self._close_conn(old)
+        conn.state = _UP
+        conn.handshake = None
+        conn.decoder = FrameDecoder(self.config.frame_bytes_max)
+        peer.conn = conn
+        peer.backoff_s = 0.0
+        peer.failed_reported = False
+        peer.refused = 0
+        if peer.dial is not None and conn.dialed_by == min(self.me, peer_id):
+            # our own dial would lose to this link (kept by the same rule at both ends)
+            self._pending.discard(peer.dial)
+            self._close_conn(peer.dial)
+            peer.dial = None
+        self.stats["links_up"] += 1
+        assert self._handler is not None
+        self._handler.on_link_up(peer_id)
+        if conn.sock.fileno() < 0:
+            return False
+        if leftover:
+            try:
+                frames = conn.decoder.feed(leftover)
+            except FrameError as e:
+                self.stats["bad_frames"] += 1
+                self._drop(conn, str(e))
+                return False
+            return self._dispatch(conn, frames)
+        return True
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(_LISTEN_BACKLOG):
+            try:
+                sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. out of descriptors: the connection stays in the backlog
+            if len(self._pending) >= _PENDING_MAX:
+                self.stats["refused_busy"] += 1
+                sock.close()
+                continue
+            self.stats["accepted"] += 1
+            conn = self._new_conn(sock, _HANDSHAKE, None)
+            hs = Handshake(self.config.secret, server=True, my_id=self.me, role="member")
+            conn.handshake = hs
+            self._queue_raw(conn, conn.handshake.initial())
+
+    def _new_conn(self, sock: socket.socket, state: str, dialed_by: int | None) -> _Conn:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keepalive(sock, self.config.peer_failed_after_s)
+        conn = _Conn(sock, state, dialed_by, self._clock() + self.config.connect_timeout_s)
+        conn.events = selectors.EVENT_READ | selectors.EVENT_WRITE
+        assert self._sel is not None
+        self._sel.register(sock, conn.events, conn)
+        self._pending.add(conn)
+        return conn
+
+    def _dial(self, peer: _Peer) -> None:
+        assert peer.address is not None and peer.dial is None
+        addr = peer.address
+        self.stats["dialed"] += 1
+        try:
+            # an IP literal resolves at once; a host name is looked up here, blocking (name
+            # lookups are expected to be local: /etc/hosts or a cache)
+            family, _, _, _, sockaddr = _resolve(addr.host, addr.port)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:
+            self.stats["dials_failed"] += 1
+            self.recent_drops.append(f"member {peer.id}: cannot dial {addr.host}: {e}")
+            self._dial_failed(peer)
+            return
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            self.stats["dials_failed"] += 1
+            self._dial_failed(peer)
+            return
+        conn = self._new_conn(sock, _DIALING, self.me)
+        conn.peer = peer.id
+        peer.dial = conn
+
+    def _connected(self, conn: _Conn) -> None:
+        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._drop(conn, f"connect failed: {errno.errorcode.get(err, err)}")
+            return
+        conn.state = _HANDSHAKE
+        conn.handshake = Handshake(self.config.secret, server=False, my_id=self.me, role="member")
+        self._queue_raw(conn, conn.handshake.initial())
+
+    def _dial_failed(self, peer: _Peer) -> None:
+        base = self.config.reconnect_backoff_s
+        peer.backoff_s = min(self.config.peer_failed_after_s, max(base, peer.backoff_s * 2))
+        peer.dial_at = self._clock() + peer.backoff_s
+
+    def _drop(self, conn: _Conn, why: str) -> None:
+        """Close a connection; if it was a peer's link or our dial, the peer is down from now."""
+        self.recent_drops.append(f"member {conn.peer if conn.peer is not None else '?'}: {why}")
+        self._pending.discard(conn)
+        self._dirty.discard(conn)
+        peer = self._peers.get(conn.peer) if conn.peer is not None else None
+        self._close_conn(conn)
+        if peer is None:
+            return
+        if peer.conn is conn:
+            peer.conn = None
+            now = self._clock()
+            peer.down_since = now
+            peer.refused = 0
+            self.stats["links_lost"] += 1
+            peer.backoff_s = self.config.reconnect_backoff_s
+            peer.dial_at = now + max(self._grace_s(peer.id), peer.backoff_s)
+        elif peer.dial is conn:
+            peer.dial = None
+            self.stats["dials_failed"] += 1
+            self._dial_failed(peer)
+
+    def _close_conn(self, conn: _Conn) -> None:
+        self._pending.discard(conn)
+        self._dirty.discard(conn)
+        if conn.sock.fileno() >= 0:
+            if self._sel is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(conn.sock)
+            conn.sock.close()
+        conn.out.clear()
+        conn.out_bytes = 0
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _timers(self, now: float) -> float | None:
+        """Expire handshakes, report failed peers, dial; returns when the next timer is due."""
+        cfg = self.config
+        next_at: float | None = None
+        for conn in [c for c in self._pending if c.deadline <= now]:
+            self.stats["handshake_timeouts"] += 1
+            self._drop(conn, "no handshake in time")
+        for c in self._pending:
+            next_at = c.deadline if next_at is None else min(next_at, c.deadline)
+        assert self._handler is not None
+        for peer in list(self._peers.values()):
+            if peer.conn is not None:
+                continue
+            fail_at = peer.down_since + cfg.peer_failed_after_s
+            if not peer.failed_reported:
+                if now >= fail_at:
+                    peer.failed_reported = True
+                    self.stats["peer_failed"] += 1
+                    self._handler.on_peer_failed(peer.id)
+                    if self._closed:
+                        return None  # the handler closed the transport
+                else:
+                    next_at = fail_at if next_at is None else min(next_at, fail_at)
+            if peer.address is None or peer.dial is not None:
+                continue
+            if now >= peer.dial_at:
+                self._dial(peer)
+                if peer.dial is not None:
+                    continue  # its handshake deadline is a pending connection's timer
+            next_at = peer.dial_at if next_at is None else min(next_at, peer.dial_at)
+        return next_at
+
+
+def _keepalive(sock: socket.socket, idle_s: float) -> None:
+    """Probe an idle link so one whose peer vanished without closing it (a host powered off)
+    ends in seconds rather than hours; the replica's heartbeats notice first in the common case,
+    but only the transport can close the link and redial."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, round(idle_s))
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _resolve(host: str, port: int) -> tuple:
+    """The first stream address of `host:port` (family, type, proto, canonname, sockaddr)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    return infos[0]

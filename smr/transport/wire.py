@@ -1,0 +1,293 @@
+"""The wire format of every TCP connection in the toolkit: frames and the authenticated handshake.
+
+This module owns the bytes on a TCP stream, for member-to-member links (`smr.transport.tcp`) and
+for the client protocol alike. It is sans-I/O except `connect`, a blocking helper for clients.
+
+**Frames.** A header `<IB` (body length in bytes, kind byte) then the body. `FrameDecoder` turns
+any split of the stream back into `(kind, body)` pairs and refuses a length above its
+`frame_bytes_max` as soon as the header is read, before buffering any of the body. The kinds are
+the protocol's (tcp defines `WRITE` and `DATA`; the client protocol its own).
+
+**Handshake.** Before any frame, both ends send a hello at once, then a proof:
+
+    hello = magic "SMRH" | version u8 | role u8 | id u64 | nonce (32 random bytes)   46 bytes
+    proof = HMAC-SHA256(secret, label | dialer's hello | acceptor's hello)            32 bytes
+
+where `label` is `b"smr-auth dialer"` or `b"smr-auth acceptor"` after the side that computes the
+proof. Both nonces are fresh, so a recorded proof is useless on another connection (no replay);
+the labels differ, so a proof an acceptor sends cannot be reflected back to it as a dialer's
+(no reflection); the hellos carry each side's role and id, so neither can be altered in flight.
+Each side sends its proof as soon as it has the other's hello and is `done` once the other's
+proof checks out (`hmac.compare_digest`), so the exchange costs one round trip. A handshake is
+exactly 78 bytes from each side: anything after them is `leftover` (the first frames), so a
+handshake never buffers more than that. The secret appears in no message, repr or log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import socket
+import struct
+
+HEADER = struct.Struct("<IB")  # body length in bytes, kind
+
+MAGIC = b"SMRH"
+VERSION = 1
+ROLES = ("member", "client")
+_HELLO = struct.Struct("<4sBBQ32s")  # magic, version, role, id, nonce
+HELLO_BYTES = _HELLO.size
+PROOF_BYTES = hashlib.sha256().digest_size
+HANDSHAKE_BYTES = HELLO_BYTES + PROOF_BYTES  # what each side sends and receives, exactly
+_LABEL_DIALER = b"smr-auth dialer"
+_LABEL_ACCEPTOR = b"smr-auth acceptor"
+_ID_MAX = (1 << 64) - 1
+
+
+class FrameError(Exception):
+    """A peer sent bytes that are not a valid frame (or handshake); the connection must close."""
+
+
+class AuthError(FrameError):
+    """The peer failed the handshake: a bad magic or version, a wrong proof (a different cluster
+    secret), or garbage."""
+
+
+def encode_frame(kind: int, body: bytes) -> bytes:
+    """One frame: the header, then `body`."""
+    assert 0 <= kind <= 0xFF, f"frame kind {kind} is not a byte"
+    return HEADER.pack(len(body), kind) + body
+
+
+class FrameDecoder:
+    """Incremental frame decoder: `feed` any piece of the stream, get the frames it completes.
+
+    A frame whose body is at least `direct_bytes_min` and not yet complete gets a buffer of its
+    final size at once, filled in place (by `feed`, or by the caller's `recv_into` on
+    `body_window()` followed by `body_received(n)`), rather than a buffer grown piece by piece.
+    """
+
+    __slots__ = ("_body", "_buf", "_filled", "_kind", "direct_bytes_min", "frame_bytes_max")
+
+    def __init__(self, frame_bytes_max: int, *, direct_bytes_min: int = 64 << 10):
+        assert frame_bytes_max > 0 and direct_bytes_min > 0
+        self.frame_bytes_max = frame_bytes_max
+        self.direct_bytes_min = direct_bytes_min
+        self._buf = bytearray()  # an incomplete header or small frame
+        self._body: bytearray | None = None  # the body of an incomplete large frame
+        self._filled = 0  # bytes of `_body` received
+        self._kind = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of an incomplete frame held (at most a header plus `frame_bytes_max`)."""
+        return len(self._buf) + self._filled
+
+    def body_window(self) -> memoryview | None:
+        """Where the rest of an incomplete large frame's body goes (for `recv_into`), or None."""
+        body = self._body
+        return None if body is None else memoryview(body)[self._filled :]
+
+    def body_received(self, n: int) -> list[tuple[int, bytes]]:
+        """`n` bytes were written into `body_window()`: the frame, if that completed it."""
+        body = self._body
+        assert body is not None and 0 < n <= len(body) - self._filled
+        self._filled += n
+        if self._filled < len(body):
+            return []
+        self._body = None
+        self._filled = 0
+        return [(self._kind, bytes(body))]
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
+        """The frames completed by `data`, in stream order. Raises `FrameError` for a length
+        above `frame_bytes_max`; the decoder must not be fed again after that."""
+        frames: list[tuple[int, bytes]] = []
+        body = self._body
+        if body is not None:
+            take = min(len(body) - self._filled, len(data))
+            body[self._filled : self._filled + take] = data[:take]
+            frames = self.body_received(take) if take else []
+            if self._body is not None or take == len(data):
+                return frames
+            data = memoryview(data)[take:]
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray | memoryview = buf
+        else:
+            src = data  # the common case: parse straight from the caller's bytes, copy the tail
+        pos = 0
+        end = len(src)
+        hdr = HEADER.size
+        unpack = HEADER.unpack_from
+        limit = self.frame_bytes_max
+        while end - pos >= hdr:
+            length, kind = unpack(src, pos)
+            if length > limit:
+                raise FrameError(f"a frame of {length} bytes exceeds the {limit}-byte limit")
+            stop = pos + hdr + length
+            if stop > end:
+                if length >= self.direct_bytes_min:
+                    # a large frame: its own buffer, filled in place from here on
+                    body = bytearray(length)
+                    have = end - pos - hdr
+                    body[:have] = src[pos + hdr : end]
+                    self._body, self._filled, self._kind = body, have, kind
+                    pos = end
+                break
+            frames.append((kind, bytes(src[pos + hdr : stop])))
+            pos = stop
+        if src is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += src[pos:]
+        return frames
+
+
+class Handshake:
+    """One end of the mutual HMAC-SHA256 handshake, sans-I/O.
+
+    Send `initial()` first, pass everything received to `feed` and send what it returns, until
+    `done`; then `peer_id` and `peer_role` say who the peer proved to be and `leftover` holds
+    the bytes received after the handshake (the start of the frame stream). `server` is the
+    accepting side of the connection. Before `done`, `peer_id` is only what the peer claims.
+    """
+
+    __slots__ = (
+        "_dialer_hello",
+        "_hello",
+        "_inbox",
+        "_peer_hello",
+        "_secret",
+        "done",
+        "leftover",
+        "my_id",
+        "peer_id",
+        "peer_role",
+        "role",
+        "server",
+    )
+
+    def __init__(self, secret: bytes, *, server: bool, my_id: int, role: str):
+        if role not in ROLES:
+            raise ValueError(f"handshake role {role!r}: expected one of {', '.join(ROLES)}")
+        if not 0 <= my_id <= _ID_MAX:
+            raise ValueError(f"handshake id {my_id} is not an unsigned 64-bit integer")
+        assert len(secret) >= 16, "the cluster secret must be at least 16 bytes"
+        self._secret = bytes(secret)
+        self.server = server
+        self.my_id = my_id
+        self.role = role
+        self._hello = _HELLO.pack(MAGIC, VERSION, ROLES.index(role), my_id, secrets.token_bytes(32))
+        self._inbox = bytearray()
+        self._peer_hello: bytes | None = None
+        self.done = False
+        self.peer_id: int | None = None
+        self.peer_role: str | None = None
+        self.leftover = b""
+
+    def __repr__(self) -> str:
+        side = "acceptor" if self.server else "dialer"
+        state = f"peer={self.peer_role}:{self.peer_id}" if self.done else "pending"
+        return f"Handshake({side}, {self.role}:{self.my_id}, {state})"
+
+    @property
+    def bytes_needed(self) -> int:
+        """How many more bytes the handshake consumes (a blocking reader reads exactly these,
+        so nothing after the handshake is read by it)."""
+        return 0 if self.done else HANDSHAKE_BYTES - len(self._inbox)
+
+    def initial(self) -> bytes:
+        """The hello, to send as soon as the connection is up (both sides send one)."""
+        return self._hello
+
+    def _proof(self, label: bytes) -> bytes:
+        assert self._peer_hello is not None
+        if self.server:
+            dialer, acceptor = self._peer_hello, self._hello
+        else:
+            dialer, acceptor = self._hello, self._peer_hello
+        return hmac.new(self._secret, label + dialer + acceptor, hashlib.sha256).digest()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Consume received bytes; returns the bytes to send in reply (possibly empty). Raises
+        `AuthError` once the peer is proven not to hold the secret or not to speak this
+        protocol; the connection must then be closed."""
+        if self.done:
+            raise AuthError("handshake: fed after it was done (use `leftover`)")
+        take = self.bytes_needed
+        self._inbox += data[:take]
+        extra = bytes(data[take:])
+        inbox = self._inbox
+        reply = b""
+        if self._peer_hello is None:
+            # reject garbage at its first bytes rather than after a whole hello
+            head = bytes(inbox[: len(MAGIC)])
+            if head != MAGIC[: len(head)]:
+                raise AuthError("handshake: not an smr peer (bad magic)")
+            if len(inbox) < HELLO_BYTES:
+                return reply
+            _, version, role, peer_id, _ = _HELLO.unpack_from(inbox)
+            if version != VERSION:
+                raise AuthError(f"handshake: protocol version {version}, expected {VERSION}")
+            if role >= len(ROLES):
+                raise AuthError(f"handshake: unknown role {role}")
+            self._peer_hello = bytes(inbox[:HELLO_BYTES])
+            if self._peer_hello == self._hello:
+                raise AuthError("handshake: the peer echoed our own hello")
+            self.peer_id = peer_id
+            self.peer_role = ROLES[role]
+            reply = self._proof(_LABEL_ACCEPTOR if self.server else _LABEL_DIALER)
+        if len(inbox) < HANDSHAKE_BYTES:
+            return reply
+        expected = self._proof(_LABEL_DIALER if self.server else _LABEL_ACCEPTOR)
+        if not hmac.compare_digest(expected, bytes(inbox[HELLO_BYTES:HANDSHAKE_BYTES])):
+            self.peer_id = self.peer_role = None
+            raise AuthError("handshake: wrong proof from the peer (a different cluster secret?)")
+        self.done = True
+        self.leftover = extra
+        self._inbox = bytearray()
+        return reply
+
+
+def connect(
+    host: str, port: int, secret: bytes, *, my_id: int, role: str, timeout_s: float
+) -> socket.socket:
+    """A blocking, authenticated connection to `host:port` (for clients and tools). The socket
+    is returned in blocking mode with `timeout_s` set, positioned at the first frame. Raises
+    `AuthError` if the peer fails the handshake, `ConnectionError` if it cannot be reached."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError as e:
+        raise ConnectionError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hs = Handshake(secret, server=False, my_id=my_id, role=role)
+        sock.sendall(hs.initial())
+        while not hs.done:
+            # read exactly what the handshake needs, so no frame byte is consumed here
+            data = sock.recv(hs.bytes_needed)
+            if not data and hs.peer_id is not None:
+                # the peer had our proof: it found it wrong (or refuses our role or id)
+                raise AuthError(
+                    f"{host}:{port} refused the handshake "
+                    f"(a different cluster secret, or it does not accept this {role})"
+                )
+            if not data:
+                raise ConnectionError(f"{host}:{port} closed the connection during the handshake")
+            reply = hs.feed(data)
+            if reply:
+                sock.sendall(reply)
+    except (ConnectionError, FrameError):
+        sock.close()
+        raise
+    except TimeoutError:
+        sock.close()
+        why = f"{host}:{port} did not complete the handshake in {timeout_s}s"
+        raise ConnectionError(why) from None
+    except OSError as e:
+        sock.close()
+        raise ConnectionError(f"connection to {host}:{port} failed: {e.strerror or e}") from None
+    return sock
