@@ -10,6 +10,7 @@ import click
 BENCHES = {
     "core": "smr.cli.bench_core:bench_core",
     "log": "smr.cli.bench_log:bench_log",
+    "transport": "smr.cli.bench_transport:bench_transport",
 }
 
 
