@@ -38,7 +38,7 @@ def test_a_good_configuration_parses():
     cfg = parse(GOOD)
     assert cfg.founders == (1, 2) and cfg.types == (KVStore,)
     assert cfg.layout[0].mode == "durable"
-    assert cfg.core_config().views.suspect_timeout_ns == 60_000_000
+    assert cfg.core_config().views.suspect_timeout_ns == 100_000_000
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,13 @@ class ViewConfig:
     # founder must not be cut off for being the last to come up. 0: no grace (the simulator,
     # whose founders all start at time 0).
     startup_grace_ns: int = 0
+    # In any later view, a member that has not started it yet (a joiner still taking its
+    # JOIN_OK and state, a survivor still logging the view) is suspected only after this long.
+    install_grace_ns: int = 0
+    # A member whose own ticks stopped for half the timeout (its process was stopped or starved)
+    # restarts its peers' silence clocks instead of suspecting them for its own pause. Off for
+    # drivers that jump time on purpose (transcripts); the node runtime turns it on.
+    forgive_own_pauses: bool = False
     members_max: int = 64  # members a view may have (joiners included)
     joins_max: int = 8  # join requests a member relays at once
     partition_safety: bool = True
@@ -257,6 +264,7 @@ class ViewChange:
         # that carries no time (a write, a join acceptance), and the clock starts then
         self.last_heard_ns: list[int | None] = [None] * self.n
         self.founding = False  # the group's first view: founders get `startup_grace_ns`
+        self.last_tick_ns: int | None = None
         self.decided: Proposal | None = None
         self.trimmed = False
         self.blocked_on: tuple | None = None
@@ -336,6 +344,18 @@ class ViewChange:
     def on_tick(self, now_ns: int) -> None:
         t = self.table
         timeout = self.config.suspect_timeout_ns
+        grace = self.config.startup_grace_ns if self.founding else self.config.install_grace_ns
+        paused = (
+            self.config.forgive_own_pauses
+            and self.last_tick_ns is not None
+            and now_ns - self.last_tick_ns > timeout // 2
+        )
+        self.last_tick_ns = now_ns
+        if paused:
+            # I did not run for a while (a stopped process, a starved host): the silence I would
+            # see is mine, not my peers'. Their clocks restart now.
+            self.last_heard_ns = [now_ns] * self.n
+            return
         for r in range(self.n):
             if r == self.me_row:
                 continue
@@ -344,9 +364,7 @@ class ViewChange:
             if hb != self.last_heartbeat[r] or heard is None:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
-            elif now_ns - heard > timeout and not (
-                hb == 0 and self.founding and now_ns - heard <= self.config.startup_grace_ns
-            ):
+            elif now_ns - heard > timeout and not (hb == 0 and now_ns - heard <= grace):
                 self.suspect(r)  # (a suspected member stays suspected; we still note its life)
 
     def suspect(self, row: int) -> None:

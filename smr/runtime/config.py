@@ -15,7 +15,7 @@ message names the file, the key and what to change; nothing starts on a bad file
 
     [timeouts]
     heartbeat_ms = 5
-    suspect_ms = 60
+    suspect_ms = 100
     peer_failed_ms = 1000
     submit_ms = 5000
 
@@ -51,6 +51,7 @@ from smr.transport.base import Address, TransportConfig
 TRANSPORTS = ("auto", "shm", "tcp", "verbs")
 SECRET_BYTES_MIN = 16
 STARTUP_GRACE_S = 10.0  # founders that have not started are suspected after this
+INSTALL_GRACE_S = 1.0  # members that have not started a new view are suspected after this
 
 
 class ConfigError(Exception):
@@ -85,7 +86,7 @@ class ClusterConfig:
     members: dict[int, MemberConfig]
     subgroups: tuple[SubgroupConfig, ...]
     heartbeat_ms: float = 5.0
-    suspect_ms: float = 60.0
+    suspect_ms: float = 100.0
     peer_failed_ms: float = 1000.0
     submit_ms: float = 5000.0
     frame_bytes_max: int = 64 << 20
@@ -119,6 +120,8 @@ class ClusterConfig:
             views=ViewConfig(
                 suspect_timeout_ns=int(self.suspect_ms * 1e6),
                 startup_grace_ns=int(STARTUP_GRACE_S * 1e9),
+                install_grace_ns=int(INSTALL_GRACE_S * 1e9),
+                forgive_own_pauses=True,
             ),
         )
 
@@ -277,7 +280,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
     values = {}
     for key, default in (
         ("heartbeat_ms", 5.0),
-        ("suspect_ms", 60.0),
+        ("suspect_ms", 100.0),
         ("peer_failed_ms", 1000.0),
         ("submit_ms", 5000.0),
     ):
