@@ -23,12 +23,15 @@ SYSTEMS = ("smr", "pysyncobj", "raw")
 MODES = ("ordered", "durable")
 RAW_MODES = ("tcp", "memcpy")  # the raw reference's "modes": the loopback stream, a copy
 SIZES = (100, 1024, 65536, 1048576)
-window_max = 256  # outstanding commands in a throughput run (`--window` sets it)
+# Outstanding commands in a throughput run (`--window` sets it): pysyncobj batches per 0.1 s
+# tick, so it needs thousands outstanding to reach its peak.
+window_max = 4096
 inflight_bytes_max = 16 << 20  # ... and at most this many payload bytes outstanding
 
 
-def throughput_window(payload_bytes: int) -> int:
-    return max(1, min(window_max, inflight_bytes_max // max(1, payload_bytes)))
+def throughput_window(payload_bytes: int, window: int = window_max) -> int:
+    """`window` outstanding commands, fewer for payloads that would exceed inflight_bytes_max."""
+    return max(1, min(window, inflight_bytes_max // max(1, payload_bytes)))
 
 
 def measure(
@@ -55,10 +58,12 @@ def measure(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _workloads(target: dict, sizes, duration_s: float, warmup_s: float) -> dict:
+def _workloads(target: dict, sizes, duration_s: float, warmup_s: float, window: int) -> dict:
     figures = {}
     for size in sizes:
-        figures[str(size)] = measure(target, size, throughput_window(size), duration_s, warmup_s)
+        figures[str(size)] = measure(
+            target, size, throughput_window(size, window), duration_s, warmup_s
+        )
     return figures
 
 
@@ -88,13 +93,13 @@ def raw_memcpy(payload_bytes: int, duration_s: float) -> dict:
     return figures
 
 
-def run_raw(sizes, duration_s: float, warmup_s: float) -> dict:
+def run_raw(sizes, duration_s: float, warmup_s: float, window: int = window_max) -> dict:
     port = frames.free_ports(1)[0]
     server = subprocess.Popen([sys.executable, "-m", "smr.bench.frames", "echo", str(port)])
     try:
         _wait_for_port(port)
         target = {"system": "raw", "port": port}
-        tcp = _workloads(target, sizes, duration_s, warmup_s)
+        tcp = _workloads(target, sizes, duration_s, warmup_s, window)
         _add_w1(tcp, target, sizes, duration_s, warmup_s)
     finally:
         server.kill()
@@ -115,7 +120,9 @@ def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def run_pysyncobj(modes, sizes, duration_s: float, warmup_s: float) -> dict:
+def run_pysyncobj(
+    modes, sizes, duration_s: float, warmup_s: float, window: int = window_max
+) -> dict:
     """Its default (batched) configuration for throughput, the unbatched one for `w1_p50_ms`;
     each on fresh replicas. What the replicas logged is kept under `warnings` per mode."""
     results = {}
@@ -125,7 +132,7 @@ def run_pysyncobj(modes, sizes, duration_s: float, warmup_s: float) -> dict:
                 with pysyncobj_ref.Replicas(batched, work, durable=mode == "durable") as replicas:
                     target = {"system": "pysyncobj", "port": replicas.leader_serve_port}
                     if batched:
-                        results[mode] = _workloads(target, sizes, duration_s, warmup_s)
+                        results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
                     else:
                         _add_w1(results[mode], target, sizes, duration_s, warmup_s)
                     logged = replicas.warnings()
@@ -148,7 +155,13 @@ def open_cluster(transport: str, mode: str, data_dir: str):
 
 
 def run_smr(
-    modes, sizes, transport: str, duration_s: float, warmup_s: float, failover_repetitions: int = 0
+    modes,
+    sizes,
+    transport: str,
+    duration_s: float,
+    warmup_s: float,
+    failover_repetitions: int = 0,
+    window: int = window_max,
 ) -> tuple[dict, dict | None]:
     """Figures per mode, and failover figures from the first mode if asked for."""
     results, failover = {}, None
@@ -158,7 +171,7 @@ def run_smr(
             open_cluster(transport, mode, work) as cluster,
         ):
             target = {"system": "smr", "config_path": str(cluster.config_path)}
-            results[mode] = _workloads(target, sizes, duration_s, warmup_s)
+            results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
             if failover_repetitions and failover is None:
                 failover = smr_failover(cluster, failover_repetitions)
@@ -245,8 +258,11 @@ def compare(
     duration_s: float = 3.0,
     warmup_s: float = 0.5,
     failover_repetitions: int = 0,
+    window: int = window_max,
 ) -> tuple[dict, dict | None]:
     """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, not {window}")
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
@@ -259,12 +275,12 @@ def compare(
     for system in systems:
         if system == "smr":
             results["smr"], failover = run_smr(
-                modes, sizes, transport, duration_s, warmup_s, failover_repetitions
+                modes, sizes, transport, duration_s, warmup_s, failover_repetitions, window
             )
         elif system == "pysyncobj":
-            results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s)
+            results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
         else:
-            results["raw"] = run_raw(sizes, duration_s, warmup_s)
+            results["raw"] = run_raw(sizes, duration_s, warmup_s, window)
     return results, failover
 
 
@@ -295,7 +311,7 @@ def format_table(results: dict) -> str:
                 tcp = raw_tcp.get(size)
                 vs_raw = (
                     100 * fig["mib_per_s"] / tcp["mib_per_s"]
-                    if tcp and (system, mode) != ("raw", "tcp")
+                    if tcp and system != "raw"
                     else None
                 )
                 lines.append(
