@@ -254,3 +254,18 @@ def test_compare_says_how_to_install_pysyncobj_when_missing(monkeypatch):
     result = CliRunner().invoke(cli, ["bench", "compare", "--systems", "pysyncobj"])
     assert result.exit_code != 0
     assert "pip install 'smr-toolkit[bench]'" in result.output
+
+
+@pytest.mark.skipif(
+    not pysyncobj_ref.available(),
+    reason="pysyncobj is not installed: pip install 'smr-toolkit[bench]'",
+)
+def test_pysyncobj_replicas_apply_every_command_and_agree(tmp_path):
+    with pysyncobj_ref.Replicas(True, str(tmp_path), durable=True) as replicas:
+        target = {"system": "pysyncobj", "port": replicas.leader_serve_port}
+        figures = run.measure(target, 300, 16, duration_s=0.3, warmup_s=0.0)
+        agreed, stats = replicas.agree()
+    assert agreed, stats
+    count, total_bytes, _ = stats[0]
+    assert count >= figures["count"] and total_bytes == 300 * count
+    assert all((tmp_path / f"journal-{i}").exists() for i in range(3))  # "durable": a journal

@@ -16,7 +16,7 @@ import threading
 import time
 
 HEADER = struct.Struct("<IQB")
-APPEND, LEADER, READY = 0, 1, 2  # request kinds
+APPEND, LEADER, READY, STATS = 0, 1, 2, 3  # request kinds
 OK, ERROR = 0, 1  # reply kinds
 frame_bytes_max = 64 << 20  # a longer frame is a protocol error, not an allocation
 pending_max = 1 << 16  # outstanding requests per client connection

@@ -112,6 +112,11 @@ def _serve_conn(replica, conn: socket.socket) -> None:
                 leader = replica._getLeader()
                 port = str(leader.address).rsplit(":", 1)[1] if leader is not None else ""
                 reply(request_id, frames.OK, port.encode())
+            elif kind == frames.STATS:
+                # Read from the tick thread's state without a lock: a torn read shows up as a
+                # disagreement that the next poll (Replicas.agree) clears.
+                stats = f"{replica.count},{replica.total_bytes},{replica.checksum}"
+                reply(request_id, frames.OK, stats.encode())
             elif kind == frames.READY:
                 reply(request_id, frames.OK, b"1" if replica.isReady() else b"0")
             else:
@@ -175,6 +180,29 @@ class Replicas:
             time.sleep(0.2)
         self.close()
         raise TimeoutError(f"pysyncobj replicas had no leader within {timeout_s} s")
+
+    def stats(self) -> list[tuple[int, int, int]]:
+        """(count, total bytes, checksum) at each replica."""
+        result = []
+        for port in self.serve_ports:
+            client = frames.FrameClient("127.0.0.1", port, connect_timeout_s=2.0)
+            try:
+                text = client.request(frames.STATS).result(timeout=5.0).decode()
+            finally:
+                client.close()
+            count, total, checksum = (int(v) for v in text.split(","))
+            result.append((count, total, checksum))
+        return result
+
+    def agree(self, timeout_s: float = 10.0) -> tuple[bool, list[tuple[int, int, int]]]:
+        """Whether the replicas reach the same (count, bytes, checksum) once the load stopped:
+        pysyncobj warns "state machine may have diverged" under load, and this checks it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = self.stats()
+            if len(set(stats)) == 1 or time.monotonic() > deadline:
+                return len(set(stats)) == 1, stats
+            time.sleep(0.2)
 
     def warnings(self) -> list[str]:
         """What the replicas logged (pysyncobj prints its warnings)."""

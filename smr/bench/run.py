@@ -136,11 +136,18 @@ def run_pysyncobj(
                     else:
                         _add_w1(results[mode], target, sizes, duration_s, warmup_s)
                     logged = replicas.warnings()
+                    agreed, stats = replicas.agree()
+                config = "batched" if batched else "unbatched"
                 if logged:
-                    config = "batched" if batched else "unbatched"
                     print(
                         f"pysyncobj {mode} {config}: the replicas logged {len(logged)} lines, "
                         f"e.g. {logged[0]!r}",
+                        file=sys.stderr,
+                    )
+                if not agreed:
+                    print(
+                        f"pysyncobj {mode} {config}: the replicas DIVERGED: (count, bytes, "
+                        f"checksum) per replica {stats}",
                         file=sys.stderr,
                     )
     return results
@@ -310,9 +317,7 @@ def format_table(results: dict) -> str:
                 )
                 tcp = raw_tcp.get(size)
                 vs_raw = (
-                    100 * fig["mib_per_s"] / tcp["mib_per_s"]
-                    if tcp and system != "raw"
-                    else None
+                    100 * fig["mib_per_s"] / tcp["mib_per_s"] if tcp and system != "raw" else None
                 )
                 lines.append(
                     f"{system:<10}{mode:<9}{_size(int(size)):>9}{_fmt(fig['ops_per_s']):>11}"
