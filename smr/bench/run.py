@@ -362,7 +362,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("payload (bytes)")
     ax.set_ylabel("throughput (MiB/s)")
-    ax.set_title("Delivered throughput against payload size (3 replicas, loopback)")
+    ax.set_title("Throughput against payload size (one client process, loopback)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
