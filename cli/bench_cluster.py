@@ -25,16 +25,19 @@ def bench_cluster(
     transport, modes, sizes, duration_s, warmup_s, window, as_json, plot, kills
 ) -> None:
     """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
-    results, failover = run.compare(
-        ["smr"],
-        parse_modes(modes),
-        parse_sizes(sizes),
-        transport=transport,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        failover_repetitions=kills,
-        window=window,
-    )
+    try:
+        results, failover = run.compare(
+            ["smr"],
+            parse_modes(modes),
+            parse_sizes(sizes),
+            transport=transport,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            failover_repetitions=kills,
+            window=window,
+        )
+    except RuntimeError as error:  # a system that is not installed or did not start
+        raise click.ClickException(str(error)) from error
     if plot:
         run.plot(results, plot)
     if as_json:

@@ -24,15 +24,18 @@ def bench_compare(
         raise click.ClickException(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
         )
-    results, _ = run.compare(
-        system_list,
-        parse_modes(modes),
-        parse_sizes(sizes),
-        transport=transport,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        window=window,
-    )
+    try:
+        results, _ = run.compare(
+            system_list,
+            parse_modes(modes),
+            parse_sizes(sizes),
+            transport=transport,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            window=window,
+        )
+    except RuntimeError as error:  # a system that is not installed or did not start
+        raise click.ClickException(str(error)) from error
     if plot:
         run.plot(results, plot)
     if as_json:

@@ -5,6 +5,7 @@ the raw references (and pysyncobj if the `bench` extra is installed). No timing 
 import json
 import socket
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -269,3 +270,75 @@ def test_pysyncobj_replicas_apply_every_command_and_agree(tmp_path):
     count, total_bytes, _ = stats[0]
     assert count >= figures["count"] and total_bytes == 300 * count
     assert all((tmp_path / f"journal-{i}").exists() for i in range(3))  # "durable": a journal
+
+
+class _FakeGroup:
+    """Stands in for the smr runtime's cluster and client (not written yet) to drive
+    `run.smr_failover`: after a kill, commands are answered by the survivors only, and a
+    new view without the victim appears after `view_delay` completions."""
+
+    def __init__(self, view_delay=20):
+        self.pids = {1: 101, 2: 102, 3: 103}
+        self.config_path = "fake.toml"
+        self.members = [1, 2, 3]
+        self.view_list = [(1, [1, 2, 3])]
+        self.view_delay = view_delay
+        self.after_kill = None
+        self.killed, self.restarted, self.closed = [], [], False
+        self.lock = threading.Lock()
+        self.gaps_ms = []  # per kill: from the kill to the next view's appearance
+
+    # the cluster
+    def kill(self, member):
+        with self.lock:
+            self.killed.append(member)
+            self.members = [m for m in self.members if m != member]
+            self.after_kill = 0
+            self.kill_ns = time.perf_counter_ns()
+
+    def restart(self, member):
+        with self.lock:
+            self.restarted.append(member)
+            self.members = sorted([*self.members, member])
+            self.view_list.append((self.view_list[-1][0] + 1, list(self.members)))
+
+    # the client
+    def subgroup(self, cls):
+        return self
+
+    def submit(self, op, data):
+        future = Future()
+
+        def answer():
+            with self.lock:
+                if self.after_kill is not None:
+                    self.after_kill += 1
+                    if self.after_kill == self.view_delay:
+                        self.view_list.append((self.view_list[-1][0] + 1, list(self.members)))
+                        self.gaps_ms.append((time.perf_counter_ns() - self.kill_ns) / 1e6)
+                result = dict.fromkeys(self.members, 1)
+            future.set_result(result)
+
+        threading.Timer(0.001, answer).start()
+        return future
+
+    def views(self):
+        with self.lock:
+            return list(self.view_list)
+
+    def close(self):
+        self.closed = True
+
+
+def test_failover_measures_kill_to_first_delivery_in_the_next_view(monkeypatch):
+    import smr
+
+    group = _FakeGroup()
+    monkeypatch.setattr(smr, "connect", lambda config: group, raising=False)
+    figures = run.smr_failover(group, repetitions=2, rejoin_timeout_s=20)
+    assert group.killed == group.restarted == [3, 3] and group.closed
+    assert figures["repetitions"] == 2 and len(figures["samples_ms"]) == 2
+    assert 0 < figures["p50_ms"] <= figures["max_ms"]
+    # Completions before the new view (the survivors answering the old epoch) do not count.
+    for sample_ms, gap_ms in zip(figures["samples_ms"], group.gaps_ms, strict=True):
+        assert sample_ms >= gap_ms
