@@ -342,3 +342,17 @@ def test_failover_measures_kill_to_first_delivery_in_the_next_view(monkeypatch):
     # Completions before the new view (the survivors answering the old epoch) do not count.
     for sample_ms, gap_ms in zip(figures["samples_ms"], group.gaps_ms, strict=True):
         assert sample_ms >= gap_ms
+
+
+def test_compare_refuses_smr_up_front_when_the_runtime_is_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "smr.runtime.cluster" else real(name, *a),
+    )
+    result = CliRunner().invoke(cli, ["bench", "compare", "--systems", "raw,smr"])
+    assert result.exit_code != 0
+    assert "--systems pysyncobj,raw" in result.output

@@ -8,6 +8,7 @@ the p50 with one command outstanding (pysyncobj: in its unbatched configuration)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -298,6 +299,12 @@ def compare(
     if "pysyncobj" in systems and not pysyncobj_ref.available():
         raise RuntimeError(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
+        )
+    if "smr" in systems and importlib.util.find_spec("smr.runtime.cluster") is None:
+        # Before any other system runs for minutes only to end in this error.
+        raise RuntimeError(
+            "the smr node runtime (smr.runtime.cluster.LocalCluster) is not available; "
+            "leave smr out with --systems pysyncobj,raw"
         )
     results: dict = {}
     failover = None
