@@ -8,6 +8,8 @@ import importlib
 import click
 
 BENCHES = {
+    "cluster": "smr.cli.bench_cluster:bench_cluster",
+    "compare": "smr.cli.bench_compare:bench_compare",
     "core": "smr.cli.bench_core:bench_core",
     "log": "smr.cli.bench_log:bench_log",
     "transport": "smr.cli.bench_transport:bench_transport",

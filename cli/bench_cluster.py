@@ -1,0 +1,50 @@
+"""`smr bench cluster`: three smr members as processes on this host, driven by a separate
+client process: throughput and latency per mode and payload, and the time from SIGKILL of a
+member to the first command delivered in the next view."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from smr.bench import run
+from smr.cli.bench_options import parse_modes, parse_sizes, workload_options
+
+
+@click.command("cluster")
+@workload_options
+@click.option(
+    "--kills",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="SIGKILL repetitions for the failover figure (0: skip).",
+)
+def bench_cluster(
+    transport, modes, sizes, duration_s, warmup_s, window, as_json, plot, kills
+) -> None:
+    """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
+    try:
+        results, failover = run.compare(
+            ["smr"],
+            parse_modes(modes),
+            parse_sizes(sizes),
+            transport=transport,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            failover_repetitions=kills,
+            window=window,
+        )
+    except RuntimeError as error:  # a system that is not installed or did not start
+        raise click.ClickException(str(error)) from error
+    if plot:
+        run.plot(results, plot)
+    if as_json:
+        click.echo(json.dumps({**results, "failover": failover}))
+        return
+    click.echo(run.format_table(results))
+    if failover:
+        click.echo(run.format_failover(failover))
+    if plot:
+        click.echo(f"plot: {plot}")

@@ -1,0 +1,46 @@
+"""`smr bench compare`: the same workloads against smr, pysyncobj and the raw references
+(loopback TCP stream, memory copy) in one run, side by side with ratios; `--json` prints
+`{system: {mode: {payload: {ops_per_s, mib_per_s, p50_ms, p99_ms, ...}}}}`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from smr.bench import pysyncobj_ref, run
+from smr.cli.bench_options import parse_modes, parse_sizes, parse_systems, workload_options
+
+
+@click.command("compare")
+@click.option("--systems", default="smr,pysyncobj,raw", show_default=True)
+@workload_options
+def bench_compare(
+    systems, transport, modes, sizes, duration_s, warmup_s, window, as_json, plot
+) -> None:
+    """smr, pysyncobj and raw loopback side by side (3 replicas each, one client process)."""
+    system_list = parse_systems(systems)
+    if "pysyncobj" in system_list and not pysyncobj_ref.available():
+        raise click.ClickException(
+            f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
+        )
+    try:
+        results, _ = run.compare(
+            system_list,
+            parse_modes(modes),
+            parse_sizes(sizes),
+            transport=transport,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            window=window,
+        )
+    except RuntimeError as error:  # a system that is not installed or did not start
+        raise click.ClickException(str(error)) from error
+    if plot:
+        run.plot(results, plot)
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        click.echo(run.format_table(results))
+        if plot:
+            click.echo(f"plot: {plot}")

@@ -1,0 +1,79 @@
+"""Options and parsing shared by `smr bench cluster` and `smr bench compare`."""
+
+from __future__ import annotations
+
+import click
+
+from smr.bench import run
+
+
+def _csv(value: str, name: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if not items or bad:
+        raise click.BadParameter(
+            f"{', '.join(bad) or 'nothing'} is not one of {', '.join(allowed)}", param_hint=name
+        )
+    return items
+
+
+def parse_modes(value: str) -> list[str]:
+    return _csv(value, "--modes", run.MODES)
+
+
+def parse_systems(value: str) -> list[str]:
+    return _csv(value, "--systems", run.SYSTEMS)
+
+
+def parse_sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of byte counts", param_hint="--sizes"
+        ) from None
+    if not sizes or any(not 1 <= s <= 16 << 20 for s in sizes):
+        raise click.BadParameter("sizes must be between 1 and 16777216 bytes", param_hint="--sizes")
+    return sorted(set(sizes))
+
+
+def workload_options(command):
+    """--transport, --modes, --sizes, --duration-s, --warmup-s, --window, --json, --plot."""
+    for option in reversed(
+        [
+            click.option(
+                "--transport",
+                type=click.Choice(["shm", "tcp"]),
+                default="shm",
+                show_default=True,
+                help="How the smr members talk.",
+            ),
+            click.option("--modes", default="ordered,durable", show_default=True),
+            click.option(
+                "--sizes",
+                default=",".join(map(str, run.SIZES)),
+                show_default=True,
+                help="Payload bytes.",
+            ),
+            click.option(
+                "--duration-s", default=3.0, show_default=True, help="Seconds per workload."
+            ),
+            click.option("--warmup-s", default=0.5, show_default=True),
+            click.option(
+                "--window",
+                default=run.window_max,
+                show_default=True,
+                type=click.IntRange(1, 1 << 16),
+                help="Outstanding commands for throughput (fewer for large payloads: at most "
+                f"{run.inflight_bytes_max >> 20} MiB in flight).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+            click.option(
+                "--plot",
+                type=click.Path(dir_okay=False),
+                help="Write throughput against payload size (log-log) to this PNG.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command

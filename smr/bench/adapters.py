@@ -1,0 +1,43 @@
+"""The client-process side of every system: `open_submitter(target)` returns
+`(submit, close)` where `submit(payload)` returns a future-like object (`add_done_callback`,
+`exception`). Everything system-specific the client
+process does is here; `smr_submitter` is the one function to adjust if the smr client API
+differs from the one it was written against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from smr.bench import frames
+
+Submitter = tuple[Callable[[bytes], Any], Callable[[], None]]
+
+
+def smr_submitter(config_path: str) -> Submitter:
+    """Append to shard 0 of the cluster's BlobLog through the smr client (written against
+    `smr.connect(config).subgroup(BlobLog).submit("append", data)`; not yet run against the
+    runtime when this was written)."""
+    import smr
+    from smr.statemachines import BlobLog
+
+    client = smr.connect(config_path)
+    log = client.subgroup(BlobLog)
+    return (lambda payload: log.submit("append", payload)), client.close
+
+
+def frame_submitter(port: int) -> Submitter:
+    """pysyncobj replicas and the raw echo server both answer APPEND frames."""
+    client = frames.FrameClient("127.0.0.1", port)
+    return (lambda payload: client.request(frames.APPEND, payload)), client.close
+
+
+def open_submitter(target: dict) -> Submitter:
+    """`target` is {"system": "smr", "config_path": ...} or {"system": "pysyncobj"|"raw",
+    "port": ...}."""
+    system = target.get("system")
+    if system == "smr":
+        return smr_submitter(target["config_path"])
+    if system in ("pysyncobj", "raw"):
+        return frame_submitter(int(target["port"]))
+    raise ValueError(f"unknown system {system!r}: expected smr, pysyncobj or raw")

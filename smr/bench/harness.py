@@ -1,0 +1,89 @@
+"""The client harness: drives one system through `submit(payload) -> future` with at most
+`window` commands outstanding, discards a warm-up, and times every measured command with
+`time.perf_counter_ns` from submit to completion."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+from smr.bench.stats import summarize
+
+samples_max = 2_000_000  # latencies kept per run; a run stops submitting when it is reached
+
+
+def drive(
+    submit: Callable[[bytes], Any],
+    payload_bytes: int,
+    window: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    count_max: int = samples_max,
+    timeout_s: float = 60.0,
+) -> dict:
+    """Submit `payload_bytes`-byte commands for `warmup_s` + `duration_s` (or until `count_max`
+    measured ones) keeping at most `window` outstanding; returns `stats.summarize` figures of
+    the commands submitted after the warm-up. `submit` returns anything with
+    `add_done_callback(fn)` and `exception()` (a concurrent.futures.Future)."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, not {window}")
+    if duration_s <= 0 or warmup_s < 0:
+        raise ValueError("duration_s must be positive and warmup_s not negative")
+    count_max = min(count_max, samples_max)
+    payload = b"\x5a" * payload_bytes
+    # One token per window slot. SimpleQueue is implemented in C: a Semaphore or Condition
+    # (pure Python) cost more per command than the 100-byte round trip itself.
+    tokens: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(window):
+        tokens.put(None)
+    latencies_ns: list[int] = []
+    errors: list[BaseException] = []
+    last_done_ns = 0
+    clock = time.perf_counter_ns
+
+    def done(start_ns: int, measured: bool, future: Any) -> None:
+        nonlocal last_done_ns
+        end_ns = clock()
+        error = future.exception()
+        if error is not None:
+            errors.append(error)
+        elif measured:
+            latencies_ns.append(end_ns - start_ns)
+            last_done_ns = end_ns if end_ns > last_done_ns else last_done_ns
+        tokens.put(None)
+
+    begin_ns = clock()
+    measure_from_ns = begin_ns + int(warmup_s * 1e9)
+    stop_ns = measure_from_ns + int(duration_s * 1e9)
+    submitted_measured = 0
+    while not errors:
+        try:
+            tokens.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(
+                f"no command completed within {timeout_s} s (window {window})"
+            ) from None
+        start_ns = clock()
+        if start_ns >= stop_ns or submitted_measured >= count_max:
+            tokens.put(None)
+            break
+        measured = start_ns >= measure_from_ns
+        submitted_measured += measured
+        submit(payload).add_done_callback(lambda f, s=start_ns, m=measured: done(s, m, f))
+    # Every slot's token back means nothing is outstanding.
+    for returned in range(window):
+        try:
+            tokens.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(
+                f"{window - returned} commands still outstanding after {timeout_s} s"
+            ) from None
+    if errors:
+        raise RuntimeError(f"a command failed: {errors[0]!r}") from errors[0]
+    if not latencies_ns:
+        raise RuntimeError("no command completed after the warm-up; raise duration_s")
+    result = summarize(latencies_ns, last_done_ns - measure_from_ns, payload_bytes)
+    result.update(payload_bytes=payload_bytes, window=window)
+    return result

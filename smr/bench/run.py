@@ -1,0 +1,402 @@
+"""Runs the cluster benchmarks: starts each system, runs the bench client process once per
+(mode, payload, window), and gathers `{system: {mode: {payload: figures}}}`; measures smr's
+failover; formats the side-by-side table and draws the plot.
+
+Every figure dict has `ops_per_s`, `mib_per_s`, `p50_ms`, `p99_ms`, `max_ms` (under a window
+of outstanding commands sized for throughput); the smallest payload's also has `w1_p50_ms`,
+the p50 with one command outstanding (pysyncobj: in its unbatched configuration)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from smr.bench import frames, pysyncobj_ref
+from smr.bench.stats import MIB, summarize
+
+SYSTEMS = ("smr", "pysyncobj", "raw")
+MODES = ("ordered", "durable")
+RAW_MODES = ("tcp", "memcpy")  # the raw reference's "modes": the loopback stream, a copy
+SIZES = (100, 1024, 65536, 1048576)
+# Outstanding commands in a throughput run (`--window` sets it): pysyncobj batches per 0.1 s
+# tick, so it needs thousands outstanding to reach its peak.
+window_max = 4096
+inflight_bytes_max = 16 << 20  # ... and at most this many payload bytes outstanding
+
+
+def throughput_window(payload_bytes: int, window: int = window_max) -> int:
+    """`window` outstanding commands, fewer for payloads that would exceed inflight_bytes_max."""
+    return max(1, min(window, inflight_bytes_max // max(1, payload_bytes)))
+
+
+def measure(
+    target: dict, payload_bytes: int, window: int, duration_s: float, warmup_s: float
+) -> dict:
+    """One workload, measured by a separate bench client process."""
+    spec = {
+        "target": target,
+        "payload_bytes": payload_bytes,
+        "window": window,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "smr.bench.client", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + warmup_s + 180,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"bench client failed on {target['system']} {payload_bytes} B:\n{done.stderr[-2000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _workloads(target: dict, sizes, duration_s: float, warmup_s: float, window: int) -> dict:
+    figures = {}
+    for size in sizes:
+        figures[str(size)] = measure(
+            target, size, throughput_window(size, window), duration_s, warmup_s
+        )
+    return figures
+
+
+def _add_w1(figures: dict, target: dict, sizes, duration_s: float, warmup_s: float) -> None:
+    smallest = min(sizes)
+    figures[str(smallest)]["w1_p50_ms"] = measure(target, smallest, 1, duration_s, warmup_s)[
+        "p50_ms"
+    ]
+
+
+def raw_memcpy(payload_bytes: int, duration_s: float) -> dict:
+    """MiB/s of a `bytearray` slice assignment from a `memoryview` (one memcpy per op)."""
+    src = memoryview(bytearray(b"\x5a" * payload_bytes))
+    dst = bytearray(payload_bytes)
+    latencies_ns: list[int] = []
+    clock = time.perf_counter_ns
+    begin = clock()
+    stop = begin + int(duration_s * 1e9)
+    now = begin
+    while now < stop and len(latencies_ns) < 2_000_000:
+        start = now
+        dst[:] = src
+        now = clock()
+        latencies_ns.append(now - start)
+    figures = summarize(latencies_ns, now - begin, payload_bytes)
+    figures.update(payload_bytes=payload_bytes, window=1)
+    return figures
+
+
+def run_raw(sizes, duration_s: float, warmup_s: float, window: int = window_max) -> dict:
+    port = frames.free_ports(1)[0]
+    server = subprocess.Popen([sys.executable, "-m", "smr.bench.frames", "echo", str(port)])
+    try:
+        _wait_for_port(port)
+        target = {"system": "raw", "port": port}
+        tcp = _workloads(target, sizes, duration_s, warmup_s, window)
+        _add_w1(tcp, target, sizes, duration_s, warmup_s)
+    finally:
+        server.kill()
+        server.wait()
+    memcpy = {str(size): raw_memcpy(size, min(duration_s, 1.0)) for size in sizes}
+    return {"tcp": tcp, "memcpy": memcpy}
+
+
+def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            frames.FrameClient("127.0.0.1", port, connect_timeout_s=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def run_pysyncobj(
+    modes, sizes, duration_s: float, warmup_s: float, window: int = window_max
+) -> dict:
+    """Its default (batched) configuration for throughput, the unbatched one for `w1_p50_ms`;
+    each on fresh replicas. What the replicas logged is kept under `warnings` per mode."""
+    results = {}
+    for mode in modes:
+        for batched in (True, False):
+            with tempfile.TemporaryDirectory(prefix="bench-pysyncobj-") as work:
+                with pysyncobj_ref.Replicas(batched, work, durable=mode == "durable") as replicas:
+                    target = {"system": "pysyncobj", "port": replicas.leader_serve_port}
+                    if batched:
+                        results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
+                    else:
+                        _add_w1(results[mode], target, sizes, duration_s, warmup_s)
+                    logged = replicas.warnings()
+                    agreed, stats = replicas.agree()
+                config = "batched" if batched else "unbatched"
+                if logged:
+                    print(
+                        f"pysyncobj {mode} {config}: the replicas logged {len(logged)} lines, "
+                        f"e.g. {logged[0]!r}",
+                        file=sys.stderr,
+                    )
+                if not agreed:
+                    print(
+                        f"pysyncobj {mode} {config}: the replicas DIVERGED: (count, bytes, "
+                        f"checksum) per replica {stats}",
+                        file=sys.stderr,
+                    )
+    return results
+
+
+def open_cluster(transport: str, mode: str, data_dir: str):
+    """The smr cluster under test (the runtime's LocalCluster)."""
+    try:
+        from smr.runtime.cluster import LocalCluster
+    except ImportError as error:
+        raise RuntimeError(
+            f"the smr node runtime (smr.runtime.cluster.LocalCluster) is not available: {error}"
+        ) from error
+    from smr.statemachines import BlobLog
+
+    return LocalCluster(nodes=3, transport=transport, mode=mode, types=[BlobLog], data_dir=data_dir)
+
+
+def run_smr(
+    modes,
+    sizes,
+    transport: str,
+    duration_s: float,
+    warmup_s: float,
+    failover_repetitions: int = 0,
+    window: int = window_max,
+) -> tuple[dict, dict | None]:
+    """Figures per mode, and failover figures from the first mode if asked for."""
+    results, failover = {}, None
+    for mode in modes:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"bench-smr-{mode}-") as work,
+            open_cluster(transport, mode, work) as cluster,
+        ):
+            target = {"system": "smr", "config_path": str(cluster.config_path)}
+            results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
+            _add_w1(results[mode], target, sizes, duration_s, warmup_s)
+            if failover_repetitions and failover is None:
+                failover = smr_failover(cluster, failover_repetitions)
+    return results, failover
+
+
+def smr_failover(cluster, repetitions: int, rejoin_timeout_s: float = 60.0) -> dict:
+    """Time from SIGKILL of a member to the first command delivered in the next view, p50 over
+    `repetitions` kills; the member is restarted (and rejoins) between repetitions."""
+    import smr
+    from smr.statemachines import BlobLog
+
+    client = smr.connect(str(cluster.config_path))
+    log = client.subgroup(BlobLog)
+    samples_ms: list[float] = []
+    try:
+        for _ in range(repetitions):
+            victim = sorted(cluster.pids)[-1]
+            samples_ms.append(_one_failover(cluster, client, log, victim, rejoin_timeout_s))
+            cluster.restart(victim)
+            deadline = time.monotonic() + rejoin_timeout_s
+            while time.monotonic() < deadline:
+                views = client.views()
+                if views and victim in views[-1][1]:
+                    break
+                time.sleep(0.05)
+            else:
+                raise TimeoutError(f"member {victim} did not rejoin within {rejoin_timeout_s} s")
+    finally:
+        client.close()
+    ordered = sorted(samples_ms)
+    return {
+        "repetitions": len(ordered),
+        "p50_ms": ordered[(len(ordered) - 1) // 2],
+        "max_ms": ordered[-1],
+        "samples_ms": samples_ms,
+    }
+
+
+def _one_failover(cluster, client, log, victim, timeout_s: float) -> float:
+    """A client keeps 8 100-byte appends outstanding and polls `client.views()` every
+    millisecond. After the kill, the measurement ends at the first completion of a command
+    submitted once a view without the victim was seen, answered without the victim (ms).
+    Commands submitted earlier may have been delivered in the old epoch and answered at its end
+    by the survivors, so they do not count; the figure is therefore an upper bound, by at most
+    one command's latency and the poll period."""
+    completions: list[tuple[int, int, frozenset]] = []  # (submitted, completed ns, who replied)
+    stop = threading.Event()
+    slots = threading.Semaphore(8)
+
+    def submit() -> None:
+        submitted_ns = time.perf_counter_ns()
+
+        def done(future) -> None:
+            if future.exception() is None:
+                completed_ns = time.perf_counter_ns()
+                completions.append((submitted_ns, completed_ns, frozenset(future.result())))
+            slots.release()
+
+        log.submit("append", b"\x5a" * 100).add_done_callback(done)
+
+    def load() -> None:
+        while not stop.is_set():
+            if slots.acquire(timeout=0.1):
+                submit()
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        time.sleep(0.5)
+        views_before = len(client.views())
+        kill_ns = time.perf_counter_ns()
+        cluster.kill(victim)
+        deadline = time.monotonic() + timeout_s
+        view_seen_ns = None
+        while time.monotonic() < deadline:
+            if view_seen_ns is None and any(
+                victim not in members for _, members in client.views()[views_before:]
+            ):
+                view_seen_ns = time.perf_counter_ns()
+            if view_seen_ns is not None:
+                after = [
+                    completed
+                    for submitted, completed, who in list(completions)
+                    if submitted >= view_seen_ns and victim not in who
+                ]
+                if after:
+                    return (min(after) - kill_ns) / 1e6
+            time.sleep(0.001)
+        raise TimeoutError(f"no command delivered without member {victim} within {timeout_s} s")
+    finally:
+        stop.set()
+        loader.join()
+
+
+def compare(
+    systems,
+    modes,
+    sizes,
+    transport: str = "shm",
+    duration_s: float = 3.0,
+    warmup_s: float = 0.5,
+    failover_repetitions: int = 0,
+    window: int = window_max,
+) -> tuple[dict, dict | None]:
+    """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, not {window}")
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
+    if "pysyncobj" in systems and not pysyncobj_ref.available():
+        raise RuntimeError(
+            f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
+        )
+    if "smr" in systems and importlib.util.find_spec("smr.runtime.cluster") is None:
+        # Before any other system runs for minutes only to end in this error.
+        raise RuntimeError(
+            "the smr node runtime (smr.runtime.cluster.LocalCluster) is not available; "
+            "leave smr out with --systems pysyncobj,raw"
+        )
+    results: dict = {}
+    failover = None
+    for system in systems:
+        if system == "smr":
+            results["smr"], failover = run_smr(
+                modes, sizes, transport, duration_s, warmup_s, failover_repetitions, window
+            )
+        elif system == "pysyncobj":
+            results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
+        else:
+            results["raw"] = run_raw(sizes, duration_s, warmup_s, window)
+    return results, failover
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}" if value >= 1 else f"{value:.3f}"
+
+
+def format_table(results: dict) -> str:
+    """One row per system, mode and payload; ratios against pysyncobj (same mode and payload,
+    ops/s) and against raw loopback TCP (same payload, MiB/s) where those were measured."""
+    header = (
+        f"{'system':<10}{'mode':<9}{'payload':>9}{'ops/s':>11}{'MiB/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'max ms':>9}{'w1 p50':>9}{'x pysyncobj':>13}{'% raw tcp':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    raw_tcp = results.get("raw", {}).get("tcp", {})
+    for system, modes in results.items():
+        for mode, sizes in modes.items():
+            for size, fig in sizes.items():
+                ref = results.get("pysyncobj", {}).get(mode, {}).get(size)
+                vs_pso = (
+                    fig["ops_per_s"] / ref["ops_per_s"] if ref and system != "pysyncobj" else None
+                )
+                tcp = raw_tcp.get(size)
+                vs_raw = (
+                    100 * fig["mib_per_s"] / tcp["mib_per_s"] if tcp and system != "raw" else None
+                )
+                lines.append(
+                    f"{system:<10}{mode:<9}{_size(int(size)):>9}{_fmt(fig['ops_per_s']):>11}"
+                    f"{_fmt(fig['mib_per_s'], 2):>10}{_fmt(fig['p50_ms'], 2):>9}"
+                    f"{_fmt(fig['p99_ms'], 2):>9}{_fmt(fig.get('max_ms'), 2):>9}"
+                    f"{_fmt(fig.get('w1_p50_ms'), 2):>9}"
+                    f"{_fmt(vs_pso):>13}{_fmt(vs_raw):>11}"
+                )
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", MIB), ("KiB", 1024)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def format_failover(failover: dict) -> str:
+    return (
+        f"SIGKILL to first command delivered in the next view: p50 {failover['p50_ms']:.1f} ms, "
+        f"max {failover['max_ms']:.1f} ms over {failover['repetitions']} kills"
+    )
+
+
+def plot(results: dict, path: str) -> None:
+    """Throughput (MiB/s) against payload size, log-log, one line per system and mode."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise RuntimeError(f"--plot needs matplotlib: {pysyncobj_ref.INSTALL_HINT}") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for system, modes in results.items():
+        for mode, sizes in modes.items():
+            xs = sorted(int(s) for s in sizes)
+            ax.plot(
+                xs, [sizes[str(x)]["mib_per_s"] for x in xs], marker="o", label=f"{system} {mode}"
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("payload (bytes)")
+    ax.set_ylabel("throughput (MiB/s)")
+    ax.set_title("Throughput against payload size (one client process, loopback)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
