@@ -311,7 +311,7 @@ class Node:
         while self._persisted:
             (sg, sh), version = self._persisted.popleft()
             replica.on_persisted(sg, sh, version)
-        budget = 4096  # requests taken per iteration, so the table keeps moving under load
+        budget = 256  # requests per iteration: heartbeats and the table keep moving under load
         while self._inbox and budget:
             budget -= 1
             conn_id, request = self._inbox.popleft()
@@ -540,7 +540,8 @@ class Node:
 
     def _hosts_of(self, key: tuple[int, int]) -> list[int]:
         if self.replica.status != ACTIVE:
-            return []
+            # joining, restarting or halted: any other member may know better
+            return [m for m in self.config.members if m != self.me]
         for shard in self.replica.shards:
             if (shard.subgroup, shard.shard) == key:
                 return [m for m in shard.members if m != self.me]
