@@ -185,18 +185,29 @@ def _settle(item, latencies_ms, mismatched, failed):
 
 
 def _digest(cluster, member: int) -> str:
-    from smr.client import connect
+    """A digest of the KVStore as `member` serves it, once that member is active (under load a
+    member may be rejoining; it is given up to 30 s)."""
+    import hashlib
+
+    from smr.client import ClientError, connect
     from smr.statemachines import KVStore
 
-    with connect(cluster.config_path, member=member, timeout_s=5) as c:
-        kv = c.subgroup(KVStore)
-        keys = kv.keys()
-        import hashlib
-
-        h = hashlib.sha256()
-        for k in keys:
-            h.update(k.encode() + b"=" + (kv.get(k) or b"") + b";")
-        return h.hexdigest()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with connect(cluster.config_path, member=member, timeout_s=5) as c:
+                if c.member != member:
+                    raise ClientError(f"member {member} does not answer")
+                kv = c.subgroup(KVStore)
+                h = hashlib.sha256()
+                keys = kv.keys()  # a query of the replicated KVStore, not a dict
+                for k in keys:
+                    h.update(k.encode() + b"=" + (kv.get(k) or b"") + b";")
+                return h.hexdigest()
+        except (ClientError, TimeoutError) as e:
+            if time.monotonic() > deadline:
+                return f"unavailable ({e})"
+            time.sleep(0.2)
 
 
 def _view_after(cluster, member: int, at_s: float, key: str, victim: int):
