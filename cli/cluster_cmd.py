@@ -57,6 +57,7 @@ def cluster() -> None:
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32))
 @click.option(
     "--transport",
+    envvar="SMR_TRANSPORT",
     type=click.Choice(["auto", "shm", "tcp", "verbs"]),
     default="auto",
     show_default=True,

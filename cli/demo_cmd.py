@@ -31,6 +31,7 @@ MS = 1_000_000
 @click.option("--commands", default=6000, show_default=True, type=click.IntRange(100, 10**7))
 @click.option(
     "--transport",
+    envvar="SMR_TRANSPORT",
     type=click.Choice(["auto", "shm", "tcp", "verbs"]),
     default="auto",
     show_default=True,

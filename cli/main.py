@@ -8,10 +8,14 @@ pysyncobj) only matters to the command that needs it.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 import smr
+
+TRANSPORTS = ("auto", "shm", "tcp", "verbs")
+TRANSPORT_ENV = "SMR_TRANSPORT"
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -38,8 +42,27 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(smr.__version__, prog_name="smr")
-def cli() -> None:
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default=None,
+    help="The transport for every command that starts members (default: auto).",
+)
+def cli(transport: str | None) -> None:
     """smr-toolkit: strongly consistent state-machine replication, modelled on Derecho."""
+    if transport is None:
+        return
+    if transport == "verbs":
+        from smr.transport.base import TransportUnavailable
+        from smr.transport.verbs import check_available
+
+        try:
+            check_available()
+        except TransportUnavailable as e:
+            click.echo(f"smr: {e}", err=True)
+            raise SystemExit(2) from None
+    # the subcommands' own --transport options default to it
+    os.environ[TRANSPORT_ENV] = transport
 
 
 def main() -> None:

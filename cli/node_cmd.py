@@ -24,6 +24,7 @@ import click
 @click.option("--id", "member", required=True, type=int, help="This member's id.")
 @click.option(
     "--transport",
+    envvar="SMR_TRANSPORT",
     type=click.Choice(["auto", "shm", "tcp", "verbs"]),
     default=None,
     help="Override the configuration's transport.",
@@ -48,4 +49,9 @@ def node(config_path: str, member: int, transport: str | None) -> None:
         click.echo(f"smr node: cannot start member {member}: {e}", err=True)
         sys.exit(2)
     n.install_signal_handlers()
-    sys.exit(n.run())
+    try:
+        code = n.run()
+    except TransportError as e:  # a provider that cannot start here: one line, no traceback
+        click.echo(f"smr node: {e}", err=True)
+        sys.exit(2)
+    sys.exit(code)

@@ -159,3 +159,48 @@ def test_malformed_requests_are_decode_errors(garbage):
 def test_requests_round_trip():
     c = protocol.Command(1, 0, 0, 99, 3, b"op")
     assert protocol.decode_request(protocol.encode(c)) == c
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--transport", "verbs", "demo"],
+        ["demo", "--transport", "verbs"],
+        ["cluster", "up", "--transport", "verbs", "--data-dir", "{tmp}"],
+    ],
+)
+def test_verbs_without_a_device_fails_in_one_clear_line(args, tmp_path):
+    from click.testing import CliRunner
+
+    from smr.cli.main import cli
+
+    result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "verbs transport unavailable" in lines[0]
+    assert "shm" in lines[0] and "tcp" in lines[0]
+
+
+def test_smr_node_with_verbs_fails_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = write_local(str(tmp_path), nodes=3)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smr.runtime",
+            "--config",
+            path,
+            "--id",
+            "1",
+            "--transport",
+            "verbs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("smr node: verbs transport unavailable")

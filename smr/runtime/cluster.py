@@ -45,6 +45,10 @@ class LocalCluster:
         config_path: str | None = None,
         spares: int = 0,
     ):
+        if transport == "verbs":
+            from smr.transport.verbs import check_available
+
+            check_available()  # TransportUnavailable: one line, before any process starts
         self.data_dir = os.path.abspath(data_dir)
         names = tuple(t if isinstance(t, str) else f"{t.__module__}:{t.__name__}" for t in types)
         if config_path is None:
