@@ -24,6 +24,7 @@ class Net:
         self.deliveries: dict[int, list] = {m: [] for m in replicas}
         self.events: dict[int, list] = {m: [] for m in replicas}
         self.results: dict[int, bytes] = {}
+        self.batch_writes = False  # deliver a link's queued writes with one on_writes call
 
     def hold(self, a: int, b: int) -> None:
         self.held.add((a, b))
@@ -65,12 +66,21 @@ class Net:
                 if (a, b) in self.held or not q:
                     continue
                 progressed = True
+                batch: list = []
                 while q:
                     item = q.popleft()
+                    if item[0] == "w" and self.batch_writes:
+                        batch.append((a, self.r[b].epoch, item[1], item[2]))
+                        continue
+                    if batch:
+                        self.r[b].on_writes(batch)
+                        batch = []
                     if item[0] == "w":
                         self.r[b].on_write(a, item[1], item[2])
                     else:
                         self.r[b].on_data(a, item[1])
+                if batch:
+                    self.r[b].on_writes(batch)
             if not progressed:
                 return
         raise AssertionError("the network did not settle")

@@ -73,3 +73,23 @@ def test_link_up_resends_the_whole_row_to_that_peer_only():
     assert [(p.targets, p.offset, len(p.data)) for p in ready.writes] == [
         ((3,), 0, r.table.row_bytes)
     ]
+
+
+def test_writes_applied_in_batches_deliver_what_writes_one_by_one_deliver(make_net):
+    from smr.core.layout import SubgroupSpec
+
+    layout = [SubgroupSpec("s", mode="ordered")]
+    nets = []
+    for batch in (False, True):
+        net = make_net([1, 2, 3], layout=layout)
+        net.batch_writes = batch
+        for i in range(40):
+            for m in (1, 2, 3):
+                net.r[m].submit(0, 0, b"m%d-%d" % (m, i))
+            if i % 7 == 0:
+                net.run()
+        net.run()
+        nets.append(net)
+    one, batched = ([(d.version, d.payload) for d in n.deliveries[2]] for n in nets)
+    assert len(one) == 120 and one == batched
+    assert all([(d.version, d.payload) for d in nets[1].deliveries[m]] == batched for m in (1, 3))

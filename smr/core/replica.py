@@ -420,19 +420,33 @@ class Replica:
 
     def on_write(self, source: int, offset: int, data: bytes, epoch: int | None = None) -> None:
         """A peer's one-sided write into its row, for `epoch` (default: ours)."""
+        if self._apply_write(source, offset, data, self.epoch if epoch is None else epoch):
+            self._evaluate()
+
+    def on_writes(self, writes: Sequence[tuple[int, int, int, bytes]]) -> None:
+        """Several writes `(source, epoch, offset, data)`, in the order they arrived, evaluated
+        once: what one poll of a transport read. The predicates are monotonic, so seeing the
+        table after several writes is as good as after each (Derecho's predicate thread reads
+        whatever the table holds)."""
+        applied = False
+        for source, epoch, offset, data in writes:
+            applied = self._apply_write(source, offset, data, epoch) or applied
+        if applied:
+            self._evaluate()
+
+    def _apply_write(self, source: int, offset: int, data: bytes, epoch: int) -> bool:
         if self.status == HALTED:
-            return
-        epoch = self.epoch if epoch is None else epoch
+            return False
         if self.status == JOINING or epoch > self.epoch:
             if epoch <= self.epoch and self.status != JOINING:
-                return
+                return False
             rows = self._future.setdefault(epoch, _FutureRows())
             rows.add(source, offset, data, self._row_bytes_max)
             while len(self._future) > self.config.future_epochs_max:
                 del self._future[min(self._future)]
-            return
+            return False
         if epoch < self.epoch:
-            return  # a write to a table that no longer exists
+            return False  # a write to a table that no longer exists
         row = self._row_of.get(source)
         if row is None:
             raise PeerProtocolError(f"a write from {source}, who is not in view {self.epoch}")
@@ -440,7 +454,7 @@ class Replica:
         vc = self.vc
         if offset < vc.span_hi and offset + len(data) > vc.span_lo:
             vc.quiet = False
-        self._evaluate()
+        return True
 
     def on_data(self, source: int, payload: bytes) -> None:
         """A data-plane frame: a large message's payload, a member's result for my message, a
