@@ -11,6 +11,7 @@ import sys
 import click
 
 from smr.sim import BUGS, FAULTS, SimConfig, run_seed
+from smr.sim.trace import Tracer
 from smr.sim.workloads import WORKLOADS
 
 
@@ -73,7 +74,23 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
     "--inject-bug", "bugs", default="", help="Break a rule on purpose to see the checkers catch it."
 )
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
-def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: bool) -> None:
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the specs' abstract events of every seed to this file (JSON lines); "
+    "check it with `python -m smr.sim.trace_check FILE`.",
+)
+def sim(
+    nodes: int,
+    seeds: str,
+    faults: str,
+    workload: str,
+    bugs: str,
+    verbose: bool,
+    trace_path: str | None,
+) -> None:
     """Run the real core in the deterministic simulator, one run per seed."""
     seed_list = parse_seeds(seeds)
     fault_set = parse_names(faults, FAULTS, "faults")
@@ -81,11 +98,12 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
     passed = failed = 0
     failover_ns: list[int] = []
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
+    trace_file = open(trace_path, "w", encoding="utf-8") if trace_path else None  # noqa: SIM115
     for i, seed in enumerate(seed_list):
         config = SimConfig(
             nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload
         )
-        result = run_seed(config)
+        result = run_seed(config, tracer=Tracer(trace_file) if trace_file else None)
         failover_ns.extend(result.view_change_ns)
         if result.ok:
             passed += 1
@@ -101,6 +119,8 @@ def sim(nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: 
             click.echo(f"\r{i + 1}/{len(seed_list)} seeds", nl=False, err=True)
     if show_progress:
         click.echo("", err=True)
+    if trace_file is not None:
+        trace_file.close()
     if failover_ns:
         click.echo(
             "crash to the next view (simulated): "

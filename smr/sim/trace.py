@@ -161,10 +161,10 @@ class Tracer(Checker):
 
     def _faults(self, sim: Simulation) -> None:
         for m, node in sim.nodes.items():
-            if node.alive and node.replica.status == HALTED:
-                if (m, node.incarnation) not in self._halted:
-                    self._halted.add((m, node.incarnation))
-                    self._emit("halt", m=m, reason=node.replica.halt_reason or "")
+            halted = node.alive and node.replica.status == HALTED
+            if halted and (m, node.incarnation) not in self._halted:
+                self._halted.add((m, node.incarnation))
+                self._emit("halt", m=m, reason=node.replica.halt_reason or "")
             before = self._alive.get(m)
             now = (node.alive, node.incarnation)
             if before == now:

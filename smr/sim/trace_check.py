@@ -192,7 +192,9 @@ class Checker:
         m = ev["m"]
         s = next((x for x in ep.shards.values() if x.key == (ev["sg"], ev["sh"])), None)
         if s is None:
-            self.fail("Deliver", f"member {m} delivered in shard {ev['sg']}/{ev['sh']}, not in view")
+            self.fail(
+                "Deliver", f"member {m} delivered in shard {ev['sg']}/{ev['sh']}, not in view"
+            )
         assert s is not None
         if s.mode == "raw":
             return
@@ -211,7 +213,9 @@ class Checker:
         key = (ep.e, s.g, seq)
         entry = (ev["sender"], ev["nonce"])
         if self.order.setdefault(key, entry) != entry:
-            self.fail("Deliver", f"member {m} delivered {entry} at {key}, another {self.order[key]}")
+            self.fail(
+                "Deliver", f"member {m} delivered {entry} at {key}, another {self.order[key]}"
+            )
 
     def _join(self, ev: dict) -> None:
         ep = self.epochs.get(ev["e"])
@@ -238,7 +242,9 @@ class Checker:
                 continue
             need = seq_count(p["trims"][s.g])
             if ep.row(m)[f"s{s.g}.delivered"] < need:
-                self.fail("Install", f"member {m} has not delivered to the trim {need} of shard {s.g}")
+                self.fail(
+                    "Install", f"member {m} has not delivered to the trim {need} of shard {s.g}"
+                )
             if s.mode != "durable":
                 continue
             for r in s.members:
@@ -410,12 +416,14 @@ class Checker:
         for s in ep.shards.values():
             alive = [r for r in s.members if r in rows] or s.members
             trim = [
-                min(ep.row(r)[f"s{s.g}.received"][k] for r in alive)
-                for k in range(len(s.senders))
+                min(ep.row(r)[f"s{s.g}.received"][k] for r in alive) for k in range(len(s.senders))
             ]
             if p["trims"][s.g] != trim:
-                self.fail("Propose", f"ballot {b}'s trim of shard {s.g} is {p['trims'][s.g]}, "
-                          f"the minimum received over {alive} is {trim}")
+                self.fail(
+                    "Propose",
+                    f"ballot {b}'s trim of shard {s.g} is {p['trims'][s.g]}, "
+                    f"the minimum received over {alive} is {trim}",
+                )
 
     def ack(self, ep: Epoch, m: int, me: int, p: dict) -> None:
         row = ep.row(m)
@@ -430,8 +438,11 @@ class Checker:
             self.fail("Ack", f"member {m} (ballot {b}) already acknowledged ballot {b}")
         leader = ep.members[b - 1]
         if ep.row(leader)["prop"] != p or p["ballot"] != b:
-            self.fail("Ack", f"member {m} acknowledges {p}; leader {leader} proposed "
-                      f"{ep.row(leader)['prop']} at ballot {b}")
+            self.fail(
+                "Ack",
+                f"member {m} acknowledges {p}; leader {leader} proposed "
+                f"{ep.row(leader)['prop']} at ballot {b}",
+            )
 
     def decide(self, ep: Epoch, m: int, me: int, p: dict | None) -> None:
         if p is None:
@@ -439,16 +450,21 @@ class Checker:
         assert p is not None
         row = ep.row(m)
         b = me + 1
-        if row["ballot"] == b and row["prop"] is not None and row["prop"]["ballot"] == b and (
-            p == row["prop"]
+        if (
+            row["ballot"] == b
+            and row["prop"] is not None
+            and row["prop"]["ballot"] == b
+            and (p == row["prop"])
         ):
             rows = ep.unsusp(m)
             if not ep.majority(rows):
                 self.fail("Commit", f"leader {m} commits ballot {b} with no majority in {rows}")
             for r in rows:
                 if not any(a["ballot"] == b for a in ep.acks.get(r, [])):
-                    self.fail("Commit", f"leader {m} commits ballot {b}: member {r} has not "
-                              "acknowledged it")
+                    self.fail(
+                        "Commit",
+                        f"leader {m} commits ballot {b}: member {r} has not acknowledged it",
+                    )
             ep.committed.append(p)
             self.took("Commit")
             return
@@ -479,12 +495,12 @@ class Checker:
                 for r in s.members:
                     if ep.row(r)[f"s{s.g}.delivered"] > need:
                         self.fail("Inv_TrimAgreement", f"member {r} delivered past trim {need}")
-                    if r in p["members"] and r not in p["joiners"]:
-                        if seq_count(ep.row(r)[f"s{s.g}.received"]) < need:
-                            self.fail("Inv_TrimAgreement", f"member {r} lacks trim {need}")
-                if s.mode == "durable":
-                    if min(ep.row(r)[f"s{s.g}.persisted"] for r in s.members) > need:
-                        self.fail("Inv_DurableAcrossViews", f"frontier above trim {need}")
+                    survivor = r in p["members"] and r not in p["joiners"]
+                    if survivor and seq_count(ep.row(r)[f"s{s.g}.received"]) < need:
+                        self.fail("Inv_TrimAgreement", f"member {r} lacks trim {need}")
+                frontier = min(ep.row(r)[f"s{s.g}.persisted"] for r in s.members)
+                if s.mode == "durable" and frontier > need:
+                    self.fail("Inv_DurableAcrossViews", f"frontier above trim {need}")
         for s in ep.shards.values():
             if s.mode == "raw":
                 continue
@@ -521,3 +537,29 @@ def check(lines: Iterable[str]) -> Checker:
     c.actions = totals
     c.runs = runs
     return c
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m smr.sim.trace_check FILE...`: validate traces written by `smr sim --trace`."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m smr.sim.trace_check TRACE.jsonl ...", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            try:
+                c = check(f)
+            except TraceError as e:
+                failed += 1
+                print(f"{path}: REJECTED {e}")
+                continue
+        taken = sum(c.actions.values())
+        print(f"{path}: ok, {c.runs} runs, {taken} spec actions ({c.steps} events in the last)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
