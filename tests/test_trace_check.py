@@ -13,6 +13,7 @@ from smr.sim import SimConfig, Simulation
 from smr.sim.trace import Tracer
 from smr.sim.trace_check import TraceError, check, seq_count
 
+PROPOSALS = ("prop", "acked", "decided")
 FAULTS = frozenset({"crash", "restart", "partition", "delay"})
 RUNS = [(3, "kv", s) for s in (1, 2, 3)] + [(5, "bank", s) for s in (1, 2)] + [(3, "bytes", 4)]
 
@@ -143,3 +144,24 @@ def test_wedge_without_cause_rejected(kv3: list[dict]) -> None:
 def test_unknown_epoch_is_a_clear_error() -> None:
     with pytest.raises(TraceError, match="epoch 7 used before its view"):
         check([json.dumps({"ev": "row", "m": 1, "e": 7, "set": {"wedged": 1}})])
+
+
+def test_proposal_with_a_wrong_trim_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    # a leader's fresh proposal whose trim of an ordered shard is one above the minimum received
+    i, row = next(
+        (i, e)
+        for i, e in enumerate(events)
+        if e["ev"] == "row" and e["set"].get("prop") and e["set"]["prop"]["ballot"] == 1
+    )
+    for e in events[i:]:
+        if e.get("e") != row["e"]:
+            continue
+        found = [e["p"]] if e["ev"] == "log" else [e.get("set", {}).get(n) for n in PROPOSALS]
+        for p in found:
+            if p:
+                p["trims"][0][0] += 1
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "Propose"
+    assert "the minimum received" in err.value.detail
