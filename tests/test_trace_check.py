@@ -165,3 +165,14 @@ def test_proposal_with_a_wrong_trim_rejected(kv3: list[dict]) -> None:
         check(lines(events))
     assert err.value.line == i + 1 and err.value.action == "Propose"
     assert "the minimum received" in err.value.detail
+
+
+def test_tracing_does_not_change_the_run() -> None:
+    config = SimConfig(nodes=3, seed=3, faults=FAULTS, workload="kv")
+    plain = Simulation(config).run()
+    traced = Simulation(config, tracer=Tracer(io.StringIO())).run()
+    assert (traced.digest, traced.schedule_digest, traced.steps) == (
+        plain.digest,
+        plain.schedule_digest,
+        plain.steps,
+    )
