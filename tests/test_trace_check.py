@@ -176,3 +176,10 @@ def test_tracing_does_not_change_the_run() -> None:
         plain.schedule_digest,
         plain.steps,
     )
+
+
+def test_malformed_trace_is_a_clear_error() -> None:
+    with pytest.raises(TraceError, match="line 2: not a JSON object"):
+        check([json.dumps({"ev": "run"}), "{oops"])
+    with pytest.raises(TraceError, match=r"line 1: a malformed 'view' record"):
+        check([json.dumps({"ev": "view", "e": 1})])

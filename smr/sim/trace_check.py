@@ -30,7 +30,8 @@ class TraceError(Exception):
     """A trace step that the spec does not allow. `line` is the 1-based line of the trace."""
 
     def __init__(self, line: int, action: str, detail: str):
-        super().__init__(f"line {line}: {action} not enabled: {detail}")
+        what = "" if action == "Parse" else f"{action} not enabled: "
+        super().__init__(f"line {line}: {what}{detail}")
         self.line = line
         self.action = action
         self.detail = detail
@@ -113,12 +114,16 @@ class Checker:
     """Replays events one at a time; `check(lines)` replays a whole trace."""
 
     def __init__(self) -> None:
-        self.epochs: dict[int, Epoch] = {}
         self.line = 0
-        self.order: dict[tuple[int, int, int], tuple[int, str]] = {}
         self.runs = 0
-        self.steps = 0
         self.actions: dict[str, int] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """A new run (seed): a new behaviour from the spec's Init."""
+        self.epochs: dict[int, Epoch] = {}
+        self.order: dict[tuple[int, int, int], tuple[int, str]] = {}
+        self.steps = 0
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -149,8 +154,8 @@ class Checker:
         self.steps += 1
         kind = ev["ev"]
         if kind == "run":
-            self.__init__()  # type: ignore[misc]  # a new seed: a new behaviour
-            self.runs = 1
+            self.reset()
+            self.runs += 1
             return
         handler = getattr(self, "_" + kind, None)
         if handler is None:
@@ -513,29 +518,29 @@ class Checker:
                 self.fail("Inv_VirtualSynchrony", f"installed members delivered {counts}")
 
 
-def read_trace(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for text in lines:
-        if text.strip():
-            yield json.loads(text)
+def read_trace(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for i, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            ev = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TraceError(i, "Parse", f"not a JSON object: {e}") from None
+        if not isinstance(ev, dict) or "ev" not in ev:
+            raise TraceError(i, "Parse", "a trace record is a JSON object with an `ev` field")
+        yield i, ev
 
 
 def check(lines: Iterable[str]) -> Checker:
     """Replay a trace (JSON lines, one or more runs); raise `TraceError` at the first step the
     spec does not allow. Returns the checker, whose `actions` counts the spec actions taken."""
     c = Checker()
-    totals: dict[str, int] = {}
-    runs = 0
-    for i, ev in enumerate(read_trace(lines), 1):
-        if ev["ev"] == "run":
-            for k, v in c.actions.items():
-                totals[k] = totals.get(k, 0) + v
-            runs += 1
+    for i, ev in read_trace(lines):
         c.line = i
-        c.feed(ev)
-    for k, v in c.actions.items():
-        totals[k] = totals.get(k, 0) + v
-    c.actions = totals
-    c.runs = runs
+        try:
+            c.feed(ev)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise TraceError(i, "Parse", f"a malformed {ev['ev']!r} record ({e!r})") from None
     return c
 
 
@@ -557,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: REJECTED {e}")
                 continue
         taken = sum(c.actions.values())
-        print(f"{path}: ok, {c.runs} runs, {taken} spec actions ({c.steps} events in the last)")
+        print(f"{path}: ok, {c.runs} runs, {taken} spec actions")
     return 1 if failed else 0
 
 
