@@ -7,10 +7,12 @@ run; it ends with `N passed, M failed` and exits non-zero when any failed.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from smr.sim import BUGS, FAULTS, SimConfig, run_seed
+from smr.sim.trace import Tracer
 from smr.sim.workloads import WORKLOADS
 
 
@@ -81,8 +83,23 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
     type=click.IntRange(1, 256),
     help="Seeds run in parallel processes (results are printed in seed order).",
 )
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the specs' abstract events of every seed to this file (JSON lines); "
+    "check it with `python -m smr.sim.trace_check FILE`.",
+)
 def sim(
-    nodes: int, seeds: str, faults: str, workload: str, bugs: str, verbose: bool, jobs: int
+    nodes: int,
+    seeds: str,
+    faults: str,
+    workload: str,
+    bugs: str,
+    verbose: bool,
+    jobs: int,
+    trace_path: str | None,
 ) -> None:
     """Run the real core in the deterministic simulator, one run per seed."""
     seed_list = parse_seeds(seeds)
@@ -91,18 +108,23 @@ def sim(
     passed = failed = 0
     failover_ns: list[int] = []
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
+    if trace_path and jobs > 1:
+        raise click.BadParameter(
+            "--trace writes one file: run it with --jobs 1", param_hint="--jobs"
+        )
+    trace_file = open(trace_path, "w", encoding="utf-8") if trace_path else None  # noqa: SIM115
     configs = [
         SimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload)
         for seed in seed_list
     ]
+    pool = None
     if jobs > 1:
         import multiprocessing
 
         pool = multiprocessing.get_context("fork").Pool(jobs)
         outcomes = pool.imap(_outcome, configs)
     else:
-        pool = None
-        outcomes = map(_outcome, configs)
+        outcomes = (_outcome(c, trace_file) for c in configs)
     for i, (config, outcome) in enumerate(zip(configs, outcomes, strict=True)):
         digest, steps, end_ns, view_change_ns, violation = outcome
         failover_ns.extend(view_change_ns)
@@ -122,6 +144,8 @@ def sim(
         pool.join()
     if show_progress:
         click.echo("", err=True)
+    if trace_file is not None:
+        trace_file.close()
     if failover_ns:
         click.echo(
             "crash to the next view (simulated): "
@@ -134,9 +158,9 @@ def sim(
         sys.exit(1)
 
 
-def _outcome(config: SimConfig) -> tuple:
+def _outcome(config: SimConfig, trace_file: Any = None) -> tuple:
     """One seed's result as plain values (it may cross a process boundary)."""
-    result = run_seed(config)
+    result = run_seed(config, tracer=Tracer(trace_file) if trace_file is not None else None)
     v = result.violation
     violation = None if v is None else (v.invariant, v.detail)
     return result.digest, result.steps, result.end_ns, list(result.view_change_ns), violation

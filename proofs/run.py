@@ -54,6 +54,9 @@ CHECKS: list[tuple[str, str, str, str | None]] = [
         "ViewChangeInstallBeforePersist.cfg",
         "Inv_DurableAcrossViews",
     ),
+    ("Restart", "Restart", "Restart.cfg", None),
+    ("RestartMinority", "Restart", "RestartMinority.cfg", "Inv_OneViewPerEpoch"),
+    ("RestartShortestLog", "Restart", "RestartShortestLog.cfg", "Inv_FrontierKept"),
 ]
 
 TIMEOUT_S = 300

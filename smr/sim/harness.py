@@ -211,6 +211,7 @@ class Simulation:
         *,
         checkers: Iterable[Checker] | None = None,
         factory: ReplicaFactory = default_factory,
+        tracer: Checker | None = None,
     ):
         from smr.sim import invariants  # the default checkers
 
@@ -237,6 +238,8 @@ class Simulation:
             for st in node.replica.streams.values():
                 self._new_machine(node, (st.subgroup, st.shard_index))
         self.checkers = list(invariants.default_checkers() if checkers is None else checkers)
+        if tracer is not None:  # smr.sim.trace.Tracer: an observer, so it costs nothing when off
+            self.checkers.append(tracer)
         self.in_liveness = False
         self.nonces: dict[bytes, Submission] = {}
         self._nonce = 0

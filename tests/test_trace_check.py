@@ -1,0 +1,185 @@
+"""Trace validation: simulator runs with crashes and partitions replay as behaviours of
+ViewChange.tla (smr.sim.trace_check), and mutated traces are rejected at the mutated step."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import pytest
+
+from smr.sim import SimConfig, Simulation
+from smr.sim.trace import Tracer
+from smr.sim.trace_check import TraceError, check, seq_count
+
+PROPOSALS = ("prop", "acked", "decided")
+FAULTS = frozenset({"crash", "restart", "partition", "delay"})
+RUNS = [(3, "kv", s) for s in (1, 2, 3)] + [(5, "bank", s) for s in (1, 2)] + [(3, "bytes", 4)]
+
+
+def trace(nodes: int, workload: str, seed: int) -> list[dict]:
+    buf = io.StringIO()
+    config = SimConfig(nodes=nodes, seed=seed, faults=FAULTS, workload=workload)
+    result = Simulation(config, tracer=Tracer(buf)).run()
+    assert result.ok, result.violation
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def lines(events: list[dict]) -> list[str]:
+    return [json.dumps(e) for e in events]
+
+
+@pytest.fixture(scope="module")
+def kv3() -> list[dict]:
+    return trace(3, "kv", 2)
+
+
+@pytest.mark.parametrize(("nodes", "workload", "seed"), RUNS)
+def test_simulator_runs_validate(nodes: int, workload: str, seed: int) -> None:
+    events = trace(nodes, workload, seed)
+    checker = check(lines(events))
+    assert any(e["ev"] == "crash" for e in events)
+    # the run exercised the view change and the multicast, not just heartbeats
+    for action in ("Crash", "Wedge", "Follow", "Propose", "Ack", "Commit", "Install", "Deliver"):
+        assert checker.actions.get(action, 0) > 0, action
+
+
+def test_tracer_off_by_default() -> None:
+    sim = Simulation(SimConfig(nodes=3, seed=1))
+    assert not any(isinstance(c, Tracer) for c in sim.checkers)
+
+
+def test_delivery_before_stability_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    # the first ordered delivery of epoch 1, moved before every receive of the epoch
+    ordered = {s["g"] for s in events[1]["shards"] if s["mode"] != "raw"}
+    i = next(
+        i
+        for i, e in enumerate(events)
+        if e["ev"] == "row" and e["e"] == 1 and any(f"s{g}.delivered" in e["set"] for g in ordered)
+    )
+    row = events[i]
+    g = next(g for g in ordered if f"s{g}.delivered" in row["set"])
+    moved = {**row, "set": {f"s{g}.delivered": row["set"][f"s{g}.delivered"]}}
+    del row["set"][f"s{g}.delivered"]
+    first = next(j for j, e in enumerate(events) if e["ev"] == "row" and e["e"] == 1)
+    events.insert(first + 1, moved)
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == first + 2 and err.value.action == "Deliver"
+    assert "beyond the stable bound 0" in str(err.value)
+
+
+def test_commit_without_majority_ack_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    # every follower's acknowledgement of the first committed ballot disappears
+    commit = next(i for i, e in enumerate(events) if e["ev"] == "row" and "committed" in e["set"])
+    epoch = events[commit]["e"]
+    b = events[commit]["set"]["committed"]
+    leader = events[commit]["m"]
+    for e in events[:commit]:
+        ours = e["ev"] == "row" and e["e"] == epoch and e["m"] != leader
+        if ours and e["set"].get("acked_ballot") == b:
+            del e["set"]["acked_ballot"], e["set"]["acked"]
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.action == "Commit" and "has not acknowledged" in err.value.detail
+    assert events[err.value.line - 1]["set"]["committed"] == b
+
+
+def test_delivery_past_the_trim_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    # right after a member learns the decision, it delivers one past the trim
+    i, view = next(
+        (i, e)
+        for i, e in enumerate(events)
+        if e["ev"] == "row" and e["set"].get("decided") and e["e"] == 1
+    )
+    shards = next(e for e in events if e["ev"] == "view" and e["e"] == 1)["shards"]
+    g = next(s["g"] for s in shards if s["mode"] != "raw" and view["m"] in s["members"])
+    past = seq_count(view["set"]["decided"]["trims"][g]) + 1
+    events.insert(i + 1, {"ev": "row", "m": view["m"], "e": 1, "set": {f"s{g}.delivered": past}})
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 2 and err.value.action == "Trim"
+    assert f"the trim is {past - 1}" in err.value.detail
+
+
+def test_install_before_persistence_rejected() -> None:
+    events = trace(5, "bank", 1)
+    durable = {
+        (e["e"], s["g"])
+        for e in events
+        if e["ev"] == "view"
+        for s in e["shards"]
+        if s["mode"] == "durable"
+    }
+    # drop the persisted raises of one member in the first epoch that installs a successor
+    inst = next(e for e in events if e["ev"] == "install")
+    epoch = inst["e"]
+    gs = [g for (ep, g) in durable if ep == epoch]
+    assert gs
+    victim = next(
+        e["m"]
+        for e in events
+        if e["ev"] == "row" and e["e"] == epoch and f"s{gs[0]}.persisted" in e["set"]
+    )
+    for e in events:
+        if e["ev"] == "row" and e["e"] == epoch and e["m"] == victim:
+            e["set"].pop(f"s{gs[0]}.persisted", None)
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.action in ("Install", "Inv_DurableAcrossViews")
+
+
+def test_wedge_without_cause_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    first = next(j for j, e in enumerate(events) if e["ev"] == "row" and e["e"] == 1)
+    events.insert(first + 1, {"ev": "row", "m": events[first]["m"], "e": 1, "set": {"wedged": 1}})
+    with pytest.raises(TraceError, match="Wedge not enabled"):
+        check(lines(events))
+
+
+def test_unknown_epoch_is_a_clear_error() -> None:
+    with pytest.raises(TraceError, match="epoch 7 used before its view"):
+        check([json.dumps({"ev": "row", "m": 1, "e": 7, "set": {"wedged": 1}})])
+
+
+def test_proposal_with_a_wrong_trim_rejected(kv3: list[dict]) -> None:
+    events = copy.deepcopy(kv3)
+    # a leader's fresh proposal whose trim of an ordered shard is one above the minimum received
+    i, row = next(
+        (i, e)
+        for i, e in enumerate(events)
+        if e["ev"] == "row" and e["set"].get("prop") and e["set"]["prop"]["ballot"] == 1
+    )
+    for e in events[i:]:
+        if e.get("e") != row["e"]:
+            continue
+        found = [e["p"]] if e["ev"] == "log" else [e.get("set", {}).get(n) for n in PROPOSALS]
+        for p in found:
+            if p:
+                p["trims"][0][0] += 1
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "Propose"
+    assert "the minimum received" in err.value.detail
+
+
+def test_tracing_does_not_change_the_run() -> None:
+    config = SimConfig(nodes=3, seed=3, faults=FAULTS, workload="kv")
+    plain = Simulation(config).run()
+    traced = Simulation(config, tracer=Tracer(io.StringIO())).run()
+    assert (traced.digest, traced.schedule_digest, traced.steps) == (
+        plain.digest,
+        plain.schedule_digest,
+        plain.steps,
+    )
+
+
+def test_malformed_trace_is_a_clear_error() -> None:
+    with pytest.raises(TraceError, match="line 2: not a JSON object"):
+        check([json.dumps({"ev": "run"}), "{oops"])
+    with pytest.raises(TraceError, match=r"line 1: a malformed 'view' record"):
+        check([json.dumps({"ev": "view", "e": 1})])
