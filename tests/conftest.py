@@ -25,6 +25,7 @@ class Net:
         self.events: dict[int, list] = {m: [] for m in replicas}
         self.results: dict[int, bytes] = {}
         self.batch_writes = False  # deliver a link's queued writes with one on_writes call
+        self.batched = False  # deliver everything queued on a link inside Replica.batched()
 
     def hold(self, a: int, b: int) -> None:
         self.held.add((a, b))
@@ -66,6 +67,15 @@ class Net:
                 if (a, b) in self.held or not q:
                     continue
                 progressed = True
+                if self.batched:
+                    with self.r[b].batched():
+                        while q:
+                            item = q.popleft()
+                            if item[0] == "w":
+                                self.r[b].on_write(a, item[1], item[2])
+                            else:
+                                self.r[b].on_data(a, item[1])
+                    continue
                 batch: list = []
                 while q:
                     item = q.popleft()

@@ -75,14 +75,16 @@ def test_link_up_resends_the_whole_row_to_that_peer_only():
     ]
 
 
-def test_writes_applied_in_batches_deliver_what_writes_one_by_one_deliver(make_net):
+@pytest.mark.parametrize("how", ["on_writes", "batched"])
+def test_inputs_evaluated_in_batches_deliver_what_inputs_one_by_one_deliver(make_net, how):
     from smr.core.layout import SubgroupSpec
 
     layout = [SubgroupSpec("s", mode="ordered")]
     nets = []
     for batch in (False, True):
         net = make_net([1, 2, 3], layout=layout)
-        net.batch_writes = batch
+        net.batch_writes = batch and how == "on_writes"
+        net.batched = batch and how == "batched"
         for i in range(40):
             for m in (1, 2, 3):
                 net.r[m].submit(0, 0, b"m%d-%d" % (m, i))

@@ -31,8 +31,9 @@ kept until it is installed). A process that is not in the group starts with `Rep
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,6 +285,8 @@ class Replica:
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
         self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
+        self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
+        self._batch_pending = False
         self._restart: Restart | None = None
         self.restart_decision: RestartDecision | None = None  # the decision this member resumed by
         # (subgroup, shard) whose log does not hold the shard's state (see LogMeta "view")
@@ -1000,7 +1003,29 @@ class Replica:
             self._barrier = True  # restore before any delivery of this shard
         return events
 
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Inputs given inside are evaluated once, on leaving (a driver wraps what one poll of
+        its transport read). The predicates are monotonic, so evaluating after several inputs is
+        as good as after each; Derecho's predicate thread likewise reads whatever the table
+        holds. If the block raises, evaluation waits for the next `has_ready`/`ready`."""
+        self._batch_depth += 1
+        try:
+            yield
+        except BaseException:
+            self._batch_depth -= 1
+            self._submitted = self._submitted or self._batch_pending
+            self._batch_pending = False
+            raise
+        self._batch_depth -= 1
+        if self._batch_depth == 0 and self._batch_pending:
+            self._batch_pending = False
+            self._evaluate()
+
     def _evaluate(self) -> None:
+        if self._batch_depth:
+            self._batch_pending = True
+            return
         self._submitted = False
         if self.status != ACTIVE:
             return

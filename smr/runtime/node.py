@@ -105,7 +105,6 @@ class Node:
         self.views: list[tuple[int, tuple[int, ...]]] = []
         self._registered: set[int] = set()
         self._inbox: deque[tuple[int, Any]] = deque()
-        self._writes_in: list[tuple[int, int, int, bytes]] = []  # read by this poll, not applied
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
@@ -307,8 +306,11 @@ class Node:
         wait_s = max(0.0, (replica.next_tick_ns() - self.now_ns()) / 1e9)
         if self._inbox or self._persisted:
             wait_s = 0.0
-        self.transport.poll(min(wait_s, 1.0))
-        self._apply_writes()
+        try:
+            with replica.batched():  # everything this poll reads, evaluated once
+                self.transport.poll(min(wait_s, 1.0))
+        except PeerProtocolError as e:
+            self.log("peer-protocol-error", error=str(e))
         now_ns = self.now_ns()
         if now_ns >= replica.next_tick_ns():
             # only when a heartbeat or a deadline is due: a tick evaluates every predicate, and
@@ -583,31 +585,21 @@ class Node:
     # -- transport handler (called from poll, on the loop thread) ----------------------------------
 
     def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None:
-        # kept until the poll is over (or another kind of input comes), then evaluated once
-        self._writes_in.append((source, epoch, offset, data))
-
-    def _apply_writes(self) -> None:
-        if not self._writes_in:
-            return
-        writes, self._writes_in = self._writes_in, []
         try:
-            self.replica.on_writes(writes)
+            self.replica.on_write(source, offset, data, epoch)
         except PeerProtocolError as e:
-            self.log("peer-protocol-error", peers=sorted({w[0] for w in writes}), error=str(e))
+            self.log("peer-protocol-error", peer=source, error=str(e))
 
     def on_data(self, source: int, payload: bytes) -> None:
-        self._apply_writes()  # in the order they arrived
         try:
             self.replica.on_data(source, payload)
         except PeerProtocolError as e:
             self.log("peer-protocol-error", peer=source, error=str(e))
 
     def on_link_up(self, peer: int) -> None:
-        self._apply_writes()
         self.replica.on_link_up(peer)
 
     def on_peer_failed(self, peer: int) -> None:
-        self._apply_writes()
         self.log("peer-failed", peer=peer)
         self.replica.on_peer_failed(peer)
 
