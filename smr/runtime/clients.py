@@ -85,8 +85,10 @@ class ClientServer:
         """Queue a response (any thread)."""
         frame = encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response))
         with self._lock:
+            idle = not self._responses  # else a wake-up is on its way already
             self._responses.append((conn_id, frame))
-        self._wake()
+        if idle:
+            self._wake()
 
     def close_connection(self, conn_id: int) -> None:
         with self._lock:

@@ -105,6 +105,7 @@ class Node:
         self.views: list[tuple[int, tuple[int, ...]]] = []
         self._registered: set[int] = set()
         self._inbox: deque[tuple[int, Any]] = deque()
+        self._inbox_lock = threading.Lock()
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
@@ -322,7 +323,8 @@ class Node:
         budget = 256  # requests per iteration: heartbeats and the table keep moving under load
         while self._inbox and budget:
             budget -= 1
-            conn_id, request = self._inbox.popleft()
+            with self._inbox_lock:
+                conn_id, request = self._inbox.popleft()
             try:
                 self._handle_request(conn_id, request)
             except Exception as e:  # a bug answering one client stops only that
@@ -467,8 +469,11 @@ class Node:
         if len(self._inbox) >= INBOX_MAX:
             self.clients.respond(conn_id, protocol.Response(request.id, False, error="busy"))
             return
-        self._inbox.append((conn_id, request))
-        self.transport.wake()
+        with self._inbox_lock:  # the check and the append are one step against the loop's pops
+            idle = not self._inbox  # else the loop has a wake-up coming already
+            self._inbox.append((conn_id, request))
+        if idle:
+            self.transport.wake()
 
     def _handle_request(self, conn_id: int, request: Any) -> None:
         if isinstance(request, protocol.Status):
