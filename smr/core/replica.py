@@ -41,6 +41,7 @@ from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.multicast import (
     FRAME,
+    FRAME_BLOCK,
     FRAME_JOIN_OK,
     FRAME_JOIN_REQUEST,
     FRAME_LARGE,
@@ -425,9 +426,13 @@ class Replica:
         st = self.streams.get(g)
         if st is None:
             raise PeerProtocolError(f"a data frame from {source} for shard {g}, not mine")
+        if kind == FRAME_BLOCK:
+            # placed straight into the message's buffer, through a view of the frame
+            self._sends.extend(st.on_block(source, number, memoryview(payload)[FRAME.size :]))
+            return
         body = payload[FRAME.size :]
         if kind == FRAME_LARGE:
-            st.on_large(source, number, body)
+            self._sends.extend(st.on_large(source, number, body))
         elif kind == FRAME_REPLY:
             st.on_reply(source, number, body)
         elif kind == FRAME_STATE:
