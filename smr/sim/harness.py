@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smr.core.errors import PeerProtocolError
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.multicast import Completed, MulticastConfig, SubmitFailed
 from smr.core.ready import LogAppend, Ready
 from smr.core.replica import ACTIVE, HALTED, CoreConfig, Replica, RestoreState, StateTransfer
 from smr.core.views import ViewInstalled
@@ -88,6 +88,11 @@ class SimConfig:
             parts.append("--faults " + ",".join(sorted(self.faults)))
         if self.bugs:
             parts.append("--inject-bug " + ",".join(sorted(self.bugs)))
+        mc, default = self.core.multicast, MulticastConfig()
+        if mc.schedule != default.schedule:
+            parts.append(f"--schedule {mc.schedule}")
+        if mc.block_bytes != default.block_bytes:
+            parts.append(f"--block-bytes {mc.block_bytes}")
         return " ".join(parts)
 
 
