@@ -10,6 +10,7 @@ import click
 BENCHES = {
     "core": "smr.cli.bench_core:bench_core",
     "log": "smr.cli.bench_log:bench_log",
+    "rdmc": "smr.cli.bench_rdmc:bench_rdmc",
 }
 
 

@@ -98,7 +98,7 @@ class MulticastConfig:
     submit_queue_max: int = 10_000  # submissions waiting for the window, per shard
     submit_timeout_ns: int = 5_000_000_000
     reply_cache_max: int = 1 << 16  # replies kept per sender for resending after a reconnect
-    block_bytes: int = 1 << 16  # RDMC block size (docs/performance.md, "RDMC data plane")
+    block_bytes: int = 1 << 17  # RDMC block size, measured (docs/performance.md, RDMC data plane)
     schedule: str = "binomial"  # RDMC block schedule: binomial, chain or sequential
     large_bytes_max: int = 1 << 30  # the largest payload a member may submit
 
@@ -242,6 +242,7 @@ class ShardStream:
         self.transfers: dict[tuple[int, int], _Transfer] = {}
         self.transfers_max = 2 * self.window_max * self.n_senders
         self.block_bytes = config.block_bytes
+        self.completed = 0  # large messages whose last block arrived (a receive may be due)
         self.reply_cache: dict[int, dict[int, bytes]] = {m: {} for m in shard.senders}
         self.blocked: list[int] = [-1] * self.n_senders  # index waiting for its large payload
         self.awaiting: dict[int, int] = {}  # seq of my message -> ticket
@@ -578,6 +579,7 @@ class ShardStream:
     def _complete(self, k: int, index: int, t: _Transfer) -> None:
         t.buf = bytes(t.buf)  # what `receive` delivers; relays go on from it
         t.done = True
+        self.completed += 1
         self.large_inbox[(k, index)] = t.buf
         if self.blocked[k] == index:
             self.blocked[k] = -1
