@@ -9,6 +9,7 @@ from smr.core.layout import SubgroupSpec
 from smr.core.multicast import BLOCK_HEADER, FRAME, FRAME_BLOCK, MulticastConfig
 from smr.core.rdmc import SCHEDULES
 from smr.core.replica import CoreConfig, Replica
+from smr.sim.transcript import Transcript
 
 BLOCK = 256
 
@@ -161,3 +162,26 @@ def test_bad_configuration_and_oversized_payloads_are_refused():
     r = Replica(1, [1, 2], layout=[SubgroupSpec("s")], config=config(large_bytes_max=4096))
     with pytest.raises(UsageError, match="large_bytes_max"):
         r.submit(0, 0, bytes(4097))
+
+
+def test_a_relayer_that_crashes_mid_transfer_stalls_the_message_only_until_the_view_change():
+    t = Transcript()
+    t.config = config("chain")
+    t.layout = [SubgroupSpec("kv", senders=((1,),))]
+    members = (1, 2, 3, 4)
+    for m in members:
+        t._add(m, Replica(m, members, layout=t.layout, config=t.config))
+    t.run("tick 5")
+    t.run("stabilize")
+    payload = (b"relayed-" * BLOCK)[: BLOCK * 7 + 3]  # text: the transcript prints it
+    t.cut.add((2, 3))  # in the chain 1 -> 2 -> 3 -> 4, 3 and 4 get their blocks through 2
+    t.replicas[1].submit(0, 0, payload)
+    t.run("stabilize")
+    assert all(not t.states[m].get(0) for m in members)  # 3 and 4 lack it: nobody delivers
+    t.run("crash 2")
+    for _ in range(4):
+        t.run("tick 30")
+        t.run("stabilize")
+    assert all(t.replicas[m].epoch > 0 for m in (1, 3, 4))
+    assert [bytes(p) for p in t.states[1][0]] == [payload]  # submitted again in the new view
+    assert t.states[3][0] == t.states[4][0] == t.states[1][0]
