@@ -12,6 +12,7 @@ BENCHES = {
     "compare": "smr.cli.bench_compare:bench_compare",
     "core": "smr.cli.bench_core:bench_core",
     "log": "smr.cli.bench_log:bench_log",
+    "rdmc": "smr.cli.bench_rdmc:bench_rdmc",
     "transport": "smr.cli.bench_transport:bench_transport",
 }
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 
+from smr.core.multicast import MulticastConfig
+from smr.core.rdmc import SCHEDULES
+from smr.core.replica import CoreConfig
 from smr.sim import BUGS, FAULTS, SimConfig, run_seed
 from smr.sim.trace import Tracer
 from smr.sim.workloads import WORKLOADS
@@ -74,6 +77,20 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
 @click.option(
     "--inject-bug", "bugs", default="", help="Break a rule on purpose to see the checkers catch it."
 )
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=MulticastConfig().schedule,
+    show_default=True,
+    help="RDMC block schedule of large payloads.",
+)
+@click.option(
+    "--block-bytes",
+    type=click.IntRange(64, 1 << 30),
+    default=MulticastConfig().block_bytes,
+    show_default=True,
+    help="RDMC block size (the bytes workload sends up to 5000-byte payloads).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
 @click.option(
     "--jobs",
@@ -97,6 +114,8 @@ def sim(
     faults: str,
     workload: str,
     bugs: str,
+    schedule: str,
+    block_bytes: int,
     verbose: bool,
     jobs: int,
     trace_path: str | None,
@@ -105,6 +124,7 @@ def sim(
     seed_list = parse_seeds(seeds)
     fault_set = parse_names(faults, FAULTS, "faults")
     bug_set = parse_names(bugs, BUGS, "bugs")
+    core = CoreConfig(multicast=MulticastConfig(schedule=schedule, block_bytes=block_bytes))
     passed = failed = 0
     failover_ns: list[int] = []
     show_progress = sys.stderr.isatty() and len(seed_list) > 20
@@ -114,7 +134,9 @@ def sim(
         )
     trace_file = open(trace_path, "w", encoding="utf-8") if trace_path else None  # noqa: SIM115
     configs = [
-        SimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload)
+        SimConfig(
+            nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload, core=core
+        )
         for seed in seed_list
     ]
     pool = None

@@ -28,7 +28,24 @@ wait in a bounded queue and fail with `SubmitFailed` after `submit_timeout_ns`.
 
 Payloads larger than a slot travel on the data plane (`Send`, sent before the slot that announces
 them); the slot carries the header only, and a receiver counts the message as received only when
-both are there. Order and delivery are decided by the table counters alone.
+both are there. Order and delivery are decided by the table counters alone. The data plane is
+RDMC's (smr.core.rdmc): the payload is cut into blocks of `block_bytes`, and each block frame
+(`FRAME_BLOCK`: sender rank, block, block size and total size, so a receiver preallocates the
+message and fills it in place) travels along the configured schedule, every member relaying the
+blocks the schedule gives it as soon as it holds them, in the schedule's order (`_Transfer`).
+A receiver's completion shows only as its `received` column rising, as for any message.
+
+Reconnection: a broken link loses the frames in flight on it, and only on it. So when a link to
+`peer` comes back (`resend`), every member sends `peer` again the blocks it had already sent it
+for messages `peer`'s `received` column says it still lacks, and the message's sender also sends
+it the whole payload (`FRAME_LARGE`) for each, which `peer` takes as every block at once and
+relays on from. Blocks `peer` would have got from a third member come either from that member
+(if its link to `peer` broke too, it resends) or are still in flight (FIFO links that did not
+break lose nothing), so `peer` completes. A relayer that crashes mid-transfer leaves the members
+below it in the relay tree without the message: their `received` stays below it, the group
+stalls on that sender until the failure is suspected, and the ragged trim then delivers only
+messages every survivor received whole (the minimum of `received`), so nothing half-received is
+delivered anywhere; the sender submits the rest again in the next view.
 
 Modes: `ordered` (above), `durable` (delivered entries become `LogAppend` requests; `persisted`
 rises when the driver reports them durable; a submitter is answered when the shard's global
@@ -45,6 +62,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import Shard
+from smr.core.rdmc import BLOCKS_MAX, SCHEDULES, schedule
 from smr.core.ready import Delivery, LogAppend, Push, Send
 from smr.core.table import Column, byte_slots, counter, flag, vector
 
@@ -66,6 +84,9 @@ FRAME_REPLY = 2  # body: a member's result; number: the version it answers
 FRAME_JOIN_REQUEST = 3  # a process outside the group asks to join
 FRAME_JOIN_OK = 4  # body: the members of the view the joiner enters
 FRAME_STATE = 5  # body: a shard's snapshot; number: its version
+FRAME_BLOCK = 6  # body: BLOCK_HEADER, then one block of a large message; number: its index
+# sender rank, block number, block size, total size: enough to preallocate and place the block
+BLOCK_HEADER = struct.Struct("<HIIq")
 
 SEQ_MAX = (1 << 32) - 1
 
@@ -77,12 +98,21 @@ class MulticastConfig:
     submit_queue_max: int = 10_000  # submissions waiting for the window, per shard
     submit_timeout_ns: int = 5_000_000_000
     reply_cache_max: int = 1 << 16  # replies kept per sender for resending after a reconnect
+    block_bytes: int = 1 << 17  # RDMC block size, measured (docs/performance.md, RDMC data plane)
+    schedule: str = "binomial"  # RDMC block schedule: binomial, chain or sequential
+    large_bytes_max: int = 1 << 30  # the largest payload a member may submit
 
     def __post_init__(self) -> None:
         assert 2 <= self.window_max <= 1 << 15
         assert self.slot_bytes >= SLOT_HEADER.size + 8 and self.slot_bytes % 8 == 0
         assert self.submit_queue_max >= 1
         assert self.submit_timeout_ns > 0
+        if not 64 <= self.block_bytes <= 1 << 30:
+            raise ValueError(f"block_bytes must be 64..2**30, not {self.block_bytes}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
 
     @property
     def slot_payload_max(self) -> int:
@@ -130,6 +160,22 @@ class _Waiting(NamedTuple):
     payload: bytes
     reply: bool
     deadline_ns: int
+
+
+class _Transfer:
+    """A large message in flight through this member: its buffer, the blocks held, and the
+    schedule's sends of this member, made in order as the blocks arrive."""
+
+    __slots__ = ("buf", "count", "done", "have", "next_out", "outgoing", "total")
+
+    def __init__(self, total: int, blocks: int, outgoing: tuple[tuple[int, int], ...]):
+        self.total = total
+        self.buf: bytearray | bytes = bytearray(total)
+        self.have = bytearray(blocks)
+        self.count = 0
+        self.outgoing = outgoing  # (block, member id) in step order
+        self.next_out = 0
+        self.done = False  # the whole payload went to `large_inbox`
 
 
 # A received message waiting for delivery, as a plain tuple (one is built per message):
@@ -190,7 +236,13 @@ class ShardStream:
         # What the data plane may have to send again after a link comes back (a broken
         # connection loses what was in flight): my large payloads until every member received
         # them, and my replies until their sender needs no more (its `answered` column).
-        self.large_outbox: dict[int, bytes] = {}  # my index -> frame
+        self.large_outbox: dict[int, bytes] = {}  # my index -> payload
+        # large messages of other senders I receive or relay, until every member received them;
+        # at most 2 windows per sender (`on_block` refuses indices beyond)
+        self.transfers: dict[tuple[int, int], _Transfer] = {}
+        self.transfers_max = 2 * self.window_max * self.n_senders
+        self.block_bytes = config.block_bytes
+        self.completed = 0  # large messages whose last block arrived (a receive may be due)
         self.reply_cache: dict[int, dict[int, bytes]] = {m: {} for m in shard.senders}
         self.blocked: list[int] = [-1] * self.n_senders  # index waiting for its large payload
         self.awaiting: dict[int, int] = {}  # seq of my message -> ticket
@@ -241,6 +293,16 @@ class ShardStream:
                 f"subgroup {self.subgroup} shard {self.shard_index}: "
                 f"{len(self.queue)} submissions already wait for the send window; retry later"
             )
+        if len(payload) > self.config.large_bytes_max:
+            raise UsageError(
+                f"a payload of {len(payload)} bytes is over large_bytes_max "
+                f"({self.config.large_bytes_max})"
+            )
+        if len(payload) > BLOCKS_MAX * self.block_bytes:
+            raise UsageError(
+                f"a payload of {len(payload)} bytes makes more than {BLOCKS_MAX} blocks of "
+                f"{self.block_bytes} bytes; raise block_bytes"
+            )
         deadline = self.replica.now_ns + self.config.submit_timeout_ns
         self.queue.append(_Waiting(ticket, bytes(payload), reply, deadline))
 
@@ -285,9 +347,8 @@ class ShardStream:
                 if len(w.payload) <= payload_max:
                     self._write_slot(sent, ts, len(w.payload), KIND_DATA | flags, w.payload)
                 else:
-                    frame = FRAME.pack(FRAME_LARGE, self.g, sent, self.replica.epoch) + w.payload
-                    sends.extend(Send(t, frame) for t in self.targets)
-                    self.large_outbox[sent] = frame
+                    sends.extend(self._send_blocks(sent, w.payload))
+                    self.large_outbox[sent] = w.payload
                     self._write_slot(sent, ts, len(w.payload), KIND_LARGE | flags, b"")
                 seq = sent * n + rank
                 if self.mode == "raw":  # delivered on receipt, and the sender has it already
@@ -429,6 +490,7 @@ class ShardStream:
             if got != words[mine + k]:
                 self._set_mine(self.w_received + k, got)
         self._update_seq()
+        self._prune_transfers()
         if raw and out:
             self.replica.deliver(out)
             self._set_mine(self.w_delivered, self._mine(self.w_delivered) + len(out))
@@ -444,20 +506,145 @@ class ShardStream:
         if count > words[self.my_row * self.row_words + self.w_seq]:
             self._set_mine(self.w_seq, count)
 
-    def on_large(self, source: int, index: int, payload: bytes) -> None:
-        if source not in self.sender_ids:
-            raise PeerProtocolError(f"member {source} is not a sender of shard {self.g}")
-        k = self.sender_ids.index(source)
+    # -- the RDMC data plane --------------------------------------------------------------------
+
+    def _outgoing(self, k: int, blocks: int) -> tuple[tuple[int, int], ...]:
+        """My sends, (block, member), for a message of `blocks` blocks from sender rank `k`:
+        ranks are positions in the member list rotated so that the sender is rank 0."""
+        members = self.shard.members
+        n = len(members)
+        base = members.index(self.sender_ids[k])
+        me = (members.index(self.replica.me) - base) % n
+        sched = schedule(self.config.schedule, n, blocks)
+        return tuple((b, members[(base + r) % n]) for b, r in sched.outgoing(me))
+
+    def _block_frame(self, k: int, index: int, block: int, total: int, data: memoryview) -> bytes:
+        bb = self.block_bytes
+        lo = block * bb
+        head = FRAME.pack(FRAME_BLOCK, self.g, index, self.epoch)
+        return b"".join((head, BLOCK_HEADER.pack(k, block, bb, total), data[lo : lo + bb]))
+
+    def _send_blocks(self, index: int, payload: bytes) -> list[Send]:
+        """The sender's part of the schedule: it holds every block, so it sends them all now."""
+        if not self.targets:
+            return []
+        blocks = -(-len(payload) // self.block_bytes)
+        data = memoryview(payload)
+        k, total = self.my_rank, len(payload)
+        return [
+            Send(to, self._block_frame(k, index, b, total, data))
+            for b, to in self._outgoing(k, blocks)
+        ]
+
+    def _transfer(self, source: int, k: int, index: int, total: int) -> _Transfer | None:
+        """The record of sender `k`'s message `index`, made at its first block; None when the
+        message was received and forgotten already (a resend after a reconnection)."""
+        t = self.transfers.get((k, index))
+        if t is not None:
+            if t.total != total:
+                raise PeerProtocolError(
+                    f"large message {index} in shard {self.g}: {total} bytes from {source}, "
+                    f"{t.total} before"
+                )
+            return t
         got = self._mine(self.w_received + k)
         if index < got:
-            return  # sent again after a reconnect, and we had it already
+            return None
         if index >= got + 2 * self.window_max:
             raise PeerProtocolError(
                 f"large message {index} from {source} in shard {self.g} is outside the window"
             )
-        self.large_inbox[(k, index)] = payload
+        if not self.config.slot_payload_max < total <= self.config.large_bytes_max:
+            raise PeerProtocolError(f"a large message of {total} bytes from {source}")
+        if len(self.transfers) >= self.transfers_max:
+            self._prune_transfers()
+        assert len(self.transfers) < self.transfers_max, "more large messages than two windows"
+        blocks = -(-total // self.block_bytes)
+        t = self.transfers[(k, index)] = _Transfer(total, blocks, self._outgoing(k, blocks))
+        return t
+
+    def _pump(self, k: int, index: int, t: _Transfer) -> list[Send]:
+        """Relay, in the schedule's order, every block of mine whose turn came and that I hold."""
+        out: list[Send] = []
+        todo, have, i = t.outgoing, t.have, t.next_out
+        if i < len(todo) and have[todo[i][0]]:
+            data = memoryview(t.buf)
+            while i < len(todo) and have[todo[i][0]]:
+                b, to = todo[i]
+                out.append(Send(to, self._block_frame(k, index, b, t.total, data)))
+                i += 1
+            t.next_out = i
+        return out
+
+    def _complete(self, k: int, index: int, t: _Transfer) -> None:
+        t.buf = bytes(t.buf)  # what `receive` delivers; relays go on from it
+        t.done = True
+        self.completed += 1
+        self.large_inbox[(k, index)] = t.buf
         if self.blocked[k] == index:
             self.blocked[k] = -1
+
+    def _prune_transfers(self) -> None:
+        """Forget large messages every member received: nobody needs a block of them again."""
+        if not self.transfers:
+            return
+        words, rw, w = self.table.words, self.row_words, self.w_received
+        low = [min(words[r * rw + w + k] for r in self.member_rows) for k in range(self.n_senders)]
+        for key in [key for key in self.transfers if key[1] < low[key[0]]]:
+            del self.transfers[key]
+
+    def _sender_rank(self, source: int, k: int) -> int:
+        if source not in self.shard.members:
+            raise PeerProtocolError(f"member {source} is not a member of shard {self.g}")
+        if not 0 <= k < self.n_senders:
+            raise PeerProtocolError(f"a block of sender rank {k} in shard {self.g}")
+        return k
+
+    def on_block(self, source: int, index: int, body: memoryview | bytes) -> list[Send]:
+        """One block of a large message (`FRAME_BLOCK`): place it, and relay what is now due."""
+        if len(body) < BLOCK_HEADER.size:
+            raise PeerProtocolError(f"a block frame of {len(body)} bytes from {source}")
+        k, block, bb, total = BLOCK_HEADER.unpack_from(body)
+        k = self._sender_rank(source, k)
+        if bb != self.block_bytes:
+            raise PeerProtocolError(
+                f"blocks of {bb} bytes from {source}, but block_bytes is {self.block_bytes} here"
+            )
+        t = self._transfer(source, k, index, total)
+        if t is None:
+            return []  # sent again after a reconnection, and we received the message already
+        if block >= len(t.have):
+            raise PeerProtocolError(f"block {block} of a {total}-byte message from {source}")
+        if t.done or t.have[block]:
+            return []  # sent again after a reconnection, and we had it already
+        lo = block * bb
+        size = min(bb, total - lo)
+        if len(body) - BLOCK_HEADER.size != size:
+            raise PeerProtocolError(
+                f"block {block} of message {index} from {source}: "
+                f"{len(body) - BLOCK_HEADER.size} bytes, expected {size}"
+            )
+        t.buf[lo : lo + size] = memoryview(body)[BLOCK_HEADER.size :]
+        t.have[block] = 1
+        t.count += 1
+        if t.count == len(t.have):
+            self._complete(k, index, t)
+        return self._pump(k, index, t)
+
+    def on_large(self, source: int, index: int, payload: bytes) -> list[Send]:
+        """A whole large message (`FRAME_LARGE`, the sender's fallback after a reconnection):
+        every block at once, relayed on as the schedule says."""
+        if source not in self.sender_ids:
+            raise PeerProtocolError(f"member {source} is not a sender of shard {self.g}")
+        k = self.sender_ids.index(source)
+        t = self._transfer(source, k, index, len(payload))
+        if t is None or t.done:
+            return []
+        t.buf = payload
+        t.have[:] = b"\x01" * len(t.have)
+        t.count = len(t.have)
+        self._complete(k, index, t)
+        return self._pump(k, index, t)
 
     # -- deliver --------------------------------------------------------------------------------
 
@@ -609,9 +796,26 @@ class ShardStream:
         """What the data plane must send again to `peer` after its link came back."""
         out: list[Send] = []
         row = self.table.members.index(peer)
-        if self.my_rank >= 0 and peer in self.shard.members:
-            got = self.table.words[row * self.row_words + self.w_received + self.my_rank]
-            out.extend(Send(peer, f) for i, f in sorted(self.large_outbox.items()) if i >= got)
+        received = row * self.row_words + self.w_received
+        if peer in self.shard.members:
+            words = self.table.words
+            # blocks I relayed to it for messages it still lacks
+            for (k, index), t in self.transfers.items():
+                if index < words[received + k]:
+                    continue
+                data = memoryview(t.buf)
+                out.extend(
+                    Send(peer, self._block_frame(k, index, b, t.total, data))
+                    for b, to in t.outgoing[: t.next_out]
+                    if to == peer
+                )
+            # my own messages it lacks, whole (the sender's fallback)
+            if self.my_rank >= 0:
+                got = words[received + self.my_rank]
+                for i, payload in sorted(self.large_outbox.items()):
+                    if i >= got:
+                        frame = FRAME.pack(FRAME_LARGE, self.g, i, self.epoch) + payload
+                        out.append(Send(peer, frame))
         if peer in self.reply_cache:
             answered = self.table.words[row * self.row_words + self.w_answered]
             cache = self.reply_cache[peer]

@@ -30,7 +30,7 @@ from typing import Any
 
 from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.multicast import Completed, MulticastConfig, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogTruncate, Ready
 from smr.core.replica import (
     ACTIVE,
@@ -101,6 +101,11 @@ class SimConfig:
             parts.append("--faults " + ",".join(sorted(self.faults)))
         if self.bugs:
             parts.append("--inject-bug " + ",".join(sorted(self.bugs)))
+        mc, default = self.core.multicast, MulticastConfig()
+        if mc.schedule != default.schedule:
+            parts.append(f"--schedule {mc.schedule}")
+        if mc.block_bytes != default.block_bytes:
+            parts.append(f"--block-bytes {mc.block_bytes}")
         return " ".join(parts)
 
 
