@@ -37,10 +37,11 @@ unit: $(STAMP)
 # A few hundred simulated runs, each seed a different schedule of faults; the long runs
 # (thousands of seeds) and their figures are in docs/performance.md.
 sim-smoke: $(STAMP)
-	$(BIN)/smr sim --nodes 3 --seeds 1-500 --faults delay,partition
-	$(BIN)/smr sim --nodes 5 --seeds 1-20 --workload kv --faults delay
-	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,join,delay
-	$(BIN)/smr sim --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
+	$(BIN)/smr sim -j 2 --nodes 3 --seeds 1-500 --faults delay,partition
+	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-20 --workload kv --faults delay
+	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,join,delay,total
+	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
+	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-6 --workload bytes --faults delay,partition,crash,restart,join --block-bytes 512
 
 # TLC model-checks every spec in proofs/ and must refute every deliberately broken variant.
 proofs: $(STAMP)
