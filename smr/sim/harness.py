@@ -32,6 +32,7 @@ from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
 from smr.core.multicast import Completed, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogTruncate, Ready
+from smr.core.restart import Recovered
 from smr.core.replica import (
     ACTIVE,
     HALTED,
@@ -182,6 +183,9 @@ class Checker:
         self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes, epoch: int
     ) -> None:
         """Called just after a peer's write was handed to `node`."""
+
+    def after_recover(self, sim: Simulation, node: SimNode, recovered: Recovered) -> None:
+        """`node` restarts from its own disk with this summary of its logs."""
 
     def at_liveness_start(self, sim: Simulation) -> None:
         """Faults have stopped and every link is healed."""
@@ -900,6 +904,8 @@ class Simulation:
             node.applied[key] = version
             if version:
                 node.digests[(key, version)] = machine.digest()
+        for c in self.checkers:
+            c.after_recover(self, node, recovered)
         contacts = [m for m in self.nodes if m != node.id]
         node.replica = Replica.restarting(
             node.id,
