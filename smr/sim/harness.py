@@ -32,7 +32,6 @@ from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
 from smr.core.multicast import Completed, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogTruncate, Ready
-from smr.core.restart import Recovered
 from smr.core.replica import (
     ACTIVE,
     HALTED,
@@ -42,6 +41,7 @@ from smr.core.replica import (
     RestoreState,
     StateTransfer,
 )
+from smr.core.restart import Recovered
 from smr.core.views import ViewInstalled
 from smr.log import Log, LogConfig, LogCorruptionError, Record
 from smr.recovery import perform, recover_member, replay
