@@ -12,7 +12,7 @@
 (* latest view any of them knows takes the longest of their logs as the  *)
 (* agreed point, every joiner truncates to it or receives the suffix, and *)
 (* the new view's epoch follows the latest known one.                     *)
-(* Code: the total restart in smr/core is being written (see README).     *)
+(* Code: smr/core/restart.py, Replica.restarting (mapping in README.md).  *)
 (***************************************************************************)
 EXTENDS Naturals, FiniteSets
 

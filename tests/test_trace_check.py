@@ -16,14 +16,17 @@ from smr.sim.trace_check import TraceError, check, seq_count
 PROPOSALS = ("prop", "acked", "decided")
 FAULTS = frozenset({"crash", "restart", "partition", "delay"})
 RUNS = [(3, "kv", s) for s in (1, 2, 3)] + [(5, "bank", s) for s in (1, 2)] + [(3, "bytes", 4)]
+TOTAL = FAULTS | {"total"}
+TOTAL_RUNS = [(3, "bank", 1), (3, "bank", 2), (5, "kv", 2), (5, "kv", 3)]
 
 
-def trace(nodes: int, workload: str, seed: int) -> list[dict]:
+def trace(nodes: int, workload: str, seed: int, faults: frozenset[str] = FAULTS) -> list[dict]:
     buf = io.StringIO()
-    config = SimConfig(nodes=nodes, seed=seed, faults=FAULTS, workload=workload)
+    config = SimConfig(nodes=nodes, seed=seed, faults=faults, workload=workload)
     sim = Simulation(config, tracer=Tracer(buf))
-    # at least one crash whatever the seed's own faults do (a member, not always the leader)
-    sim.schedule(40_000_000 + 10_000_000 * seed, "crash", 1 + seed % nodes)
+    if "total" not in faults:
+        # at least one crash whatever the seed's own faults do (a member, not always the leader)
+        sim.schedule(40_000_000 + 10_000_000 * seed, "crash", 1 + seed % nodes)
     result = sim.run()
     assert result.ok, result.violation
     return [json.loads(line) for line in buf.getvalue().splitlines()]
@@ -186,3 +189,93 @@ def test_malformed_trace_is_a_clear_error() -> None:
         check([json.dumps({"ev": "run"}), "{oops"])
     with pytest.raises(TraceError, match=r"line 1: a malformed 'view' record"):
         check([json.dumps({"ev": "view", "e": 1})])
+
+
+# -- restart after total failure (proofs/Restart.tla) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bank3_total() -> list[dict]:
+    return trace(3, "bank", 1, TOTAL)
+
+
+@pytest.mark.parametrize(("nodes", "workload", "seed"), TOTAL_RUNS)
+def test_runs_with_total_failures_validate(nodes: int, workload: str, seed: int) -> None:
+    events = trace(nodes, workload, seed, TOTAL)
+    checker = check(lines(events))
+    for action in ("TotalFailure", "Boot", "RestartView", "Resume", "Install", "Deliver"):
+        assert checker.actions.get(action, 0) > 0, action
+    # the group resumed from what was logged, not from nothing
+    cuts = [c[2] for e in events if e["ev"] == "rdecide" for c in e["d"]["cuts"]]
+    assert any(cuts)
+
+
+def _first(events: list[dict], kind: str, pred=lambda e: True) -> int:
+    return next(i for i, e in enumerate(events) if e["ev"] == kind and pred(e))
+
+
+def test_restart_decided_by_a_minority_rejected(bank3_total: list[dict]) -> None:
+    events = copy.deepcopy(bank3_total)
+    i = _first(events, "rdecide")
+    d = events[i]["d"]
+    d["members"] = [events[i]["m"]]  # one promiser of a three-member view
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "RestartView"
+    assert "is no majority of view" in err.value.detail
+
+
+def test_restart_cut_below_the_longest_log_rejected(bank3_total: list[dict]) -> None:
+    events = copy.deepcopy(bank3_total)
+    i = _first(events, "rdecide", lambda e: any(c[2] for c in e["d"]["cuts"]))
+    cut = next(c for c in events[i]["d"]["cuts"] if c[2])
+    longest = cut[2]
+    cut[2] -= 1
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "RestartView"
+    assert f"the longest log among {events[i]['d']['members']} ends at {longest}" in str(err.value)
+
+
+def test_resume_in_a_used_epoch_rejected(bank3_total: list[dict]) -> None:
+    events = copy.deepcopy(bank3_total)
+    i = _first(events, "resume")
+    events[i]["next"] -= 1  # the epoch the group was last in, before the failure
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "Resume"
+    assert "already used" in err.value.detail
+
+
+def test_truncation_below_the_cut_rejected(bank3_total: list[dict]) -> None:
+    events = copy.deepcopy(bank3_total)
+    i = _first(events, "rdecide", lambda e: any(c[2] for c in e["d"]["cuts"]))
+    m = events[i]["m"]
+    sg, sh, cut = next(c for c in events[i]["d"]["cuts"] if c[2])
+    events.insert(i + 1, {"ev": "truncate", "m": m, "sg": sg, "sh": sh, "v": cut - 1})
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 2 and err.value.action == "Truncate"
+    assert f"the cut is {cut}" in err.value.detail
+
+
+def test_boot_that_lost_a_persisted_entry_rejected(bank3_total: list[dict]) -> None:
+    events = copy.deepcopy(bank3_total)
+    i = _first(events, "boot", lambda e: any(v for _, _, v in e["logged"]))
+    for entry in events[i]["logged"]:
+        entry[2] = 0
+    with pytest.raises(TraceError) as err:
+        check(lines(events))
+    assert err.value.line == i + 1 and err.value.action == "Boot"
+    assert "below the" in err.value.detail
+
+
+def test_tracing_with_total_failures_does_not_change_the_run() -> None:
+    config = SimConfig(nodes=3, seed=1, faults=TOTAL, workload="bank")
+    plain = Simulation(config).run()
+    traced = Simulation(config, tracer=Tracer(io.StringIO())).run()
+    assert (traced.digest, traced.schedule_digest, traced.steps) == (
+        plain.digest,
+        plain.schedule_digest,
+        plain.steps,
+    )

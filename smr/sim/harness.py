@@ -41,6 +41,7 @@ from smr.core.replica import (
     RestoreState,
     StateTransfer,
 )
+from smr.core.restart import Recovered
 from smr.core.views import ViewInstalled
 from smr.log import Log, LogConfig, LogCorruptionError, Record
 from smr.recovery import perform, recover_member, replay
@@ -187,6 +188,9 @@ class Checker:
         self, sim: Simulation, node: SimNode, source: int, offset: int, data: bytes, epoch: int
     ) -> None:
         """Called just after a peer's write was handed to `node`."""
+
+    def after_recover(self, sim: Simulation, node: SimNode, recovered: Recovered) -> None:
+        """`node` restarts from its own disk with this summary of its logs."""
 
     def at_liveness_start(self, sim: Simulation) -> None:
         """Faults have stopped and every link is healed."""
@@ -905,6 +909,8 @@ class Simulation:
             node.applied[key] = version
             if version:
                 node.digests[(key, version)] = machine.digest()
+        for c in self.checkers:
+            c.after_recover(self, node, recovered)
         contacts = [m for m in self.nodes if m != node.id]
         node.replica = Replica.restarting(
             node.id,

@@ -13,7 +13,14 @@ pays nothing. Per step it records, as JSON lines:
 - `log`: a view proposal written to the member's metadata log (synced before the acknowledgement
   is pushed: the spec's `logged`);
 - `deliver`: one delivery (member, epoch, shard, seq, sender, nonce);
-- `install`: a member moved from epoch `e` to `next`; `halt`, `crash`, `restart`.
+- `install`: a member moved from epoch `e` to `next`; `halt`, `crash`, `restart`;
+- restart after total failure (`proofs/Restart.tla`): `boot`, a member restarting from its own
+  disk with the summary it recovered (`last` view, the proposal logged in it, per durable shard
+  the last `logged` version, the shards `awaiting` state, the restart acceptor's accepted
+  decision); `rdecide`, the restart decision a member installs (`Replica.restart_decision`:
+  instance, members, per-shard cuts, plans); `truncate` and `state`, a shard log cut at a
+  version (`LogTruncate`) or replaced by received state (`LogSnapshot`); `resume`, the member
+  entering the decided view (its `ViewInstalled`).
 
 Within a step, a member's row change is recorded before the deliveries and installs of the same
 `Ready` (deliveries happen in the predicate pass that raised `delivered`). A member's row is read
@@ -27,8 +34,9 @@ import json
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from smr.core.ready import LogMeta, Ready
+from smr.core.ready import LogMeta, LogSnapshot, LogTruncate, Ready
 from smr.core.replica import HALTED
+from smr.core.restart import Recovered, RestartDecision
 from smr.core.views import WORD, Proposal, ViewInstalled
 from smr.sim.harness import Checker, SimNode, Simulation
 
@@ -45,6 +53,29 @@ def proposal_json(p: Proposal | None) -> dict[str, Any] | None:
         "members": list(p.members),
         "joiners": list(p.joiners),
         "trims": [list(t) for t in p.trims],
+    }
+
+
+def decision_json(d: RestartDecision) -> dict[str, Any]:
+    return {
+        "instance": d.instance,
+        "members": list(d.members),
+        "cuts": [list(c) for c in d.cuts],
+        "plans": [[provider, list(needy)] for provider, needy in d.plans],
+    }
+
+
+def recovered_json(r: Recovered) -> dict[str, Any]:
+    a = r.acceptor
+    accepted = None
+    if a.accepted:
+        accepted = decision_json(RestartDecision.decode(a.decision))
+    return {
+        "last": [r.epoch, list(r.members)],
+        "prop": proposal_json(r.proposal),
+        "logged": [[sg, sh, v] for (sg, sh), v in sorted(r.logged.items())],
+        "awaiting": [list(k) for k in sorted(r.awaiting)],
+        "acc": None if accepted is None else {"instance": a.instance, "decision": accepted},
     }
 
 
@@ -78,6 +109,8 @@ class Tracer(Checker):
         self._alive: dict[int, tuple[bool, int]] = {}
         self._views: set[int] = set()
         self._halted: set[tuple[int, int]] = set()  # (member, incarnation)
+        self._booted: set[tuple[int, int]] = set()  # (member, incarnation) restarted from disk
+        self._resumed: set[tuple[int, int]] = set()  # (member, incarnation) resumed by decision
         self._sim: Simulation | None = None
 
     # -- emission -------------------------------------------------------------------------------
@@ -174,7 +207,7 @@ class Tracer(Checker):
                 continue
             if before[0] and not node.alive:
                 self._emit("crash", m=m)
-            elif now[1] != before[1]:
+            elif now[1] != before[1] and (m, now[1]) not in self._booted:
                 self._emit("restart", m=m, incarnation=now[1])
 
     # -- Checker hooks --------------------------------------------------------------------------
@@ -202,6 +235,22 @@ class Tracer(Checker):
                 p = proposal_json(Proposal.decode(request.data))
                 self._emit("log", m=node.id, e=epoch, p=p)
         installs = [e for e in ready.events if isinstance(e, ViewInstalled)]
+        d = getattr(node.replica, "restart_decision", None)
+        resume = None
+        me = (node.id, node.incarnation)
+        if d is not None and me not in self._resumed and any(e.epoch == d.epoch for e in installs):
+            self._resumed.add(me)
+            resume = d.epoch
+            self._emit("rdecide", m=node.id, d=decision_json(d))
+        for request in ready.persist:
+            if isinstance(request, LogTruncate):
+                self._emit(
+                    "truncate", m=node.id, sg=request.subgroup, sh=request.shard, v=request.version
+                )
+            elif isinstance(request, LogSnapshot):
+                self._emit(
+                    "state", m=node.id, sg=request.subgroup, sh=request.shard, v=request.version
+                )
         member_of: int | None = None  # the epoch this incarnation leaves by installing
         if installs:
             # the row of the epoch just left, as it ended (install_next built the new table)
@@ -223,12 +272,18 @@ class Tracer(Checker):
                 nonce=bytes(d.payload[:8]).hex(),
             )
         for e in installs:
-            if member_of == e.epoch - 1:
+            if e.epoch == resume:
+                self._emit("resume", m=node.id, next=e.epoch, members=list(e.members))
+            elif member_of == e.epoch - 1:
                 self._emit("install", m=node.id, e=member_of, next=e.epoch, members=list(e.members))
             else:  # a joiner (or a restarted member) enters: it had no row in the old epoch
                 self._emit("join", m=node.id, e=e.epoch - 1, next=e.epoch, members=list(e.members))
             self._observe(node)
         self._faults(sim)
+
+    def after_recover(self, sim: Simulation, node: SimNode, recovered: Recovered) -> None:
+        self._booted.add((node.id, node.incarnation))
+        self._emit("boot", m=node.id, incarnation=node.incarnation, **recovered_json(recovered))
 
     def after_step(self, sim: Simulation, node: SimNode | None) -> None:
         self._faults(sim)

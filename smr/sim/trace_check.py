@@ -16,10 +16,24 @@ join/leave requests, receive/send, stable delivery, wedge, follow, propose, ackn
 commit/learn, the trim's delivery, sync. Every spec invariant is checked after every event.
 The first action that is not enabled, or invariant that fails, raises `TraceError` naming the
 trace line, the action and why.
+
+Restart after total failure is replayed against `proofs/Restart.tla`: `TotalFailure` (no member
+active any more: every one crashed or halted), `Boot` (a member restarting from its disk with the
+summary it recovered, which must be the last view it entered and at least what it persisted),
+`RestartView` (the decision: promisers that include a majority of the latest view any of them
+knows, installed or proposed and logged in that epoch, and per durable shard a cut equal to the
+longest log among them), `Truncate` (a log cut exactly at the decided cut, or dropped by a member
+that joins instead), `StateTransfer` (state received at the cut), and `Resume` (entering epoch
+latest known + 1, never an epoch already used). Across the restart it checks Inv_FrontierKept
+(no cut and no decided member's log falls below a global persistence frontier observed before),
+Inv_OneViewPerEpoch (views, committed proposals and restart decisions agree per epoch) and
+Inv_SameSequence (a member's durable deliveries continue its state's version: after a resume,
+from exactly the cut).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -124,6 +138,20 @@ class Checker:
         self.epochs: dict[int, Epoch] = {}
         self.order: dict[tuple[int, int, int], tuple[int, str]] = {}
         self.steps = 0
+        # restart after total failure (proofs/Restart.tla)
+        self.running: set[int] = set()  # members running in a view (not crashed, halted, booting)
+        self.down = False  # a total failure happened and no member resumed yet
+        self.boots: dict[int, dict] = {}  # member -> the summary it booted with (this failure)
+        self.entered: dict[int, int] = {}  # member -> the last epoch it entered
+        self.views: dict[int, list[int]] = {}  # epoch -> members, from every source
+        # durable shard -> the highest persistence frontier seen: (epoch, shard index, count)
+        self.frontier: dict[tuple[int, int], tuple[int, int, int]] = {}
+        self.seqs: dict[tuple[int, int], list[int]] = {}  # (epoch, g) -> delivered seqs, in order
+        self.at: dict[tuple[int, tuple[int, int]], int] = {}  # (member, shard) -> state version
+        self.rdecisions: dict[int, tuple[dict, int]] = {}  # instance -> (decision, latest known)
+        self.resuming: dict[int, dict] = {}  # member -> the decision it installs
+        # (member, shard) -> (epoch resumed in, cut): its state there must start at the cut
+        self.cut_due: dict[tuple[int, tuple[int, int]], tuple[int, int]] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -164,6 +192,12 @@ class Checker:
         if "e" in ev and ev["e"] in self.epochs:
             self.invariants(self.epochs[ev["e"]])
 
+    def claim(self, e: int, members: list[int], action: str) -> None:
+        """Inv_OneViewPerEpoch across restarts: every source names the same view for epoch e."""
+        have = self.views.setdefault(e, list(members))
+        if have != list(members):
+            self.fail(action, f"epoch {e} is already view {have}, not {list(members)}")
+
     def _view(self, ev: dict) -> None:
         if ev["e"] in self.epochs:
             self.fail("Init", f"epoch {ev['e']} announced twice")
@@ -171,22 +205,219 @@ class Checker:
             s["g"]: Shard(s["g"], (s["sg"], s["sh"]), s["members"], s["senders"], s["mode"])
             for s in ev["shards"]
         }
+        self.claim(ev["e"], ev["members"], "Inv_OneViewPerEpoch")
+        if not self.epochs:  # the founding view: every member runs in it
+            self.running = set(ev["members"])
+            for m in ev["members"]:
+                self.entered[m] = ev["e"]
         self.epochs[ev["e"]] = Epoch(ev["e"], list(ev["members"]), shards)
+
+    def _stopped(self, m: int) -> None:
+        self.running.discard(m)
+        for key in [k for k in self.cut_due if k[0] == m]:
+            del self.cut_due[key]
+        if not self.running and not self.down:
+            self.down = True  # Restart.tla Crash of the last member up: the restart phase
+            self.boots = {}
+            self.took("TotalFailure")
 
     def _crash(self, ev: dict) -> None:
         for ep in self.epochs.values():
             if ev["m"] in ep.members and ev["m"] not in ep.installed:
                 ep.dead.add(ev["m"])
+        self.resuming.pop(ev["m"], None)
+        self._stopped(ev["m"])
         self.took("Crash")
 
     def _restart(self, ev: dict) -> None:
-        self.took("Restart")  # a new incarnation: it joins a later view (joiners not modelled)
+        # a new incarnation with a fresh directory: it joins a later view (joiners not modelled)
+        for key in [k for k in self.at if k[0] == ev["m"]]:
+            del self.at[key]
+        self.took("Restart")
 
     def _halt(self, ev: dict) -> None:
         for ep in self.epochs.values():
             if ev["m"] in ep.members and ev["m"] not in ep.installed | ep.dead:
                 ep.halted.add(ev["m"])
+        self._stopped(ev["m"])
         self.took("HaltMinority/Trim(excluded)")
+
+    # -- restart after total failure (proofs/Restart.tla) ----------------------------------------
+
+    def _boot(self, ev: dict) -> None:
+        m = ev["m"]
+        if not self.down or self.running:
+            self.fail("Boot", f"member {m} boots from its disk while {sorted(self.running)} run")
+        e, members = ev["last"]
+        if e != self.entered.get(m, e) or self.views.get(e, members) != members:
+            self.fail(
+                "Boot",
+                f"member {m} recovered view {e} {members}; it last entered epoch "
+                f"{self.entered.get(m)} ({self.views.get(self.entered.get(m, e))})",
+            )
+        ep = self.epochs.get(e)
+        if ev["prop"] is not None and (ep is None or ev["prop"] not in ep.logged.get(m, [])):
+            self.fail("Boot", f"member {m} recovered a proposal of epoch {e} it never logged")
+        logged = {(sg, sh): v for sg, sh, v in ev["logged"]}
+        if ep is not None:
+            for sh in ep.shards.values():
+                if sh.mode != "durable" or m not in sh.members:
+                    continue
+                p = self.last_version(e, sh.g, ep.row(m)[f"s{sh.g}.persisted"])
+                if logged.get(sh.key, 0) < p:
+                    self.fail(
+                        "Boot",
+                        f"member {m} recovered shard {sh.key} at {logged.get(sh.key, 0)}, below "
+                        f"the {p} it persisted in epoch {e}",
+                    )
+        for key in [k for k in self.at if k[0] == m]:
+            del self.at[key]
+        for key, v in logged.items():
+            self.at[(m, key)] = v
+        self.boots[m] = ev
+        self.resuming.pop(m, None)
+        self.took("Boot")
+
+    def instance(self, q: list[int]) -> tuple[int, list[int], dict[tuple[int, int], int]]:
+        """The latest view any booted member in q knows (installed, or proposed and logged in
+        that epoch; or a later restart decision one of them accepted), and the versions that
+        may survive per durable shard (the ragged trim of such a proposal)."""
+        sums = [self.boots[m] for m in q]
+        top = max(b["last"][0] for b in sums)
+        members = next(b["last"][1] for b in sums if b["last"][0] == top)
+        bounds: dict[tuple[int, int], int] = {}
+        props = [b["prop"] for b in sums if b["last"][0] == top and b["prop"] is not None]
+        e = top
+        if props:
+            best = max(props, key=lambda p: p["ballot"])
+            e, members = top + 1, best["members"]
+            ep = self.epochs.get(top)
+            if ep is not None:
+                for sh in ep.shards.values():
+                    if sh.g < len(best["trims"]):
+                        bounds[sh.key] = (top << 32) + seq_count(best["trims"][sh.g]) - 1
+        later = [b["acc"] for b in sums if b["acc"] is not None and b["acc"]["instance"] > e]
+        if later:
+            d = max(later, key=lambda a: a["instance"])["decision"]
+            e, members = d["instance"] + 1, d["members"]
+            bounds = {(sg, sh): v for sg, sh, v in d["cuts"]}
+        return e, list(members), bounds
+
+    def _rdecide(self, ev: dict) -> None:
+        m, d = ev["m"], ev["d"]
+        if m not in self.boots:
+            self.fail("RestartView", f"member {m} installs a restart decision without booting")
+        if m not in d["members"]:
+            self.fail("RestartView", f"member {m} installs a decision without it: {d['members']}")
+        seen = self.rdecisions.get(d["instance"])
+        if seen is not None:
+            if seen[0] != d:
+                self.fail("RestartView", f"instance {d['instance']}: {seen[0]} and {d}")
+            self.resuming[m] = d
+            return
+        q = list(d["members"])
+        missing = [r for r in q if r not in self.boots]
+        if missing:
+            self.fail("RestartView", f"members {missing} of the decision never booted")
+        e, view, bounds = self.instance(q)
+        have = [r for r in q if r in view]
+        if 2 * len(have) <= len(view):
+            self.fail(
+                "RestartView",
+                f"decided by {q}: {have} is no majority of view {e} {view}, the latest known",
+            )
+        longest: dict[tuple[int, int], int] = {}
+        for r in q:
+            b = self.boots[r]
+            stale = {tuple(k) for k in b["awaiting"]}
+            for sg, sh, v in b["logged"]:
+                ok = (sg, sh) not in stale and v <= bounds.get((sg, sh), v)
+                longest[(sg, sh)] = max(longest.get((sg, sh), 0), v if ok else 0)
+        cuts = {(sg, sh): v for sg, sh, v in d["cuts"]}
+        for key in sorted(set(cuts) | set(longest) | set(self.frontier)):
+            if cuts.get(key, 0) != longest.get(key, 0):
+                self.fail(
+                    "RestartView",
+                    f"the cut of shard {key} is {cuts.get(key, 0)}; the longest log among "
+                    f"{q} ends at {longest.get(key, 0)}",
+                )
+            if cuts.get(key, 0) < self.frontier_version(key):
+                self.fail(
+                    "Inv_FrontierKept",
+                    f"the cut {cuts.get(key, 0)} of shard {key} is below the persistence "
+                    f"frontier {self.frontier_version(key)} observed before the failure",
+                )
+        self.rdecisions[d["instance"]] = (d, e)
+        self.resuming[m] = d
+        self.took("RestartView")
+
+    def _truncate(self, ev: dict) -> None:
+        m, key, v = ev["m"], (ev["sg"], ev["sh"]), ev["v"]
+        d = self.resuming.get(m)
+        if d is None:
+            if v != 0:  # a restarting member that joins a running group drops its logs
+                self.fail("Truncate", f"member {m} truncates shard {key} to {v} with no decision")
+        else:
+            cut = {(sg, sh): c for sg, sh, c in d["cuts"]}.get(key, 0)
+            if v != cut:
+                self.fail("Truncate", f"member {m} truncates shard {key} to {v}, the cut is {cut}")
+            if v < self.frontier_version(key):
+                self.fail("Inv_FrontierKept", f"member {m}'s log of {key} cut below the frontier")
+        if self.at.get((m, key), 0) < v:
+            self.fail("Truncate", f"member {m} truncates shard {key} to {v} above its log")
+        self.at[(m, key)] = v
+        self.took("Truncate")
+
+    def _state(self, ev: dict) -> None:
+        m, key, v = ev["m"], (ev["sg"], ev["sh"]), ev["v"]
+        due = self.due(m, key)
+        if due is not None and v != due:
+            self.fail("StateTransfer", f"member {m} received shard {key} at {v}, the cut is {due}")
+        self.at[(m, key)] = v
+        self.took("StateTransfer")
+
+    def last_version(self, e: int, g: int, count: int) -> int:
+        """The last message delivered below sequence number `count` of shard g in epoch e, as a
+        version (0 if none): what a persisted count of `count` means for a log."""
+        seqs = self.seqs.get((e, g), [])
+        k = bisect.bisect_left(seqs, count)
+        return (e << 32) | seqs[k - 1] if k else 0
+
+    def frontier_version(self, key: tuple[int, int]) -> int:
+        e, g, f = self.frontier.get(key, (0, 0, 0))
+        return self.last_version(e, g, f) if f else 0
+
+    def due(self, m: int, key: tuple[int, int]) -> int | None:
+        """The cut m's state of `key` must be at, while m is in the epoch it resumed in."""
+        due = self.cut_due.get((m, key))
+        return due[1] if due is not None and self.entered.get(m) == due[0] else None
+
+    def _resume(self, ev: dict) -> None:
+        m, e = ev["m"], ev["next"]
+        d = self.resuming.pop(m, None)
+        if d is None:
+            self.fail("Resume", f"member {m} resumes in epoch {e} with no restart decision")
+        assert d is not None
+        used = self.views.get(e)
+        if (used is not None and used != ev["members"]) or (
+            e in self.epochs and self.rdecisions.get(e - 1, (None,))[0] != d
+        ):
+            self.fail("Resume", f"member {m} resumes in epoch {e}, already used by view {used}")
+        known = self.rdecisions[d["instance"]][1]
+        if e != known + 1 or e != d["instance"] + 1 or ev["members"] != d["members"]:
+            self.fail(
+                "Resume",
+                f"member {m} resumes in epoch {e} {ev['members']}; the latest known view is "
+                f"{known}, the decision {d['instance']} + 1 {d['members']}",
+            )
+        self.claim(e, ev["members"], "Inv_OneViewPerEpoch")
+        cuts = {(sg, sh): c for sg, sh, c in d["cuts"]}
+        for key, c in cuts.items():
+            self.cut_due[(m, key)] = (e, c)
+        self.entered[m] = e
+        self.running.add(m)
+        self.down = False
+        self.took("Resume")
 
     def _log(self, ev: dict) -> None:
         ep = self.epoch(ev["e"])
@@ -213,10 +444,28 @@ class Checker:
                 f"range ({last}, {delivered}) its delivered column allows",
             )
         ep.last_seq[(m, s.g)] = seq
+        if s.mode == "durable":
+            version = (ep.e << 32) | seq
+            due, at = self.due(m, s.key), self.at.get((m, s.key))
+            if due is not None and (at or 0) != due:  # no log: the empty state, version 0
+                self.fail(
+                    "Inv_SameSequence",
+                    f"member {m} delivers {version} of shard {s.key} in epoch {ep.e} with its "
+                    f"state at {at}, not at the restart's cut {due}",
+                )
+            if at is not None and version <= at:
+                self.fail(
+                    "Inv_SameSequence",
+                    f"member {m} delivers {version} of shard {s.key}, its state is at {at}",
+                )
+            self.cut_due.pop((m, s.key), None)
+            self.at[(m, s.key)] = version
         if ev["sender"] != s.senders[seq % len(s.senders)]:
             self.fail("Deliver", f"seq {seq} delivered as from {ev['sender']}: not its sender")
         key = (ep.e, s.g, seq)
         entry = (ev["sender"], ev["nonce"])
+        if key not in self.order:
+            self.seqs.setdefault((ep.e, s.g), []).append(seq)  # first deliveries come in order
         if self.order.setdefault(key, entry) != entry:
             self.fail(
                 "Deliver", f"member {m} delivered {entry} at {key}, another {self.order[key]}"
@@ -228,6 +477,8 @@ class Checker:
             decided = [r["decided"] for r in ep.rows.values() if r["decided"] is not None]
             if not any(ev["m"] in p["joiners"] and p["members"] == ev["members"] for p in decided):
                 self.fail("Join", f"member {ev['m']} joins epoch {ev['next']}: no decision has it")
+        self.entered[ev["m"]] = ev["next"]
+        self.running.add(ev["m"])
         self.took("Join")  # joiners and state transfer are not modelled beyond this
 
     def _install(self, ev: dict) -> None:
@@ -263,6 +514,8 @@ class Checker:
                         f"{row[f's{s.g}.persisted']} < trim {need} of shard {s.g}",
                     )
         ep.installed.add(m)
+        self.claim(ev["next"], ev["members"], "Inv_OneViewPerEpoch")
+        self.entered[m] = ev["next"]
         self.took("Install")
 
     def _row(self, ev: dict) -> None:
@@ -395,6 +648,12 @@ class Checker:
                         f"{row[f's{s.g}.delivered']}",
                     )
                 row[col] = new[col]
+                if s.mode == "durable":
+                    # the global persistence frontier (a count of sequence numbers, some of
+                    # them null messages; made a version once the deliveries are replayed)
+                    f = min(ep.row(r)[col] for r in s.members)
+                    if (ep.e, f) > self.frontier.get(s.key, (0, 0, 0))[::2]:
+                        self.frontier[s.key] = (ep.e, s.g, f)
                 self.took("Sync")
 
     def propose(self, ep: Epoch, m: int, me: int, p: dict | None) -> None:
@@ -471,6 +730,7 @@ class Checker:
                         f"leader {m} commits ballot {b}: member {r} has not acknowledged it",
                     )
             ep.committed.append(p)
+            self.claim(ep.e + 1, p["members"], "Inv_OneViewPerEpoch")
             self.took("Commit")
             return
         if not any(
