@@ -497,18 +497,27 @@ def test_a_killed_process_is_reported_and_its_restart_links_again():
             t.poll(POLL_S)
         assert cond(), f"{what} did not happen within 1000 polls"
 
+    def echo(payload: bytes) -> None:
+        # a frame sent while the two ends settle on one connection may be lost with the
+        # other (the contract: on_link_up, and the replica sends again): send until it echoes
+        for _ in range(20):
+            t.send(2, payload)
+            for _ in range(50):
+                if (2, b"echo:" + payload) in h.data:
+                    return
+                t.poll(POLL_S)
+        raise AssertionError(f"no echo of {payload!r}")
+
     child = subprocess.Popen(argv)
     try:
         until(lambda: h.up == [2], "the child's link")
-        t.send(2, b"one")
-        until(lambda: h.data == [(2, b"echo:one")], "the echo")
+        echo(b"one")
         child.kill()  # SIGKILL: no goodbye, the kernel closes its sockets
         child.wait()
         until(lambda: h.failed == [2], "on_peer_failed(2)")
         child = subprocess.Popen(argv)  # the same port again
-        until(lambda: h.up == [2, 2], "the restarted child's link")
-        t.send(2, b"two")
-        until(lambda: h.data[-1:] == [(2, b"echo:two")], "the restarted child's echo")
+        until(lambda: h.up[-1:] == [2] and len(h.up) >= 2, "the restarted child's link")
+        echo(b"two")
     finally:
         child.kill()
         child.wait()
