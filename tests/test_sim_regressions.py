@@ -32,10 +32,29 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("nodes,seed,workload,faults", CASES)
-def test_regression_seed(nodes, seed, workload, faults):
+def _passes(nodes: int, seed: int, workload: str, faults: str) -> None:
     config = SimConfig(
         nodes=nodes, seed=seed, workload=workload, faults=frozenset(faults.split(","))
     )
     result = run_seed(config)
     assert result.ok, f"{result.violation}; reproduce with: {config.command()}"
+
+
+@pytest.mark.parametrize("nodes,seed,workload,faults", CASES)
+def test_regression_seed(nodes, seed, workload, faults):
+    _passes(nodes, seed, workload, faults)
+
+
+# Open: a durable shard whose only holder of state fails during a state transfer blocks every
+# next view (docs/protocol.md, "Known weaknesses"). Strict: when the gap is fixed these pass
+# and the mark must go, turning them into ordinary regression tests.
+OPEN = [
+    (5, 30, "kv", "crash,delay,join,partition,restart,total"),
+    (5, 149, "kv", "crash,delay,join,partition,restart,total"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="a shard's only state holder lost mid-transfer")
+@pytest.mark.parametrize("nodes,seed,workload,faults", OPEN)
+def test_open_liveness_gap(nodes, seed, workload, faults):
+    _passes(nodes, seed, workload, faults)
