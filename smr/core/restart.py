@@ -29,13 +29,15 @@ have existed; ballots are `round << 16 | member id`):
    not heard from, so the instance is its view (`H + 1`, the members of the highest-ballot
    proposal logged in `H`; views.py guarantees any proposal at or above a committed ballot
    carries the committed value). Otherwise the instance is view `H` as installed.
-4. With promises for ballot `b` from a **majority of the instance view**, and, for every shard of
-   the highest installed view, a promiser that installed it and holds that shard's state, and for
-   every shard of the instance view one promiser among its members: if a promise carries an
-   accepted decision, the one with the highest ballot is adopted; otherwise `decide` computes
-   one. The leader logs it (as an acceptor), sends `ACCEPT`, and once a majority of the instance
-   view logged it and answered `ACCEPTED`, the decision is chosen: it sends `COMMIT` to every
-   decided member and installs.
+4. With promises for ballot `b` from a **majority of the instance view**, and, for every
+   durable shard of the highest installed view, a promiser that installed it and holds that
+   shard's state, and (for a proposed instance) for every shard of the instance view one promiser
+   among its members, the leader waits half a round more for the rest of the view, then: if a
+   promise carries a decision accepted in this instance, the one with the highest ballot is
+   adopted; otherwise `decide` computes one. Ordered shards resume empty (never on disk). The
+   leader logs it (as an acceptor), sends `ACCEPT`, and once a majority of the instance view
+   logged it and answered `ACCEPTED`, the decision is chosen: it sends `COMMIT` to every decided
+   member and installs.
 5. Installing a decision: log the new view (epoch = instance epoch + 1), truncate every shard log
    above the decided cut, build the epoch with sequence numbers from zero, and either hold the
    shard's state (the log ends exactly at the cut) or wait for a snapshot from the provider (the
