@@ -289,6 +289,13 @@ def instance_of(summaries: Iterable[Recovered], layout: Sequence[SubgroupSpec] =
         _, _, data = max(later)
         d = RestartDecision.decode(data)
         inst = Instance(d.epoch, d.members, top, installed, d.cuts)
+    # An acceptor promised a later instance with nothing accepted there (its leader saw evidence
+    # these summaries no longer show, or crashed): nothing can be chosen in it without one of
+    # these acceptors reporting it, so the same view is restarted under that instance number
+    # (the new epoch skips ahead) rather than blocked below the promise forever.
+    floor = max(s.acceptor.instance for s in ss)
+    if floor > inst.epoch:
+        inst = Instance(floor, inst.members, top, installed, inst.bounds)
     return inst
 
 
