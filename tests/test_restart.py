@@ -254,3 +254,36 @@ def test_recover_and_replay_from_real_logs():
 def test_a_member_without_a_logged_view_is_in_the_founding_view():
     r = recover_member(2, None, {}, (1, 2, 3))
     assert (r.epoch, r.members, r.logged) == (1, (1, 2, 3), {})
+
+
+# -- the simulator ------------------------------------------------------------------------------
+
+
+def test_simulated_total_failure_with_a_crash_during_the_restart():
+    from smr.sim.harness import MS, SimConfig, Simulation
+
+    sim = Simulation(SimConfig(nodes=3, seed=7, workload="kv"))
+    for m in (1, 2, 3):
+        sim.schedule(100 * MS, "crash", m)
+    sim.schedule(110 * MS, "restart", 3)
+    sim.schedule(112 * MS, "restart", 2)
+    sim.schedule(114 * MS, "crash", 2)  # before the restart can finish
+    sim.schedule(150 * MS, "restart", 1)
+    sim.schedule(170 * MS, "restart", 2)
+    result = sim.run()
+    assert result.ok, result.violation
+    notes = [text for _, text in sim.timeline]
+    assert sum("restarts from its disk" in t for t in notes) == 4
+    live = sim.live_nodes()
+    assert sorted(n.id for n in live) == [1, 2, 3]
+    assert live[0].replica.epoch > 1
+    assert any(n.replica.restart_decision is not None for n in live)
+
+
+@pytest.mark.parametrize("workload", ["kv", "bank"])
+def test_simulated_total_failures_keep_every_invariant(workload):
+    from smr.sim.harness import SimConfig, run_seed
+
+    result = run_seed(SimConfig(nodes=5, seed=3, faults=frozenset({"total"}), workload=workload))
+    assert result.ok, result.violation
+    assert result.stats.get("totals", 0) >= 1

@@ -29,6 +29,13 @@ CASES = [
     # the group lost its majority after a short partition (see docs/protocol.md, "Known
     # weaknesses"); it passes since the ready flags reach every member
     (5, 48, "bank", "crash,restart,partition,join,delay"),
+    # a second total failure struck while the only members of a shard still waited for the state
+    # the first restart planned: the restart waited forever for a holder among them (the state
+    # was on the provider, outside the shard; now every member of the view is waited for)
+    (5, 41, "kv", "crash,restart,partition,join,delay,total"),
+    # acceptors had promised a later restart instance than any summary showed (nothing accepted
+    # there); leaders kept preparing the lower one and were refused forever
+    (5, 154, "bank", "crash,restart,partition,join,delay,total"),
 ]
 
 

@@ -29,13 +29,16 @@ have existed; ballots are `round << 16 | member id`):
    not heard from, so the instance is its view (`H + 1`, the members of the highest-ballot
    proposal logged in `H`; views.py guarantees any proposal at or above a committed ballot
    carries the committed value). Otherwise the instance is view `H` as installed.
-4. With promises for ballot `b` from a **majority of the instance view**, and, for every shard of
-   the highest installed view, a promiser that installed it and holds that shard's state, and for
-   every shard of the instance view one promiser among its members: if a promise carries an
-   accepted decision, the one with the highest ballot is adopted; otherwise `decide` computes
-   one. The leader logs it (as an acceptor), sends `ACCEPT`, and once a majority of the instance
-   view logged it and answered `ACCEPTED`, the decision is chosen: it sends `COMMIT` to every
-   decided member and installs.
+4. With promises for ballot `b` from a **majority of the instance view**, and, for every
+   durable shard of the highest installed view, a promiser that installed it and holds that
+   shard's state (or, if every member of the shard that answered still waited for its state,
+   every member of that view: the provider is one of them), and, for a proposed instance, one
+   promiser in every shard of the instance view, the leader waits half a round more for the rest
+   of the view, then: if a promise carries a decision accepted in this instance, the one with
+   the highest ballot is adopted; otherwise `decide` computes one. Ordered shards resume empty
+   (never on disk). The leader logs it (as an acceptor), sends `ACCEPT`, and once a majority of
+   the instance view logged it and answered `ACCEPTED`, the decision is chosen: it sends `COMMIT`
+   to every decided member and installs.
 5. Installing a decision: log the new view (epoch = instance epoch + 1), truncate every shard log
    above the decided cut, build the epoch with sequence numbers from zero, and either hold the
    shard's state (the log ends exactly at the cut) or wait for a snapshot from the provider (the
@@ -286,6 +289,13 @@ def instance_of(summaries: Iterable[Recovered], layout: Sequence[SubgroupSpec] =
         _, _, data = max(later)
         d = RestartDecision.decode(data)
         inst = Instance(d.epoch, d.members, top, installed, d.cuts)
+    # An acceptor promised a later instance with nothing accepted there (its leader saw evidence
+    # these summaries no longer show, or crashed): nothing can be chosen in it without one of
+    # these acceptors reporting it, so the same view is restarted under that instance number
+    # (the new epoch skips ahead) rather than blocked below the promise forever.
+    floor = max(s.acceptor.instance for s in ss)
+    if floor > inst.epoch:
+        inst = Instance(floor, inst.members, top, installed, inst.bounds)
     return inst
 
 
@@ -330,8 +340,12 @@ def quorum_missing(
         shards, holders = _holders(inst, layout, summaries)
     except LayoutError as e:
         return str(e)
+    everyone = all(m in summaries for m in inst.installed_members)
     for s in shards:
-        if s.mode == "durable" and not holders[(s.subgroup, s.shard)]:
+        # When every member of the shard that answered still waited for its state, nothing was
+        # persisted in the shard in that view (their `persisted` stayed 0), and its state is on
+        # the member that was to provide it: some member of the view, so wait for all of them.
+        if s.mode == "durable" and not holders[(s.subgroup, s.shard)] and not everyone:
             return (
                 f"no member holding the state of subgroup {s.subgroup} shard {s.shard} of view "
                 f"{inst.installed_epoch} answered"
