@@ -9,7 +9,7 @@ This module owns the client side of `smr.runtime.protocol`:
     kv = client.subgroup(KVStore)                 # shard 0 of the subgroup hosting KVStore
     kv.put("a", b"1")                             # a command: {member: result} of every replica
     kv.get("a")                                   # a query: the value, read at one member
-    future = kv.submit("put", "b", b"2")          # pipelined: a concurrent.futures.Future
+    future = kv.submit("put", "b", b"2")          # pipelined: a future of {member: result}
     client.close()
 
 A command carries the client's random id and a sequence number; after a connection fails the
@@ -21,13 +21,16 @@ member the client is connected to, at or after the version of the client's last 
 
 from __future__ import annotations
 
+import _thread
+import concurrent.futures
 import contextlib
 import itertools
+import logging
+import queue
 import random
 import socket
 import threading
 import time
-from concurrent.futures import Future
 from typing import Any
 
 from smr.api import StateMachine
@@ -37,7 +40,119 @@ from smr.runtime.hosted import CommandError, decode_result
 from smr.transport.wire import FrameDecoder, FrameError, encode_frame
 from smr.transport.wire import connect as wire_connect
 
-__all__ = ["Client", "ClientError", "CommandError", "connect"]
+__all__ = ["Client", "ClientError", "CommandError", "Future", "connect"]
+
+_logger = logging.getLogger(__name__)
+
+
+class Future:
+    """The answer to one request, once it comes: the `concurrent.futures.Future` methods a
+    caller uses (`result`, `exception`, `done`, `add_done_callback`, `cancel`), thread-safe.
+
+    Not a `concurrent.futures.Future` because that one builds a `threading.Condition` (pure
+    Python) per instance, which cost more than the rest of a small command's client side
+    (docs/performance.md); this one holds a C lock and makes a second one only for a caller
+    that waits before the answer is in. `as_concurrent()` gives a real one for
+    `concurrent.futures.wait` or `asyncio.wrap_future`. A sent command cannot be called back:
+    `cancel()` returns False."""
+
+    __slots__ = ("_callbacks", "_done", "_error", "_lock", "_value", "_waiter")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Any] | None = None
+        self._waiter: Any = None  # a held lock, released when the answer is in
+
+    def set_result(self, value: Any) -> None:
+        self._finish(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._finish(None, error)
+
+    def _finish(self, value: Any, error: BaseException | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._value, self._error, self._done = value, error, True
+            callbacks, self._callbacks = self._callbacks, None
+            waiter = self._waiter
+        if waiter is not None:
+            waiter.release()
+        for fn in callbacks or ():
+            self._run(fn)
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn(self)
+        except Exception:
+            _logger.exception("a callback of %r raised", self)
+
+    def add_done_callback(self, fn: Any) -> None:
+        """Call fn(self) once the answer is in (at once, here, if it is already)."""
+        with self._lock:
+            if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        self._run(fn)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._done:
+            return
+        with self._lock:
+            if self._done:
+                return
+            if self._waiter is None:
+                self._waiter = _thread.allocate_lock()
+                self._waiter.acquire()
+            waiter = self._waiter
+        if not waiter.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise TimeoutError(f"no answer within {timeout} s")
+        waiter.release()  # the next waiter passes too
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._error
+
+    def done(self) -> bool:
+        return self._done
+
+    def running(self) -> bool:
+        return not self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def as_concurrent(self) -> concurrent.futures.Future:
+        """A `concurrent.futures.Future` that completes with this one."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def copy(done: Future) -> None:
+            if done._error is not None:
+                future.set_exception(done._error)
+            else:
+                future.set_result(done._value)
+
+        self.add_done_callback(copy)
+        return future
+
+    def __repr__(self) -> str:
+        state = "pending" if not self._done else "failed" if self._error else "done"
+        return f"<smr.client.Future {state}>"
 
 
 class ClientError(Exception):
@@ -51,7 +166,7 @@ class Client:
         *,
         member: int | None = None,
         timeout_s: float = 10.0,
-        window_max: int = 256,
+        window_max: int = 4096,
     ):
         self.config = config
         self.timeout_s = timeout_s
@@ -60,9 +175,17 @@ class Client:
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._window = threading.BoundedSemaphore(window_max)
+        # room in the window: waited on only when it is full (a semaphore per request cost more
+        # than the rest of a small command's client side)
+        self._room = threading.Condition(self._lock)
+        self._room_waiters = 0
         # request id -> (request, future, decode)
         self._pending: dict[int, tuple[Any, Future, Any]] = {}
+        # frames for the writer thread, the only one that sends: what accumulates while it is
+        # sending goes out in one send (one system call per command was the client's bound)
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._retry: list[tuple[float, Any]] = []  # (due, request): refused as busy, sent again
+        self._writer = threading.Thread(target=self._write, daemon=True, name="smr-client-writer")
         self._sock: socket.socket | None = None
         self._member: int | None = None
         self._preferred = member
@@ -71,6 +194,7 @@ class Client:
         self._views: list[tuple[int, tuple[int, ...]]] = []
         self._reader: threading.Thread | None = None
         self._connect()
+        self._writer.start()
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -150,18 +274,54 @@ class Client:
                     if not future.done():
                         future.set_exception(e)
                 self._pending.clear()
+                self._room.notify_all()
                 return
             # unanswered requests again, with the same (client, seq): applied once
             for request, _, _ in list(self._pending.values()):
                 self._send_locked(request)
 
     def _send_locked(self, request: Any) -> None:
-        frame = encode_frame(protocol.FRAME_REQUEST, protocol.encode(request))
-        try:
-            assert self._sock is not None
-            self._sock.sendall(frame)
-        except OSError:
-            pass  # the reader notices and fails over, then sends it again
+        self._out.put(encode_frame(protocol.FRAME_REQUEST, protocol.encode(request)))
+
+    def _write(self) -> None:
+        out = self._out
+        while True:
+            timeout = None
+            if self._retry:
+                timeout = max(0.0, self._retry[0][0] - time.monotonic())
+            try:
+                frame = out.get(timeout=timeout)
+            except queue.Empty:
+                frame = b""
+            if frame is None:
+                return
+            frames = [frame] if frame else []
+            while not out.empty() and len(frames) < 4096:
+                frame = out.get()
+                if frame is None:
+                    return
+                frames.append(frame)
+            if self._retry:
+                frames.extend(self._due_retries())
+            if not frames:
+                continue
+            sock = self._sock
+            if sock is None:
+                continue  # failing over: every unanswered request is sent again once connected
+            # an OSError: the reader notices, fails over, and these are sent again
+            with contextlib.suppress(OSError):
+                sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _due_retries(self) -> list[bytes]:
+        now = time.monotonic()
+        with self._lock:
+            due = [r for t, r in self._retry if t <= now]
+            self._retry = [(t, r) for t, r in self._retry if t > now]
+            return [
+                encode_frame(protocol.FRAME_REQUEST, protocol.encode(r))
+                for r in due
+                if r.id in self._pending
+            ]
 
     def _on_response(self, response: protocol.Response) -> None:
         with self._lock:
@@ -169,6 +329,12 @@ class Client:
             if entry is None:
                 return
             request, future, decode = entry
+            if not response.ok and response.retry_ms and isinstance(request, protocol.Command):
+                # back-pressure: the member's submit queue was full; same request, a bit later
+                self._retry.append((time.monotonic() + response.retry_ms / 1000, request))
+                self._retry.sort(key=lambda tr: tr[0])
+                self._out.put(b"")  # the writer recomputes its wait
+                return
             if not response.ok and response.redirect and isinstance(request, protocol.Command):
                 # this member does not host the shard (or is joining): try one that does
                 self._preferred = response.redirect[0]
@@ -176,7 +342,8 @@ class Client:
                 threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
                 return
             del self._pending[response.id]
-        self._window.release()
+            if self._room_waiters:
+                self._room.notify()
         if not response.ok:
             future.set_exception(ClientError(response.error))
             return
@@ -188,10 +355,23 @@ class Client:
     def _request(self, make: Any, decode: Any) -> Future:
         if self._closed:
             raise ClientError("the client is closed")
-        if not self._window.acquire(timeout=self.timeout_s):
-            raise ClientError(f"{self.window_max} requests outstanding for {self.timeout_s} s")
         future: Future = Future()
         with self._lock:
+            if len(self._pending) >= self.window_max:
+                self._room_waiters += 1
+                try:
+                    room = self._room.wait_for(
+                        lambda: len(self._pending) < self.window_max or self._closed,
+                        timeout=self.timeout_s,
+                    )
+                finally:
+                    self._room_waiters -= 1
+                if not room:
+                    raise ClientError(
+                        f"{self.window_max} requests outstanding for {self.timeout_s} s"
+                    )
+                if self._closed:
+                    raise ClientError("the client is closed")
             request = make(next(self._ids))
             self._pending[request.id] = (request, future, decode)
             if self._sock is not None:
@@ -256,7 +436,9 @@ class Client:
 
     def close(self) -> None:
         self._closed = True
+        self._out.put(None)  # the writer stops
         with self._lock:
+            self._room.notify_all()
             if self._sock is not None:
                 with contextlib.suppress(OSError):
                     self._sock.close()
@@ -309,9 +491,14 @@ class SubgroupClient:
 
 
 def connect(
-    config: str | ClusterConfig, *, member: int | None = None, timeout_s: float = 10.0
+    config: str | ClusterConfig,
+    *,
+    member: int | None = None,
+    timeout_s: float = 10.0,
+    window_max: int = 4096,
 ) -> Client:
-    """A client of the cluster described by `config` (a path or a loaded configuration)."""
+    """A client of the cluster described by `config` (a path or a loaded configuration), with at
+    most `window_max` requests outstanding."""
     if isinstance(config, str):
         config = load(config)
-    return Client(config, member=member, timeout_s=timeout_s)
+    return Client(config, member=member, timeout_s=timeout_s, window_max=window_max)

@@ -4,7 +4,15 @@ import pytest
 
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import SubgroupSpec
-from smr.core.multicast import Completed, MulticastConfig, SubmitFailed
+from smr.core.multicast import (
+    FRAME,
+    FRAME_REPLIES,
+    REPLY_ITEM,
+    Completed,
+    MulticastConfig,
+    SubmitFailed,
+    parse_replies,
+)
 from smr.core.replica import CoreConfig, Replica
 
 MEMBERS = [1, 2, 3]
@@ -154,3 +162,50 @@ def test_malformed_data_frames_are_peer_errors(frame):
     r = Replica(1, [1, 2], layout=[SubgroupSpec("s")])
     with pytest.raises(PeerProtocolError):
         r.on_data(2, frame)
+
+
+def test_the_replies_of_a_batch_travel_in_one_frame_per_sender(make_net):
+    net = make_net(MEMBERS, layout=[SubgroupSpec("s")])
+    sent: list[tuple[int, int, bytes]] = []
+    original = net.r[1].ready
+
+    def spy_ready():
+        ready = original()
+        sent.extend((1, s.target, s.payload) for s in ready.sends)
+        return ready
+
+    net.r[1].ready = spy_ready
+    for i in range(20):
+        net.r[2].submit(0, 0, b"%04d" % i, reply=True)
+    net.run()
+    done = completed(net, 2)
+    assert len(done) == 20
+    assert sorted(d.results[1] for d in done) == [b"r1:%04d" % i for i in range(20)]
+    assert all(d.results.keys() == {1, 2, 3} for d in done)
+    frames_to_2 = [p for _, target, p in sent if target == 2 and p[0] == FRAME_REPLIES]
+    assert 1 <= len(frames_to_2) < 20  # member 1's replies went in batches
+
+
+def test_replies_frames_round_trip_and_malformed_ones_are_peer_errors():
+    items = [(5 << 32 | i, b"x" * i) for i in range(40)]
+    body = b"".join(REPLY_ITEM.pack(v, len(r)) + r for v, r in items)
+    assert parse_replies(len(items), body) == items
+    for count, bad in [
+        (0, body),  # no replies
+        (41, body),  # more than it holds
+        (40, body[:-1]),  # cut inside a result
+        (40, body + b"!"),  # trailing bytes
+        (1, REPLY_ITEM.pack(1, 10) + b"short"),
+        (2, REPLY_ITEM.pack(1, 0) + b"\x00" * 5),  # cut inside a header
+    ]:
+        with pytest.raises(PeerProtocolError):
+            parse_replies(count, bad)
+
+
+@pytest.mark.parametrize("cut", range(0, 30, 3))
+def test_a_truncated_replies_frame_from_a_peer_is_a_peer_error(cut):
+    r = Replica(1, [1, 2], layout=[SubgroupSpec("s")])
+    frame = FRAME.pack(FRAME_REPLIES, 0, 2, r.epoch) + REPLY_ITEM.pack(1, 4) + b"abcd"
+    frame += REPLY_ITEM.pack(2, 4) + b"efgh"
+    with pytest.raises(PeerProtocolError):
+        r.on_data(2, frame[: len(frame) - 1 - cut])

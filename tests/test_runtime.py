@@ -126,6 +126,35 @@ def test_an_old_forgotten_command_is_refused_not_applied_twice():
     assert h.machine.get("k") == b"xxx"
 
 
+def test_a_forgotten_command_stays_refused_across_a_snapshot():
+    h = Hosted(KVStore(), session_results_max=2)
+    put = KVStore.encode_command("append", "k", b"x")
+    for seq in (1, 2, 3, 4):
+        h.apply(wrap(5, seq, put), seq, 0)
+    other = Hosted(KVStore(), session_results_max=2)
+    other.restore(h.snapshot())
+    for replica in (h, other):
+        for seq in (1, 2):
+            with pytest.raises(CommandError, match="too old"):
+                decode_result(KVStore, replica.apply(wrap(5, seq, put), 9, 0))
+        assert decode_result(KVStore, replica.apply(wrap(5, 4, put), 9, 0)) == 4  # kept
+    assert other.machine.get("k") == b"xxxx" and other.snapshot() == h.snapshot()
+
+
+def test_a_snapshot_without_session_floors_restores_conservatively():
+    # sessions were [client, version, results] before the floor was kept
+    h = Hosted(KVStore())
+    put = KVStore.encode_command("append", "k", b"x")
+    h.apply(wrap(5, 7, put), 1, 0)
+    state, version, sessions = msgspec.msgpack.decode(h.snapshot())
+    old = msgspec.msgpack.encode([state, version, [s[:3] for s in sessions]])
+    other = Hosted(KVStore())
+    other.restore(old)
+    with pytest.raises(CommandError, match="too old"):
+        decode_result(KVStore, other.apply(wrap(5, 6, put), 2, 0))
+    assert other.apply(wrap(5, 7, put), 2, 0) == h.apply(wrap(5, 7, put), 2, 0)
+
+
 def test_a_command_that_raises_is_an_error_result_at_every_replica():
     h = Hosted(KVStore())
     with pytest.raises(CommandError):

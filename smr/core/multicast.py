@@ -85,6 +85,12 @@ FRAME_JOIN_REQUEST = 3  # a process outside the group asks to join
 FRAME_JOIN_OK = 4  # body: the members of the view the joiner enters
 FRAME_STATE = 5  # body: a shard's snapshot; number: its version
 FRAME_BLOCK = 6  # body: BLOCK_HEADER, then one block of a large message; number: its index
+# body: REPLY_ITEM and a result, repeated; number: their count. One frame carries every reply a
+# member has for a sender after one batch of deliveries: a frame per reply cost each member a
+# send per command, and the sender a receive per command and member.
+FRAME_REPLIES = 7
+REPLY_ITEM = struct.Struct("<qI")  # version, result length
+REPLIES_FRAME_BYTES = 1 << 18  # a replies frame is cut after this many bytes of results
 # sender rank, block number, block size, total size: enough to preallocate and place the block
 BLOCK_HEADER = struct.Struct("<HIIq")
 
@@ -204,6 +210,7 @@ class ShardStream:
         self.targets = tuple(m for m in shard.members if m != me)
         self.member_rows = tuple(table.members.index(m) for m in shard.members)
         self.sender_rows = tuple(table.members.index(m) for m in shard.senders)
+        self.row_of_member = {m: table.members.index(m) for m in table.members}
         self.sender_ids = shard.senders
         lay = table.layout
         self.w_sent = lay[f"s{g}_sent"].word
@@ -243,7 +250,10 @@ class ShardStream:
         self.transfers_max = 2 * self.window_max * self.n_senders
         self.block_bytes = config.block_bytes
         self.completed = 0  # large messages whose last block arrived (a receive may be due)
-        self.reply_cache: dict[int, dict[int, bytes]] = {m: {} for m in shard.senders}
+        # my results for each sender, in version order, until its `answered` column passes them
+        # (a deque: trimming a dict from the front leaves holes every later trim walks over)
+        self.reply_cache: dict[int, deque[tuple[int, bytes]]] = {m: deque() for m in shard.senders}
+        self.reply_out: dict[int, list[tuple[int, bytes]]] = {}  # sender -> replies not yet sent
         self.blocked: list[int] = [-1] * self.n_senders  # index waiting for its large payload
         self.awaiting: dict[int, int] = {}  # seq of my message -> ticket
         self.replies: dict[int, dict[int, bytes]] = {}  # version -> member -> result
@@ -780,17 +790,53 @@ class ShardStream:
             for index in [i for i in self.large_outbox if i < low]:
                 del self.large_outbox[index]
 
-    def reply_frame(self, sender: int, version: int, result: bytes) -> bytes:
-        """Frame a reply to `sender` and keep it until the sender needs it no more."""
-        frame = FRAME.pack(FRAME_REPLY, self.g, version, self.replica.epoch) + result
+    def queue_reply(self, sender: int, version: int, result: bytes) -> None:
+        """Keep my result for `sender` until it needs it no more, and queue it for the next
+        replies frame (`take_replies`)."""
         cache = self.reply_cache[sender]
-        row = self.table.members.index(sender)
+        row = self.row_of_member[sender]
         answered = self.table.words[row * self.row_words + self.w_answered]
-        for v in [v for v in cache if (v & SEQ_MAX) < answered]:
-            del cache[v]
+        # deliveries come in version order, so the answered replies are the oldest entries
+        while cache and (cache[0][0] & SEQ_MAX) < answered:
+            cache.popleft()
         assert len(cache) < self.config.reply_cache_max, "reply cache over its bound"
-        cache[version] = frame
-        return frame
+        assert not cache or version > cache[-1][0], "replies out of version order"
+        item = (version, result)
+        cache.append(item)
+        out = self.reply_out.get(sender)
+        if out is None:
+            self.reply_out[sender] = [item]
+        else:
+            out.append(item)
+
+    def take_replies(self) -> list[Send]:
+        """The queued replies, one frame per sender (cut every REPLIES_FRAME_BYTES)."""
+        out, self.reply_out = self.reply_out, {}
+        return [
+            Send(sender, frame)
+            for sender, items in out.items()
+            for frame in self._replies_frames(items)
+        ]
+
+    def _replies_frames(self, items: list[tuple[int, bytes]]) -> list[bytes]:
+        frames: list[bytes] = []
+        parts: list[bytes] = []
+        count = size = 0
+        pack = REPLY_ITEM.pack
+        for version, result in items:
+            parts.append(pack(version, len(result)))
+            parts.append(result)
+            count += 1
+            size += len(result)
+            if size >= REPLIES_FRAME_BYTES:
+                frames.append(self._replies_frame(count, parts))
+                parts, count, size = [], 0, 0
+        if count:
+            frames.append(self._replies_frame(count, parts))
+        return frames
+
+    def _replies_frame(self, count: int, parts: list[bytes]) -> bytes:
+        return b"".join([FRAME.pack(FRAME_REPLIES, self.g, count, self.replica.epoch), *parts])
 
     def resend(self, peer: int) -> list[Send]:
         """What the data plane must send again to `peer` after its link came back."""
@@ -819,7 +865,8 @@ class ShardStream:
         if peer in self.reply_cache:
             answered = self.table.words[row * self.row_words + self.w_answered]
             cache = self.reply_cache[peer]
-            out.extend(Send(peer, f) for v, f in cache.items() if (v & SEQ_MAX) >= answered)
+            items = [(v, r) for v, r in cache if (v & SEQ_MAX) >= answered]
+            out.extend(Send(peer, f) for f in self._replies_frames(items))
         return out
 
     def on_reply(self, member: int, version: int, result: bytes) -> None:
@@ -908,3 +955,26 @@ class ShardStream:
             self.dirty_counters = False
             for w in self.table.push(self.counters):
                 out.append(Push(self.targets, w.offset, w.data, self.epoch))
+
+
+def parse_replies(count: int, body: bytes | memoryview) -> list[tuple[int, bytes]]:
+    """The (version, result) pairs of a FRAME_REPLIES body; a malformed body is the peer's
+    fault (PeerProtocolError)."""
+    if not 1 <= count <= len(body) // REPLY_ITEM.size:
+        raise PeerProtocolError(f"a replies frame claims {count} replies in {len(body)} bytes")
+    out = []
+    at = 0
+    item = REPLY_ITEM.size
+    unpack = REPLY_ITEM.unpack_from
+    for _ in range(count):
+        if at + item > len(body):
+            raise PeerProtocolError("a replies frame ends inside a reply header")
+        version, length = unpack(body, at)
+        at += item
+        if at + length > len(body):
+            raise PeerProtocolError("a replies frame ends inside a result")
+        out.append((version, bytes(body[at : at + length])))
+        at += length
+    if at != len(body):
+        raise PeerProtocolError(f"{len(body) - at} bytes after the last reply of a replies frame")
+    return out

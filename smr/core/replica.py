@@ -46,12 +46,14 @@ from smr.core.multicast import (
     FRAME_JOIN_OK,
     FRAME_JOIN_REQUEST,
     FRAME_LARGE,
+    FRAME_REPLIES,
     FRAME_REPLY,
     FRAME_STATE,
     Completed,
     MulticastConfig,
     ShardStream,
     SubmitFailed,
+    parse_replies,
 )
 from smr.core.predicates import Kind, Predicate, PredicateSet
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
@@ -265,6 +267,7 @@ class Replica:
         self.hlc_ns = 0
         self._next_ticket = 1
         self._submitted = False
+        self._replies_queued = False  # a stream holds replies for the next Ready's sends
         self._barrier = False  # a Ready holds an install; hold new-epoch work until it is taken
         self._persist: list[LogAppend | LogMeta | LogTruncate | LogSnapshot] = []
         self._writes: list[Push] = []
@@ -506,6 +509,10 @@ class Replica:
             if kind == FRAME_REPLY and self._late:
                 number = FRAME.unpack_from(payload)[2]
                 self._late_reply(source, number, payload[FRAME.size :])
+            elif kind == FRAME_REPLIES and self._late:
+                count = FRAME.unpack_from(payload)[2]
+                for version, result in parse_replies(count, memoryview(payload)[FRAME.size :]):
+                    self._late_reply(source, version, result)
             return
         if source not in self._row_of or source == self.me:
             raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
@@ -527,8 +534,9 @@ class Replica:
         body = payload[FRAME.size :]
         if kind == FRAME_LARGE:
             self._sends.extend(st.on_large(source, number, body))
-        elif kind == FRAME_REPLY:
-            st.on_reply(source, number, body)
+        elif kind == FRAME_REPLIES:
+            for version, result in parse_replies(number, body):
+                st.on_reply(source, version, result)
         elif kind == FRAME_STATE:
             self._state_arrived[g] = (number, body)  # taken once we know we wait for it
         else:
@@ -611,8 +619,9 @@ class Replica:
             st.on_reply(self.me, delivery.version, result)
             self._submitted = True  # evaluated once, when the driver next asks for work
         elif delivery.sender in self._row_of:
-            frame = st.reply_frame(delivery.sender, delivery.version, result)
-            self._sends.append(Send(delivery.sender, frame))
+            # sent with the other replies of this batch, in one frame (`_take_replies`)
+            st.queue_reply(delivery.sender, delivery.version, result)
+            self._replies_queued = True
 
     def send_state(self, to: int, subgroup: int, shard: int, version: int, data: bytes) -> None:
         """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
@@ -653,6 +662,8 @@ class Replica:
         assert self._taken is None, "advance() the previous Ready before asking for another"
         if self._submitted:
             self._evaluate()
+        if self._replies_queued:
+            self._take_replies()
         r = Ready(
             persist=tuple(self._persist),
             writes=tuple(self._writes),
@@ -679,9 +690,17 @@ class Replica:
     def has_ready(self) -> bool:
         if self._submitted and self._taken is None:
             self._evaluate()
+        if self._replies_queued and self._taken is None:
+            self._take_replies()
         return bool(
             self._persist or self._writes or self._sends or self._deliveries or self._events
         )
+
+    def _take_replies(self) -> None:
+        self._replies_queued = False
+        for st in self.streams.values():
+            if st.reply_out:
+                self._sends.extend(st.take_replies())
 
     # -- helpers for protocol modules -----------------------------------------------------------
 
@@ -1038,6 +1057,8 @@ class Replica:
         self._submitted = False
         if self.status != ACTIVE:
             return
+        if self._replies_queued:
+            self._take_replies()  # before an install can replace the streams that hold them
         while True:
             epoch = self.epoch
             if self._state_arrived:

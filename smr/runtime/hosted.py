@@ -16,6 +16,7 @@ the command raised (deterministically, at every replica).
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -54,8 +55,11 @@ class Hosted:
         self.machine = machine
         self.sessions_max = sessions_max
         self.session_results_max = session_results_max
-        # client id -> (version of its last command, {seq: result})
-        self.sessions: dict[int, tuple[int, dict[int, bytes]]] = {}
+        # client id -> (version of its last command, {seq: result}, floor): results in the order
+        # applied; `floor` is the highest seq whose result was dropped, so a command at or below
+        # it that is not kept cannot be told applied or not. O(1) per command: the oldest kept
+        # result goes (an OrderedDict pops its front in O(1); the smallest seq cost a scan)
+        self.sessions: dict[int, tuple[int, OrderedDict[int, bytes], int]] = {}
         self.version = 0  # the version of the last applied entry
         self.applied = 0  # commands applied (not answered from a session)
 
@@ -68,7 +72,7 @@ class Hosted:
                 cached = session[1].get(seq)
                 if cached is not None:
                     return cached
-                if session[1] and seq < min(session[1]):
+                if seq <= session[2]:
                     return RESULT_ERROR + b"command too old to tell whether it was applied"
         try:
             value = self.machine.apply(op, Entry(version, timestamp_ns))
@@ -82,11 +86,15 @@ class Hosted:
 
     def _remember(self, client_id: int, seq: int, version: int, result: bytes) -> None:
         session = self.sessions.get(client_id)
-        results = session[1] if session is not None else {}
+        if session is None:
+            results, floor = OrderedDict(), 0
+        else:
+            _, results, floor = session
         results[seq] = result
         while len(results) > self.session_results_max:
-            del results[min(results)]
-        self.sessions[client_id] = (version, results)
+            oldest, _ = results.popitem(last=False)
+            floor = max(floor, oldest)
+        self.sessions[client_id] = (version, results, floor)
         if len(self.sessions) > self.sessions_max:
             # the client idle longest goes: every replica picks the same one
             oldest = min(self.sessions, key=lambda c: self.sessions[c][0])
@@ -94,7 +102,8 @@ class Hosted:
 
     def snapshot(self) -> bytes:
         sessions = [
-            [cid, v, sorted(results.items())] for cid, (v, results) in sorted(self.sessions.items())
+            [cid, v, list(results.items()), floor]
+            for cid, (v, results, floor) in sorted(self.sessions.items())
         ]
         return msgspec.msgpack.encode([self.machine.snapshot(), self.version, sessions])
 
@@ -102,7 +111,12 @@ class Hosted:
         state, version, sessions = msgspec.msgpack.decode(data)
         self.machine.restore(state)
         self.version = version
-        self.sessions = {cid: (v, {s: r for s, r in results}) for cid, v, results in sessions}
+        self.sessions = {}
+        for cid, v, results, *rest in sessions:
+            kept = OrderedDict((s, r) for s, r in results)
+            # snapshots before the floor was kept: everything below the oldest kept seq is lost
+            floor = rest[0] if rest else (min(kept) - 1 if kept else 0)
+            self.sessions[cid] = (v, kept, floor)
 
     def query(self, payload: bytes) -> bytes:
         try:

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.multicast import Completed, SubmitFailed
 from smr.core.ready import LogAppend, LogMeta, LogSnapshot, LogTruncate, Ready
 from smr.core.replica import ACTIVE, HALTED, JOINING, Replica, RestoreState, StateTransfer
@@ -56,6 +56,7 @@ QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this l
 SWITCH_INTERVAL_S = 0.0002
 SHARD_DIR = re.compile(r"subgroup-(\d+)-shard-(\d+)")
 INBOX_MAX = 100_000  # client requests queued for the loop
+BUSY_RETRY_MS = 5  # a client whose command found the submit queue full sends it again after this
 
 
 class NodeExit(Exception):
@@ -216,11 +217,17 @@ class Node:
         self.logs.clear()
         self.writers.clear()
         self._persisted.clear()
+        others = [m for m in self.config.members if m != self.me]
         for conn_id, request_id in self._pending.values():
+            # the command may or may not have been delivered: the client sends it again to
+            # another member with the same (client, seq), and the replicas apply it once
             self.clients.respond(
                 conn_id,
                 protocol.Response(
-                    request_id, False, error=f"member {self.me} left the view; retry elsewhere"
+                    request_id,
+                    False,
+                    error=f"member {self.me} left the view; retry elsewhere",
+                    redirect=others,
                 ),
             )
         self._pending.clear()
@@ -467,7 +474,10 @@ class Node:
     def _on_request(self, conn_id: int, request: Any) -> None:
         # the client thread: hand over to the loop
         if len(self._inbox) >= INBOX_MAX:
-            self.clients.respond(conn_id, protocol.Response(request.id, False, error="busy"))
+            self.clients.respond(
+                conn_id,
+                protocol.Response(request.id, False, error="busy", retry_ms=BUSY_RETRY_MS),
+            )
             return
         with self._inbox_lock:  # the check and the append are one step against the loop's pops
             idle = not self._inbox  # else the loop has a wake-up coming already
@@ -497,6 +507,13 @@ class Node:
                     wrap(request.client, request.seq, request.payload),
                     reply=True,
                 )
+            except WindowFullError as e:
+                # back-pressure, not a failure: the client keeps the command and sends it again
+                self.clients.respond(
+                    conn_id,
+                    protocol.Response(request.id, False, error=str(e), retry_ms=BUSY_RETRY_MS),
+                )
+                return
             except UsageError as e:
                 self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
                 return
@@ -611,10 +628,16 @@ class Node:
     # -- shutdown ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        others = [m for m in self.config.members if m != self.me]
         for conn_id, request_id in self._pending.values():
             self.clients.respond(
                 conn_id,
-                protocol.Response(request_id, False, error=f"member {self.me} is shutting down"),
+                protocol.Response(
+                    request_id,
+                    False,
+                    error=f"member {self.me} is shutting down",
+                    redirect=others,
+                ),
             )
         self._pending.clear()
         try:

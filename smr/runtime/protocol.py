@@ -12,6 +12,10 @@ order (a query answers before an earlier command is stable).
   with every replica's result (`results`: member -> result bytes of `smr.runtime.hosted`).
 - `Query`: a read served locally by this member once it has applied `min_version` (0: now).
 - `Status`: the member's view, status and shards.
+
+A refused request says what the client should do: `redirect` names members to try instead (this
+one does not host the shard, is joining, left the view or is stopping), `retry_ms` asks it to send
+the same request here again after that long (the shard's submit queue is full: back-pressure).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Response(msgspec.Struct, frozen=True):
     value: bytes = b""  # query: the result
     status: dict[str, object] = {}  # status: see Node.status()
     redirect: list[int] = []  # members that host the shard, when this one does not
+    retry_ms: int = 0  # busy: the same member takes the request again after this long
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)
