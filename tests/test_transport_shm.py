@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -288,6 +289,41 @@ def test_a_killed_process_is_reported_and_its_files_removed(cluster):
         child.wait(timeout=30)
     d = me.dir
     assert not d.exists() or sorted(p.name for p in d.iterdir()) == []
+
+
+def test_a_peer_whose_process_ended_is_reported_at_once_not_after_the_timeout(cluster):
+    addrs = {1: Address("local", 0), 2: Address("local", 0)}
+    me = ShmTransport(1, addrs, config(cluster, peer_failed_after_s=30.0))
+    h = Recorder()
+    me.start(h)
+    child = spawn(cluster, 2, 1, "idle")
+    try:
+        pump({1: me}, lambda: h.up == [2])
+        assert child.stdout.readline() == "up\n"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        started = time.monotonic()
+        pump({1: me}, lambda: h.failed == [2])
+        assert time.monotonic() - started < 10.0  # far below peer_failed_after_s
+        child = spawn(cluster, 2, 1, "idle")  # its restart clears the dead one's files
+        pump({1: me}, lambda: h.up == [2, 2])
+        assert child.stdout.readline() == "up\n"
+    finally:
+        me.close()
+        child.wait(timeout=30)
+
+
+def test_a_peer_never_reached_is_reported_only_after_the_timeout(cluster):
+    addrs = {1: Address("local", 0), 2: Address("local", 0)}
+    me = ShmTransport(1, addrs, config(cluster, peer_failed_after_s=30.0))
+    h = Recorder()
+    me.start(h)
+    try:
+        for _ in range(20):
+            me.poll(0.01)
+        assert h.failed == []  # not yet started is not dead: founders start seconds apart
+    finally:
+        me.close()
 
 
 def test_region_size_is_deterministic():

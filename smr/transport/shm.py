@@ -55,7 +55,9 @@ Failure reporting: a member connects to every peer's listener and exchanges a he
 incarnation, pid). The connection breaks the moment the peer's process dies (the kernel closes
 its sockets); the link is then down, writes and sends to it are dropped, reconnection is retried
 with doubling backoff, and `on_peer_failed` is reported once it stays down for
-`peer_failed_after_s` (also for a peer never reached since `start`). A successful hello reports
+`peer_failed_after_s` (also for a peer never reached since `start`), or at once when a peer whose
+link was up broke it and nobody listens under its id any more: on one host that means its process
+ended, so the group need not wait for the heartbeat timeout. A successful hello reports
 `on_link_up` (the replica then rewrites its whole row).
 
 The data channel is that stream connection (8-byte length, then the payload): the kernel gives
@@ -647,6 +649,11 @@ class ShmTransport(Transport):
                     with contextlib.suppress(FileNotFoundError):
                         f.unlink()
                 p.dead_inc = 0
+                # On one host this is certain, not a guess: the kernel closed the link and the
+                # listener of a process that ended. Report it at the next poll instead of after
+                # peer_failed_after_s, so the group suspects it now (failover without waiting
+                # for the heartbeat timeout). Not reported from here: this runs inside send().
+                p.down_since = min(p.down_since, now - self.config.peer_failed_after_s)
             p.next_try = now + p.backoff_s
             p.backoff_s = min(p.backoff_s * 2, self.config.peer_failed_after_s)
             return
