@@ -64,7 +64,12 @@ class Hosted:
         self.applied = 0  # commands applied (not answered from a session)
 
     def apply(self, payload: bytes, version: int, timestamp_ns: int) -> bytes:
-        client_id, seq, op = unwrap(payload)
+        if len(payload) >= ENVELOPE.size and payload[0] == ENVELOPE_MAGIC:
+            _, client_id, seq = ENVELOPE.unpack_from(payload)
+            # the operation decodes from a view: no copy of the payload per replica
+            op: bytes | memoryview = memoryview(payload)[ENVELOPE.size :]
+        else:
+            client_id, seq, op = 0, 0, payload
         self.version = version
         if client_id:
             session = self.sessions.get(client_id)
