@@ -22,7 +22,7 @@ from smr.cli.bench_options import parse_modes, parse_sizes, workload_options
     help="SIGKILL repetitions for the failover figure (0: skip).",
 )
 def bench_cluster(
-    transport, modes, sizes, duration_s, warmup_s, window, as_json, plot, kills
+    transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, kills
 ) -> None:
     """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
     try:
@@ -35,6 +35,7 @@ def bench_cluster(
             warmup_s=warmup_s,
             failover_repetitions=kills,
             window=window,
+            replies=replies,
         )
     except RuntimeError as error:  # a system that is not installed or did not start
         raise click.ClickException(str(error)) from error

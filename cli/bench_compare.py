@@ -16,7 +16,7 @@ from smr.cli.bench_options import parse_modes, parse_sizes, parse_systems, workl
 @click.option("--systems", default="smr,pysyncobj,raw", show_default=True)
 @workload_options
 def bench_compare(
-    systems, transport, modes, sizes, duration_s, warmup_s, window, as_json, plot
+    systems, transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot
 ) -> None:
     """smr, pysyncobj and raw loopback side by side (3 replicas each, one client process)."""
     system_list = parse_systems(systems)
@@ -33,6 +33,7 @@ def bench_compare(
             duration_s=duration_s,
             warmup_s=warmup_s,
             window=window,
+            replies=replies,
         )
     except RuntimeError as error:  # a system that is not installed or did not start
         raise click.ClickException(str(error)) from error

@@ -38,7 +38,8 @@ def parse_sizes(value: str) -> list[int]:
 
 
 def workload_options(command):
-    """--transport, --modes, --sizes, --duration-s, --warmup-s, --window, --json, --plot."""
+    """--transport, --modes, --sizes, --duration-s, --warmup-s, --window, --replies, --json,
+    --plot."""
     for option in reversed(
         [
             click.option(
@@ -66,6 +67,14 @@ def workload_options(command):
                 type=click.IntRange(1, 1 << 16),
                 help="Outstanding commands for throughput (fewer for large payloads: at most "
                 f"{run.inflight_bytes_max >> 20} MiB in flight).",
+            ),
+            click.option(
+                "--replies",
+                type=click.Choice(["all", "one"]),
+                default="all",
+                show_default=True,
+                help="smr commands answered with every replica's result, or with the answering "
+                "member's (as pysyncobj answers).",
             ),
             click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
             click.option(

@@ -43,6 +43,7 @@ from smr.transport.wire import connect as wire_connect
 __all__ = ["Client", "ClientError", "CommandError", "Future", "connect"]
 
 _logger = logging.getLogger(__name__)
+_REPLIES = {"all": protocol.REPLIES_ALL, "one": protocol.REPLIES_ONE}
 
 
 class Future:
@@ -380,8 +381,15 @@ class Client:
 
     # -- the API ---------------------------------------------------------------------------------
 
-    def subgroup(self, cls: type[StateMachine], shard: int = 0) -> SubgroupClient:
-        return SubgroupClient(self, cls, self.config.subgroup_index(cls), shard)
+    def subgroup(
+        self, cls: type[StateMachine], shard: int = 0, *, replies: str = "all"
+    ) -> SubgroupClient:
+        """Operations of `cls` in `shard`. `replies="all"`: a command's answer maps every
+        replica to its result; `"one"`: only the result of the member this client talks to, sent
+        as soon as the mode's guarantee holds (one network hop and the reply frames saved)."""
+        if replies not in _REPLIES:
+            raise ValueError(f"replies must be 'all' or 'one', not {replies!r}")
+        return SubgroupClient(self, cls, self.config.subgroup_index(cls), shard, _REPLIES[replies])
 
     def command(
         self,
@@ -390,6 +398,7 @@ class Client:
         payload: bytes,
         cls: type[StateMachine],
         operation: str | None = None,
+        replies: int = protocol.REPLIES_ALL,
     ) -> Future:
         seq = next(self._seq)
         key = (subgroup, shard)
@@ -401,7 +410,10 @@ class Client:
             }
 
         return self._request(
-            lambda rid: protocol.Command(rid, subgroup, shard, self.client_id, seq, payload), decode
+            lambda rid: protocol.Command(
+                rid, subgroup, shard, self.client_id, seq, payload, replies
+            ),
+            decode,
         )
 
     def query(
@@ -457,16 +469,26 @@ class Client:
 class SubgroupClient:
     """Operations of one shard: commands return every replica's result, queries a value."""
 
-    def __init__(self, client: Client, cls: type[StateMachine], subgroup: int, shard: int):
+    def __init__(
+        self,
+        client: Client,
+        cls: type[StateMachine],
+        subgroup: int,
+        shard: int,
+        replies: int = protocol.REPLIES_ALL,
+    ):
         self._client = client
         self._cls = cls
         self._subgroup = subgroup
         self._shard = shard
+        self._replies = replies
 
     def submit(self, operation: str, /, *args: Any, **kwargs: Any) -> Future:
         """Send a command without waiting: a Future of {member: result}."""
         payload = self._cls.encode_command(operation, *args, **kwargs)
-        return self._client.command(self._subgroup, self._shard, payload, self._cls, operation)
+        return self._client.command(
+            self._subgroup, self._shard, payload, self._cls, operation, self._replies
+        )
 
     def query(
         self, operation: str, /, *args: Any, min_version: int | None = None, **kwargs: Any

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import selectors
+import socket
 import threading
 
 import pytest
@@ -282,6 +284,32 @@ def test_wake_from_another_thread_ends_a_blocked_poll(group):
     waker.join()
     # a wake-up made before the poll also ends that poll
     assert _poll_returns(t, before=t.wake), "poll(None) did not return after an earlier wake()"
+
+
+def test_a_watched_socket_of_the_driver_is_served_by_poll(group):
+    g = group((1, 2))
+    t = g.t[1]
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    events: list[int] = []
+    try:
+        t.watch(ours, events.append)
+        theirs.send(b"x")
+        assert _poll_returns(t), "poll(None) did not return for a readable watched socket"
+        assert events and events[-1] & selectors.EVENT_READ
+        assert ours.recv(10) == b"x"
+        t.watch(ours, events.append, write=True)  # a writable socket: poll reports it at once
+        events.clear()
+        t.poll(0.5)
+        assert events and events[-1] & selectors.EVENT_WRITE
+        t.unwatch(ours)
+        events.clear()
+        theirs.send(b"y")
+        t.poll(0.05)
+        assert events == [], "an unwatched socket was still reported"
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_a_closed_peer_is_reported_failed(group):

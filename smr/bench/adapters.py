@@ -14,15 +14,14 @@ from smr.bench import frames
 Submitter = tuple[Callable[[bytes], Any], Callable[[], None]]
 
 
-def smr_submitter(config_path: str) -> Submitter:
-    """Append to shard 0 of the cluster's BlobLog through the smr client (written against
-    `smr.connect(config).subgroup(BlobLog).submit("append", data)`; not yet run against the
-    runtime when this was written)."""
+def smr_submitter(config_path: str, replies: str = "all") -> Submitter:
+    """Append to shard 0 of the cluster's BlobLog through the smr client:
+    `smr.connect(config).subgroup(BlobLog, replies=replies).submit("append", data)`."""
     import smr
     from smr.statemachines import BlobLog
 
     client = smr.connect(config_path)
-    log = client.subgroup(BlobLog)
+    log = client.subgroup(BlobLog, replies=replies)
     return (lambda payload: log.submit("append", payload)), client.close
 
 
@@ -37,7 +36,7 @@ def open_submitter(target: dict) -> Submitter:
     "port": ...}."""
     system = target.get("system")
     if system == "smr":
-        return smr_submitter(target["config_path"])
+        return smr_submitter(target["config_path"], target.get("replies", "all"))
     if system in ("pysyncobj", "raw"):
         return frame_submitter(int(target["port"]))
     raise ValueError(f"unknown system {system!r}: expected smr, pysyncobj or raw")

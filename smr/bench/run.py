@@ -175,6 +175,7 @@ def run_smr(
     warmup_s: float,
     failover_repetitions: int = 0,
     window: int = window_max,
+    replies: str = "all",
 ) -> tuple[dict, dict | None]:
     """Figures per mode, and failover figures from the first mode if asked for."""
     results, failover = {}, None
@@ -183,9 +184,15 @@ def run_smr(
             tempfile.TemporaryDirectory(prefix=f"bench-smr-{mode}-") as work,
             open_cluster(transport, mode, work) as cluster,
         ):
-            target = {"system": "smr", "config_path": str(cluster.config_path)}
+            target = {
+                "system": "smr",
+                "config_path": str(cluster.config_path),
+                "replies": replies,
+            }
             results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
+            for figures in results[mode].values():
+                figures["replies"] = replies
             if failover_repetitions and failover is None:
                 failover = smr_failover(cluster, failover_repetitions)
     return results, failover
@@ -289,8 +296,11 @@ def compare(
     warmup_s: float = 0.5,
     failover_repetitions: int = 0,
     window: int = window_max,
+    replies: str = "all",
 ) -> tuple[dict, dict | None]:
-    """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover."""
+    """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover.
+    `replies`: smr commands answered with every replica's result ("all") or the answering
+    member's ("one", what pysyncobj answers with)."""
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
     unknown = set(systems) - set(SYSTEMS)
@@ -311,7 +321,14 @@ def compare(
     for system in systems:
         if system == "smr":
             results["smr"], failover = run_smr(
-                modes, sizes, transport, duration_s, warmup_s, failover_repetitions, window
+                modes,
+                sizes,
+                transport,
+                duration_s,
+                warmup_s,
+                failover_repetitions,
+                window,
+                replies,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)

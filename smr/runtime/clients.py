@@ -1,19 +1,21 @@
-"""The member's client port: accepts client connections on a thread of its own.
+"""The member's client port: client connections, served on the node's loop thread.
 
 This module owns the sockets of clients: the handshake (a client that does not prove the cluster
 secret is disconnected), framing with a bound on every frame, decoding requests, and writing
-responses. It never touches the replica: decoded requests go to `deliver(conn_id, request)` (the
-node queues them and wakes its loop), and the node answers with `respond(conn_id, response)` from
-its own thread. A malformed, oversized or unauthenticated client gets an error response where
-one can be framed and its connection closed; the node goes on serving everyone else.
+responses. It never touches the replica: decoded requests go to `deliver(conn_id, request)` and
+the node answers with `respond(conn_id, response)`. The sockets are watched by the node's
+transport (`Transport.watch`), so a request reaches the replica and its answer the client with no
+thread hand-off in between (a hand-off per direction cost a wake-up system call, a GIL switch and
+a lock per command). Responses queue per connection and go out in one send per connection when the
+node calls `flush()` after each pass of its loop. A malformed, oversized or unauthenticated client
+gets an error response where one can be framed and its connection closed; the node goes on
+serving everyone else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,13 +24,26 @@ from typing import Any
 import msgspec
 
 from smr.runtime import protocol
+from smr.transport.base import Transport
 from smr.transport.wire import FrameDecoder, FrameError, Handshake, encode_frame
 
 HANDSHAKE_TIMEOUT_S = 5.0
+RECV_BYTES = 1 << 18  # one read: bounds the requests one pass of the loop decodes from a client
 
 
 class _Conn:
-    __slots__ = ("decoder", "handshake", "id", "opened_s", "out", "out_bytes", "peer", "sock")
+    __slots__ = (
+        "decoder",
+        "handshake",
+        "id",
+        "opened_s",
+        "out",
+        "out_bytes",
+        "peer",
+        "ready",
+        "sock",
+        "writing",
+    )
 
     def __init__(self, cid: int, sock: socket.socket, handshake: Handshake, frame_bytes_max: int):
         self.id = cid
@@ -37,8 +52,10 @@ class _Conn:
         self.decoder = FrameDecoder(frame_bytes_max)
         self.out: deque[memoryview] = deque()
         self.out_bytes = 0
+        self.ready: list[bytes] = []  # response frames of this pass, sent together by flush()
         self.opened_s = time.monotonic()
         self.peer = ""
+        self.writing = False  # watched for writability: the socket's buffer was full
 
 
 class ClientServer:
@@ -62,78 +79,57 @@ class ClientServer:
         self._log = log
         self.connections_max = connections_max
         self.out_bytes_max = out_bytes_max
-        self._sel = selectors.DefaultSelector()
         self._listener = socket.create_server((host, port), reuse_port=False, backlog=128)
         self._listener.setblocking(False)
-        self._sel.register(self._listener, selectors.EVENT_READ, None)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._transport: Transport | None = None
         self._conns: dict[int, _Conn] = {}
+        self._dirty: list[_Conn] = []  # connections with response frames waiting for flush()
+        self._handshaking = 0
         self._next_id = 1
-        self._responses: deque[tuple[int, bytes | None]] = deque()
-        self._lock = threading.Lock()
-        self._stopping = False
         self.stats = {"accepted": 0, "rejected": 0, "requests": 0}
-        self._thread = threading.Thread(target=self._run, name="clients", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def attach(self, transport: Transport) -> None:
+        """Serve clients from `transport`'s poll (after its start)."""
+        self._transport = transport
+        transport.watch(self._listener, lambda _mask: self._accept())
 
     def respond(self, conn_id: int, response: protocol.Response) -> None:
-        """Queue a response (any thread)."""
-        frame = encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response))
-        with self._lock:
-            idle = not self._responses  # else a wake-up is on its way already
-            self._responses.append((conn_id, frame))
-        if idle:
-            self._wake()
+        """Queue a response; it goes out at the next `flush()` (loop thread only)."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return  # the client went away; it sends the request again elsewhere
+        if not conn.ready:
+            self._dirty.append(conn)
+        conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response)))
 
-    def close_connection(self, conn_id: int) -> None:
-        with self._lock:
-            self._responses.append((conn_id, None))
-        self._wake()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake()
-        self._thread.join(timeout=5)
-        for conn in list(self._conns.values()):
-            conn.sock.close()
-        self._listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        self._sel.close()
-
-    def _wake(self) -> None:
-        # BlockingIOError: a wake-up is already pending; OSError: we are closing
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"x")
-
-    # -- the thread ---------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stopping:
-            for key, events in self._sel.select(timeout=1.0):
-                if key.data is None:
-                    self._accept()
-                elif key.data == "wake":
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
-                else:
-                    conn = key.data
-                    if events & selectors.EVENT_READ:
-                        self._read(conn)
-                    if events & selectors.EVENT_WRITE and conn.id in self._conns:
-                        self._flush(conn)
-            self._take_responses()
+    def flush(self) -> None:
+        """Send the responses of this pass, one send per connection; expire silent handshakes."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            frames, conn.ready = conn.ready, []
+            if conn.id in self._conns and frames:
+                self._queue(conn, frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._handshaking:
             self._expire_handshakes()
 
+    def stop(self) -> None:
+        self.flush()
+        for conn in list(self._conns.values()):
+            self._drop(conn, None)
+        if self._transport is not None:
+            self._transport.unwatch(self._listener)
+        self._listener.close()
+
+    # -- events (the loop thread) ---------------------------------------------------------------
+
+    def _on_event(self, conn: _Conn, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            self._read(conn)
+        if mask & selectors.EVENT_WRITE and conn.id in self._conns:
+            self._flush(conn)
+
     def _accept(self) -> None:
+        assert self._transport is not None
         for _ in range(64):
             try:
                 sock, addr = self._listener.accept()
@@ -153,13 +149,14 @@ class ClientServer:
             conn.peer = f"{addr[0]}:{addr[1]}"
             self._next_id += 1
             self._conns[conn.id] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._handshaking += 1
+            self._transport.watch(sock, lambda mask, conn=conn: self._on_event(conn, mask))
             self.stats["accepted"] += 1
             self._queue(conn, hs.initial())
 
     def _read(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(1 << 20)
+            data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -178,6 +175,7 @@ class ClientServer:
                 if hs.peer_role != "client":
                     raise FrameError(f"a {hs.peer_role} connected to the client port")
                 conn.handshake = None
+                self._handshaking -= 1
                 data = hs.leftover
                 if not data:
                     return
@@ -214,9 +212,12 @@ class ClientServer:
             self._log("client-rejected", peer=conn.peer, error=error[:200])
         if self._conns.pop(conn.id, None) is None:
             return
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(conn.sock)
+        if conn.handshake is not None:
+            self._handshaking -= 1
+        if self._transport is not None:
+            self._transport.unwatch(conn.sock)
         conn.sock.close()
+        conn.ready.clear()
 
     def _queue(self, conn: _Conn, data: bytes) -> None:
         if not data:
@@ -242,30 +243,12 @@ class ClientServer:
                 conn.out.popleft()
             else:
                 conn.out[0] = conn.out[0][sent:]
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
-        if conn.id in self._conns:
-            self._sel.modify(conn.sock, want, conn)
-
-    def _take_responses(self) -> None:
-        with self._lock:
-            taken, self._responses = self._responses, deque()
-        # one send per connection for everything answered since the last pass
-        batches: dict[int, list[bytes]] = {}
-        closing: list[int] = []
-        for conn_id, frame in taken:
-            if frame is None:
-                closing.append(conn_id)
-            else:
-                batches.setdefault(conn_id, []).append(frame)
-        for conn_id, frames in batches.items():
-            conn = self._conns.get(conn_id)
-            if conn is not None:
-                self._queue(conn, frames[0] if len(frames) == 1 else b"".join(frames))
-        for conn_id in closing:
-            conn = self._conns.get(conn_id)
-            if conn is not None:
-                self._flush(conn)
-                self._drop(conn, None)
+        writing = bool(conn.out)
+        if writing != conn.writing and conn.id in self._conns and self._transport is not None:
+            conn.writing = writing
+            self._transport.watch(
+                conn.sock, lambda mask, conn=conn: self._on_event(conn, mask), write=writing
+            )
 
     def _expire_handshakes(self) -> None:
         now = time.monotonic()

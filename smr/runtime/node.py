@@ -15,10 +15,11 @@ requires:
 4. events: completed commands answered to clients, state transfer snapshots sent and restored,
    views logged, a halt ends the process with its reason.
 
-Threads: the loop thread owns the replica and the state machines; the client port
-(`smr.runtime.clients`) and the group-commit writers run on their own threads and talk to the loop
-only through queues and `Transport.wake()`. The loop sleeps in `Transport.poll` until something
-arrives or the core's next deadline (a heartbeat, a timeout).
+Threads: the loop thread owns the replica, the state machines and the client port
+(`smr.runtime.clients`, whose sockets the transport's poll watches); the group-commit writers run
+on their own threads and talk to the loop only through a queue and `Transport.wake()`. The loop
+sleeps in `Transport.poll` until something arrives or the core's next deadline (a heartbeat, a
+timeout).
 
 Logs are structured: one JSON object per line on stderr (`event`, `member`, fields). The cluster
 secret never appears in them.
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -105,10 +106,12 @@ class Node:
         self.meta: Log | None = None
         self.views: list[tuple[int, tuple[int, ...]]] = []
         self._registered: set[int] = set()
-        self._inbox: deque[tuple[int, Any]] = deque()
-        self._inbox_lock = threading.Lock()
+        self._inbox: deque[tuple[int, Any]] = deque()  # client requests, taken by the loop
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
+        # my own results of commands submitted without the reply map (REPLIES_ONE), by version,
+        # until their Completed event: at most the commands in flight, dropped in version order
+        self._own_results: OrderedDict[int, bytes] = OrderedDict()
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
         self._start_s = time.monotonic()
         self.rejoin_after_halt = config.rejoin
@@ -286,7 +289,7 @@ class Node:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.transport.start(self)
         self._register_epoch()
-        self.clients.start()
+        self.clients.attach(self.transport)
         self.log("listening", clients=self.config.members[self.me].client_port)
         code = 0
         try:
@@ -330,8 +333,7 @@ class Node:
         budget = 256  # requests per iteration: heartbeats and the table keep moving under load
         while self._inbox and budget:
             budget -= 1
-            with self._inbox_lock:
-                conn_id, request = self._inbox.popleft()
+            conn_id, request = self._inbox.popleft()
             try:
                 self._handle_request(conn_id, request)
             except Exception as e:  # a bug answering one client stops only that
@@ -342,6 +344,7 @@ class Node:
         self._drain()
         if self._queries:
             self._answer_waiting_queries()
+        self.clients.flush()  # the responses of this pass, one send per client
 
     def _drain(self) -> None:
         replica = self.replica
@@ -408,11 +411,15 @@ class Node:
                     result = h.apply(d.payload, d.version, d.timestamp_ns)
                 if d.reply:
                     replica.reply(d, result)
+                elif d.sender == self.me:
+                    self._own_results[d.version] = result
         for event in ready.events:
             if isinstance(event, Completed):
+                results = event.results
+                if results is None:
+                    results = self._own_result(event.version)
                 self._answer(
-                    event.ticket,
-                    protocol.Response(0, True, version=event.version, results=event.results or {}),
+                    event.ticket, protocol.Response(0, True, version=event.version, results=results)
                 )
             elif isinstance(event, SubmitFailed):
                 self._answer(event.ticket, protocol.Response(0, False, error=event.reason))
@@ -431,6 +438,18 @@ class Node:
                 self._restore(event)
             elif isinstance(event, Halted):
                 self.log("halt", reason=event.reason)
+
+    def _own_result(self, version: int) -> dict[int, bytes]:
+        own = self._own_results
+        # my commands complete in version order: older entries are of commands answered already
+        # (or of deliveries that belonged to no client)
+        while own:
+            first = next(iter(own))
+            if first >= version:
+                break
+            own.popitem(last=False)
+        result = own.pop(version, None)
+        return {} if result is None else {self.me: result}
 
     def _on_view(self, event: ViewInstalled) -> None:
         self.views.append((event.epoch, event.members))
@@ -472,18 +491,14 @@ class Node:
     # -- client requests --------------------------------------------------------------------------
 
     def _on_request(self, conn_id: int, request: Any) -> None:
-        # the client thread: hand over to the loop
+        # from the transport's poll: handled after it, at most a budget per pass
         if len(self._inbox) >= INBOX_MAX:
             self.clients.respond(
                 conn_id,
                 protocol.Response(request.id, False, error="busy", retry_ms=BUSY_RETRY_MS),
             )
             return
-        with self._inbox_lock:  # the check and the append are one step against the loop's pops
-            idle = not self._inbox  # else the loop has a wake-up coming already
-            self._inbox.append((conn_id, request))
-        if idle:
-            self.transport.wake()
+        self._inbox.append((conn_id, request))
 
     def _handle_request(self, conn_id: int, request: Any) -> None:
         if isinstance(request, protocol.Status):
@@ -505,7 +520,7 @@ class Node:
                     request.subgroup,
                     request.shard,
                     wrap(request.client, request.seq, request.payload),
-                    reply=True,
+                    reply=request.replies == protocol.REPLIES_ALL,
                 )
             except WindowFullError as e:
                 # back-pressure, not a failure: the client keeps the command and sends it again

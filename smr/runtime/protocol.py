@@ -9,7 +9,9 @@ order (a query answers before an earlier command is stable).
 - `Command`: an ordered update of one shard (the operation encoded by `StateMachine
   .encode_command`), with the client's id and sequence number so that a retry after a failover
   applies once. Answered when the shard's mode says it is done (stable, or persisted everywhere)
-  with every replica's result (`results`: member -> result bytes of `smr.runtime.hosted`).
+  with every replica's result (`results`: member -> result bytes of `smr.runtime.hosted`), or
+  with the answering member's result alone when `replies` is `REPLIES_ONE` (the guarantee of the
+  mode is the same: every member received it, or persisted it).
 - `Query`: a read served locally by this member once it has applied `min_version` (0: now).
 - `Status`: the member's view, status and shards.
 
@@ -26,6 +28,10 @@ FRAME_REQUEST = 1
 FRAME_RESPONSE = 2
 
 
+REPLIES_ALL = 0  # a command is answered with every replica's result (the reply map)
+REPLIES_ONE = 1  # with the result of the member that took it: no reply frames, one hop less
+
+
 class Command(msgspec.Struct, tag="command", frozen=True):
     id: int
     subgroup: int
@@ -33,6 +39,7 @@ class Command(msgspec.Struct, tag="command", frozen=True):
     client: int
     seq: int
     payload: bytes
+    replies: int = REPLIES_ALL
 
 
 class Query(msgspec.Struct, tag="query", frozen=True):

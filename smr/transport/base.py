@@ -25,6 +25,10 @@ The promises a provider makes:
 - **Wake-ups.** `poll(timeout_s)` blocks until something arrived, `wake()` was called (from any
   thread) or the timeout passed, and reports what arrived to the handler on the calling thread.
   An idle node neither spins nor sleeps on a short timer.
+- **The driver's own sockets.** `watch(sock, callback, write=...)` has `poll` wait on a socket of
+  the driver's too (the node's client port) and call `callback(mask)` on the polling thread, so
+  clients and peers share one loop with no thread hand-off between a request and the replica;
+  `unwatch(sock)` before the driver closes it.
 - **Flushing.** `write` and `send` may queue and leave the sending to the next `poll` (tcp
   batches a Ready's frames into one system call); the runtime polls right after doing a Ready,
   so nothing waits longer than that.
@@ -36,10 +40,12 @@ work instead) when it cannot run on this machine at all.
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class TransportError(Exception):
@@ -95,11 +101,42 @@ class Handler(Protocol):
     def on_peer_failed(self, peer: int) -> None: ...
 
 
+class Watched:
+    """Selector data of a socket the driver watches through `Transport.watch`: providers call
+    `callback(mask)` from `poll` for it."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[int], None]):
+        self.callback = callback
+
+
 class Transport(ABC):
     """One member's endpoint. Construct, `start(handler)`, then `register` each epoch's table,
     `write`/`send` from the runtime thread, `poll` on it, `wake` from any thread, `close`."""
 
     name: str = "?"
+    _sel: selectors.BaseSelector | None = None  # the provider's, from start() until close()
+
+    def watch(self, sock: Any, callback: Callable[[int], None], *, write: bool = False) -> None:
+        """Have `poll` wait for `sock` to be readable (and writable, with `write`) and call
+        `callback(mask)` on the polling thread; called again, it changes the events."""
+        if self._sel is None:
+            raise TransportError(f"{self.name} transport: watch() before start() or after close()")
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+        try:
+            key = self._sel.get_key(sock)
+        except KeyError:
+            self._sel.register(sock, events, Watched(callback))
+            return
+        if key.events != events:
+            self._sel.modify(sock, events, key.data)
+
+    def unwatch(self, sock: Any) -> None:
+        """Stop watching `sock` (before the driver closes it). Unknown sockets are ignored."""
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(sock)
 
     def __init__(self, me: int, addresses: Mapping[int, Address], config: TransportConfig):
         assert me in addresses, f"member {me} has no address"

@@ -81,7 +81,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from smr.transport.base import Address, Handler, Transport, TransportConfig, TransportError
+from smr.transport.base import (
+    Address,
+    Handler,
+    Transport,
+    TransportConfig,
+    TransportError,
+    Watched,
+)
 
 REGION_MAGIC = b"SMRTBL01"
 HELLO_MAGIC = b"SMRSHM01"
@@ -875,6 +882,8 @@ class ShmTransport(Transport):
             fn = key.data
             if isinstance(fn, tuple):
                 fn[0](fn[1], mask)
+            elif isinstance(fn, Watched):
+                fn.callback(mask)
             else:
                 fn(mask)
         now = time.monotonic()

@@ -46,6 +46,7 @@ from smr.transport.base import (
     Transport,
     TransportConfig,
     TransportError,
+    Watched,
 )
 from smr.transport.wire import HEADER, FrameDecoder, FrameError, Handshake
 
@@ -308,6 +309,9 @@ class TcpTransport(Transport):
             if self._closed:
                 return  # a handler closed the transport
             conn = key.data
+            if isinstance(conn, Watched):
+                conn.callback(mask)
+                continue
             if conn is None:
                 if key.fileobj is self._listener:
                     self._accept()

@@ -69,6 +69,7 @@ from smr.transport.base import (
     TransportConfig,
     TransportError,
     TransportUnavailable,
+    Watched,
 )
 from smr.transport.shm import (
     BUSY,
@@ -815,6 +816,9 @@ class VerbsTransport(Transport):
         now = time.monotonic()
         wait = self._wait_s(now, timeout_s)
         for key, mask in self._sel.select(wait):
+            if isinstance(key.data, Watched):
+                key.data.callback(mask)
+                continue
             what, obj = key.data
             if what == "wake":
                 with contextlib.suppress(BlockingIOError):
