@@ -132,6 +132,25 @@ def test_a_client_fails_over_and_its_command_applies_once(tmp_path):
     assert sorted(entries, key=int) == [b"%d" % i for i in range(200)]  # each exactly once
 
 
+def test_replies_one_answers_with_the_connected_members_result_in_the_same_order(tmp_path):
+    with LocalCluster(3, data_dir=str(tmp_path), transport="shm", mode="durable") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=3) as client:
+            one = client.subgroup(KVStore, replies="one")
+            every = client.subgroup(KVStore)
+            answers = _run_puts(one, 0, 300, window=64)
+            assert all(r.keys() == {3} for r in answers.values())
+            assert sorted(every.append("k0", b"end").keys()) == [1, 2, 3]
+            value = one.get("k0")
+        stopped = cluster.stop()
+    assert set(stopped.values()) == {0}
+    assert value.split(b",")[:-1] == [b"%d" % i for i in range(0, 300, 7)]
+    assert value.endswith(b",end")
+    logs = [_records(str(tmp_path), m) for m in (1, 2, 3)]
+    _check_order(logs)
+    assert len({len(log) for log in logs}) == 1  # durable: every member logged every command
+
+
 def _frame(kind: int, body: bytes) -> bytes:
     return struct.pack("<IB", len(body), kind) + body
 
