@@ -193,6 +193,39 @@ def test_garbage_and_wrong_secrets_are_rejected_and_the_cluster_keeps_serving(tm
         assert cluster.config.secret.decode() not in text
 
 
+def test_an_authenticated_client_with_bad_frames_is_cut_off_and_others_are_served(tmp_path):
+    from smr.runtime import protocol
+    from smr.transport.wire import connect, encode_frame
+
+    with LocalCluster(3, data_dir=str(tmp_path), transport="shm", mode="ordered") as cluster:
+        cluster.wait_ready()
+        member = cluster.config.members[2]
+        limit = cluster.config.frame_bytes_max
+        bad = [
+            encode_frame(protocol.FRAME_RESPONSE, b"\x90"),  # a frame kind clients never send
+            encode_frame(protocol.FRAME_REQUEST, b"\xc1garbage"),  # a body that is not msgpack
+            encode_frame(protocol.FRAME_REQUEST, protocol.encode(protocol.Status(1))[:-1]),
+            struct.pack("<IB", limit + 1, protocol.FRAME_REQUEST),  # over frame_bytes_max
+        ]
+        for frame in bad:
+            with connect(
+                member.host,
+                member.client_port,
+                cluster.config.secret,
+                my_id=7,
+                role="client",
+                timeout_s=5,
+            ) as s:
+                s.sendall(frame)
+                received = b""
+                while chunk := s.recv(65536):  # an error response at most, then the close
+                    received += chunk
+                assert len(received) < 1024
+        with smr.connect(cluster.config_path, member=2) as client:
+            assert sorted(client.subgroup(KVStore).put("k", b"v")) == [1, 2, 3]
+        assert "client-rejected" in Path(cluster.log_path(2)).read_text()
+
+
 def test_sigterm_is_a_clean_shutdown(tmp_path):
     cluster = LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable")
     with cluster:
