@@ -318,19 +318,28 @@ class Node:
         if self._inbox or self._persisted:
             wait_s = 0.0
         try:
-            with replica.batched():  # everything this poll reads, evaluated once
+            # everything this pass takes in (the poll's writes and frames, the tick, log
+            # completions, client requests) is evaluated once, on leaving the block
+            with replica.batched():
                 self.transport.poll(min(wait_s, 1.0))
+                now_ns = self.now_ns()
+                if now_ns >= replica.next_tick_ns():
+                    # only when a heartbeat or a deadline is due: a busy node wakes far more
+                    # often than that
+                    replica.tick(now_ns)
+                while self._persisted:
+                    (sg, sh), version = self._persisted.popleft()
+                    replica.on_persisted(sg, sh, version)
+                self._take_requests()
         except PeerProtocolError as e:
             self.log("peer-protocol-error", error=str(e))
-        now_ns = self.now_ns()
-        if now_ns >= replica.next_tick_ns():
-            # only when a heartbeat or a deadline is due: a tick evaluates every predicate, and
-            # a busy node wakes far more often than that
-            replica.tick(now_ns)
-        while self._persisted:
-            (sg, sh), version = self._persisted.popleft()
-            replica.on_persisted(sg, sh, version)
-        budget = 256  # requests per iteration: heartbeats and the table keep moving under load
+        self._drain()
+        if self._queries:
+            self._answer_waiting_queries()
+        self.clients.flush()  # the responses of this pass, one send per client
+
+    def _take_requests(self) -> None:
+        budget = 256  # requests per pass: heartbeats and the table keep moving under load
         while self._inbox and budget:
             budget -= 1
             conn_id, request = self._inbox.popleft()
@@ -341,10 +350,6 @@ class Node:
                 self.clients.respond(
                     conn_id, protocol.Response(request.id, False, error=f"internal error: {e!r}")
                 )
-        self._drain()
-        if self._queries:
-            self._answer_waiting_queries()
-        self.clients.flush()  # the responses of this pass, one send per client
 
     def _drain(self) -> None:
         replica = self.replica
