@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from transport_factories.tcp import free_ports
@@ -518,6 +519,37 @@ def test_a_killed_process_is_reported_and_its_restart_links_again():
         child = subprocess.Popen(argv)  # the same port again
         until(lambda: h.up[-1:] == [2] and len(h.up) >= 2, "the restarted child's link")
         echo(b"two")
+    finally:
+        child.kill()
+        child.wait()
+        t.close()
+
+
+def test_a_killed_process_is_reported_at_once_not_after_the_timeout():
+    cfg = _config(peer_failed_after_s=30.0)
+    p1, p2 = free_ports(2)
+    addresses = {1: Address("127.0.0.1", p1), 2: Address("127.0.0.1", p2)}
+    t = TcpTransport(1, addresses, cfg)
+    h = Recorder()
+    t.start(h)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_NODE, "2", str(p1), str(p2), SECRET.decode()]
+    )
+    try:
+        for _ in range(1000):
+            if h.up == [2]:
+                break
+            t.poll(POLL_S)
+        assert h.up == [2]
+        child.kill()
+        child.wait()
+        started = time.monotonic()
+        for _ in range(1000):  # at most about 20 s of polls, below peer_failed_after_s
+            if h.failed == [2]:
+                break
+            t.poll(POLL_S)
+        assert h.failed == [2], "a refused redial after the link broke was not reported"
+        assert time.monotonic() - started < 25
     finally:
         child.kill()
         child.wait()

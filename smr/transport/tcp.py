@@ -19,7 +19,8 @@ authenticated connection dialed by the peer replaces an older one dialed by it (
 restarted). Every connection that becomes a peer's link is reported with `on_link_up`, after
 which the replica pushes its whole row again: anything queued on a replaced or reset connection
 may have been lost. A peer with no link for `peer_failed_after_s` is reported once with
-`on_peer_failed` (again after each later link loss).
+`on_peer_failed` (again after each later link loss); at once when, after its link broke, a dial
+is refused (its host says nothing listens on its port: the process ended).
 
 Writes and sends are queued per peer and go out at the next `poll` (the runtime polls right after
 doing a `Ready`), or at once when a peer's queue passes `_FLUSH_BYTES`; one `sendmsg` carries
@@ -108,6 +109,7 @@ class _Peer:
         "down_since",
         "failed_reported",
         "id",
+        "lost_link",
         "refused",
     )
 
@@ -121,6 +123,7 @@ class _Peer:
         self.backoff_s = 0.0
         self.failed_reported = False
         self.refused = 0  # the peer's dials refused in a row while our link to it was up
+        self.lost_link = False  # a link that was up broke, and none came up since
 
 
 class TcpTransport(Transport):
@@ -530,6 +533,7 @@ class TcpTransport(Transport):
         peer.conn = conn
         peer.backoff_s = 0.0
         peer.failed_reported = False
+        peer.lost_link = False
         peer.refused = 0
         if peer.dial is not None and conn.dialed_by == min(self.me, peer_id):
             # our own dial would lose to this link (kept by the same rule at both ends)
@@ -602,7 +606,7 @@ class TcpTransport(Transport):
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             sock.close()
             self.stats["dials_failed"] += 1
-            self._dial_failed(peer)
+            self._dial_failed(peer, err)
             return
         conn = self._new_conn(sock, _DIALING, self.me)
         conn.peer = peer.id
@@ -611,13 +615,25 @@ class TcpTransport(Transport):
     def _connected(self, conn: _Conn) -> None:
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            peer = self._peers.get(conn.peer) if conn.peer is not None else None
+            if peer is not None and err == errno.ECONNREFUSED:
+                self._refused_after_loss(peer)
             self._drop(conn, f"connect failed: {errno.errorcode.get(err, err)}")
             return
         conn.state = _HANDSHAKE
         conn.handshake = Handshake(self.config.secret, server=False, my_id=self.me, role="member")
         self._queue_raw(conn, conn.handshake.initial())
 
-    def _dial_failed(self, peer: _Peer) -> None:
+    def _refused_after_loss(self, peer: _Peer) -> None:
+        """The peer's host answered that nothing listens on its port, after a link to it broke:
+        its process ended (a host that is down or cut off does not answer at all). Report it at
+        the next timers instead of after peer_failed_after_s, so the group suspects it now."""
+        if peer.lost_link and not peer.failed_reported:
+            peer.down_since = min(peer.down_since, self._clock() - self.config.peer_failed_after_s)
+
+    def _dial_failed(self, peer: _Peer, err: int = 0) -> None:
+        if err == errno.ECONNREFUSED:
+            self._refused_after_loss(peer)
         base = self.config.reconnect_backoff_s
         peer.backoff_s = min(self.config.peer_failed_after_s, max(base, peer.backoff_s * 2))
         peer.dial_at = self._clock() + peer.backoff_s
@@ -635,6 +651,7 @@ class TcpTransport(Transport):
             peer.conn = None
             now = self._clock()
             peer.down_since = now
+            peer.lost_link = True
             peer.refused = 0
             self.stats["links_lost"] += 1
             peer.backoff_s = self.config.reconnect_backoff_s
