@@ -45,6 +45,9 @@ def bench_cluster(
         click.echo(json.dumps({**results, "failover": failover}))
         return
     click.echo(run.format_table(results))
+    cpu = run.format_cpu(results)
+    if cpu:
+        click.echo(cpu)
     if failover:
         click.echo(run.format_failover(failover))
     if plot:

@@ -43,5 +43,8 @@ def bench_compare(
         click.echo(json.dumps(results))
     else:
         click.echo(run.format_table(results))
+        cpu = run.format_cpu(results)
+        if cpu:
+            click.echo(cpu)
         if plot:
             click.echo(f"plot: {plot}")

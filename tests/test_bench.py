@@ -3,6 +3,7 @@ in-process fake systems, the frame protocol over a real socket pair, and the CLI
 the raw references (and pysyncobj if the `bench` extra is installed). No timing is asserted."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -356,3 +357,22 @@ def test_compare_refuses_smr_up_front_when_the_runtime_is_missing(monkeypatch):
     result = CliRunner().invoke(cli, ["bench", "compare", "--systems", "raw,smr"])
     assert result.exit_code != 0
     assert "--systems pysyncobj,raw" in result.output
+
+
+def test_cpu_per_command_is_read_and_printed_per_process():
+    assert run.process_cpu_s(os.getpid()) > 0
+    assert run.process_cpu_s(2**22 + 12345) is None  # no such process
+    results = {
+        "smr": {
+            "ordered": {
+                "100": {
+                    "member_cpu_us_per_op": {"1": 8.25, "2": 15.0},
+                    "client_cpu_us_per_op": 11.5,
+                }
+            }
+        },
+        "raw": {"memcpy": {"100": {"ops_per_s": 1.0}}},
+    }
+    assert run.format_cpu(results) == (
+        "smr ordered 100 B: CPU us per command: replica 1 8.2, replica 2 15.0, client 11.5"
+    )

@@ -41,10 +41,13 @@ def drive(
     latencies_ns: list[int] = []
     errors: list[BaseException] = []
     last_done_ns = 0
+    completed = 0
     clock = time.perf_counter_ns
+    cpu_start_s = time.process_time()
 
     def done(start_ns: int, measured: bool, future: Any) -> None:
-        nonlocal last_done_ns
+        nonlocal last_done_ns, completed
+        completed += 1
         end_ns = clock()
         error = future.exception()
         if error is not None:
@@ -85,5 +88,13 @@ def drive(
     if not latencies_ns:
         raise RuntimeError("no command completed after the warm-up; raise duration_s")
     result = summarize(latencies_ns, last_done_ns - measure_from_ns, payload_bytes)
-    result.update(payload_bytes=payload_bytes, window=window)
+    # the client process's CPU (every thread) per command, warm-up included: what the harness
+    # and the system's client library cost, apart from the system's own processes
+    cpu_us = (time.process_time() - cpu_start_s) * 1e6
+    result.update(
+        payload_bytes=payload_bytes,
+        window=window,
+        completed_total=completed,
+        client_cpu_us_per_op=cpu_us / max(1, completed),
+    )
     return result

@@ -35,10 +35,28 @@ def throughput_window(payload_bytes: int, window: int = window_max) -> int:
     return max(1, min(window, inflight_bytes_max // max(1, payload_bytes)))
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def measure(
-    target: dict, payload_bytes: int, window: int, duration_s: float, warmup_s: float
+    target: dict,
+    payload_bytes: int,
+    window: int,
+    duration_s: float,
+    warmup_s: float,
+    pids: dict[int, int] | None = None,
 ) -> dict:
-    """One workload, measured by a separate bench client process."""
+    """One workload, measured by a separate bench client process. With `pids` (member ->
+    process), the figures include each member's CPU per command (`member_cpu_us_per_op`, over
+    the client's whole run, warm-up included)."""
+    before = {m: process_cpu_s(p) for m, p in (pids or {}).items()}
     spec = {
         "target": target,
         "payload_bytes": payload_bytes,
@@ -56,14 +74,25 @@ def measure(
         raise RuntimeError(
             f"bench client failed on {target['system']} {payload_bytes} B:\n{done.stderr[-2000:]}"
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if pids:
+        ops = max(1, figures.get("completed_total", figures["count"]))
+        per_op = {}
+        for m, p in pids.items():
+            after = process_cpu_s(p)
+            if after is not None and before[m] is not None:
+                per_op[str(m)] = round((after - before[m]) * 1e6 / ops, 2)
+        figures["member_cpu_us_per_op"] = per_op
+    return figures
 
 
-def _workloads(target: dict, sizes, duration_s: float, warmup_s: float, window: int) -> dict:
+def _workloads(
+    target: dict, sizes, duration_s: float, warmup_s: float, window: int, pids=None
+) -> dict:
     figures = {}
     for size in sizes:
         figures[str(size)] = measure(
-            target, size, throughput_window(size, window), duration_s, warmup_s
+            target, size, throughput_window(size, window), duration_s, warmup_s, pids
         )
     return figures
 
@@ -133,7 +162,10 @@ def run_pysyncobj(
                 with pysyncobj_ref.Replicas(batched, work, durable=mode == "durable") as replicas:
                     target = {"system": "pysyncobj", "port": replicas.leader_serve_port}
                     if batched:
-                        results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
+                        pids = {i + 1: p.pid for i, p in enumerate(replicas.procs)}
+                        results[mode] = _workloads(
+                            target, sizes, duration_s, warmup_s, window, pids
+                        )
                     else:
                         _add_w1(results[mode], target, sizes, duration_s, warmup_s)
                     logged = replicas.warnings()
@@ -189,7 +221,8 @@ def run_smr(
                 "config_path": str(cluster.config_path),
                 "replies": replies,
             }
-            results[mode] = _workloads(target, sizes, duration_s, warmup_s, window)
+            pids = dict(cluster.pids)
+            results[mode] = _workloads(target, sizes, duration_s, warmup_s, window, pids)
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
             for figures in results[mode].values():
                 figures["replies"] = replies
@@ -380,6 +413,30 @@ def _size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale} {unit}"
     return f"{n} B"
+
+
+def format_cpu(results: dict) -> str:
+    """CPU microseconds per command of each replica process and of the client process, where
+    measured: what bounds small commands on a machine with few cores."""
+    lines = []
+    for system, modes in results.items():
+        for mode, sizes in modes.items():
+            for size, fig in sizes.items():
+                members = fig.get("member_cpu_us_per_op")
+                client = fig.get("client_cpu_us_per_op")
+                if not members and client is None:
+                    continue
+                parts = (
+                    [f"replica {m} {us:.1f}" for m, us in sorted(members.items())]
+                    if members
+                    else []
+                )
+                if client is not None:
+                    parts.append(f"client {client:.1f}")
+                lines.append(
+                    f"{system} {mode} {_size(int(size))}: CPU us per command: " + ", ".join(parts)
+                )
+    return "\n".join(lines)
 
 
 def format_failover(failover: dict) -> str:
