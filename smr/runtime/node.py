@@ -234,6 +234,7 @@ class Node:
                 ),
             )
         self._pending.clear()
+        self._own_results.clear()
         self._move_aside()
         self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
         self.replica = self._joiner()
