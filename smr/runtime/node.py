@@ -400,13 +400,9 @@ class Node:
         for event in ready.events:
             if isinstance(event, ViewInstalled):
                 self._on_view(event)
-        if ready.writes:
-            self._register_epoch()
-            write = self.transport.write
-            for push in ready.writes:
-                write(push.targets, push.epoch, push.offset, push.data)
-        for send in ready.sends:
-            self.transport.send(send.target, send.payload)
+        answers = any(type(e) is Completed for e in ready.events)
+        if not answers:
+            self._push(ready)
         if ready.deliveries:
             hosted = self.hosted
             for d in ready.deliveries:
@@ -444,6 +440,22 @@ class Node:
                 self._restore(event)
             elif isinstance(event, Halted):
                 self.log("halt", reason=event.reason)
+        if answers:
+            # Clients first: their answers depend on the table as it is, not on these pushes,
+            # and the doorbells of the pushes wake the peers (a context switch here) before
+            # the client would hear. Other Readies push first, so peers progress while this
+            # member applies.
+            self.clients.flush()
+            self._push(ready)
+
+    def _push(self, ready: Ready) -> None:
+        if ready.writes:
+            self._register_epoch()
+            write = self.transport.write
+            for push in ready.writes:
+                write(push.targets, push.epoch, push.offset, push.data)
+        for send in ready.sends:
+            self.transport.send(send.target, send.payload)
 
     def _own_result(self, version: int) -> dict[int, bytes]:
         own = self._own_results
