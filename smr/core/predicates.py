@@ -43,13 +43,17 @@ class Predicate(Generic[Ctx]):
 class PredicateSet(Generic[Ctx]):
     """An ordered set of predicates with the state their kinds need (retired, last value)."""
 
-    __slots__ = ("_last", "_retired", "fired_count", "predicates", "rounds_max", "stopped")
+    __slots__ = ("_last", "_plan", "_retired", "fired_count", "predicates", "rounds_max", "stopped")
 
     def __init__(self, predicates: Sequence[Predicate[Ctx]], *, rounds_max: int = 32):
         names = [p.name for p in predicates]
         assert len(set(names)) == len(names), f"duplicate predicate names in {names}"
         assert rounds_max >= 1
         self.predicates = tuple(predicates)
+        self._plan = tuple(
+            (p.name, p.kind is Kind.ONE_TIME, p.kind is Kind.TRANSITION, p.condition, p.trigger)
+            for p in self.predicates
+        )
         self.rounds_max = rounds_max
         self._retired: set[str] = set()
         self._last: dict[str, bool] = {}
@@ -66,28 +70,31 @@ class PredicateSet(Generic[Ctx]):
         actions: list[Any] = []
         if self.stopped:
             return actions
+        retired, last, fired_count = self._retired, self._last, self.fired_count
         for _ in range(self.rounds_max):
             fired = False
-            for p in self.predicates:
-                if self.stopped:
-                    return actions
-                if p.kind is Kind.ONE_TIME and p.name in self._retired:
+            # the plan holds each predicate's fields as locals: this loop runs a few times per
+            # input on the hot path, and attribute and enum lookups were a third of its cost
+            for name, once, edge, condition, trigger in self._plan:
+                if once and name in retired:
                     continue
-                holds = p.condition(ctx)
-                if p.kind is Kind.TRANSITION:
-                    was = self._last.get(p.name, False)
-                    self._last[p.name] = holds
+                holds = condition(ctx)
+                if edge:
+                    was = last.get(name, False)
+                    last[name] = holds
                     if not holds or was:
                         continue
                 elif not holds:
                     continue
-                if p.kind is Kind.ONE_TIME:
-                    self._retired.add(p.name)
+                if once:
+                    retired.add(name)
                 fired = True
-                self.fired_count[p.name] += 1
-                produced = p.trigger(ctx)
+                fired_count[name] += 1
+                produced = trigger(ctx)
                 if produced:
                     actions.extend(produced)
+                if self.stopped:  # only a trigger can stop the set
+                    return actions
             if not fired:
                 return actions
         raise AssertionError(
