@@ -72,15 +72,29 @@ class Recorder:
         self.events.append(("failed", peer))
 
 
+class RangesRecorder(Recorder):
+    """A handler that takes a row read as its changed ranges (`on_write_ranges`), applied
+    together: the row after them must still be the state after some prefix of the writes."""
+
+    def on_write_ranges(self, source: int, epoch: int, ranges: list[tuple[int, bytes]]) -> None:
+        row = self.rows.setdefault((source, epoch), bytearray(ROW_BYTES))
+        for offset, data in ranges:
+            assert offset >= 0 and offset + len(data) <= ROW_BYTES, (offset, len(data))
+            row[offset : offset + len(data)] = data
+        self.events.append(("write", source, epoch, ranges[0][0] if ranges else 0, 0))
+        if self.on_each_write is not None:
+            self.on_each_write(source, epoch, row)
+
+
 class Group:
     """Transports of one provider, started, with a recorder each."""
 
-    def __init__(self, factory, members: list[int], tmp_path):
+    def __init__(self, factory, members: list[int], tmp_path, recorder=Recorder):
         self.factory = factory
         self.config = _config()
         self.t: dict[int, Transport] = factory.make(members, self.config, tmp_path)
         assert sorted(self.t) == sorted(members)
-        self.h: dict[int, Recorder] = {m: Recorder() for m in members}
+        self.h: dict[int, Recorder] = {m: recorder() for m in members}
         self.members = list(members)
         for m, t in self.t.items():
             t.start(self.h[m])
@@ -132,8 +146,8 @@ def factory(request):
 def group(factory, tmp_path):
     groups: list[Group] = []
 
-    def make(members=(1, 2, 3)) -> Group:
-        g = Group(factory, list(members), tmp_path)
+    def make(members=(1, 2, 3), recorder=Recorder) -> Group:
+        g = Group(factory, list(members), tmp_path, recorder)
         groups.append(g)
         g.connected()
         return g
@@ -182,8 +196,9 @@ class PrefixCheck:
         return self.seen == self.total
 
 
-def test_writes_arrive_whole_and_in_order(group):
-    g = group()
+@pytest.mark.parametrize("recorder", [Recorder, RangesRecorder], ids=["union", "ranges"])
+def test_writes_arrive_whole_and_in_order(group, recorder):
+    g = group(recorder=recorder)
     writes = {s: _writes(120, seed=s) for s in g.members}
     checks = {m: PrefixCheck({s: w for s, w in writes.items() if s != m}) for m in g.members}
     for m in g.members:

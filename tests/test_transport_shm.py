@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from smr.transport.base import Address, TransportConfig, TransportError
-from smr.transport.shm import BUSY, RANGES_MAX, RowSlot, ShmTransport, region_bytes
+from smr.transport.shm import (
+    BUSY,
+    RANGES_MAX,
+    ROW_HEADER_BYTES,
+    RowSlot,
+    ShmTransport,
+    region_bytes,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from shm_peer import ROW_BYTES, SECRET, make_row, row_ok
@@ -89,7 +96,7 @@ def close_all(ts):
 
 
 def test_row_slot_reports_the_union_of_recent_writes_and_the_whole_row_after_many():
-    buf = memoryview(bytearray(128 + 64))
+    buf = memoryview(bytearray(ROW_HEADER_BYTES + 64))
     slot = RowSlot(buf, 0, 64)
     assert slot.read(0, 10) is None
     slot.write(8, b"a" * 8)
@@ -106,6 +113,30 @@ def test_row_slot_reports_the_union_of_recent_writes_and_the_whole_row_after_man
     slot.write(0, b"z" * 8)  # the next writer finishes the dead one's seqlock first
     seq3, off3, data3 = slot.read(seq2, 10)
     assert seq3 % 2 == 0 and seq3 > seq2 and (off3, len(data3)) == (0, 64)
+
+
+def test_row_slot_reads_far_apart_ranges_apart_and_near_ones_as_one():
+    row_bytes = 4096
+    slot = RowSlot(memoryview(bytearray(ROW_HEADER_BYTES + row_bytes)), 0, row_bytes)
+    assert slot.read_ranges(0, 10) is None
+    slot.write(3000, b"s" * 100)  # a ring slot
+    slot.write(8, b"c" * 16)  # counters, far from it
+    slot.write(40, b"d" * 8)  # near the counters: copied with them
+    seq, ranges = slot.read_ranges(0, 10)
+    assert seq == 6
+    assert ranges == [(8, b"c" * 16 + bytes(16) + b"d" * 8), (3000, b"s" * 100)]
+    # past RANGES_MAX writes since the last read, the whole row
+    for i in range(RANGES_MAX + 1):
+        slot.write(100 * i, bytes([i + 1]) * 8)
+    seq2, ranges2 = slot.read_ranges(seq, 10)
+    assert [(off, len(data)) for off, data in ranges2] == [(0, row_bytes)]
+    # the reader's copy after applying the ranges equals the row
+    image = bytearray(row_bytes)
+    for off, data in ranges + ranges2:
+        image[off : off + len(data)] = data
+    assert bytes(image) == bytes(slot.data)
+    slot.q[0] += 1  # a writer stopped in the middle of a write
+    assert slot.read_ranges(seq2, 10) is BUSY
 
 
 def test_writes_land_whole_and_in_order(cluster):

@@ -90,7 +90,7 @@ class ClusterConfig:
     peer_failed_ms: float = 1000.0
     submit_ms: float = 5000.0
     frame_bytes_max: int = 64 << 20
-    slot_bytes: int = 256
+    slot_bytes: int = 1152
     window_max: int = 256
 
     def __repr__(self) -> str:  # the secret never reaches a log line
@@ -293,7 +293,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
     limits = _opt(raw, "limits", dict, {}, path)
     w = f"{path} [limits]"
     frame_bytes_max = _opt(limits, "frame_bytes_max", int, 64 << 20, w)
-    slot_bytes = _opt(limits, "slot_bytes", int, 256, w)
+    slot_bytes = _opt(limits, "slot_bytes", int, 1152, w)
     window_max = _opt(limits, "window_max", int, 256, w)
     if frame_bytes_max < 4096:
         raise ConfigError(f"{w}: frame_bytes_max must be at least 4096")

@@ -645,6 +645,14 @@ class Node:
         except PeerProtocolError as e:
             self.log("peer-protocol-error", peer=source, error=str(e))
 
+    def on_write_ranges(self, source: int, epoch: int, ranges: list[tuple[int, bytes]]) -> None:
+        # within the poll's batched block: the ranges are applied together, evaluated once
+        try:
+            for offset, data in ranges:
+                self.replica.on_write(source, offset, data, epoch)
+        except PeerProtocolError as e:
+            self.log("peer-protocol-error", peer=source, error=str(e))
+
     def on_data(self, source: int, payload: bytes) -> None:
         try:
             self.replica.on_data(source, payload)

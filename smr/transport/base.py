@@ -90,7 +90,13 @@ class TransportConfig:
 
 
 class Handler(Protocol):
-    """What a transport reports, on the thread that calls `poll`."""
+    """What a transport reports, on the thread that calls `poll`.
+
+    A handler may also define `on_write_ranges(source, epoch, ranges)`: the changed byte ranges
+    `[(offset, bytes), ...]` of one consistent read of a peer's row, to be applied together
+    (before anything reads the table). Providers that read rows from memory (shm, verbs) then
+    copy only what changed; to a handler without it they report the ranges' union as one
+    `on_write`, which is applied whole."""
 
     def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None: ...
 

@@ -93,10 +93,15 @@ from smr.transport.base import (
 REGION_MAGIC = b"SMRTBL01"
 HELLO_MAGIC = b"SMRSHM01"
 LINE_BYTES = 64
-ROW_HEADER_BYTES = 128  # two cache lines: writer's (seq + ranges), reader's (seen)
-RANGES_MAX = 7  # ranges of the last writes kept in the row header
-SEEN_WORD = 8  # word index of `seen` in the row header
 WORD_BYTES = 8
+# The row header: the writer's lines (seq, then the ranges of its last writes), then the reader's
+# line (seen). 31 ranges: under load a member pushes several times between two reads of its
+# peer, and past the ranges kept the reader must copy the whole row.
+WRITER_HEADER_BYTES = 4 * LINE_BYTES
+RANGES_MAX = WRITER_HEADER_BYTES // WORD_BYTES - 1
+SEEN_WORD = WRITER_HEADER_BYTES // WORD_BYTES  # word index of `seen` in the row header
+ROW_HEADER_BYTES = WRITER_HEADER_BYTES + LINE_BYTES
+MERGE_GAP_BYTES = 256  # changed ranges closer than this are copied as one
 
 _REGION_HEAD = struct.Struct("<8sQQQ")  # magic, epoch, row_bytes, members
 _HELLO = struct.Struct("<8sqQq")  # magic, member, incarnation, pid
@@ -221,6 +226,41 @@ class RowSlot:
             data = bytes(self.data[lo:hi])
             if q[0] == s1:
                 return s1, lo, data
+        return BUSY
+
+    def read_ranges(
+        self, seen: int, spins_max: int
+    ) -> tuple[int, list[tuple[int, bytes]]] | object | None:
+        """Like `read`, but the changed ranges apart, in offset order (those closer than
+        MERGE_GAP_BYTES as one): (seq, [(offset, bytes), ...]). A push of a ring slot and of
+        the counters far from it copies those bytes, not everything between them."""
+        q = self.q
+        row_bytes = self.row_bytes
+        for _ in range(spins_max):
+            s1 = q[0]
+            if s1 & 1:
+                continue
+            if s1 == seen:
+                return None
+            gap = s1 - seen
+            merged: list[list[int]] = [[0, row_bytes]]
+            if gap > 0 and gap % 2 == 0 and gap // 2 <= RANGES_MAX:
+                last = s1 // 2
+                spans = sorted(
+                    (r & 0xFFFFFFFF, r >> 32)
+                    for r in [q[1 + w % RANGES_MAX] for w in range(last - gap // 2 + 1, last + 1)]
+                )
+                if all(0 <= lo <= hi <= row_bytes for lo, hi in spans):  # else torn: re-read
+                    merged = []
+                    for lo, hi in spans:
+                        if merged and lo <= merged[-1][1] + MERGE_GAP_BYTES:
+                            merged[-1][1] = max(merged[-1][1], hi)
+                        else:
+                            merged.append([lo, hi])
+            data = self.data
+            out = [(lo, bytes(data[lo:hi])) for lo, hi in merged if hi > lo]
+            if q[0] == s1:
+                return s1, out
         return BUSY
 
     def mark_seen(self, seq: int) -> bool:
@@ -834,6 +874,7 @@ class ShmTransport(Transport):
 
     def _scan(self, now: float) -> None:
         assert self.handler is not None
+        ranges = getattr(self.handler, "on_write_ranges", None)
         rung, self._rung = self._rung, {}
         rung.pop(-1, None)
         for source, epoch in list(self._busy):
@@ -847,15 +888,22 @@ class ShmTransport(Transport):
                     slot = region.slot(source) if region is not None else None
                     if slot is None or source == self.me:
                         continue
-                    r = slot.read(slot.seen, self.spins_max)
+                    if ranges is not None:
+                        r = slot.read_ranges(slot.seen, self.spins_max)
+                    else:
+                        r = slot.read(slot.seen, self.spins_max)
                     if r is BUSY:
                         self._busy.setdefault((source, epoch), now)
                         continue
                     self._busy.pop((source, epoch), None)
                     if r is not None:
                         got.append((epoch, slot, r))
-                for epoch, slot, (seq, offset, data) in reversed(got):
-                    self.handler.on_write(source, epoch, offset, data)
+                for epoch, slot, r in reversed(got):
+                    seq = r[0]
+                    if ranges is not None:
+                        ranges(source, epoch, r[1])
+                    else:
+                        self.handler.on_write(source, epoch, r[1], r[2])
                     self._stats["rows_reported"] += 1
                     if slot.mark_seen(seq):
                         again.setdefault(source, set()).add(epoch)

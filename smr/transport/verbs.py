@@ -25,9 +25,10 @@ handshake) and then carries small frames:
 
 Table writes use the shm row protocol (`smr.transport.shm.RowSlot`): the writer keeps a shadow
 of its slot in the target's region (seqlock header and row), applies the write to it, copies the
-odd sequence word, the changed bytes and the new header line into a staging buffer (registered,
-bounded by `staging_bytes`, reused once the NIC completed), and posts three RDMA WRITEs on the
-RC queue pair in order: the odd word, the bytes, and the header line (even word and ranges) as an
+odd sequence word, the changed bytes and the writer's header lines into a staging buffer
+(registered, bounded by `staging_bytes`, reused once the NIC completed), and posts three RDMA
+WRITEs on the
+RC queue pair in order: the odd word, the bytes, and the header lines (even word and ranges) as an
 RDMA WRITE WITH IMMEDIATE whose immediate value is the epoch (the doorbell: it completes a posted
 receive at the target, which reads that row). An RC queue pair executes writes in order, so the
 target sees the odd word before the bytes and the bytes before the even word: the reader's
@@ -75,6 +76,7 @@ from smr.transport.shm import (
     BUSY,
     ROW_HEADER_BYTES,
     WORD_BYTES,
+    WRITER_HEADER_BYTES,
     RowSlot,
     align,
     encode_region_header,
@@ -664,7 +666,7 @@ class VerbsTransport(Transport):
         """Copy the row's new state to the peer: the odd word, the bytes, then the header."""
         pv, e = self.pv, self.pv.enums
         assert shadow.remote is not None and link.stage is not None and link.conn is not None
-        chunk = 8 + align(n, 8) + 64
+        chunk = 8 + align(n, 8) + WRITER_HEADER_BYTES
         start = self._stage_alloc(link, chunk)
         if start is None:
             self._drain_cq()
@@ -677,7 +679,7 @@ class VerbsTransport(Transport):
         stage[start : start + 8] = struct.pack("<Q", seq - 1)
         stage[start + 8 : start + 8 + n] = shadow.slot.data[offset : offset + n]
         head_at = start + 8 + align(n, 8)
-        stage[head_at : head_at + 64] = shadow.buf[:64]
+        stage[head_at : head_at + WRITER_HEADER_BYTES] = shadow.buf[:WRITER_HEADER_BYTES]
         remote, rkey = shadow.remote
         lkey = link.stage_mr.lkey
         self._wr_ids = (self._wr_ids + 1) % _SIGNALED
@@ -685,7 +687,7 @@ class VerbsTransport(Transport):
         pieces = [(start, 8, remote, 0)]
         if n:
             pieces.append((start + 8, n, remote + ROW_HEADER_BYTES + offset, 0))
-        pieces.append((head_at, 64, remote, 1))
+        pieces.append((head_at, WRITER_HEADER_BYTES, remote, 1))
         try:
             for at, length, dest, last in pieces:
                 sge = pv.wr.SGE(base + at, length, lkey)
@@ -788,6 +790,7 @@ class VerbsTransport(Transport):
 
     def _scan(self) -> None:
         assert self.handler is not None
+        ranges = getattr(self.handler, "on_write_ranges", None)
         rung, self._rung = self._rung, {}
         for source, epoch in self._busy:
             rung.setdefault(source, set()).add(epoch)
@@ -799,13 +802,20 @@ class VerbsTransport(Transport):
                 slot = region.slot(source) if region is not None else None
                 if slot is None or source == self.me:
                     continue
-                r = slot.read(slot.seen, self.spins_max)
+                if ranges is not None:
+                    r = slot.read_ranges(slot.seen, self.spins_max)
+                else:
+                    r = slot.read(slot.seen, self.spins_max)
                 if r is BUSY:
                     self._busy.add((source, epoch))
                 elif r is not None:
                     got.append((epoch, slot, r))
-            for epoch, slot, (seq, offset, data) in reversed(got):
-                self.handler.on_write(source, epoch, offset, data)
+            for epoch, slot, r in reversed(got):
+                seq = r[0]
+                if ranges is not None:
+                    ranges(source, epoch, r[1])
+                else:
+                    self.handler.on_write(source, epoch, r[1], r[2])
                 self._stats["rows_reported"] += 1
                 if slot.mark_seen(seq):
                     self._rung.setdefault(source, set()).add(epoch)
