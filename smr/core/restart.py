@@ -19,8 +19,10 @@ have existed; ballots are `round << 16 | member id`):
 
 1. Every restarting member asks the members it knows (its last view, the members of its last
    logged proposal, the driver's contacts). A member that is active in a view answers `NEWER`
-   with that view: the restarting member drops its shard logs (what it has beyond the group's
-   agreed history must never come back) and joins with state transfer (`Replica.joiner`).
+   with that view: the restarting member joins it with state transfer, offering the state its
+   shard logs hold in its join request; on admission it provides the state of any shard the
+   group had lost and could take from its log, and drops every other log (what it has beyond
+   the group's agreed history must never come back). See `Replica._offer_mask`.
 2. The leader is the lowest id that has been heard from lately; it sends `PREPARE(b)`. Each
    acceptor logs its promise durably, then answers `PROMISE` with its whole summary (including
    any decision it accepted in this instance).
@@ -71,7 +73,8 @@ normal change may have committed, some promiser reports its proposal and the ins
 `e + 1`. Two restart decisions of the same instance are the same value (Paxos: the leader of a
 higher ballot adopts the highest accepted value among a majority). A member that restarts after
 the group resumed hears `NEWER` from a member of the new view (any majority of the old view
-includes one) and joins instead.
+includes one) and joins instead (its logs are dropped on admission, or provide the state of a shard
+the group lost: `Replica._offer_mask` says when a log is exactly that state).
 """
 
 from __future__ import annotations
