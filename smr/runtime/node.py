@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from smr.core.errors import PeerProtocolError, UsageError
@@ -209,8 +209,10 @@ class Node:
         return Replica.joiner(self.me, contacts, layout=cfg.layout, config=cfg.core_config())
 
     def _rejoin(self) -> None:
-        """After a halt: this incarnation is over (its state may be stale); a new one asks to
-        join and gets its shards' state by transfer, like a restarted process."""
+        """After a halt: this incarnation is over (its state may be stale); a new one starts
+        from this member's own logs, like a restarted process: the core finds the group running
+        and joins it (its logs are dropped on admission, unless they hold the state of a shard
+        the group lost, which it then provides), or restarts with the others."""
         self._close_logs()
         self.hosted.clear()
         self.logs.clear()
@@ -224,9 +226,8 @@ class Node:
                 ),
             )
         self._pending.clear()
-        self._move_aside()
-        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
-        self.replica = self._joiner()
+        self.meta = None
+        self.replica = self._make_replica()
         self.rejoins += 1
 
     def _close_logs(self) -> None:
@@ -383,7 +384,7 @@ class Node:
             self.writers[key].flush()  # durable before the writes below announce it
         for event in ready.events:
             if isinstance(event, ViewInstalled):
-                self._on_view(event)
+                self._on_view(event, ready.events)
         if ready.writes:
             self._register_epoch()
             write = self.transport.write
@@ -413,6 +414,9 @@ class Node:
                 h = self.hosted.get((event.subgroup, event.shard))
                 data = h.snapshot() if h is not None else b""
                 replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
+                if replica.stream(event.subgroup, event.shard) is None:
+                    # provided on leaving the shard (kept by `_on_view` for this snapshot)
+                    self.hosted.pop((event.subgroup, event.shard), None)
                 self.log(
                     "state-sent",
                     to=event.to,
@@ -425,7 +429,7 @@ class Node:
             elif isinstance(event, Halted):
                 self.log("halt", reason=event.reason)
 
-    def _on_view(self, event: ViewInstalled) -> None:
+    def _on_view(self, event: ViewInstalled, events: Sequence[Any] = ()) -> None:
         self.views.append((event.epoch, event.members))
         self.log(
             "view",
@@ -437,8 +441,11 @@ class Node:
             shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
         )
         mine = [(sg, sh) for sg, sh, _, _ in event.shards]
+        # a shard this member provides the state of, though it is no longer in it, is kept for
+        # the snapshot (`StateTransfer`, handled after the deliveries of this Ready)
+        providing = {(e.subgroup, e.shard) for e in events if isinstance(e, StateTransfer)}
         for key in list(self.hosted):
-            if key not in mine:
+            if key not in mine and key not in providing:
                 del self.hosted[key]  # the shard moved on without this member
         if self.me in event.joined:
             # state arrives (RestoreState) before any delivery; only the logs are opened now
