@@ -63,3 +63,34 @@ def test_without_the_holders_disk_the_group_stays_blocked_and_safe():
     assert result.violation is not None and result.violation.invariant == "frontier.live"
     assert any("shard 1 would lose its state" in e.reason for e in blocked)
     assert not result.stats.get("state_from_joiner")
+
+
+class LyingDisk(CutOffProvider):
+    """As above, but 4's disk loses all but the first entry of the shard while it is down, though
+    it had synced them (a disk that lies): the state it would provide misses acknowledged
+    entries, which the checkers must catch."""
+
+    def __init__(self):
+        super().__init__(wipe=False)
+        self.lied = False
+
+    def after_step(self, sim, node):
+        n4 = sim.nodes[4]
+        if self.cut and not n4.alive and not self.lied:
+            self.lied = True
+            log = sim._log(n4, (0, 1))
+            first = log.versions()[0]
+            log.truncate_after(first)
+            n4.appended[(0, 1)] = [first]
+            n4.synced[(0, 1)] = first
+
+
+def test_a_provided_state_missing_acknowledged_entries_is_caught():
+    sim = Simulation(
+        SimConfig(nodes=5, seed=7, workload="kv"),
+        checkers=[*invariants.default_checkers(), LyingDisk()],
+    )
+    sim.schedule(40 * MS, "crash", 5)
+    result = sim.run()
+    assert result.violation is not None
+    assert result.violation.invariant == "transfer.durability", result.violation
