@@ -122,6 +122,29 @@ def test_an_installed_later_view_wins_over_older_summaries():
     assert d.plans == ((2, (1, 3)),)
 
 
+def test_a_leader_that_learns_the_proposed_view_was_installed_asks_again_without_its_bound():
+    # Member 1 left (or was cut off) during view 1's change to view 2 = [2, 3]: it logged the
+    # proposal, whose trim bounds the cut to view 1, but never installed view 2; 2 and 3 did,
+    # and persisted entries of view 2. Member 1, the lowest id, leads the restart. Its own
+    # summary alone makes the instance view 2 as proposed; the promises show the same epoch and
+    # members but installed, which lifts the bound: it must prepare again and cut at v(2, 5).
+    prop = Proposal(1, (2, 3), (), ((2, 2, 2),), ((0, ()),))
+    summaries = {
+        1: rec(logged={(0, 0): v(1, 5)}, proposal=prop),
+        2: rec(epoch=2, members=(2, 3), logged={(0, 0): v(2, 5)}),
+        3: rec(epoch=2, members=(2, 3), logged={(0, 0): v(2, 5)}),
+    }
+    alone = instance_of([summaries[1]], DURABLE)
+    every = instance_of(summaries.values(), DURABLE)
+    assert (alone.epoch, alone.members) == (every.epoch, every.members) == (2, (2, 3))
+    assert alone.bounds == ((0, 0, v(1, 5)),) and every.bounds == ()
+    replicas = {m: Replica.restarting(m, summaries[m], layout=DURABLE) for m in (1, 2, 3)}
+    _run(replicas, 0)
+    assert all(r.status == ACTIVE and r.epoch == 3 for r in replicas.values())
+    d = replicas[1].restart_decision
+    assert d is not None and d.cut((0, 0)) == v(2, 5)
+
+
 def test_a_decision_accepted_in_the_same_instance_is_adopted():
     d1 = RestartDecision(1, (1, 2), ((0, 0, v(1, 4)),), ((1, (2,)),))
     summaries = [

@@ -591,8 +591,13 @@ class Restart:
         if a.instance == self.instance.epoch and a.promised == ballot:
             self.promised_by.add(source)
         now = instance_of(self.summaries.values(), self.layout)
-        if now.epoch != self.instance.epoch or now.members != self.instance.members:
-            self._prepare()  # a later view may exist: ask again about it
+        if now != self.instance:
+            # A later view may exist: ask again about it. The whole instance counts, not just its
+            # epoch and members: a summary showing that a view proposed in the last epoch known
+            # so far was installed keeps the same epoch and members but moves the installed
+            # view, whose shards must be found, and lifts the trim bound on the cuts (a leader
+            # that kept the old bound cut below what the installed view had persisted).
+            self._prepare()
             return
         self._try_propose()
 
