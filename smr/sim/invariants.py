@@ -46,7 +46,8 @@ Restart after total failure:
 State transfer:
 * `transfer.durability`: a member restores a durable shard's state (from a provider, a restart's
   provider, or a joiner providing it from its own log) at a version at or above every version
-  delivered below the shard's global persistence frontier in an earlier view.
+  delivered below the shard's global persistence frontier in an earlier view (for workloads with
+  a state machine: without one the driver sends no state and no version).
 
 Liveness, checked at the end of the fault-free phase:
 * `live.view`: every live member is in the same view, and that view is exactly the live members.
@@ -506,7 +507,7 @@ class RestartDurability(Checker):
                 self.delivered[(d.version >> 32, (d.subgroup, d.shard))].add(d.version)
         for event in ready.events:
             if isinstance(event, RestoreState):
-                self._check_restored(node, event)
+                self._check_restored(sim, node, event)
         decision = node.replica.restart_decision
         if decision is None or decision.epoch in self.checked:
             return
@@ -527,10 +528,10 @@ class RestartDurability(Checker):
                     durable = v
         return durable
 
-    def _check_restored(self, node: SimNode, event: RestoreState) -> None:
+    def _check_restored(self, sim: Simulation, node: SimNode, event: RestoreState) -> None:
         key = (event.subgroup, event.shard)
-        if key not in self.durable:
-            return
+        if key not in self.durable or sim.workload.machine(event.subgroup) is None:
+            return  # without a state machine the driver has no state, nor a version, to send
         durable = self._durable_before(key, node.replica.epoch)
         if event.version < durable:
             raise Violation(
