@@ -3,6 +3,8 @@ the view they resume in, and the driver-side recovery from real logs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from smr.core.errors import PeerProtocolError
@@ -15,6 +17,7 @@ from smr.core.restart import (
     RestartDecision,
     adopted,
     decide,
+    decode_offer_meta,
     decode_view_meta,
     encode_view_meta,
     instance_of,
@@ -245,6 +248,31 @@ def test_a_member_restarting_after_the_group_resumed_joins_it_and_drops_its_log(
     assert truncations == [LogTruncate(0, 0, 0)]
     view = next(p for p in seen[3] if isinstance(p, LogMeta) and p.name == "view")
     assert decode_view_meta(view.data)[2] == ((0, 0),)  # marked stale before it is dropped
+
+
+def test_a_member_that_found_a_group_running_keeps_offering_its_logs_after_a_crash():
+    # Member 3 had found the group running once, logged its offer and marked its log stale,
+    # then crashed while joining: its summary shows the log stale (no restart may take it as a
+    # holder) but the offer logged for the same epoch still stands.
+    def offer_after_newer(recovered):
+        group = {m: Replica(m, (1, 2), layout=DURABLE) for m in (1, 2)}
+        late = Replica.restarting(3, recovered, (1, 2), layout=DURABLE)
+        offers, now = [], 0
+        while late.status == RESTARTING:  # until it hears NEWER (before it is admitted)
+            seen = _run({**group, 3: late}, now, rounds=1)
+            offers += [p for p in seen[3] if isinstance(p, LogMeta) and p.name == "offer"]
+            now += 5_000_000
+            assert now < 10**9
+        assert late.status == JOINING
+        return late, offers
+
+    again = rec(logged={(0, 0): v(1, 9)}, awaiting=((0, 0),))
+    late, offers = offer_after_newer(replace(again, offer_epoch=1, offerable=((0, 0),)))
+    assert late._offer == (1, {(0, 0): v(1, 9)})
+    assert [decode_offer_meta(p.data) for p in offers] == [(1, ((0, 0),))]
+    # an offer logged in another view than the last one is void
+    late, offers = offer_after_newer(replace(again, offer_epoch=0, offerable=((0, 0),)))
+    assert late._offer == (1, {})
 
 
 # -- the driver side: real logs -----------------------------------------------------------------

@@ -65,6 +65,7 @@ from smr.core.restart import (
     Restart,
     RestartDecision,
     at_cut_of,
+    encode_offer_meta,
     encode_view_meta,
 )
 from smr.core.table import Column, Layout, Table, counter
@@ -286,8 +287,11 @@ class Replica:
         # shard index -> the joiner this epoch's plan named as its provider, from its own log
         self._joiner_providers: dict[int, int] = {}
         # A member that restarted from its disk and found a group running: its logs stay as they
-        # are until it is admitted, so that it can offer the state they hold (`_offer_body`).
-        self._offer: Recovered | None = None
+        # are until it is admitted, so that it can offer the state they hold (`_offer_body`):
+        # (epoch of its last view, last version of each log it offers), and every shard log it
+        # restarted with (dropped on admission unless it provides from it).
+        self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
+        self._restart_logs: tuple[tuple[int, int], ...] = ()
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
@@ -873,11 +877,25 @@ class Replica:
         as they are until it is admitted: a log that holds a shard's state the group lost (its
         only holder failed while a newcomer waited for it) is offered in the join request
         (`_offer_body`) and provided from; every other log is dropped on admission (`_join`),
-        since it may hold entries beyond the group's cut, which must never come back. Until then
-        the disk says what it said when this member went down, as if it had stayed down."""
+        since it may hold entries beyond the group's cut, which must never come back.
+
+        Every log is marked stale now, as before, so that no later restart takes one as a holder
+        (one may be beyond a cut this member never heard of); what it offers is logged first
+        (`LogMeta("offer")`), so a crash while joining does not lose the offer."""
         rs = self._restart
         assert rs is not None
-        self._offer = rs.recovered
+        rec = rs.recovered
+        offered = {k for k in rec.logged if k not in rec.awaiting}
+        if rec.offer_epoch == rec.epoch:
+            offered |= set(rec.offerable) & set(rec.logged)  # offered before a crash
+        self._offer = (rec.epoch, {k: rec.logged[k] for k in sorted(offered)})
+        self._restart_logs = tuple(sorted(rec.logged))
+        keys = set(rec.logged) | set(rec.awaiting)
+        self._stale_logs |= keys
+        self._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
+        self._persist.append(
+            LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
+        )
         self._restart = None
         self.status = JOINING
         self._join_contacts = tuple(m for m in members if m != self.me) or rs.contacts
@@ -885,14 +903,13 @@ class Replica:
 
     def _offer_body(self) -> bytes:
         """The join request's offer: the epoch of this member's last installed view and, per
-        durable shard log it has that holds the shard's state (not marked stale), the last
-        logged version. Empty for a joiner without logs."""
-        rec = self._offer
-        if rec is None:
+        durable shard log it offers (it held the shard's state then), the last logged version.
+        Empty for a joiner without logs."""
+        if self._offer is None:
             return b""
-        held = sorted((k, v) for k, v in rec.logged.items() if k not in rec.awaiting)
-        words = [rec.epoch, len(held)]
-        for (sg, sh), v in held:
+        epoch, held = self._offer
+        words = [epoch, len(held)]
+        for (sg, sh), v in sorted(held.items()):
             words.extend((sg, sh, v))
         return struct.pack(f"<{len(words)}q", *words)
 
@@ -1064,11 +1081,7 @@ class Replica:
         self.status = ACTIVE
         self._build(view)
         self._barrier = True
-        held_logs = (
-            {}
-            if offer is None
-            else {k: v for k, v in offer.logged.items() if k not in offer.awaiting}
-        )
+        held_logs = {} if offer is None else offer[1]
         held: list[Shard] = []
         for g in provides:
             if not 0 <= g < len(self.shards):
@@ -1091,12 +1104,11 @@ class Replica:
                 if m != self.me
             )
         # Every other log this member restarted with is dropped: it may hold entries beyond the
-        # group's cut. Marked stale first, so a crash half way leaves no log that looks like a
-        # holder of state.
+        # group's cut (marked stale since it found the group). A log it provides from holds the
+        # shard's state: no longer stale. (The offer logged then is void once the view is this.)
         kept = {(sh.subgroup, sh.shard) for sh in held}
-        dropped = [] if offer is None else sorted(k for k in offer.logged if k not in kept)
-        if offer is not None:
-            self._stale_logs |= (set(offer.logged) | set(offer.awaiting)) - kept
+        dropped = [k for k in self._restart_logs if k not in kept]
+        self._restart_logs = ()
         self._stale_logs -= kept
         self._persist.append(self._view_meta())
         self._persist.extend(LogTruncate(sg, sh, 0) for sg, sh in dropped)

@@ -172,6 +172,11 @@ class Recovered:
     proposal: Proposal | None = None  # the last proposal logged in `epoch`
     logged: Mapping[Key, int] = field(default_factory=dict)
     acceptor: Acceptor = Acceptor()
+    # The logs it offered when it last found a group running (`LogMeta("offer")`, see
+    # `encode_offer_meta`): marked stale for a restart, still offered when it joins. Not part of
+    # the summary a promise carries.
+    offer_epoch: int = 0
+    offerable: tuple[Key, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.epoch >= 1 and self.members, "a restart needs the last view it was in"
@@ -426,6 +431,25 @@ def encode_view_meta(epoch: int, members: Sequence[int], awaiting: Iterable[Key]
     return _pack(words)
 
 
+def encode_offer_meta(epoch: int, keys: Iterable[Key]) -> bytes:
+    """The `LogMeta("offer")` blob: the epoch of the view this member was last in and the shard
+    logs that held their state then. A member that finds a group running marks every log stale
+    (no restart may take one as a holder: it may hold entries beyond a cut it never heard of)
+    but keeps offering these until it is admitted, even across a crash; valid only while the
+    logged view is still that epoch."""
+    keys = sorted(set(keys))
+    words = [epoch, len(keys)]
+    for sg, sh in keys:
+        words.extend((sg, sh))
+    return _pack(words)
+
+
+def decode_offer_meta(data: bytes) -> tuple[int, tuple[Key, ...]]:
+    r = _Words(data)
+    epoch = r.one()
+    return epoch, tuple((r.one(), r.one()) for _ in range(r.one()))
+
+
 def decode_view_meta(data: bytes) -> tuple[int, tuple[int, ...], tuple[Key, ...]]:
     """(epoch, members, awaiting) from a `LogMeta("view")` blob."""
     r = _Words(data)
@@ -489,7 +513,9 @@ class Restart:
 
     def _set_acceptor(self, a: Acceptor) -> None:
         r = self.recovered
-        self.summaries[self.me] = Recovered(r.epoch, r.members, r.awaiting, r.proposal, r.logged, a)
+        self.summaries[self.me] = Recovered(
+            r.epoch, r.members, r.awaiting, r.proposal, r.logged, a, r.offer_epoch, r.offerable
+        )
         self.out.append(LogMeta("restart-acceptor", a.encode(), sync=True))
 
     # -- time -----------------------------------------------------------------------------------
@@ -583,7 +609,8 @@ class Restart:
         sender, summary = Recovered.decode(body)
         if sender != source:
             raise PeerProtocolError(f"a restart summary of {sender} sent by {source}")
-        self.summaries[source] = summary
+        if source != self.me:  # my own is kept whole (its offer is not in the encoding)
+            self.summaries[source] = summary
         a = summary.acceptor
         self.round_seen = max(self.round_seen, ballot_round(a.promised))
         if ballot != self.ballot or self.instance is None or self.proposing is not None:
