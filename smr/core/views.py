@@ -288,6 +288,7 @@ class ViewChange:
         self.last_tick_ns: int | None = None
         self.decided: Proposal | None = None
         self.trimmed = False
+        self.from_joiner: set[int] = set()  # see _state_from_joiner; set with the trim
         self.blocked_on: tuple | None = None
         self.halted = False
         self.join_requests: list[int] = []
@@ -757,6 +758,7 @@ class ViewChange:
     def _trim(self, r_: Any = None) -> list[Any]:
         assert self.decided is not None
         self.trimmed = True
+        self.from_joiner = self._state_from_joiner()
         if self.replica.me not in self.decided.members:
             # Excluded: my counters were not part of the trim, so I may not have what it covers.
             self.replica.install_next(self.decided)  # halts, saying why
@@ -767,8 +769,29 @@ class ViewChange:
             return []
         actions: list[Any] = []
         for g, st in self.replica.streams.items():
+            if g in self.from_joiner:
+                # The next view takes this shard's state from a joiner's log: the state at the
+                # start of this epoch. A member whose state arrived only after it wedged (it was
+                # not a holder when the leader planned) must not apply the trim on top, or it
+                # would answer for messages the next view's state lacks; they are submitted again.
+                continue
             actions.extend(st.deliver_upto(trim_count(self.decided.trims[g])))
         return actions
+
+    def _state_from_joiner(self) -> set[int]:
+        """Indices of this epoch's shards whose state the decided next view takes from a joiner
+        (`plan_next` names a joiner as provider only for an offer)."""
+        d = self.decided
+        assert d is not None
+        if not d.joiners or not d.plans:
+            return set()
+        new = allocate(d.members, self.replica.layout_specs)
+        keys = {
+            (sh.subgroup, sh.shard)
+            for sh, (provider, _) in zip(new, d.plans, strict=True)
+            if provider in d.joiners
+        }
+        return {sh.index for sh in self.replica.shards if (sh.subgroup, sh.shard) in keys}
 
     def _can_install(self, _: Any = None) -> bool:
         if not self.trimmed:
@@ -777,8 +800,8 @@ class ViewChange:
         t = self.table
         members = t.members
         for g, st in self.replica.streams.items():
-            if st.mode != "durable":
-                continue
+            if st.mode != "durable" or g in self.from_joiner:
+                continue  # (nobody delivers the trim of a shard whose state comes from a joiner)
             need = trim_count(self.decided.trims[g])
             w = st.w_persisted
             ready = t.layout[f"s{g}_ready"].word
