@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from smr.core.errors import PeerProtocolError, UsageError
@@ -99,6 +99,7 @@ class Node:
         self._stopping = False
         self.exit_reason = ""
         self.hosted: dict[tuple[int, int], Hosted] = {}
+        self._left: dict[tuple[int, int], Hosted] = {}  # see _on_view
         self.logs: dict[tuple[int, int], Log] = {}
         self.writers: dict[tuple[int, int], GroupCommitWriter] = {}
         self.meta: Log | None = None
@@ -384,7 +385,7 @@ class Node:
             self.writers[key].flush()  # durable before the writes below announce it
         for event in ready.events:
             if isinstance(event, ViewInstalled):
-                self._on_view(event, ready.events)
+                self._on_view(event)
         if ready.writes:
             self._register_epoch()
             write = self.transport.write
@@ -411,12 +412,10 @@ class Node:
             elif isinstance(event, SubmitFailed):
                 self._answer(event.ticket, protocol.Response(0, False, error=event.reason))
             elif isinstance(event, StateTransfer):
-                h = self.hosted.get((event.subgroup, event.shard))
+                key = (event.subgroup, event.shard)
+                h = self.hosted.get(key, self._left.get(key))  # (a shard it provides on leaving)
                 data = h.snapshot() if h is not None else b""
                 replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
-                if replica.stream(event.subgroup, event.shard) is None:
-                    # provided on leaving the shard (kept by `_on_view` for this snapshot)
-                    self.hosted.pop((event.subgroup, event.shard), None)
                 self.log(
                     "state-sent",
                     to=event.to,
@@ -429,7 +428,7 @@ class Node:
             elif isinstance(event, Halted):
                 self.log("halt", reason=event.reason)
 
-    def _on_view(self, event: ViewInstalled, events: Sequence[Any] = ()) -> None:
+    def _on_view(self, event: ViewInstalled) -> None:
         self.views.append((event.epoch, event.members))
         self.log(
             "view",
@@ -441,12 +440,9 @@ class Node:
             shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
         )
         mine = [(sg, sh) for sg, sh, _, _ in event.shards]
-        # a shard this member provides the state of, though it is no longer in it, is kept for
-        # the snapshot (`StateTransfer`, handled after the deliveries of this Ready)
-        providing = {(e.subgroup, e.shard) for e in events if isinstance(e, StateTransfer)}
-        for key in list(self.hosted):
-            if key not in mine and key not in providing:
-                del self.hosted[key]  # the shard moved on without this member
+        # The shards that moved on without this member; kept until the next view, since it may
+        # provide their state (`StateTransfer` is handled after this, with the deliveries).
+        self._left = {key: self.hosted.pop(key) for key in list(self.hosted) if key not in mine}
         if self.me in event.joined:
             # state arrives (RestoreState) before any delivery; only the logs are opened now
             self._open_logs_only(mine)
