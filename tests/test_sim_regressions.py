@@ -47,6 +47,10 @@ CASES = [
     (5, 139, "kv", "crash,delay,join,partition,restart,total"),
     (5, 162, "kv", "crash,delay,join,partition,restart,total"),
     (5, 74, "bank", "crash,restart,partition,join,leave,delay,total"),
+    # seeds of random campaigns in which a joiner provided a lost shard's state from its log
+    # (stats["state_from_joiner"] when they were added)
+    (5, 26, "kv", "crash,restart,partition,join,delay"),
+    (4, 80, "kv", "crash,restart,partition,join,delay,total"),
     # a member that left during view 7's change to view 8 (it logged the proposal, never
     # installed view 8) restarted from its disk after a total failure and led the restart: the
     # promises showed view 8 installed, with the same epoch and members as its proposal, so it
