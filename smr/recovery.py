@@ -5,7 +5,8 @@ around `Replica.restarting`, so both do it the same way:
 
 * `recover_member(me, meta, shard_logs, initial_members)` reads the metadata log (the last
   installed view and which shard logs hold no state, the last view proposal of that epoch, the
-  restart acceptor state) and each durable shard log's last version, and returns the
+  restart acceptor state, the logs it offers a running group) and each durable shard log's last
+  version, and returns the
   `Recovered` summary the core takes.
 * `replay(log, apply, restore)` brings a fresh state machine to the log's last version: the
   latest snapshot, then every record above it, in order. It returns that version, which must
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from smr.core.ready import LogSnapshot, LogTruncate
-from smr.core.restart import Acceptor, Recovered, decode_view_meta
+from smr.core.restart import Acceptor, Recovered, decode_offer_meta, decode_view_meta
 from smr.core.views import Proposal
 from smr.log import Log, Record
 
@@ -46,6 +47,7 @@ def recover_member(
     epoch, members, awaiting = 1, tuple(initial_members), ()
     proposal = None
     acceptor = Acceptor()
+    offer_epoch, offerable = 0, ()
     if meta is not None:
         data = meta.meta_get("view")
         if data is not None:
@@ -56,10 +58,15 @@ def recover_member(
         acc = meta.meta_get("restart-acceptor")
         if acc is not None:
             acceptor = Acceptor.decode(acc)
+        offer = meta.meta_get("offer")
+        if offer:
+            offer_epoch, offerable = decode_offer_meta(offer)
     if not members:
         raise ValueError(f"member {me} has no view to restart from")
     logged = {key: last_logged(log) for key, log in shard_logs.items()}
-    return Recovered(epoch, tuple(members), tuple(awaiting), proposal, logged, acceptor)
+    return Recovered(
+        epoch, tuple(members), tuple(awaiting), proposal, logged, acceptor, offer_epoch, offerable
+    )
 
 
 def replay(log: Log, apply: Callable[[Record], None], restore: Callable[[bytes], None]) -> int:

@@ -3,6 +3,9 @@ the view they resume in, and the driver-side recovery from real logs."""
 
 from __future__ import annotations
 
+import struct
+from dataclasses import replace
+
 import pytest
 
 from smr.core.errors import PeerProtocolError
@@ -15,6 +18,7 @@ from smr.core.restart import (
     RestartDecision,
     adopted,
     decide,
+    decode_offer_meta,
     decode_view_meta,
     encode_view_meta,
     instance_of,
@@ -122,6 +126,29 @@ def test_an_installed_later_view_wins_over_older_summaries():
     assert d.plans == ((2, (1, 3)),)
 
 
+def test_a_leader_that_learns_the_proposed_view_was_installed_asks_again_without_its_bound():
+    # Member 1 left (or was cut off) during view 1's change to view 2 = [2, 3]: it logged the
+    # proposal, whose trim bounds the cut to view 1, but never installed view 2; 2 and 3 did,
+    # and persisted entries of view 2. Member 1, the lowest id, leads the restart. Its own
+    # summary alone makes the instance view 2 as proposed; the promises show the same epoch and
+    # members but installed, which lifts the bound: it must prepare again and cut at v(2, 5).
+    prop = Proposal(1, (2, 3), (), ((2, 2, 2),), ((0, ()),))
+    summaries = {
+        1: rec(logged={(0, 0): v(1, 5)}, proposal=prop),
+        2: rec(epoch=2, members=(2, 3), logged={(0, 0): v(2, 5)}),
+        3: rec(epoch=2, members=(2, 3), logged={(0, 0): v(2, 5)}),
+    }
+    alone = instance_of([summaries[1]], DURABLE)
+    every = instance_of(summaries.values(), DURABLE)
+    assert (alone.epoch, alone.members) == (every.epoch, every.members) == (2, (2, 3))
+    assert alone.bounds == ((0, 0, v(1, 5)),) and every.bounds == ()
+    replicas = {m: Replica.restarting(m, summaries[m], layout=DURABLE) for m in (1, 2, 3)}
+    _run(replicas, 0)
+    assert all(r.status == ACTIVE and r.epoch == 3 for r in replicas.values())
+    d = replicas[1].restart_decision
+    assert d is not None and d.cut((0, 0)) == v(2, 5)
+
+
 def test_a_decision_accepted_in_the_same_instance_is_adopted():
     d1 = RestartDecision(1, (1, 2), ((0, 0, v(1, 4)),), ((1, (2,)),))
     summaries = [
@@ -222,6 +249,65 @@ def test_a_member_restarting_after_the_group_resumed_joins_it_and_drops_its_log(
     assert truncations == [LogTruncate(0, 0, 0)]
     view = next(p for p in seen[3] if isinstance(p, LogMeta) and p.name == "view")
     assert decode_view_meta(view.data)[2] == ((0, 0),)  # marked stale before it is dropped
+
+
+def test_a_member_that_found_a_group_running_keeps_offering_its_logs_after_a_crash():
+    # Member 3 had found the group running once, logged its offer and marked its log stale,
+    # then crashed while joining: its summary shows the log stale (no restart may take it as a
+    # holder) but the offer logged for the same epoch still stands.
+    def offer_after_newer(recovered):
+        group = {m: Replica(m, (1, 2), layout=DURABLE) for m in (1, 2)}
+        late = Replica.restarting(3, recovered, (1, 2), layout=DURABLE)
+        offers, now = [], 0
+        while late.status == RESTARTING:  # until it hears NEWER (before it is admitted)
+            seen = _run({**group, 3: late}, now, rounds=1)
+            offers += [p for p in seen[3] if isinstance(p, LogMeta) and p.name == "offer"]
+            now += 5_000_000
+            assert now < 10**9
+        assert late.status == JOINING
+        return late, offers
+
+    again = rec(logged={(0, 0): v(1, 9)}, awaiting=((0, 0),))
+    late, offers = offer_after_newer(replace(again, offer_epoch=1, offerable=((0, 0),)))
+    assert late._offer == (1, {(0, 0): v(1, 9)})
+    assert [decode_offer_meta(p.data) for p in offers] == [(1, ((0, 0),))]
+    # an offer logged in another view than the last one is void
+    late, offers = offer_after_newer(replace(again, offer_epoch=0, offerable=((0, 0),)))
+    assert late._offer == (1, {})
+
+
+def _offer(epoch, logged):
+    words = [epoch, len(logged)]
+    for (sg, sh), version in sorted(logged.items()):
+        words.extend((sg, sh, version))
+    return struct.pack(f"<{len(words)}q", *words)
+
+
+def test_a_member_vouches_for_an_offer_only_when_the_log_is_the_shards_state():
+    # view 1 of [1, 2, 3, 4]: shard 0 is [1, 2], shard 1 is [3, 4]
+    r = Replica(1, (1, 2, 3, 4), layout=TWO_SHARDS)
+    # the joiner was in this view and in shard 1: its log is the shard's state at its start
+    assert r._offer_mask(4, _offer(1, {(0, 1): v(0, 0)})) == [1]
+    # but not for a shard it was not in, nor with a log of another view
+    assert r._offer_mask(4, _offer(1, {(0, 0): v(0, 0)})) == []
+    assert r._offer_mask(4, _offer(0, {(0, 1): v(0, 0)})) == []
+    # nor a log that holds something of this epoch (delivered in it: not the state at its start)
+    assert r._offer_mask(4, _offer(1, {(0, 1): v(1, 2)})) == []
+    assert r._offer_mask(4, b"") == []
+    with pytest.raises(PeerProtocolError):
+        r._offer_mask(4, _offer(1, {(0, 1): 0})[:-8])
+
+
+def test_after_a_restart_only_a_log_ending_at_the_cut_is_vouched_for():
+    logs = {1: v(1, 6), 2: v(1, 6), 3: v(1, 2)}
+    replicas = {
+        m: Replica.restarting(m, rec(logged={(0, 0): logs[m]}), layout=DURABLE) for m in (1, 2, 3)
+    }
+    _run(replicas, 0)
+    r = replicas[1]
+    assert r.epoch == 2 and r.restart_decision is not None
+    assert r._offer_mask(4, _offer(1, {(0, 0): v(1, 6)})) == [0]
+    assert r._offer_mask(4, _offer(1, {(0, 0): v(1, 5)})) == []
 
 
 # -- the driver side: real logs -----------------------------------------------------------------

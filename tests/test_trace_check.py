@@ -17,7 +17,9 @@ PROPOSALS = ("prop", "acked", "decided")
 FAULTS = frozenset({"crash", "restart", "partition", "delay"})
 RUNS = [(3, "kv", s) for s in (1, 2, 3)] + [(5, "bank", s) for s in (1, 2)] + [(3, "bytes", 4)]
 TOTAL = FAULTS | {"total"}
-TOTAL_RUNS = [(3, "bank", 1), (3, "bank", 2), (5, "kv", 2), (5, "kv", 3)]
+# (3, "bank", 2) had no total failure once restarted members find a running group from their
+# disks (the schedule changed); seed 3 has two
+TOTAL_RUNS = [(3, "bank", 1), (3, "bank", 3), (5, "kv", 2), (5, "kv", 3)]
 
 
 def trace(nodes: int, workload: str, seed: int, faults: frozenset[str] = FAULTS) -> list[dict]:

@@ -67,6 +67,7 @@ from smr.core.restart import (
     Restart,
     RestartDecision,
     at_cut_of,
+    encode_offer_meta,
     encode_view_meta,
 )
 from smr.core.table import Column, Layout, Table, counter
@@ -285,6 +286,15 @@ class Replica:
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self._awaiting_for_joiners: dict[int, tuple[int, ...]] = {}
+        self._providing_for_joiners: dict[int, tuple[int, ...]] = {}
+        # shard index -> the joiner this epoch's plan named as its provider, from its own log
+        self._joiner_providers: dict[int, int] = {}
+        # A member that restarted from its disk and found a group running: its logs stay as they
+        # are until it is admitted, so that it can offer the state they hold (`_offer_body`):
+        # (epoch of its last view, last version of each log it offers), and every shard log it
+        # restarted with (dropped on admission unless it provides from it).
+        self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
+        self._restart_logs: tuple[tuple[int, int], ...] = ()
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
@@ -334,7 +344,8 @@ class Replica:
         """A member restarting from its own log after a crash (see `smr.core.restart` for the
         protocol and for what the driver must do first: build `recovered`, replay the logs). It
         asks the members of its last view (and `contacts`); if a group is running it joins it
-        (with state transfer, its shard logs dropped), otherwise the restarted members agree on
+        (with state transfer; its shard logs are dropped on admission unless they provide the
+        state of a shard the group lost), otherwise the restarted members agree on
         a new view and it resumes in it."""
         r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
         r.status = RESTARTING
@@ -377,6 +388,7 @@ class Replica:
         self._awaiting_state = set()
         self._state_arrived = {}
         self._state_sent = {}
+        self._joiner_providers = {}  # set by install_next for the epoch it installs
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -410,7 +422,7 @@ class Replica:
         if self.status == JOINING:
             if now_ns >= self._next_join_ns:
                 i = (now_ns // self.config.join_retry_ns) % len(self._join_contacts)
-                frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, 0, 0)
+                frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, 0, 0) + self._offer_body()
                 self._sends.append(Send(self._join_contacts[i], frame))
                 self._next_join_ns = now_ns + self.config.join_retry_ns
             return
@@ -478,13 +490,19 @@ class Replica:
             if self.status != ACTIVE:
                 return
             row = self._row_of.get(source)
-            if row is not None and self.table.get(row, "heartbeat") == 0:
+            if (
+                row is not None
+                and self.table.get(row, "heartbeat") == 0
+                and not self.vc.suspects(self.table.my_row, row)
+            ):
                 # A member of this view that has not started: its acceptance was lost, or it is a
                 # later incarnation of it. Either way it is suspected once its silence times out,
-                # and its next request is relayed then; answering now could let a new
-                # incarnation take over the old one's row in the middle of the epoch.
+                # and its next request is relayed then (a view change without its old row may
+                # need the state its logs hold); answering now could let a new incarnation take
+                # over the old one's row in the middle of the epoch.
                 return
-            self.vc.relay_join(source)
+            offered = self._offer_mask(source, payload[FRAME.size :])
+            self.vc.relay_join(source, offered)
             self._evaluate()
             return
         if kind == FRAME_JOIN_OK:
@@ -496,10 +514,16 @@ class Replica:
                 if not 0 < n <= self.config.views.members_max:
                     raise PeerProtocolError(f"a malformed join acceptance from {source}")
                 members = _decode_members(body[: 8 * (n + 1)])
-                awaiting = _decode_members(body[8 * (n + 1) :])[1:]
+                rest = body[8 * (n + 1) :]
+                k = struct.unpack_from("<q", rest)[0] if len(rest) >= 8 else -1
+                if not 0 < k <= len(rest) // 8 - 1:
+                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
+                awaiting = _decode_members(rest[: 8 * (k + 1)])[1:]
+                tail = rest[8 * (k + 1) :]
+                provides = _decode_members(tail)[1:] if tail else ()
                 if self.me not in members:
                     raise PeerProtocolError(f"a join acceptance from {source} that omits me")
-                self._join(View(epoch, members), awaiting)
+                self._join(View(epoch, members), awaiting, provides)
             return
         if self.status == JOINING or epoch > self.epoch:
             if len(self._future_data) < 4 * self.config.multicast.window_max:
@@ -783,7 +807,20 @@ class Replica:
                 )
                 for j in decided.joiners
             }
+            self._providing_for_joiners = {
+                j: tuple(
+                    sh.index
+                    for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
+                    if provider == j
+                )
+                for j in decided.joiners
+            }
             self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
+        self._joiner_providers = {
+            sh.index: provider
+            for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
+            if provider in joiners
+        }
         self._plan_state(decided)
         self._stale_logs |= {
             (st.subgroup, st.shard_index)
@@ -855,23 +892,84 @@ class Replica:
         )
 
     def _restart_to_joiner(self, members: Sequence[int]) -> None:
-        """A group resumed without this member: drop its shard logs (they may hold entries beyond
-        the group's cut, which must never come back) and join it with state transfer. The view
-        meta marks every log stale first, so a crash half way through cannot make a dropped log
-        look like a holder of state."""
+        """A group resumed without this member: join it with state transfer. Its shard logs stay
+        as they are until it is admitted: a log that holds a shard's state the group lost (its
+        only holder failed while a newcomer waited for it) is offered in the join request
+        (`_offer_body`) and provided from; every other log is dropped on admission (`_join`),
+        since it may hold entries beyond the group's cut, which must never come back.
+
+        Every log is marked stale now, as before, so that no later restart takes one as a holder
+        (one may be beyond a cut this member never heard of); what it offers is logged first
+        (`LogMeta("offer")`), so a crash while joining does not lose the offer."""
         rs = self._restart
         assert rs is not None
         rec = rs.recovered
+        offered = {k for k in rec.logged if k not in rec.awaiting}
+        if rec.offer_epoch == rec.epoch:
+            offered |= set(rec.offerable) & set(rec.logged)  # offered before a crash
+        self._offer = (rec.epoch, {k: rec.logged[k] for k in sorted(offered)})
+        self._restart_logs = tuple(sorted(rec.logged))
         keys = set(rec.logged) | set(rec.awaiting)
+        self._stale_logs |= keys
+        self._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
         self._persist.append(
             LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
         )
-        for sg, sh in sorted(rec.logged):
-            self._persist.append(LogTruncate(sg, sh, 0))
         self._restart = None
         self.status = JOINING
         self._join_contacts = tuple(m for m in members if m != self.me) or rs.contacts
         self._next_join_ns = self.now_ns
+
+    def _offer_body(self) -> bytes:
+        """The join request's offer: the epoch of this member's last installed view and, per
+        durable shard log it offers (it held the shard's state then), the last logged version.
+        Empty for a joiner without logs."""
+        if self._offer is None:
+            return b""
+        epoch, held = self._offer
+        words = [epoch, len(held)]
+        for (sg, sh), v in sorted(held.items()):
+            words.extend((sg, sh, v))
+        return struct.pack(f"<{len(words)}q", *words)
+
+    def _offer_mask(self, joiner: int, body: bytes) -> list[int]:
+        """The shards of this view whose state, as of the start of this epoch, the joiner's log
+        holds exactly, by what its offer says and what this member knows of the epoch:
+
+        * the epoch was installed by a restart, and the joiner's log ends exactly at the cut
+          (logs are prefixes of one agreed history, and the versions a restart cut away are
+          never used again, so a log that ends at an agreed version holds exactly that prefix);
+        * the joiner's last view is this one and it held the shard in it (a survivor persisted
+          the previous epoch's trim before installing, a newcomer logged its snapshot; a log
+          marked stale is not offered);
+        * this epoch's plan already named the joiner as the shard's provider from its log (it
+          was admitted, and failed or lost its acceptance before it sent the state).
+
+        and the log holds nothing of this epoch. The view-change leader uses an offer only for a
+        shard none of whose survivors holds its state (`ViewChange._propose`)."""
+        if not body:
+            return []
+        if len(body) % 8 or len(body) > 8 * (2 + 3 * len(self.shards)):
+            raise PeerProtocolError(f"a malformed join offer from {joiner}")
+        words = struct.unpack(f"<{len(body) // 8}q", body)
+        epoch, n = words[0], words[1]
+        if n < 0 or len(words) != 2 + 3 * n:
+            raise PeerProtocolError(f"a malformed join offer from {joiner}")
+        logged = {(words[2 + 3 * i], words[3 + 3 * i]): words[4 + 3 * i] for i in range(n)}
+        d = self.restart_decision
+        restarted = d is not None and d.epoch == self.epoch
+        out = []
+        for sh in self.shards:
+            key = (sh.subgroup, sh.shard)
+            if sh.mode != "durable" or key not in logged or logged[key] >> 32 >= self.epoch:
+                continue
+            if (
+                (restarted and d is not None and logged[key] == d.cut(key))
+                or (epoch == self.epoch and joiner in sh.members)
+                or self._joiner_providers.get(sh.index) == joiner
+            ):
+                out.append(sh.index)
+        return out
 
     def _install_restart(self, d: RestartDecision) -> None:
         """Resume in the decided view: sequence numbers from zero, logs cut at the agreed
@@ -910,10 +1008,12 @@ class Replica:
     def _join_ok(self, joiner: int) -> bytes:
         """The view a joiner enters, and the shards whose state it must wait for."""
         awaiting = self._awaiting_for_joiners.get(joiner, ())
+        provides = self._providing_for_joiners.get(joiner, ())
         return (
             FRAME.pack(FRAME_JOIN_OK, 0, 0, self.epoch)
             + _encode_members(self.view.members)
             + _encode_members((-1, *awaiting))
+            + _encode_members((-2, *provides))
         )
 
     def _installed(self, joined: tuple[int, ...], departed: tuple[int, ...]) -> ViewInstalled:
@@ -993,15 +1093,44 @@ class Replica:
                 continue
             self._await_state(st, self.me in needy)
 
-    def _join(self, view: View, awaiting: Sequence[int]) -> None:
+    def _join(self, view: View, awaiting: Sequence[int], provides: Sequence[int] = ()) -> None:
+        """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide
+        from this member's own logs the state of the shards in `provides` (its offer)."""
+        offer, self._offer = self._offer, None
         self.status = ACTIVE
         self._build(view)
         self._barrier = True
+        held_logs = {} if offer is None else offer[1]
+        held: list[Shard] = []
+        for g in provides:
+            if not 0 <= g < len(self.shards):
+                raise PeerProtocolError(f"a join acceptance naming shard {g} of {len(self.shards)}")
+            sh = self.shards[g]
+            # An offer relayed for an earlier incarnation whose logs are gone (a damaged disk):
+            # never claim a state this member does not have; the shard then waits.
+            if (sh.subgroup, sh.shard) in held_logs:
+                held.append(sh)
+        held_idx = {sh.index for sh in held}
         for st in self.streams.values():
-            self._await_state(st, st.g in awaiting)
+            self._await_state(st, st.g in awaiting or (st.g in provides and st.g not in held_idx))
             if st.awaiting_state and st.mode == "durable":
                 self._stale_logs.add((st.subgroup, st.shard_index))
+        for sh in held:
+            key = (sh.subgroup, sh.shard)
+            self._events.extend(
+                StateTransfer(m, sh.subgroup, sh.shard, held_logs[key])
+                for m in sh.members
+                if m != self.me
+            )
+        # Every other log this member restarted with is dropped: it may hold entries beyond the
+        # group's cut (marked stale since it found the group). A log it provides from holds the
+        # shard's state: no longer stale. (The offer logged then is void once the view is this.)
+        kept = {(sh.subgroup, sh.shard) for sh in held}
+        dropped = [k for k in self._restart_logs if k not in kept]
+        self._restart_logs = ()
+        self._stale_logs -= kept
         self._persist.append(self._view_meta())
+        self._persist.extend(LogTruncate(sg, sh, 0) for sg, sh in dropped)
         self._events.append(self._installed((self.me,), ()))
 
     def _await_state(self, st: ShardStream, needed: bool) -> None:

@@ -19,8 +19,10 @@ have existed; ballots are `round << 16 | member id`):
 
 1. Every restarting member asks the members it knows (its last view, the members of its last
    logged proposal, the driver's contacts). A member that is active in a view answers `NEWER`
-   with that view: the restarting member drops its shard logs (what it has beyond the group's
-   agreed history must never come back) and joins with state transfer (`Replica.joiner`).
+   with that view: the restarting member joins it with state transfer, offering the state its
+   shard logs hold in its join request; on admission it provides the state of any shard the
+   group had lost and could take from its log, and drops every other log (what it has beyond
+   the group's agreed history must never come back). See `Replica._offer_mask`.
 2. The leader is the lowest id that has been heard from lately; it sends `PREPARE(b)`. Each
    acceptor logs its promise durably, then answers `PROMISE` with its whole summary (including
    any decision it accepted in this instance).
@@ -71,7 +73,8 @@ normal change may have committed, some promiser reports its proposal and the ins
 `e + 1`. Two restart decisions of the same instance are the same value (Paxos: the leader of a
 higher ballot adopts the highest accepted value among a majority). A member that restarts after
 the group resumed hears `NEWER` from a member of the new view (any majority of the old view
-includes one) and joins instead.
+includes one) and joins instead (its logs are dropped on admission, or provide the state of a shard
+the group lost: `Replica._offer_mask` says when a log is exactly that state).
 """
 
 from __future__ import annotations
@@ -169,6 +172,11 @@ class Recovered:
     proposal: Proposal | None = None  # the last proposal logged in `epoch`
     logged: Mapping[Key, int] = field(default_factory=dict)
     acceptor: Acceptor = Acceptor()
+    # The logs it offered when it last found a group running (`LogMeta("offer")`, see
+    # `encode_offer_meta`): marked stale for a restart, still offered when it joins. Not part of
+    # the summary a promise carries.
+    offer_epoch: int = 0
+    offerable: tuple[Key, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.epoch >= 1 and self.members, "a restart needs the last view it was in"
@@ -423,6 +431,25 @@ def encode_view_meta(epoch: int, members: Sequence[int], awaiting: Iterable[Key]
     return _pack(words)
 
 
+def encode_offer_meta(epoch: int, keys: Iterable[Key]) -> bytes:
+    """The `LogMeta("offer")` blob: the epoch of the view this member was last in and the shard
+    logs that held their state then. A member that finds a group running marks every log stale
+    (no restart may take one as a holder: it may hold entries beyond a cut it never heard of)
+    but keeps offering these until it is admitted, even across a crash; valid only while the
+    logged view is still that epoch."""
+    keys = sorted(set(keys))
+    words = [epoch, len(keys)]
+    for sg, sh in keys:
+        words.extend((sg, sh))
+    return _pack(words)
+
+
+def decode_offer_meta(data: bytes) -> tuple[int, tuple[Key, ...]]:
+    r = _Words(data)
+    epoch = r.one()
+    return epoch, tuple((r.one(), r.one()) for _ in range(r.one()))
+
+
 def decode_view_meta(data: bytes) -> tuple[int, tuple[int, ...], tuple[Key, ...]]:
     """(epoch, members, awaiting) from a `LogMeta("view")` blob."""
     r = _Words(data)
@@ -486,7 +513,9 @@ class Restart:
 
     def _set_acceptor(self, a: Acceptor) -> None:
         r = self.recovered
-        self.summaries[self.me] = Recovered(r.epoch, r.members, r.awaiting, r.proposal, r.logged, a)
+        self.summaries[self.me] = Recovered(
+            r.epoch, r.members, r.awaiting, r.proposal, r.logged, a, r.offer_epoch, r.offerable
+        )
         self.out.append(LogMeta("restart-acceptor", a.encode(), sync=True))
 
     # -- time -----------------------------------------------------------------------------------
@@ -580,7 +609,8 @@ class Restart:
         sender, summary = Recovered.decode(body)
         if sender != source:
             raise PeerProtocolError(f"a restart summary of {sender} sent by {source}")
-        self.summaries[source] = summary
+        if source != self.me:  # my own is kept whole (its offer is not in the encoding)
+            self.summaries[source] = summary
         a = summary.acceptor
         self.round_seen = max(self.round_seen, ballot_round(a.promised))
         if ballot != self.ballot or self.instance is None or self.proposing is not None:
@@ -588,8 +618,13 @@ class Restart:
         if a.instance == self.instance.epoch and a.promised == ballot:
             self.promised_by.add(source)
         now = instance_of(self.summaries.values(), self.layout)
-        if now.epoch != self.instance.epoch or now.members != self.instance.members:
-            self._prepare()  # a later view may exist: ask again about it
+        if now != self.instance:
+            # A later view may exist: ask again about it. The whole instance counts, not just its
+            # epoch and members: a summary showing that a view proposed in the last epoch known
+            # so far was installed keeps the same epoch and members but moves the installed
+            # view, whose shards must be found, and lifts the trim bound on the cuts (a leader
+            # that kept the old bound cut below what the installed view had persisted).
+            self._prepare()
             return
         self._try_propose()
 

@@ -168,6 +168,11 @@ def trim_count(trim: Sequence[int]) -> int:
     return m * len(trim) + list(trim).index(m)
 
 
+def offer_words(shards: Sequence[Shard]) -> int:
+    """Words of one joiner's offer mask: one bit per shard of the view."""
+    return max(1, (len(shards) + 63) // 64)
+
+
 def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column, ...]:
     prop_bytes = 8 * Proposal.words_max(config, shards)
     return (
@@ -179,6 +184,11 @@ def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column
         flag("leaving", "this member asked to leave cleanly"),
         counter("joins_num", "join requests this member relays (ids in `joins`)"),
         byte_slots("joins", 8 * config.joins_max, "ids of processes asking to join"),
+        byte_slots(
+            "join_offers",
+            8 * config.joins_max * offer_words(shards),
+            "per relayed joiner, a bitmask of the shards whose state its own log holds",
+        ),
         byte_slots("prop", prop_bytes, "the proposal this member made as leader"),
         byte_slots("acked", prop_bytes, "the proposal this member acknowledged"),
         byte_slots("decided", prop_bytes, "the proposal this member knows to be committed"),
@@ -221,12 +231,17 @@ def plan_next(
     survivors: Sequence[int],
     members: Sequence[int],
     has_state: Callable[[int, Shard], bool],
+    offered: Callable[[int, Shard], bool] | None = None,
 ) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """Allocate the next view and plan its state transfers: for each of its shards, the member
     that provides the state (the first survivor that holds it) and the members that need it.
 
+    When no survivor holds a shard's state, a joiner among `members` whose own log holds it
+    (`offered`: the caller has checked that its log is exactly the state the shard ends this
+    epoch with) provides it instead; its plan names it even if nobody else needs the state.
+
     Raises `LayoutError` if the next view cannot provision the layout, or if a shard would lose
-    its state (no survivor holds it)."""
+    its state (no survivor holds it and no joiner offers it)."""
     new = allocate(members, specs)
     old = {(s.subgroup, s.shard): s for s in old_shards}
     alive = set(survivors)
@@ -239,13 +254,19 @@ def plan_next(
         holders = [
             m for m in members if m in alive and m in before.members and has_state(m, before)
         ]
+        joiner = False
+        if not holders and offered is not None:
+            holders = [m for m in members if m not in alive and offered(m, before)][:1]
+            joiner = bool(holders)
         if not holders:
             raise LayoutError(
                 f"subgroup {s.subgroup_name} shard {s.shard} would lose its state: no survivor of "
                 f"{list(before.members)} holds it"
             )
         needy = tuple(m for m in s.members if m not in holders)
-        plans.append((holders[0] if needy else 0, needy))
+        # a joiner that holds the state is named even when nobody needs it: it must learn that
+        # it holds the shard from its own log (its acceptance says which shards it provides)
+        plans.append((holders[0] if needy or joiner else 0, needy))
     return tuple(plans)
 
 
@@ -267,6 +288,7 @@ class ViewChange:
         self.last_tick_ns: int | None = None
         self.decided: Proposal | None = None
         self.trimmed = False
+        self.from_joiner: set[int] = set()  # see _state_from_joiner; set with the trim
         self.blocked_on: tuple | None = None
         self.halted = False
         self.join_requests: list[int] = []
@@ -333,6 +355,22 @@ class ViewChange:
                     out.append(j)
         return out
 
+    def offers_relayed(self) -> dict[int, int]:
+        """Per relayed joiner, the shards of this view (a bitmask of indices) whose state its
+        own log holds, as vouched for by the unsuspected members that relay it (see
+        `Replica._offer_mask`)."""
+        out: dict[int, int] = {}
+        words = offer_words(self.replica.shards)
+        for r in self.unsuspected_rows():
+            k = min(self.table.get(r, "joins_num"), self.config.joins_max)
+            for i in range(k):
+                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
+                data = self.table.bget(r, "join_offers", 8 * words * i, 8 * words * (i + 1))
+                mask = int.from_bytes(data, "little")
+                if mask:
+                    out[j] = out.get(j, 0) | mask
+        return out
+
     def change_needed(self) -> bool:
         t = self.table
         if any(self.suspects(self.me_row, j) for j in range(self.n)):
@@ -374,7 +412,9 @@ class ViewChange:
         self.table.vset("suspected", row, 1)
         self.replica.push_all(("suspected",))
 
-    def relay_join(self, joiner: int) -> None:
+    def relay_join(self, joiner: int, offered: Sequence[int] = ()) -> None:
+        """Relay a join request; `offered` are the indices of this view's shards whose state the
+        joiner's own log holds (checked by the caller)."""
         if joiner in self.join_requests:
             return
         members = self.table.members
@@ -386,9 +426,15 @@ class ViewChange:
         i = len(self.join_requests)
         self.quiet = False
         self.join_requests.append(joiner)
+        words = offer_words(self.replica.shards)
+        mask = 0
+        for g in offered:
+            assert 0 <= g < len(self.replica.shards), g
+            mask |= 1 << g
+        self.table.bset("join_offers", 8 * words * i, mask.to_bytes(8 * words, "little"))
         self.table.bset("joins", 8 * i, WORD.pack(joiner))
         self.table.set("joins_num", i + 1)
-        self._push_in_order("joins", "joins_num")
+        self._push_in_order("join_offers", "joins", "joins_num")
 
     def leave(self) -> None:
         if not self.mine("leaving"):
@@ -535,6 +581,7 @@ class ViewChange:
             tuple(self.unsuspected_rows()),
             tuple(r for r in self.suspected_rows() if self._heard_lately(r)),
             tuple(self.joiners_relayed()),
+            tuple(sorted(self.offers_relayed().items())),
             tuple(self.table.get(r, "leaving") for r in range(self.n)),
             tuple(
                 self.table.get(r, f"s{s.index}_ready")
@@ -562,6 +609,10 @@ class ViewChange:
             room = self.config.members_max - len(survivors)
             joiners = joiners[: max(0, room)]
             trims = []
+            # Shards with a live member still waiting for their state: its `persisted` stayed 0,
+            # so nothing of the shard was acknowledged in this epoch, and no member that goes on
+            # delivers the trim (the others are suspected; a waiting member delivers nothing).
+            waiting = set()
             for shard in self.replica.shards:
                 shard_rows = [members.index(m) for m in shard.members]
                 alive = [r for r in shard_rows if r in rows] or shard_rows
@@ -572,6 +623,18 @@ class ViewChange:
                         for k in range(len(shard.senders))
                     )
                 )
+                ready = t.layout[f"s{shard.index}_ready"].word
+                if any(r in rows and not t.words[r * t.row_words + ready] for r in shard_rows):
+                    waiting.add(shard.index)
+            offers = self.offers_relayed()
+
+            def offered(m: int, shard: Shard) -> bool:
+                # The joiner's log holds exactly the shard's state as of the start of this epoch
+                # and nothing of it (`Replica._offer_mask`). For a shard with a member waiting
+                # throughout, that is the state it ends the epoch with: what was delivered in it
+                # was never acknowledged, and its senders submit it again.
+                return shard.index in waiting and bool(offers.get(m, 0) >> shard.index & 1)
+
             # Suspected members that are alive after all (a healed partition) can come back as
             # joiners, with state transfer, when the view cannot go on without them (all the
             # designated senders of a shard were on the other side, say).
@@ -589,6 +652,7 @@ class ViewChange:
                         survivors,
                         survivors + candidate,
                         self._has_state,
+                        offered,
                     )
                 except LayoutError as e:
                     error = error or str(e)
@@ -694,6 +758,7 @@ class ViewChange:
     def _trim(self, r_: Any = None) -> list[Any]:
         assert self.decided is not None
         self.trimmed = True
+        self.from_joiner = self._state_from_joiner()
         if self.replica.me not in self.decided.members:
             # Excluded: my counters were not part of the trim, so I may not have what it covers.
             self.replica.install_next(self.decided)  # halts, saying why
@@ -704,8 +769,29 @@ class ViewChange:
             return []
         actions: list[Any] = []
         for g, st in self.replica.streams.items():
+            if g in self.from_joiner:
+                # The next view takes this shard's state from a joiner's log: the state at the
+                # start of this epoch. A member whose state arrived only after it wedged (it was
+                # not a holder when the leader planned) must not apply the trim on top, or it
+                # would answer for messages the next view's state lacks; they are submitted again.
+                continue
             actions.extend(st.deliver_upto(trim_count(self.decided.trims[g])))
         return actions
+
+    def _state_from_joiner(self) -> set[int]:
+        """Indices of this epoch's shards whose state the decided next view takes from a joiner
+        (`plan_next` names a joiner as provider only for an offer)."""
+        d = self.decided
+        assert d is not None
+        if not d.joiners or not d.plans:
+            return set()
+        new = allocate(d.members, self.replica.layout_specs)
+        keys = {
+            (sh.subgroup, sh.shard)
+            for sh, (provider, _) in zip(new, d.plans, strict=True)
+            if provider in d.joiners
+        }
+        return {sh.index for sh in self.replica.shards if (sh.subgroup, sh.shard) in keys}
 
     def _can_install(self, _: Any = None) -> bool:
         if not self.trimmed:
@@ -714,8 +800,8 @@ class ViewChange:
         t = self.table
         members = t.members
         for g, st in self.replica.streams.items():
-            if st.mode != "durable":
-                continue
+            if st.mode != "durable" or g in self.from_joiner:
+                continue  # (nobody delivers the trim of a shard whose state comes from a joiner)
             need = trim_count(self.decided.trims[g])
             w = st.w_persisted
             ready = t.layout[f"s{g}_ready"].word

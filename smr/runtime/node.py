@@ -101,6 +101,7 @@ class Node:
         self._stopping = False
         self.exit_reason = ""
         self.hosted: dict[tuple[int, int], Hosted] = {}
+        self._left: dict[tuple[int, int], Hosted] = {}  # see _on_view
         self.logs: dict[tuple[int, int], Log] = {}
         self.writers: dict[tuple[int, int], GroupCommitWriter] = {}
         self.meta: Log | None = None
@@ -213,8 +214,10 @@ class Node:
         return Replica.joiner(self.me, contacts, layout=cfg.layout, config=cfg.core_config())
 
     def _rejoin(self) -> None:
-        """After a halt: this incarnation is over (its state may be stale); a new one asks to
-        join and gets its shards' state by transfer, like a restarted process."""
+        """After a halt: this incarnation is over (its state may be stale); a new one starts
+        from this member's own logs, like a restarted process: the core finds the group running
+        and joins it (its logs are dropped on admission, unless they hold the state of a shard
+        the group lost, which it then provides), or restarts with the others."""
         self._close_logs()
         self.hosted.clear()
         self.logs.clear()
@@ -235,9 +238,8 @@ class Node:
             )
         self._pending.clear()
         self._own_results.clear()
-        self._move_aside()
-        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
-        self.replica = self._joiner()
+        self.meta = None
+        self.replica = self._make_replica()
         self.rejoins += 1
 
     def _close_logs(self) -> None:
@@ -426,7 +428,8 @@ class Node:
             elif isinstance(event, SubmitFailed):
                 self._answer(event.ticket, protocol.Response(0, False, error=event.reason))
             elif isinstance(event, StateTransfer):
-                h = self.hosted.get((event.subgroup, event.shard))
+                key = (event.subgroup, event.shard)
+                h = self.hosted.get(key, self._left.get(key))  # (a shard it provides on leaving)
                 data = h.snapshot() if h is not None else b""
                 replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
                 self.log(
@@ -481,9 +484,9 @@ class Node:
             shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
         )
         mine = [(sg, sh) for sg, sh, _, _ in event.shards]
-        for key in list(self.hosted):
-            if key not in mine:
-                del self.hosted[key]  # the shard moved on without this member
+        # The shards that moved on without this member; kept until the next view, since it may
+        # provide their state (`StateTransfer` is handled after this, with the deliveries).
+        self._left = {key: self.hosted.pop(key) for key in list(self.hosted) if key not in mine}
         if self.me in event.joined:
             # state arrives (RestoreState) before any delivery; only the logs are opened now
             self._open_logs_only(mine)

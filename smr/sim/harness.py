@@ -521,6 +521,10 @@ class Simulation:
             if isinstance(event, (SubmitFailed, Completed)):
                 node.open_tickets.pop(event.ticket, None)
             elif isinstance(event, StateTransfer):
+                if node.id in self._joined_in(ready):
+                    # a joiner provides a shard's state from its own log (the group had lost it)
+                    self.stats["state_from_joiner"] = self.stats.get("state_from_joiner", 0) + 1
+                    self.note(f"joiner {node.id} provides shard {event.subgroup, event.shard}")
                 key = (event.subgroup, event.shard)
                 machine = node.machines.get(key)
                 data = machine.snapshot() if machine is not None else b""
@@ -543,6 +547,13 @@ class Simulation:
                         node.digests[(key, event.version)] = machine.digest()
             elif isinstance(event, ViewInstalled):
                 self._on_view(node, event)
+
+    @staticmethod
+    def _joined_in(ready: Ready) -> tuple[int, ...]:
+        for event in ready.events:
+            if isinstance(event, ViewInstalled):
+                return event.joined
+        return ()
 
     def _dir(self, node: SimNode) -> str:
         return f"/member-{node.id}/incarnation-{node.dir_incarnation}"
@@ -655,16 +666,25 @@ class Simulation:
         return spare
 
     def _keeps_every_shard(self, lost: set[int], healthy: list[int]) -> bool:
-        """Losing `lost` leaves every shard of the current view a healthy member holding its
-        state (the state of a shard whose members all fail lives only on their disks, and
-        restarting from disks after a total failure is not built yet)."""
+        """Losing `lost` leaves every shard of the current view a healthy member that keeps its
+        state. The state of an ordered or raw shard lives only in memory, so that member must
+        hold it already (not wait for it from a provider). A durable shard's state is also on
+        its holders' disks: a holder that fails comes back from its disk and provides it (a
+        member still waiting keeps the shard going meanwhile), but only if members restart."""
         for node in self.nodes.values():
             if not node.active:
                 continue
             for shard in node.replica.shards:
-                if not any(m in healthy and m not in lost for m in shard.members):
+                keep = [m for m in shard.members if m in healthy and m not in lost]
+                if shard.mode != "durable" or not self._restarts():
+                    keep = [m for m in keep if self._holds(m, shard.index)]
+                if not keep:
                     return False
         return True
+
+    def _holds(self, member: int, g: int) -> bool:
+        st = self.nodes[member].replica.streams.get(g)
+        return st is not None and not st.awaiting_state
 
     def _settled(self) -> bool:
         live = [n for n in self.nodes.values() if n.active]
@@ -819,11 +839,12 @@ class Simulation:
         )
 
     def _restart(self, node: SimNode) -> None:
-        """A stopped process starts again. While a group is running: a new incarnation with a
-        fresh directory that joins with state transfer. When none is (a total failure, or every
-        other member down or restarting): from its own disk, with `Replica.restarting`."""
-        running = any(n.active for n in self.nodes.values() if n is not node)
-        if not running and node.replica.status != HALTED and self._has_view(node):
+        """A stopped process (crashed, or halted) starts again, as the node runtime does: from
+        its own disk with `Replica.restarting` when the disk says which view it was in; the core
+        then finds the group running (and joins it, offering the state its logs hold) or agrees
+        with the other restarted members on a view to resume in. Without a view on its disk: a
+        new incarnation with a fresh directory that joins with state transfer."""
+        if self._has_view(node):
             self._restart_from_disk(node)
             return
         self._trace("restart", node.id)

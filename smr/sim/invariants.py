@@ -43,6 +43,12 @@ Restart after total failure:
   (`state.digest`, which also runs for restarting members), and later deliveries continue the
   same sequence (`multicast.agreement`).
 
+State transfer:
+* `transfer.durability`: a member restores a durable shard's state (from a provider, a restart's
+  provider, or a joiner providing it from its own log) at a version at or above every version
+  delivered below the shard's global persistence frontier in an earlier view (for workloads with
+  a state machine: without one the driver sends no state and no version).
+
 Liveness, checked at the end of the fault-free phase:
 * `live.view`: every live member is in the same view, and that view is exactly the live members.
 * `live.answered`: every submission a live member made is answered, and members of a shard end
@@ -55,7 +61,7 @@ from collections import defaultdict
 
 from smr.core.multicast import SEQ_MAX, Completed
 from smr.core.ready import Ready
-from smr.core.replica import ACTIVE, FrontierReached
+from smr.core.replica import ACTIVE, FrontierReached, RestoreState
 from smr.core.views import ViewInstalled
 from smr.sim.harness import NONCE_BYTES, Checker, SimNode, Simulation, Violation
 
@@ -499,6 +505,9 @@ class RestartDurability(Checker):
             st = node.replica.stream(d.subgroup, d.shard)
             if st is not None and st.mode == "durable":
                 self.delivered[(d.version >> 32, (d.subgroup, d.shard))].add(d.version)
+        for event in ready.events:
+            if isinstance(event, RestoreState):
+                self._check_restored(sim, node, event)
         decision = node.replica.restart_decision
         if decision is None or decision.epoch in self.checked:
             return
@@ -506,16 +515,35 @@ class RestartDurability(Checker):
             self.checked.add(decision.epoch)
             self._check(decision)
 
+    def _durable_before(self, key: tuple[int, int], epoch: int) -> int:
+        """The highest version of `key` delivered below a global persistence frontier in an
+        epoch before `epoch` (0 if none)."""
+        durable = 0
+        for (e, k), versions in self.delivered.items():
+            if k != key or e >= epoch:
+                continue
+            count = self.frontier.get((e, k), 0)
+            for v in versions:
+                if v & SEQ_MAX < count and v > durable:
+                    durable = v
+        return durable
+
+    def _check_restored(self, sim: Simulation, node: SimNode, event: RestoreState) -> None:
+        key = (event.subgroup, event.shard)
+        if key not in self.durable or sim.workload.machine(event.subgroup) is None:
+            return  # without a state machine the driver has no state, nor a version, to send
+        durable = self._durable_before(key, node.replica.epoch)
+        if event.version < durable:
+            raise Violation(
+                "transfer.durability",
+                f"member {node.id} restored shard {key} at {event.version:#x} in view "
+                f"{node.replica.epoch}, below version {durable:#x}, which was at or below the "
+                "global persistence frontier",
+            )
+
     def _check(self, decision) -> None:
         for key in sorted(self.durable):
-            durable = 0
-            for (epoch, k), versions in self.delivered.items():
-                if k != key or epoch >= decision.epoch:
-                    continue
-                count = self.frontier.get((epoch, k), 0)
-                for v in versions:
-                    if v & SEQ_MAX < count and v > durable:
-                        durable = v
+            durable = self._durable_before(key, decision.epoch)
             cut = decision.cut(key)
             if cut < durable:
                 raise Violation(
