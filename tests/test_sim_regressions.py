@@ -70,3 +70,15 @@ def _passes(nodes: int, seed: int, workload: str, faults: str) -> None:
 @pytest.mark.parametrize("nodes,seed,workload,faults", CASES)
 def test_regression_seed(nodes, seed, workload, faults):
     _passes(nodes, seed, workload, faults)
+
+
+# Open: the suspicion cascade after a short partition (docs/protocol.md, "Known weaknesses"):
+# both sides' last suspicions are merged as the partition heals and every member ends up seeing
+# half of the view and halts. Strict: once a fix lands this passes and the mark must go.
+CASCADE = [(4, 290, "frontier", "delay,partition")]
+
+
+@pytest.mark.xfail(strict=True, reason="suspicion cascade after a short partition (open)")
+@pytest.mark.parametrize("nodes,seed,workload,faults", CASCADE)
+def test_open_suspicion_cascade(nodes, seed, workload, faults):
+    _passes(nodes, seed, workload, faults)
