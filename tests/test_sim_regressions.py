@@ -85,10 +85,14 @@ def test_open_suspicion_cascade(nodes, seed, workload, faults):
 
 
 # Open: found by the 2000-seed kv campaign of 2026-12-01 (on the code with restarted holders'
-# offers). A durable shard is moved to a joiner in a view and its only holder crashes right
-# after installing it, before its state reached the joiner; the group never installs another
-# view (frontier.live). Safe, but stalled: see docs/protocol.md, "A shard whose state has no
-# holder left blocks the group". Strict: a fix turns these into ordinary regression cases.
+# offers). A durable shard moves to a joiner in a view and its only holder crashes right after
+# installing it, before the joiner has the state; the group never installs another view
+# (frontier.live), safely. Seed 454: the holder's disk then fails its checksum (a flipped byte),
+# so it joins afresh and the state is gone (the documented "holder's disk is gone" case). Seed
+# 308: the holder (member 4) restarts from an intact disk, was the planned provider of view 4,
+# and still no view follows; the offer path should cover it and does not (not diagnosed).
+# docs/protocol.md, "A shard whose state has no holder left blocks the group". Strict: a fix
+# turns these into ordinary regression cases.
 HOLDER_LOST_AFTER_INSTALL = [
     (5, 308, "kv", "crash,delay,join,partition,restart"),
     (5, 454, "kv", "crash,delay,join,partition,restart"),
