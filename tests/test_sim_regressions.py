@@ -103,3 +103,30 @@ HOLDER_LOST_AFTER_INSTALL = [
 @pytest.mark.parametrize("nodes,seed,workload,faults", HOLDER_LOST_AFTER_INSTALL)
 def test_open_holder_lost_after_install(nodes, seed, workload, faults):
     _passes(nodes, seed, workload, faults)
+
+
+# Open: the other liveness failures of the 2000-seed campaigns of 2026-12-01 (`smr sim --nodes 5
+# --seeds 1-2000 --faults crash,restart,partition,join,delay`, kv and bank), not diagnosed yet.
+# None is a safety violation. Seen: a group whose every member halted (kv 1023, a cascade like
+# the one above), views blocked with joiners waiting for a shard's state (kv 659, 777, 874, 1997;
+# 874 had a disk refused), and a view that stops changing after a short partition with a command
+# never answered (bank 820, 1179) or no frontier rise (bank 1632). The kv seeds fail on the
+# views branch alone (before the throughput changes); bank 820 passed there (its schedule
+# differs). Strict: a fix turns each into an ordinary regression case.
+CAMPAIGN = [
+    (5, 659, "kv", "crash,delay,join,partition,restart"),
+    (5, 777, "kv", "crash,delay,join,partition,restart"),
+    (5, 874, "kv", "crash,delay,join,partition,restart"),
+    (5, 1023, "kv", "crash,delay,join,partition,restart"),
+    (5, 1997, "kv", "crash,delay,join,partition,restart"),
+    (5, 820, "bank", "crash,delay,join,partition,restart"),
+    (5, 1179, "bank", "crash,delay,join,partition,restart"),
+    (5, 1632, "bank", "crash,delay,join,partition,restart"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="a liveness failure of the 2000-seed campaigns (open)")
+@pytest.mark.parametrize("nodes,seed,workload,faults", CAMPAIGN)
+def test_open_campaign_seed(nodes, seed, workload, faults):
+    _passes(nodes, seed, workload, faults)
+
