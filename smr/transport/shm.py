@@ -80,6 +80,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from smr.transport.base import (
     Address,
@@ -161,6 +162,23 @@ def fence() -> None:
 BUSY = object()  # a row read gave up: its writer is in the middle of a write
 
 
+def read_row(slot: RowSlot, ranges: Any, spins_max: int) -> Any:
+    """One read of a peer's row for a handler: its changed ranges apart when the handler takes
+    them (`ranges`: its `on_write_ranges`), else their union."""
+    if ranges is not None:
+        return slot.read_ranges(slot.seen, spins_max)
+    return slot.read(slot.seen, spins_max)
+
+
+def report_row(handler: Any, ranges: Any, source: int, epoch: int, r: Any) -> int:
+    """Hand a `read_row` result to the handler; returns the row's sequence number."""
+    if ranges is not None:
+        ranges(source, epoch, r[1])
+    else:
+        handler.on_write(source, epoch, r[1], r[2])
+    return r[0]
+
+
 class RowSlot:
     """One row of a region: its seqlock header and its bytes, over shared memory.
 
@@ -206,27 +224,7 @@ class RowSlot:
     def read(self, seen: int, spins_max: int) -> tuple[int, int, bytes] | object | None:
         """A consistent copy of what changed since sequence `seen`: (seq, offset, bytes), None
         when nothing changed, or BUSY when the writer held the row for `spins_max` tries."""
-        q = self.q
-        for _ in range(spins_max):
-            s1 = q[0]
-            if s1 & 1:
-                continue
-            if s1 == seen:
-                return None
-            gap = s1 - seen
-            lo, hi = 0, self.row_bytes
-            if gap > 0 and gap % 2 == 0 and gap // 2 <= RANGES_MAX:
-                lo, hi = self.row_bytes, 0
-                last = s1 // 2
-                for w in range(last - gap // 2 + 1, last + 1):
-                    r = q[1 + w % RANGES_MAX]
-                    lo, hi = min(lo, r & 0xFFFFFFFF), max(hi, r >> 32)
-                if not 0 <= lo <= hi <= self.row_bytes:  # torn ranges: the re-check will fail
-                    lo, hi = 0, self.row_bytes
-            data = bytes(self.data[lo:hi])
-            if q[0] == s1:
-                return s1, lo, data
-        return BUSY
+        return self._read(seen, spins_max, whole=True)
 
     def read_ranges(
         self, seen: int, spins_max: int
@@ -234,34 +232,49 @@ class RowSlot:
         """Like `read`, but the changed ranges apart, in offset order (those closer than
         MERGE_GAP_BYTES as one): (seq, [(offset, bytes), ...]). A push of a ring slot and of
         the counters far from it copies those bytes, not everything between them."""
+        return self._read(seen, spins_max, whole=False)
+
+    def _read(self, seen: int, spins_max: int, *, whole: bool) -> Any:
         q = self.q
-        row_bytes = self.row_bytes
         for _ in range(spins_max):
             s1 = q[0]
             if s1 & 1:
                 continue
             if s1 == seen:
                 return None
-            gap = s1 - seen
-            merged: list[list[int]] = [[0, row_bytes]]
-            if gap > 0 and gap % 2 == 0 and gap // 2 <= RANGES_MAX:
-                last = s1 // 2
-                spans = sorted(
-                    (r & 0xFFFFFFFF, r >> 32)
-                    for r in [q[1 + w % RANGES_MAX] for w in range(last - gap // 2 + 1, last + 1)]
-                )
-                if all(0 <= lo <= hi <= row_bytes for lo, hi in spans):  # else torn: re-read
-                    merged = []
-                    for lo, hi in spans:
-                        if merged and lo <= merged[-1][1] + MERGE_GAP_BYTES:
-                            merged[-1][1] = max(merged[-1][1], hi)
-                        else:
-                            merged.append([lo, hi])
-            data = self.data
-            out = [(lo, bytes(data[lo:hi])) for lo, hi in merged if hi > lo]
+            spans = self._spans(s1, seen)
+            if whole:  # their union as one copy
+                lo = min((lo for lo, _ in spans), default=0)
+                hi = max((hi for _, hi in spans), default=0)
+                data = bytes(self.data[lo:hi])
+                if q[0] == s1:
+                    return s1, lo, data
+                continue
+            merged: list[list[int]] = []
+            for lo, hi in spans:
+                if merged and lo <= merged[-1][1] + MERGE_GAP_BYTES:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            out = [(lo, bytes(self.data[lo:hi])) for lo, hi in merged if hi > lo]
             if q[0] == s1:
                 return s1, out
         return BUSY
+
+    def _spans(self, s1: int, seen: int) -> list[tuple[int, int]]:
+        """The (offset, end) ranges written between `seen` and `s1`, sorted; the whole row when
+        they are no longer all in the header or read torn (the caller's re-check then fails)."""
+        q, row_bytes = self.q, self.row_bytes
+        gap = s1 - seen
+        if gap > 0 and gap % 2 == 0 and gap // 2 <= RANGES_MAX:
+            last = s1 // 2
+            spans = sorted(
+                (r & 0xFFFFFFFF, r >> 32)
+                for r in [q[1 + w % RANGES_MAX] for w in range(last - gap // 2 + 1, last + 1)]
+            )
+            if all(0 <= lo <= hi <= row_bytes for lo, hi in spans):
+                return spans
+        return [(0, row_bytes)]
 
     def mark_seen(self, seq: int) -> bool:
         """Publish that `seq` was reported; True when the row moved meanwhile (read again)."""
@@ -888,10 +901,7 @@ class ShmTransport(Transport):
                     slot = region.slot(source) if region is not None else None
                     if slot is None or source == self.me:
                         continue
-                    if ranges is not None:
-                        r = slot.read_ranges(slot.seen, self.spins_max)
-                    else:
-                        r = slot.read(slot.seen, self.spins_max)
+                    r = read_row(slot, ranges, self.spins_max)
                     if r is BUSY:
                         self._busy.setdefault((source, epoch), now)
                         continue
@@ -899,11 +909,7 @@ class ShmTransport(Transport):
                     if r is not None:
                         got.append((epoch, slot, r))
                 for epoch, slot, r in reversed(got):
-                    seq = r[0]
-                    if ranges is not None:
-                        ranges(source, epoch, r[1])
-                    else:
-                        self.handler.on_write(source, epoch, r[1], r[2])
+                    seq = report_row(self.handler, ranges, source, epoch, r)
                     self._stats["rows_reported"] += 1
                     if slot.mark_seen(seq):
                         again.setdefault(source, set()).add(epoch)

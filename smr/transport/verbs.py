@@ -81,7 +81,9 @@ from smr.transport.shm import (
     align,
     encode_region_header,
     header_bytes,
+    read_row,
     region_bytes,
+    report_row,
     slot_bytes,
 )
 
@@ -802,20 +804,13 @@ class VerbsTransport(Transport):
                 slot = region.slot(source) if region is not None else None
                 if slot is None or source == self.me:
                     continue
-                if ranges is not None:
-                    r = slot.read_ranges(slot.seen, self.spins_max)
-                else:
-                    r = slot.read(slot.seen, self.spins_max)
+                r = read_row(slot, ranges, self.spins_max)
                 if r is BUSY:
                     self._busy.add((source, epoch))
                 elif r is not None:
                     got.append((epoch, slot, r))
             for epoch, slot, r in reversed(got):
-                seq = r[0]
-                if ranges is not None:
-                    ranges(source, epoch, r[1])
-                else:
-                    self.handler.on_write(source, epoch, r[1], r[2])
+                seq = report_row(self.handler, ranges, source, epoch, r)
                 self._stats["rows_reported"] += 1
                 if slot.mark_seen(seq):
                     self._rung.setdefault(source, set()).add(epoch)
