@@ -287,8 +287,9 @@ class Replica:
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self._awaiting_for_joiners: dict[int, tuple[int, ...]] = {}
         self._providing_for_joiners: dict[int, tuple[int, ...]] = {}
-        # shard index -> the joiner this epoch's plan named as its provider, from its own log
-        self._joiner_providers: dict[int, int] = {}
+        # shard index -> (the member this epoch's plan named as its provider, whether it was a
+        # joiner providing from its own log); see `_offer_mask`
+        self._providers: dict[int, tuple[int, bool]] = {}
         # A member that restarted from its disk and found a group running: its logs stay as they
         # are until it is admitted, so that it can offer the state they hold (`_offer_body`):
         # (epoch of its last view, last version of each log it offers), and every shard log it
@@ -388,7 +389,7 @@ class Replica:
         self._awaiting_state = set()
         self._state_arrived = {}
         self._state_sent = {}
-        self._joiner_providers = {}  # set by install_next for the epoch it installs
+        self._providers = {}  # set by _plan_state for the epoch being installed
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -816,11 +817,6 @@ class Replica:
                 for j in decided.joiners
             }
             self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
-        self._joiner_providers = {
-            sh.index: provider
-            for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
-            if provider in joiners
-        }
         self._plan_state(decided)
         self._stale_logs |= {
             (st.subgroup, st.shard_index)
@@ -904,10 +900,19 @@ class Replica:
         rs = self._restart
         assert rs is not None
         rec = rs.recovered
-        offered = {k for k in rec.logged if k not in rec.awaiting}
+        # A durable shard this member held in its last view with nothing logged (no log at all)
+        # was at the empty state, version 0: durable before visible, so anything delivered in
+        # it would be in the log (and a newcomer logs the snapshot it receives).
+        logged = {
+            (sh.subgroup, sh.shard): 0
+            for sh in allocate(rec.members, self.layout_specs)
+            if sh.mode == "durable" and self.me in sh.members
+        }
+        logged.update(rec.logged)
+        offered = {k for k in logged if k not in rec.awaiting}
         if rec.offer_epoch == rec.epoch:
-            offered |= set(rec.offerable) & set(rec.logged)  # offered before a crash
-        self._offer = (rec.epoch, {k: rec.logged[k] for k in sorted(offered)})
+            offered |= set(rec.offerable) & set(logged)  # offered before a crash
+        self._offer = (rec.epoch, {k: logged[k] for k in sorted(offered)})
         self._restart_logs = tuple(sorted(rec.logged))
         keys = set(rec.logged) | set(rec.awaiting)
         self._stale_logs |= keys
@@ -942,8 +947,12 @@ class Replica:
         * the joiner's last view is this one and it held the shard in it (a survivor persisted
           the previous epoch's trim before installing, a newcomer logged its snapshot; a log
           marked stale is not offered);
-        * this epoch's plan already named the joiner as the shard's provider from its log (it
-          was admitted, and failed or lost its acceptance before it sent the state).
+        * this epoch's plan already named the joiner as the shard's provider, and either it was
+          a joiner admitted to provide from its log (it failed, or lost its acceptance, before
+          it sent the state) or its last view is this one (a survivor that installed the view
+          and failed before the state arrived: it persisted the previous trim before
+          installing). A survivor provider that failed before installing is not vouched for:
+          the others need not have waited for its persistence once they suspected it.
 
         and the log holds nothing of this epoch. The view-change leader uses an offer only for a
         shard none of whose survivors holds its state (`ViewChange._propose`)."""
@@ -963,10 +972,11 @@ class Replica:
             key = (sh.subgroup, sh.shard)
             if sh.mode != "durable" or key not in logged or logged[key] >> 32 >= self.epoch:
                 continue
+            provider, from_log = self._providers.get(sh.index, (0, False))
             if (
                 (restarted and d is not None and logged[key] == d.cut(key))
                 or (epoch == self.epoch and joiner in sh.members)
-                or self._joiner_providers.get(sh.index) == joiner
+                or (provider == joiner and (from_log or epoch == self.epoch))
             ):
                 out.append(sh.index)
         return out
@@ -1082,6 +1092,11 @@ class Replica:
     def _plan_state(self, decided: Proposal, versions: dict[int, int] | None = None) -> None:
         """Carry out the decided state transfers: provide, or wait for, each shard's state."""
         assert len(decided.plans) == len(self.shards)
+        self._providers = {
+            sh.index: (provider, provider in decided.joiners)
+            for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
+            if provider
+        }
         for shard, (provider, needy) in zip(self.shards, decided.plans, strict=True):
             if provider == self.me:
                 v = (versions or {}).get(shard.index, 0)

@@ -7,7 +7,11 @@ This module owns the view-change columns and predicates of one epoch (`ViewChang
 
 1. **Detect.** Every member raises `heartbeat` each period; a peer whose heartbeat has not moved
    for `suspect_timeout_ns` (or whose link the transport reports failed) is suspected:
-   `suspected[me][peer]` is set. Suspicions are merged: a member adopts what the rows of members
+   `suspected[me][peer]` is set. Peers silent for half the timeout or more are suspected
+   together, once all of them are past it (a member cut off from the rest suspects them all at
+   once), and a peer heard again after such a silence restarts the clocks of the others as
+   silent (a partition healed; their first writes may still be on the way). Suspicions are
+   merged: a member adopts what the rows of members
    it does not suspect (and that do not suspect it) suspect, once the suspecting member has shown
    it is still alive (or it has itself not heard from the suspect for half the timeout). A member
    learns that it was cut off when the majority commits a view without it; then it halts.
@@ -388,12 +392,17 @@ class ViewChange:
             and self.last_tick_ns is not None
             and now_ns - self.last_tick_ns > timeout // 2
         )
+        # Silences below are counted up to my previous tick: how long before it I last saw a
+        # peer's heartbeat move. A driver that jumps time between ticks (transcripts) must not
+        # make every peer look long silent.
+        prev_tick_ns = now_ns if self.last_tick_ns is None else self.last_tick_ns
         self.last_tick_ns = now_ns
         if paused:
             # I did not run for a while (a stopped process, a starved host): the silence I would
             # see is mine, not my peers'. Their clocks restart now.
             self.last_heard_ns = [now_ns] * self.n
             return
+        healed = False
         for r in range(self.n):
             if r == self.me_row:
                 continue
@@ -402,7 +411,35 @@ class ViewChange:
             if hb != self.last_heartbeat[r] or heard is None:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
-            elif now_ns - heard > timeout and not (hb == 0 and now_ns - heard <= grace):
+                healed = healed or (heard is not None and prev_tick_ns - heard >= timeout // 2)
+        if healed:
+            # A peer I had not heard from for half the timeout or more is back: a partition
+            # around me (or it) healed. Peers silent as long may be behind the same partition,
+            # their first writes still on the way; suspecting them now would push a suspicion
+            # the majority, which hears them fine, cannot tell from a true one. Their clocks
+            # restart: a peer that really failed is suspected one timeout later.
+            for r in range(self.n):
+                heard = self.last_heard_ns[r]
+                if r != self.me_row and heard is not None and prev_tick_ns - heard >= timeout // 2:
+                    self.last_heard_ns[r] = now_ns
+        # Peers silent for half the timeout or more are suspected together, once every one of
+        # them is silent past the timeout: members behind one partition fall silent at about the
+        # same time. So a member cut off from the rest suspects all of them at once (and halts,
+        # in a minority), and the majority, each of whom it then suspects, never adopts its
+        # suspicions; one by one, a suspicion raised as the partition heals, before the other
+        # side's first writes arrive, would look true to a majority that hears the suspect fine.
+        silent_ns = {}
+        for r in range(self.n):
+            heard = self.last_heard_ns[r]
+            assert r == self.me_row or heard is not None
+            if r == self.me_row or heard is None or self.suspects(self.me_row, r):
+                continue
+            if t.get(r, "heartbeat") == 0 and now_ns - heard <= grace:
+                continue
+            if prev_tick_ns - heard >= timeout // 2 or now_ns - heard > timeout:
+                silent_ns[r] = now_ns - heard
+        if silent_ns and min(silent_ns.values()) > timeout:
+            for r in sorted(silent_ns):
                 self.suspect(r)  # (a suspected member stays suspected; we still note its life)
 
     def suspect(self, row: int) -> None:

@@ -540,7 +540,8 @@ class Simulation:
                 key = (event.subgroup, event.shard)
                 machine = self._new_machine(node, key)
                 if machine is not None:
-                    machine.restore(event.data)
+                    if event.data:  # empty: the initial state (a provider with nothing logged)
+                        machine.restore(event.data)
                     node.applied[key] = event.version
                     st = node.replica.stream(*key)
                     if event.version and (st is None or st.mode != "raw"):
@@ -632,7 +633,9 @@ class Simulation:
         self.stats["halts"] += 1
         self.note(f"member {node.id} halts: {node.replica.halt_reason}")
         node.halted = node.replica.halt_reason or "halted"
-        if self._restarts() and not self.in_liveness:
+        # A halted process starts again from its disk, as the node runtime does by default
+        # (`rejoin`); that is its own doing, not a fault, so it happens after faults stop too.
+        if self._restarts():
             self._at(
                 self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", node.id
             )
@@ -665,18 +668,20 @@ class Simulation:
             spare = min(spare, alive - (len(view) // 2 + 1))
         return spare
 
-    def _keeps_every_shard(self, lost: set[int], healthy: list[int]) -> bool:
+    def _keeps_every_shard(self, lost: set[int], healthy: list[int], *, held: bool = False) -> bool:
         """Losing `lost` leaves every shard of the current view a healthy member that keeps its
         state. The state of an ordered or raw shard lives only in memory, so that member must
         hold it already (not wait for it from a provider). A durable shard's state is also on
         its holders' disks: a holder that fails comes back from its disk and provides it (a
-        member still waiting keeps the shard going meanwhile), but only if members restart."""
+        member still waiting keeps the shard going meanwhile), but only if members restart.
+        With `held`, every shard needs a member holding its state in memory whatever its mode
+        (losing `lost`'s disks too is then survivable)."""
         for node in self.nodes.values():
             if not node.active:
                 continue
             for shard in node.replica.shards:
                 keep = [m for m in shard.members if m in healthy and m not in lost]
-                if shard.mode != "durable" or not self._restarts():
+                if held or shard.mode != "durable" or not self._restarts():
                     keep = [m for m in keep if self._holds(m, shard.index)]
                 if not keep:
                     return False
@@ -794,15 +799,17 @@ class Simulation:
 
     def crash(self, member: int, *, corrupt: bool = True) -> None:
         """Member `member` stops; its disk loses what was not synced. With `corrupt`, one time in
-        ten a synced byte flips too (not in a total failure or during a restart after one: a
-        member whose disk is refused may hold the only copy of a shard, and then the group
-        rightly cannot come back)."""
+        ten a synced byte flips too, but never on a disk that may hold the only copy of a shard's
+        state (in a total failure, during a restart after one, or while no other healthy member
+        holds some shard's state in memory): the group then rightly cannot come back, and stays
+        blocked, safely (tests/test_sim_state_holder.py scripts that case)."""
         self._trace("crash", member)
         self.note(f"member {member} crashes")
         node = self.nodes[member]
+        sole = not self._keeps_every_shard({member}, self._healthy(), held=True)
         node.alive = False
         node.disk.crash(self.rng)  # unsynced writes lost, the last one maybe torn
-        if corrupt and self.rng.random() < 0.1:
+        if corrupt and self.rng.random() < 0.1 and not sole:
             self._corrupt_sector(node)
         self.stats["crashes"] += 1
         self._crashed_at.append((member, self.now_ns))
