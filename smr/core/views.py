@@ -288,6 +288,9 @@ class ViewChange:
         # set at this member's first tick in the epoch: an epoch may be installed by an input
         # that carries no time (a write, a join acceptance), and the clock starts then
         self.last_heard_ns: list[int | None] = [None] * self.n
+        # rows whose silence clock a healed partition restarted, until they are heard: at most
+        # once per silence, so a peer that keeps coming back cannot hide one that failed
+        self.clock_restarted: set[int] = set()
         self.founding = False  # the group's first view: founders get `startup_grace_ns`
         self.last_tick_ns: int | None = None
         self.decided: Proposal | None = None
@@ -411,17 +414,24 @@ class ViewChange:
             if hb != self.last_heartbeat[r] or heard is None:
                 self.last_heartbeat[r] = hb
                 self.last_heard_ns[r] = now_ns
+                self.clock_restarted.discard(r)
                 healed = healed or (heard is not None and prev_tick_ns - heard >= timeout // 2)
         if healed:
             # A peer I had not heard from for half the timeout or more is back: a partition
             # around me (or it) healed. Peers silent as long may be behind the same partition,
             # their first writes still on the way; suspecting them now would push a suspicion
             # the majority, which hears them fine, cannot tell from a true one. Their clocks
-            # restart: a peer that really failed is suspected one timeout later.
+            # restart, once: a peer that really failed is suspected one timeout later.
             for r in range(self.n):
                 heard = self.last_heard_ns[r]
-                if r != self.me_row and heard is not None and prev_tick_ns - heard >= timeout // 2:
+                if (
+                    r != self.me_row
+                    and r not in self.clock_restarted
+                    and heard is not None
+                    and prev_tick_ns - heard >= timeout // 2
+                ):
                     self.last_heard_ns[r] = now_ns
+                    self.clock_restarted.add(r)
         # Peers silent for half the timeout or more are suspected together, once every one of
         # them is silent past the timeout: members behind one partition fall silent at about the
         # same time. So a member cut off from the rest suspects all of them at once (and halts,
