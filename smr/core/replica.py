@@ -296,6 +296,10 @@ class Replica:
         # restarted with (dropped on admission unless it provides from it).
         self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
         self._restart_logs: tuple[tuple[int, int], ...] = ()
+        # Such a member's restart summary as its disk now says (every log marked stale, the
+        # offer logged) and its contacts: if the group it found is gone before it is admitted
+        # (a restart is under way), it takes part in that restart instead of asking forever.
+        self._rejoin_from: tuple[Recovered, tuple[int, ...]] | None = None
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
@@ -850,6 +854,23 @@ class Replica:
     # -- restart after total failure ------------------------------------------------------------
 
     def _on_restart_frame(self, source: int, kind: int, payload: bytes) -> None:
+        if (
+            self.status == JOINING
+            and self._rejoin_from is not None
+            and kind == FRAME_RESTART_PREPARE
+        ):
+            # The group this member found running is gone (its members restart): back to the
+            # restart, from what its disk says now. If a group is running after all, the
+            # restart finds it again (NEWER) and this member asks to join once more.
+            rec, contacts = self._rejoin_from
+            self._rejoin_from = None
+            self._offer = None
+            self._restart_logs = ()
+            self.status = RESTARTING
+            self._restart = Restart(
+                self.me, rec, contacts, self.layout_specs, self.config.restart_retry_ns
+            )
+            self._restart.on_tick(self.now_ns)
         if self.status == RESTARTING:
             assert self._restart is not None
             self._restart.on_frame(source, payload)
@@ -919,6 +940,19 @@ class Replica:
         self._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
         self._persist.append(
             LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
+        )
+        self._rejoin_from = (
+            Recovered(
+                rec.epoch,
+                rec.members,
+                tuple(sorted(keys)),
+                rec.proposal,
+                rec.logged,
+                rec.acceptor,
+                rec.epoch,
+                tuple(sorted(offered)),
+            ),
+            rs.contacts,
         )
         self._restart = None
         self.status = JOINING
@@ -1112,6 +1146,7 @@ class Replica:
         """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide
         from this member's own logs the state of the shards in `provides` (its offer)."""
         offer, self._offer = self._offer, None
+        self._rejoin_from = None
         self.status = ACTIVE
         self._build(view)
         self._barrier = True

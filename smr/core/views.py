@@ -449,14 +449,18 @@ class ViewChange:
             if prev_tick_ns - heard >= timeout // 2 or now_ns - heard > timeout:
                 silent_ns[r] = now_ns - heard
         if silent_ns and min(silent_ns.values()) > timeout:
-            for r in sorted(silent_ns):
-                self.suspect(r)  # (a suspected member stays suspected; we still note its life)
+            self.suspect(*sorted(silent_ns))  # (they stay suspected; we still note their life)
 
-    def suspect(self, row: int) -> None:
-        if row == self.me_row or self.suspects(self.me_row, row):
+    def suspect(self, *rows: int) -> None:
+        """Suspect `rows`, all in one write: a peer must never see some of them suspected
+        without the others (a member cut off from the rest would look, for one write, like a
+        member of a majority that suspects the rest)."""
+        new = [r for r in rows if r != self.me_row and not self.suspects(self.me_row, r)]
+        if not new:
             return
         self.quiet = False
-        self.table.vset("suspected", row, 1)
+        for row in new:
+            self.table.vset("suspected", row, 1)
         self.replica.push_all(("suspected",))
 
     def relay_join(self, joiner: int, offered: Sequence[int] = ()) -> None:
