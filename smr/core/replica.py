@@ -297,9 +297,10 @@ class Replica:
         self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
         self._restart_logs: tuple[tuple[int, int], ...] = ()
         # Such a member's restart summary as its disk now says (every log marked stale, the
-        # offer logged) and its contacts: if the group it found is gone before it is admitted
-        # (a restart is under way), it takes part in that restart instead of asking forever.
-        self._rejoin_from: tuple[Recovered, tuple[int, ...]] | None = None
+        # offer logged), its contacts and the epoch of the group it found: if that group is gone
+        # before it is admitted (a restart of that epoch or a later one is under way), it takes
+        # part in that restart instead of asking forever.
+        self._rejoin_from: tuple[Recovered, tuple[int, ...], int] | None = None
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
@@ -858,11 +859,12 @@ class Replica:
             self.status == JOINING
             and self._rejoin_from is not None
             and kind == FRAME_RESTART_PREPARE
+            and FRAME.unpack_from(payload)[3] >= self._rejoin_from[2]
         ):
-            # The group this member found running is gone (its members restart): back to the
-            # restart, from what its disk says now. If a group is running after all, the
-            # restart finds it again (NEWER) and this member asks to join once more.
-            rec, contacts = self._rejoin_from
+            # The group this member found running is gone: a member restarts from that epoch
+            # or a later one. Back to the restart, from what its disk says now; if a group is
+            # running after all, the restart finds it again (NEWER) and it asks to join again.
+            rec, contacts, _ = self._rejoin_from
             self._rejoin_from = None
             self._offer = None
             self._restart_logs = ()
@@ -899,7 +901,7 @@ class Replica:
         if rs.chosen is not None:
             self._install_restart(rs.chosen)
         elif rs.newer is not None:
-            self._restart_to_joiner(rs.newer[1])
+            self._restart_to_joiner(*rs.newer)
 
     def _view_meta(self) -> LogMeta:
         return LogMeta(
@@ -908,7 +910,7 @@ class Replica:
             sync=True,
         )
 
-    def _restart_to_joiner(self, members: Sequence[int]) -> None:
+    def _restart_to_joiner(self, found_epoch: int, members: Sequence[int]) -> None:
         """A group resumed without this member: join it with state transfer. Its shard logs stay
         as they are until it is admitted: a log that holds a shard's state the group lost (its
         only holder failed while a newcomer waited for it) is offered in the join request
@@ -953,6 +955,7 @@ class Replica:
                 tuple(sorted(offered)),
             ),
             rs.contacts,
+            found_epoch,
         )
         self._restart = None
         self.status = JOINING
