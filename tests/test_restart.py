@@ -276,26 +276,6 @@ def test_a_member_that_found_a_group_running_keeps_offering_its_logs_after_a_cra
     assert late._offer == (1, {})
 
 
-def test_a_member_that_found_a_group_running_takes_part_in_its_restart_if_it_dies():
-    # Member 3 restarts, finds the group [1, 2] running and asks to join; before it is admitted
-    # the group is gone, and only member 1 restarts: 1 needs 3 for a majority of the last view.
-    group = {m: Replica(m, (1, 2), layout=DURABLE) for m in (1, 2)}
-    recovered = rec(members=(1, 2, 3), logged={(0, 0): v(1, 9)})
-    late = Replica.restarting(3, recovered, (1, 2), layout=DURABLE)
-    now = 0
-    while late.status == RESTARTING:
-        _run({**group, 3: late}, now, rounds=1)
-        now += 5_000_000
-        assert now < 10**9
-    assert late.status == JOINING
-    first = Replica.restarting(1, recovered, (3,), layout=DURABLE)
-    seen = _run({1: first, 3: late}, now)
-    assert first.status == ACTIVE and late.status == ACTIVE
-    assert first.view.members == late.view.members == (1, 3)
-    # 3's log was marked stale when it found the group: it takes the state from 1's log
-    assert [p.version for p in seen[3] if isinstance(p, LogSnapshot)] == [v(1, 9)]
-
-
 def _offer(epoch, logged):
     words = [epoch, len(logged)]
     for (sg, sh), version in sorted(logged.items()):

@@ -296,11 +296,6 @@ class Replica:
         # restarted with (dropped on admission unless it provides from it).
         self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
         self._restart_logs: tuple[tuple[int, int], ...] = ()
-        # Such a member's restart summary as its disk now says (every log marked stale, the
-        # offer logged), its contacts and the epoch of the group it found: if that group is gone
-        # before it is admitted (a restart of that epoch or a later one is under way), it takes
-        # part in that restart instead of asking forever.
-        self._rejoin_from: tuple[Recovered, tuple[int, ...], int] | None = None
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self._state_sent: dict[tuple[int, int], bytes] = {}
@@ -855,24 +850,6 @@ class Replica:
     # -- restart after total failure ------------------------------------------------------------
 
     def _on_restart_frame(self, source: int, kind: int, payload: bytes) -> None:
-        if (
-            self.status == JOINING
-            and self._rejoin_from is not None
-            and kind == FRAME_RESTART_PREPARE
-            and FRAME.unpack_from(payload)[3] >= self._rejoin_from[2]
-        ):
-            # The group this member found running is gone: a member restarts from that epoch
-            # or a later one. Back to the restart, from what its disk says now; if a group is
-            # running after all, the restart finds it again (NEWER) and it asks to join again.
-            rec, contacts, _ = self._rejoin_from
-            self._rejoin_from = None
-            self._offer = None
-            self._restart_logs = ()
-            self.status = RESTARTING
-            self._restart = Restart(
-                self.me, rec, contacts, self.layout_specs, self.config.restart_retry_ns
-            )
-            self._restart.on_tick(self.now_ns)
         if self.status == RESTARTING:
             assert self._restart is not None
             self._restart.on_frame(source, payload)
@@ -901,7 +878,7 @@ class Replica:
         if rs.chosen is not None:
             self._install_restart(rs.chosen)
         elif rs.newer is not None:
-            self._restart_to_joiner(*rs.newer)
+            self._restart_to_joiner(rs.newer[1])
 
     def _view_meta(self) -> LogMeta:
         return LogMeta(
@@ -910,7 +887,7 @@ class Replica:
             sync=True,
         )
 
-    def _restart_to_joiner(self, found_epoch: int, members: Sequence[int]) -> None:
+    def _restart_to_joiner(self, members: Sequence[int]) -> None:
         """A group resumed without this member: join it with state transfer. Its shard logs stay
         as they are until it is admitted: a log that holds a shard's state the group lost (its
         only holder failed while a newcomer waited for it) is offered in the join request
@@ -942,20 +919,6 @@ class Replica:
         self._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
         self._persist.append(
             LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
-        )
-        self._rejoin_from = (
-            Recovered(
-                rec.epoch,
-                rec.members,
-                tuple(sorted(keys)),
-                rec.proposal,
-                rec.logged,
-                rec.acceptor,
-                rec.epoch,
-                tuple(sorted(offered)),
-            ),
-            rs.contacts,
-            found_epoch,
         )
         self._restart = None
         self.status = JOINING
@@ -1149,7 +1112,6 @@ class Replica:
         """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide
         from this member's own logs the state of the shards in `provides` (its offer)."""
         offer, self._offer = self._offer, None
-        self._rejoin_from = None
         self.status = ACTIVE
         self._build(view)
         self._barrier = True
