@@ -406,6 +406,7 @@ class ViewChange:
             self.last_heard_ns = [now_ns] * self.n
             return
         healed = False
+        oldest_ns = now_ns  # the earliest time a peer was last heard
         for r in range(self.n):
             if r == self.me_row:
                 continue
@@ -416,6 +417,8 @@ class ViewChange:
                 self.last_heard_ns[r] = now_ns
                 self.clock_restarted.discard(r)
                 healed = healed or (heard is not None and prev_tick_ns - heard >= timeout // 2)
+            else:
+                oldest_ns = min(oldest_ns, heard)
         if healed:
             # A peer I had not heard from for half the timeout or more is back: a partition
             # around me (or it) healed. Peers silent as long may be behind the same partition,
@@ -438,12 +441,14 @@ class ViewChange:
         # in a minority), and the majority, each of whom it then suspects, never adopts its
         # suspicions; one by one, a suspicion raised as the partition heals, before the other
         # side's first writes arrive, would look true to a majority that hears the suspect fine.
+        if now_ns - oldest_ns <= timeout:
+            return  # nobody is silent past the timeout (the steady state)
         silent_ns = {}
         for r in range(self.n):
-            heard = self.last_heard_ns[r]
-            assert r == self.me_row or heard is not None
-            if r == self.me_row or heard is None or self.suspects(self.me_row, r):
+            if r == self.me_row or self.suspects(self.me_row, r):
                 continue
+            heard = self.last_heard_ns[r]
+            assert heard is not None  # set above for every peer
             if t.get(r, "heartbeat") == 0 and now_ns - heard <= grace:
                 continue
             if prev_tick_ns - heard >= timeout // 2 or now_ns - heard > timeout:
