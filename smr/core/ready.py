@@ -1,33 +1,73 @@
 """The core's single output: `Ready`, the work a driver must do, and the action types in it.
 
-This module owns the contract between the sans-I/O core and whatever drives it (the simulator, the
-node runtime). The ordering duties, in the order a driver must honour them:
+This module owns the contract between the sans-I/O core and whatever drives it. Every driver runs
+one executor of it (`smr.runtime.executor`), so the duties below are carried out the same way in
+a member process, in the simulator, in the transcripts and in `LocalGroup`. Per field, in the
+etcd raft style (what must happen BEFORE what, what is free):
 
-1. `persist`: log requests, performed in list order. Every request with `sync=True` must be
-   durable (fsynced) **before any write in `writes` is pushed or any message in `sends` is sent**:
-   those may announce it (the ragged trim is logged before the flag that publishes it; a restart
-   acceptor's promise before its answer; durable-before-visible). Requests with `sync=False` may
-   be performed asynchronously (group commit); their durability is reported back with
-   `Replica.on_persisted`. Kinds: `LogAppend` (delivered entries of a durable shard), `LogMeta`
-   (replace a named blob of the member's metadata log: "view", "view-proposal-<epoch>",
-   "restart-acceptor"), `LogTruncate` (drop a shard log's records above a version) and
-   `LogSnapshot` (replace a shard log by a received snapshot). A driver restarting after a crash
-   builds `smr.core.restart.Recovered` from these logs and replays each shard log into its state
-   machine before calling `Replica.restarting` (`smr.recovery` does both).
-2. `writes`: one-sided writes of byte ranges of this member's row, each to the listed peers, in
-   list order (the transports keep per-link FIFO, so a slot's bytes land before the counter that
-   announces it).
-3. `sends`: data-plane messages (large payloads, replies), each to one peer, in list order per peer.
-4. `deliveries`: entries to apply to the state machines, in list order (total order per shard).
-5. `events`: everything else the application should see (a submit completed, a frontier reached).
+* `persist`: log requests, performed in list order (a truncation after the appends before it).
+  - `LogMeta` (replace a named blob of the member's metadata log: "view",
+    "view-proposal-<epoch>", "restart-acceptor", "offer"), `LogTruncate` and `LogSnapshot` are
+    `sync=True`: durable **BEFORE** any of this Ready's `writes` is pushed or `sends` is sent,
+    since those may announce them (the ragged trim is logged before the flag that publishes it;
+    a restart acceptor's promise before its answer).
+  - `LogAppend` (delivered entries of a durable shard) is `sync=False`: it may be made durable
+    later and in the background (group commit); its durability reaches the core only through
+    `Replica.on_persisted`, and the core announces nothing about it before that. An append with
+    `sync=True` would be flushed before the writes like the rest.
+  - A driver restarting after a crash builds `smr.core.restart.Recovered` from these logs and
+    replays each shard log into its state machine before calling `Replica.restarting`
+    (`smr.recovery` does both).
+* `writes`: one-sided writes of byte ranges of this member's row, each to its targets, **in list
+  order** (the transports keep per-link FIFO, so a slot's bytes land before the counter that
+  announces it). They may go out before or after this Ready's `deliveries` are applied: nothing in
+  them depends on the application.
+* `sends`: data-plane messages, each to one peer, in list order per peer; free relative to
+  `writes` of other links and to the deliveries.
+* `deliveries`: entries to apply to the state machines **in list order** (the total order per
+  shard), all of them before any `StateTransfer` or `ViewInstalled` in `events` is acted on (a
+  provider's snapshot comes after every delivery of the ended epoch). A result asked for
+  (`Delivery.reply`) goes back through `Replica.reply`, in any order.
+* `events`: in list order, after the deliveries:
+  - `ViewInstalled`: the next view. Before anything of its epoch is pushed (this Ready's own
+    writes include the new epoch's first), the driver registers its table with the transport and
+    opens the logs of the shards new to the member; shards it left are dropped only after the
+    events before it (a `StateTransfer` of a shard it left still needs the state machine).
+  - `StateTransfer`: snapshot the shard's state machine now and give it to
+    `Replica.send_state` with the version the machine is at; a non-zero `version` is the one the
+    core expects (a restart's cut, a joiner's offer), and a machine anywhere else is a bug.
+  - `RestoreState`: replace the shard's state machine before any later delivery of it.
+  - `Completed`, `SubmitFailed`: answer the submitter. Rule A (the one exception to "persist,
+    push, apply, tell"): a Ready holding a `Completed` applies its deliveries and answers its
+    clients before it pushes its writes: the answers depend on the table as it is, not on these
+    pushes, and a push's doorbell wakes the peers (a context switch) before the client would
+    hear. `persist` still comes first, so nothing durable-before-visible is at stake.
+  - `Halted`, `ViewBlocked`, `FrontierReached`: for the application only.
 
-After doing all of it the driver calls `Replica.advance(ready)`.
+After doing all of it the driver calls `Replica.advance(ready)`, and only then asks for the next.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+if TYPE_CHECKING:  # the event types live with the protocols that emit them
+    from smr.core.multicast import Completed, SubmitFailed
+    from smr.core.replica import FrontierReached, RestoreState, StateTransfer
+    from smr.core.views import Halted, ViewBlocked, ViewInstalled
+
+    # Everything a Ready's `events` may hold; the executor handles each kind (mypy checks it).
+    Event: TypeAlias = (
+        Completed
+        | SubmitFailed
+        | StateTransfer
+        | RestoreState
+        | ViewInstalled
+        | ViewBlocked
+        | Halted
+        | FrontierReached
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +156,11 @@ class Ready:
     writes: tuple[Push, ...] = ()
     sends: tuple[Send, ...] = ()
     deliveries: tuple[Delivery, ...] = ()
-    events: tuple[Any, ...] = ()
+    events: tuple[Event, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.persist or self.writes or self.sends or self.deliveries or self.events)
 
 
 EMPTY = Ready()
+

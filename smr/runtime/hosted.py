@@ -92,7 +92,8 @@ class Hosted:
     def _remember(self, client_id: int, seq: int, version: int, result: bytes) -> None:
         session = self.sessions.get(client_id)
         if session is None:
-            results, floor = OrderedDict(), 0
+            results: OrderedDict[int, bytes] = OrderedDict()
+            floor = 0
         else:
             _, results, floor = session
         results[seq] = result
@@ -104,6 +105,10 @@ class Hosted:
             # the client idle longest goes: every replica picks the same one
             oldest = min(self.sessions, key=lambda c: self.sessions[c][0])
             del self.sessions[oldest]
+
+    def apply_record(self, record: Any) -> None:
+        """Replay a logged record (`smr.log.Record`) into the machine (`smr.recovery.replay`)."""
+        self.apply(record.payload, record.version, record.timestamp_ns)
 
     def snapshot(self) -> bytes:
         sessions = [

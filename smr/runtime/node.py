@@ -1,19 +1,19 @@
 """The node runtime: one process per member, driving the sans-I/O core with real I/O.
 
-This module owns the member's event loop and its duties to the core (`smr.core.ready`): it feeds
-the replica what the transport reports (table writes, data messages, link changes), the clock,
-client requests and log completions, and executes every `Ready` in the order the contract
-requires:
+This module owns the member's event loop and its I/O: it feeds the replica what the transport
+reports (table writes, data messages, link changes), the clock, client requests and log
+completions, and runs the one executor (`smr.runtime.executor`, the same code the simulator
+runs) with itself as the host:
 
 1. log requests: metadata (views, proposals with their ragged trims) is replaced and fsynced at
    once; appends of durable shards go to a `GroupCommitWriter` per shard (a background thread
    that batches fsyncs) whose completions come back through a queue and a transport wake-up as
-   `Replica.on_persisted`; an append marked `sync` is flushed before anything is pushed;
-2. table writes and data messages through the transport (registering each epoch's table first);
-3. deliveries applied to the hosted state machines (`smr.runtime.hosted`), their results handed
-   back for the reply maps;
-4. events: completed commands answered to clients, state transfer snapshots sent and restored,
-   views logged, a halt ends the process with its reason.
+   `Replica.on_persisted`;
+2. table writes and data messages through the transport (each epoch's table registered when its
+   view is installed);
+3. deliveries applied to the hosted state machines (`smr.runtime.hosted`);
+4. answers to clients, state transfer snapshots sent and restored, views logged, and a halt
+   ends this incarnation (the member rejoins, or the process exits with the reason).
 
 Threads: the loop thread owns the replica, the state machines and the client port
 (`smr.runtime.clients`, whose sockets the transport's poll watches); the group-commit writers run
@@ -27,6 +27,7 @@ secret never appears in them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -36,20 +37,29 @@ import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.multicast import Completed, SubmitFailed
-from smr.core.ready import LogAppend, LogMeta, LogSnapshot, LogTruncate, Ready
-from smr.core.replica import ACTIVE, HALTED, JOINING, Replica, RestoreState, StateTransfer
-from smr.core.views import Halted, ViewInstalled
+from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
+from smr.core.replica import (
+    ACTIVE,
+    HALTED,
+    JOINING,
+    FrontierReached,
+    Replica,
+    RestoreState,
+    StateTransfer,
+)
+from smr.core.views import Halted, ViewBlocked, ViewInstalled
 from smr.log import GroupCommitWriter, Log, LogConfig, LogCorruptionError, Record
 from smr.recovery import perform, recover_member, replay
 from smr.runtime import protocol
 from smr.runtime.clients import ClientServer
 from smr.runtime.config import ClusterConfig
+from smr.runtime.executor import Executor
 from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, wrap
 from smr.transport.base import Transport
 
@@ -101,7 +111,6 @@ class Node:
         self._stopping = False
         self.exit_reason = ""
         self.hosted: dict[tuple[int, int], Hosted] = {}
-        self._left: dict[tuple[int, int], Hosted] = {}  # see _on_view
         self.logs: dict[tuple[int, int], Log] = {}
         self.writers: dict[tuple[int, int], GroupCommitWriter] = {}
         self.meta: Log | None = None
@@ -110,13 +119,11 @@ class Node:
         self._inbox: deque[tuple[int, Any]] = deque()  # client requests, taken by the loop
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
-        # my own results of commands submitted without the reply map (REPLIES_ONE), by version,
-        # until their Completed event: at most the commands in flight, dropped in version order
-        self._own_results: OrderedDict[int, bytes] = OrderedDict()
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
         self._start_s = time.monotonic()
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
+        self.executor = Executor(me, self)
         self.replica = self._make_replica()
         if transport is None:
             from smr.transport.auto import make_transport
@@ -189,9 +196,7 @@ class Node:
         recovered = recover_member(self.me, self.meta, self.logs, cfg.founders)
         for key, log in self.logs.items():
             h = self.hosted[key] = Hosted(cfg.subgroups[key[0]].machine())
-            version = replay(
-                log, lambda r, h=h: h.apply(r.payload, r.version, r.timestamp_ns), h.restore
-            )
+            version = replay(log, h.apply_record, h.restore)
             self.log("replayed", shard=list(key), version=version, records=len(log))
         contacts = [m for m in cfg.members if m != self.me]
         self.log("start", role="restarting", epoch=recovered.epoch, members=list(recovered.members))
@@ -237,7 +242,7 @@ class Node:
                 ),
             )
         self._pending.clear()
-        self._own_results.clear()
+        self.executor.reset()
         self.meta = None
         self.replica = self._make_replica()
         self.rejoins += 1
@@ -271,9 +276,7 @@ class Node:
                 # `smr log replay` reads snapshots and envelopes the way Hosted writes them
                 log.meta_put(SNAPSHOT_FORMAT, b"hosted")
             self.logs[key] = log
-            self.writers[key] = GroupCommitWriter(
-                log, lambda version, key=key: self._on_durable(key, version)
-            )
+            self.writers[key] = GroupCommitWriter(log, functools.partial(self._on_durable, key))
         return log
 
     def _on_durable(self, key: tuple[int, int], version: int) -> None:
@@ -356,10 +359,7 @@ class Node:
 
     def _drain(self) -> None:
         replica = self.replica
-        while replica.has_ready():
-            ready = replica.ready()
-            self._execute(ready)
-            replica.advance(ready)
+        self.executor.drain(replica)
         if replica.status == HALTED:
             if not self.rejoin_after_halt:
                 raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", 3)
@@ -372,107 +372,81 @@ class Node:
             self.transport.register(r.epoch, r.members, r.table.row_words * 8)
             self._registered.add(r.epoch)
 
-    def _execute(self, ready: Ready) -> None:
-        replica = self.replica
-        flush: list[tuple[int, int]] = []
-        for request in ready.persist:
-            if isinstance(request, LogMeta):
-                assert self.meta is not None
-                self.meta.meta_put(request.name, request.data)  # atomic and fsynced
-            elif isinstance(request, LogAppend) and request.entries:
-                key = (request.subgroup, request.shard)
-                writer = self.writers.get(key)
-                if writer is None:
-                    continue
-                writer.submit(
-                    [
-                        Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
-                        for d in request.entries
-                    ]
-                )
-                if request.sync:
-                    flush.append(key)
-            elif isinstance(request, (LogTruncate, LogSnapshot)):
-                key = (request.subgroup, request.shard)
-                self._open_log(key)
-                self.writers[key].flush()  # nothing queued may land after the cut
-                perform(self.logs[key], request)  # durable when it returns
-        for key in flush:
-            self.writers[key].flush()  # durable before the writes below announce it
-        for event in ready.events:
-            if isinstance(event, ViewInstalled):
-                self._on_view(event)
-        answers = any(type(e) is Completed for e in ready.events)
-        if not answers:
-            self._push(ready)
-        if ready.deliveries:
-            hosted = self.hosted
-            for d in ready.deliveries:
-                h = hosted.get((d.subgroup, d.shard))
-                if h is None:
-                    result = RESULT_ERROR + b"shard not hosted here"
-                else:
-                    result = h.apply(d.payload, d.version, d.timestamp_ns)
-                if d.reply:
-                    replica.reply(d, result)
-                elif d.sender == self.me:
-                    self._own_results[d.version] = result
-        for event in ready.events:
-            if isinstance(event, Completed):
-                results = event.results
-                if results is None:
-                    results = self._own_result(event.version)
-                self._answer(
-                    event.ticket, protocol.Response(0, True, version=event.version, results=results)
-                )
-            elif isinstance(event, SubmitFailed):
-                self._answer(event.ticket, protocol.Response(0, False, error=event.reason))
-            elif isinstance(event, StateTransfer):
-                key = (event.subgroup, event.shard)
-                h = self.hosted.get(key, self._left.get(key))  # (a shard it provides on leaving)
-                data = h.snapshot() if h is not None else b""
-                replica.send_state(event.to, event.subgroup, event.shard, event.version, data)
-                self.log(
-                    "state-sent",
-                    to=event.to,
-                    shard=[event.subgroup, event.shard],
-                    version=event.version,
-                    bytes=len(data),
-                )
-            elif isinstance(event, RestoreState):
-                self._restore(event)
-            elif isinstance(event, Halted):
-                self.log("halt", reason=event.reason)
-        if answers:
-            # Clients first: their answers depend on the table as it is, not on these pushes,
-            # and the doorbells of the pushes wake the peers (a context switch here) before
-            # the client would hear. Other Readies push first, so peers progress while this
-            # member applies.
-            self.clients.flush()
-            self._push(ready)
+    # -- the executor's host (smr.runtime.executor): real logs, the transport, hosted machines --
 
-    def _push(self, ready: Ready) -> None:
-        if ready.writes:
-            self._register_epoch()
-            write = self.transport.write
-            for push in ready.writes:
-                write(push.targets, push.epoch, push.offset, push.data)
-        for send in ready.sends:
-            self.transport.send(send.target, send.payload)
+    def prepare_view(self, event: ViewInstalled) -> None:
+        mine = [(sg, sh) for sg, sh, _, _ in event.shards]
+        if self.me in event.joined:
+            # state arrives (RestoreState) before any delivery; only the logs are opened now
+            self._open_logs_only(mine)
+        else:
+            self._open_shards(mine)
+        self._register_epoch()
 
-    def _own_result(self, version: int) -> dict[int, bytes]:
-        own = self._own_results
-        # my commands complete in version order: older entries are of commands answered already
-        # (or of deliveries that belonged to no client)
-        while own:
-            first = next(iter(own))
-            if first >= version:
-                break
-            own.popitem(last=False)
-        result = own.pop(version, None)
-        return {} if result is None else {self.me: result}
+    def persist_meta(self, request: LogMeta) -> None:
+        assert self.meta is not None
+        self.meta.meta_put(request.name, request.data)  # atomic and fsynced
 
-    def _on_view(self, event: ViewInstalled) -> None:
+    def persist_append(self, request: LogAppend) -> None:
+        writer = self.writers.get((request.subgroup, request.shard))
+        if writer is not None:
+            writer.submit(
+                [
+                    Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
+                    for d in request.entries
+                ]
+            )
+
+    def persist_flush(self, subgroup: int, shard: int) -> None:
+        writer = self.writers.get((subgroup, shard))
+        if writer is not None:
+            writer.flush()
+
+    def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
+        key = (request.subgroup, request.shard)
+        self._open_log(key)
+        self.writers[key].flush()  # nothing queued may land after the cut
+        perform(self.logs[key], request)  # durable when it returns
+
+    def push(self, push: Push) -> None:
+        self.transport.write(push.targets, push.epoch, push.offset, push.data)
+
+    def send(self, send: Send) -> None:
+        self.transport.send(send.target, send.payload)
+
+    def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
+        hosted = self.hosted
+        results = []
+        for d in deliveries:
+            h = hosted.get((d.subgroup, d.shard))
+            if h is None:
+                results.append(RESULT_ERROR + b"shard not hosted here")
+            else:
+                results.append(h.apply(d.payload, d.version, d.timestamp_ns))
+        return results
+
+    def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:
+        h = self.hosted.get((subgroup, shard))
+        return (0, b"") if h is None else (h.version, h.snapshot())
+
+    def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
+        self.log(
+            "state-sent",
+            to=event.to,
+            shard=[event.subgroup, event.shard],
+            version=version,
+            bytes=size_bytes,
+        )
+
+    def restore(self, event: RestoreState) -> None:
+        key = (event.subgroup, event.shard)
+        h = Hosted(self.config.subgroups[event.subgroup].machine())
+        if event.data:
+            h.restore(event.data)
+        self.hosted[key] = h
+        self.log("state-restored", shard=list(key), version=event.version, bytes=len(event.data))
+
+    def view_installed(self, event: ViewInstalled) -> None:
         self.views.append((event.epoch, event.members))
         self.log(
             "view",
@@ -483,16 +457,26 @@ class Node:
             departed=list(event.departed),
             shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
         )
-        mine = [(sg, sh) for sg, sh, _, _ in event.shards]
-        # The shards that moved on without this member; kept until the next view, since it may
-        # provide their state (`StateTransfer` is handled after this, with the deliveries).
-        self._left = {key: self.hosted.pop(key) for key in list(self.hosted) if key not in mine}
-        if self.me in event.joined:
-            # state arrives (RestoreState) before any delivery; only the logs are opened now
-            self._open_logs_only(mine)
+        mine = {(sg, sh) for sg, sh, _, _ in event.shards}
+        for key in [k for k in self.hosted if k not in mine]:
+            del self.hosted[key]  # a shard that moved on without this member (state provided)
+
+    def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
+        if type(event) is Completed:
+            response = protocol.Response(0, True, version=event.version, results=results or {})
         else:
-            self._open_shards(mine)
-        self._register_epoch()
+            assert isinstance(event, SubmitFailed)
+            response = protocol.Response(0, False, error=event.reason)
+        self._answer(event.ticket, response)
+
+    def flush_answers(self) -> None:
+        self.clients.flush()
+
+    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+        if type(event) is Halted:
+            self.log("halt", reason=event.reason)
+        elif type(event) is ViewBlocked:
+            self.log("view-blocked", epoch=event.epoch, reason=event.reason)
 
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)
@@ -500,14 +484,6 @@ class Node:
         for key in keys:
             if key not in hosted:
                 self.hosted.pop(key, None)
-
-    def _restore(self, event: RestoreState) -> None:
-        key = (event.subgroup, event.shard)
-        h = Hosted(self.config.subgroups[event.subgroup].machine())
-        if event.data:
-            h.restore(event.data)
-        self.hosted[key] = h
-        self.log("state-restored", shard=list(key), version=event.version, bytes=len(event.data))
 
     # -- client requests --------------------------------------------------------------------------
 
