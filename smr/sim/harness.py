@@ -31,20 +31,22 @@ from typing import Any
 from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
 from smr.core.multicast import Completed, MulticastConfig, SubmitFailed
-from smr.core.ready import Delivery, LogAppend, LogMeta, LogTruncate, Ready
+from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.replica import (
     ACTIVE,
     HALTED,
     RESTARTING,
     CoreConfig,
+    FrontierReached,
     Replica,
     RestoreState,
     StateTransfer,
 )
 from smr.core.restart import Recovered
-from smr.core.views import ViewInstalled
+from smr.core.views import Halted, ViewBlocked, ViewInstalled
 from smr.log import Log, LogConfig, LogCorruptionError, Record
 from smr.recovery import perform, recover_member, replay
+from smr.runtime.executor import Executor, StateVersionError
 from smr.sim.disk import FaultyDisk
 from smr.sim.network import Message, Network
 from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
@@ -144,6 +146,7 @@ class SimNode:
     meta: Log | None = None
     dir_incarnation: int = 0  # the incarnation whose directory is this node's disk state
     applied: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> machine version
+    executor: Executor | None = None  # one per incarnation (see _revive)
 
     @property
     def active(self) -> bool:
@@ -300,6 +303,8 @@ class Simulation:
             violation = v
         except PeerProtocolError as e:
             violation = Violation("peer-protocol", str(e))
+        except StateVersionError as e:
+            violation = Violation("restart.state", str(e))
         except AssertionError as e:
             violation = Violation("core-assertion", str(e) or "assertion failed")
         return SimResult(
@@ -452,109 +457,19 @@ class Simulation:
 
     def _drain(self, node: SimNode) -> None:
         replica = node.replica
-        while node.alive and replica.has_ready():
-            ready = replica.ready()
-            for c in self.checkers:
-                c.after_ready(self, node, ready)
-            self._execute(node, ready)
-            replica.advance(ready)
+        if node.alive:
+            if node.executor is None:
+                node.executor = Executor(node.id, SimHost(self, node))
+            checkers = self.checkers
+
+            def observe(ready: Ready) -> None:
+                for c in checkers:
+                    c.after_ready(self, node, ready)
+
+            node.executor.drain(replica, observe)
         if node.alive and replica.status == HALTED and not node.halted:
             self._on_halt(node)
         self._schedule_tick(node)
-
-    def _execute(self, node: SimNode, ready: Ready) -> None:
-        for request in ready.persist:
-            # Appends go to the shard's log on the node's faulty disk; one fsync a little later
-            # covers everything appended by then (group commit) and is reported to the replica.
-            # Metadata (views, proposals with their trims) is replaced atomically and synced
-            # now, before the writes of this Ready that announce it.
-            if isinstance(request, LogAppend):
-                if not request.entries:
-                    continue
-                key = (request.subgroup, request.shard)
-                log = self._log(node, key)
-                log.append(
-                    Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
-                    for d in request.entries
-                )
-                node.appended.setdefault(key, []).extend(d.version for d in request.entries)
-                if key not in node.sync_pending:
-                    node.sync_pending.add(key)
-                    at = self.now_ns + self.rng.randint(MS // 20, self.config.persist_ns_max)
-                    self._at(at, "sync", (node.id, node.incarnation, key))
-            elif isinstance(request, LogMeta):
-                self._meta(node).meta_put(request.name, request.data)
-            else:
-                key = (request.subgroup, request.shard)
-                perform(self._log(node, key), request)
-                if isinstance(request, LogTruncate):
-                    kept = [v for v in node.appended.get(key, []) if v <= request.version]
-                else:
-                    kept = []
-                node.appended[key] = kept
-        for push in ready.writes:
-            for target in push.targets:
-                self._transmit(node.id, target, "write", (push.offset, push.data, push.epoch))
-                self.stats["writes"] += 1
-        for send in ready.sends:
-            self._transmit(node.id, send.target, "data", (send.payload,))
-            self.stats["data"] += 1
-        touched: dict[tuple[int, int], int] = {}
-        for d in ready.deliveries:
-            node.deliveries.append(d)
-            key = (d.subgroup, d.shard)
-            machine = node.machines.get(key)
-            if machine is not None:
-                result = apply_delivery(machine, d, NONCE_BYTES)
-                touched[key] = d.version
-                node.applied[key] = d.version
-            else:
-                result = b"%d" % len(d.payload)
-            if d.reply:
-                node.replica.reply(d, result)
-        for key, version in touched.items():
-            st = node.replica.stream(*key)
-            if st is None or st.mode != "raw":
-                node.digests[(key, version)] = node.machines[key].digest()
-        for event in ready.events:
-            node.events.append((self.now_ns, event))
-            if isinstance(event, (SubmitFailed, Completed)):
-                node.open_tickets.pop(event.ticket, None)
-            elif isinstance(event, StateTransfer):
-                if node.id in self._joined_in(ready):
-                    # a joiner provides a shard's state from its own log (the group had lost it)
-                    self.stats["state_from_joiner"] = self.stats.get("state_from_joiner", 0) + 1
-                    self.note(f"joiner {node.id} provides shard {event.subgroup, event.shard}")
-                key = (event.subgroup, event.shard)
-                machine = node.machines.get(key)
-                data = machine.snapshot() if machine is not None else b""
-                version = node.applied.get(key, 0)
-                if event.version and version != event.version:
-                    raise Violation(
-                        "restart.state",
-                        f"member {node.id} is to provide shard {key} at version "
-                        f"{event.version:#x}, but its state machine is at {version:#x}",
-                    )
-                node.replica.send_state(event.to, event.subgroup, event.shard, version, data)
-            elif isinstance(event, RestoreState):
-                key = (event.subgroup, event.shard)
-                machine = self._new_machine(node, key)
-                if machine is not None:
-                    if event.data:  # empty: the initial state (a provider with nothing logged)
-                        machine.restore(event.data)
-                    node.applied[key] = event.version
-                    st = node.replica.stream(*key)
-                    if event.version and (st is None or st.mode != "raw"):
-                        node.digests[(key, event.version)] = machine.digest()
-            elif isinstance(event, ViewInstalled):
-                self._on_view(node, event)
-
-    @staticmethod
-    def _joined_in(ready: Ready) -> tuple[int, ...]:
-        for event in ready.events:
-            if isinstance(event, ViewInstalled):
-                return event.joined
-        return ()
 
     def _dir(self, node: SimNode) -> str:
         return f"/member-{node.id}/incarnation-{node.dir_incarnation}"
@@ -607,27 +522,6 @@ class Simulation:
         if machine is not None:
             node.machines[key] = machine
         return machine
-
-    def _on_view(self, node: SimNode, event: ViewInstalled) -> None:
-        self.stats["views"] += 1
-        mine = {(sg, sh) for sg, sh, _, _ in event.shards}
-        for key in list(node.machines):
-            if key not in mine:
-                del node.machines[key]  # a shard this member left (its state went on)
-        for key in mine:
-            if key not in node.machines and node.id not in event.joined:
-                self._new_machine(node, key)
-        for victim, t in list(self._crashed_at):
-            if victim in event.departed:
-                # the first view installed without a crashed member: what failover costs
-                self.view_change_ns.append(self.now_ns - t)
-                self._crashed_at.remove((victim, t))
-        if node.id == event.members[0]:
-            self.note(
-                f"view {event.epoch} installed: members {list(event.members)}"
-                + (f", joined {list(event.joined)}" if event.joined else "")
-                + (f", departed {list(event.departed)}" if event.departed else "")
-            )
 
     def _on_halt(self, node: SimNode) -> None:
         self.stats["halts"] += 1
@@ -951,6 +845,7 @@ class Simulation:
         self._revive(node)
 
     def _revive(self, node: SimNode) -> None:
+        node.executor = None
         node.alive = True
         node.halted = ""
         node.tick_at_ns = -1
@@ -1008,6 +903,142 @@ class Simulation:
 
     def live_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.active]
+
+
+class SimHost:
+    """The executor's host for a simulated member (`smr.runtime.executor`): the node's faulty
+    disk, the simulated network and the workload's state machines. Appends become durable a
+    little later, in one sync per shard that covers everything appended by then (group commit);
+    metadata, truncations and snapshots are durable at once."""
+
+    def __init__(self, sim: Simulation, node: SimNode):
+        self.sim = sim
+        self.node = node
+        self._joined: tuple[int, ...] = ()  # of the view this Ready installs, until it is in force
+
+    def prepare_view(self, event: ViewInstalled) -> None:
+        node = self.node
+        self._joined = event.joined
+        for sg, sh, _, _ in event.shards:
+            if (sg, sh) not in node.machines and node.id not in event.joined:
+                self.sim._new_machine(node, (sg, sh))
+
+    def persist_meta(self, request: LogMeta) -> None:
+        self.sim._meta(self.node).meta_put(request.name, request.data)
+
+    def persist_append(self, request: LogAppend) -> None:
+        sim, node = self.sim, self.node
+        key = (request.subgroup, request.shard)
+        sim._log(node, key).append(
+            Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
+            for d in request.entries
+        )
+        node.appended.setdefault(key, []).extend(d.version for d in request.entries)
+        if key not in node.sync_pending:
+            node.sync_pending.add(key)
+            at = sim.now_ns + sim.rng.randint(MS // 20, sim.config.persist_ns_max)
+            sim._at(at, "sync", (node.id, node.incarnation, key))
+
+    def persist_flush(self, subgroup: int, shard: int) -> None:
+        key = (subgroup, shard)
+        self.node.synced[key] = self.sim._log(self.node, key).sync()
+
+    def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
+        node = self.node
+        key = (request.subgroup, request.shard)
+        perform(self.sim._log(node, key), request)
+        if isinstance(request, LogTruncate):
+            node.appended[key] = [v for v in node.appended.get(key, []) if v <= request.version]
+        else:
+            node.appended[key] = []
+
+    def push(self, push: Push) -> None:
+        sim = self.sim
+        for target in push.targets:
+            sim._transmit(self.node.id, target, "write", (push.offset, push.data, push.epoch))
+            sim.stats["writes"] += 1
+
+    def send(self, send: Send) -> None:
+        self.sim._transmit(self.node.id, send.target, "data", (send.payload,))
+        self.sim.stats["data"] += 1
+
+    def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
+        node = self.node
+        results = []
+        touched: dict[tuple[int, int], int] = {}
+        for d in deliveries:
+            node.deliveries.append(d)
+            key = (d.subgroup, d.shard)
+            machine = node.machines.get(key)
+            if machine is not None:
+                results.append(apply_delivery(machine, d, NONCE_BYTES))
+                touched[key] = d.version
+                node.applied[key] = d.version
+            else:
+                results.append(b"%d" % len(d.payload))
+        for key, version in touched.items():
+            st = node.replica.stream(*key)
+            if st is None or st.mode != "raw":
+                node.digests[(key, version)] = node.machines[key].digest()
+        return results
+
+    def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:
+        node = self.node
+        machine = node.machines.get((subgroup, shard))
+        data = machine.snapshot() if machine is not None else b""
+        return node.applied.get((subgroup, shard), 0), data
+
+    def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
+        sim, node = self.sim, self.node
+        node.events.append((sim.now_ns, event))
+        if node.id in self._joined:
+            # a joiner provides a shard's state from its own log (the group had lost it)
+            sim.stats["state_from_joiner"] = sim.stats.get("state_from_joiner", 0) + 1
+            sim.note(f"joiner {node.id} provides shard {event.subgroup, event.shard}")
+
+    def restore(self, event: RestoreState) -> None:
+        sim, node = self.sim, self.node
+        node.events.append((sim.now_ns, event))
+        key = (event.subgroup, event.shard)
+        machine = sim._new_machine(node, key)
+        if machine is not None:
+            if event.data:  # empty: the initial state (a provider with nothing logged)
+                machine.restore(event.data)
+            node.applied[key] = event.version
+            st = node.replica.stream(*key)
+            if event.version and (st is None or st.mode != "raw"):
+                node.digests[(key, event.version)] = machine.digest()
+
+    def view_installed(self, event: ViewInstalled) -> None:
+        sim, node = self.sim, self.node
+        node.events.append((sim.now_ns, event))
+        self._joined = ()
+        sim.stats["views"] += 1
+        mine = {(sg, sh) for sg, sh, _, _ in event.shards}
+        for key in list(node.machines):
+            if key not in mine:
+                del node.machines[key]  # a shard this member left (its state went on)
+        for victim, t in list(sim._crashed_at):
+            if victim in event.departed:
+                # the first view installed without a crashed member: what failover costs
+                sim.view_change_ns.append(sim.now_ns - t)
+                sim._crashed_at.remove((victim, t))
+        if node.id == event.members[0]:
+            sim.note(
+                f"view {event.epoch} installed: members {list(event.members)}"
+                + (f", joined {list(event.joined)}" if event.joined else "")
+                + (f", departed {list(event.departed)}" if event.departed else "")
+            )
+
+    def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
+        self.node.events.append((self.sim.now_ns, event))
+        self.node.open_tickets.pop(event.ticket, None)
+
+    def flush_answers(self) -> None:
+        pass  # answers are the events recorded above
+
+    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+        self.node.events.append((self.sim.now_ns, event))
 
 
 def run_seed(config: SimConfig, **kwargs: Any) -> SimResult:

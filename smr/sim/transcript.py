@@ -32,11 +32,19 @@ from collections import deque
 from typing import Any
 
 from smr.core.layout import SubgroupSpec
-from smr.core.multicast import Completed
-from smr.core.ready import LogAppend, LogMeta, LogSnapshot, LogTruncate
-from smr.core.replica import ACTIVE, CoreConfig, Replica, RestoreState, StateTransfer
+from smr.core.multicast import Completed, SubmitFailed
+from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
+from smr.core.replica import (
+    ACTIVE,
+    CoreConfig,
+    FrontierReached,
+    Replica,
+    RestoreState,
+    StateTransfer,
+)
 from smr.core.restart import Acceptor, Recovered, decode_view_meta
 from smr.core.views import Halted, Proposal, ViewBlocked, ViewInstalled
+from smr.runtime.executor import Executor
 
 MS = 1_000_000
 WATCHED = ("suspected", "wedged", "ballot", "acked_ballot", "committed", "leaving", "joins_num")
@@ -45,6 +53,7 @@ WATCHED = ("suspected", "wedged", "ballot", "acked_ballot", "committed", "leavin
 class Transcript:
     def __init__(self) -> None:
         self.replicas: dict[int, Replica] = {}
+        self.executors: dict[int, Executor] = {}
         self.running: set[int] = set()
         self.links: dict[tuple[int, int], deque] = {}
         self.cut: set[tuple[int, int]] = set()
@@ -81,6 +90,7 @@ class Transcript:
 
     def _add(self, m: int, replica: Replica) -> None:
         self.replicas[m] = replica
+        self.executors[m] = Executor(m, _Member(self, m))
         self.running.add(m)
         self.unsynced[m] = []
         self.states.setdefault(m, {})
@@ -224,50 +234,7 @@ class Transcript:
     def _settle(self) -> None:
         for m in sorted(self.running):
             replica = self.replicas[m]
-            while replica.has_ready():
-                ready = replica.ready()
-                for req in ready.persist:
-                    if isinstance(req, LogAppend) and req.entries:
-                        self.unsynced[m].append(req)
-                    elif isinstance(req, LogMeta):
-                        self.meta.setdefault(m, {})[req.name] = req.data
-                        self.out.append(f"{m}: logs {req.name} (synced before its pushes)")
-                    elif isinstance(req, LogTruncate):
-                        kept = [e for e in self.entries.get(m, []) if e[0] <= req.version]
-                        dropped = len(self.entries.get(m, [])) - len(kept)
-                        self.out.append(
-                            f"{m}: truncates its log after {req.version >> 32}:"
-                            f"{req.version & 0xFFFFFFFF} ({dropped} entries dropped)"
-                        )
-                        self.entries[m] = kept
-                        if self.snapshot.get(m, (0, b""))[0] > req.version:
-                            del self.snapshot[m]
-                    elif isinstance(req, LogSnapshot):
-                        self.entries[m] = []
-                        self.snapshot[m] = (req.version, req.data)
-                        self.out.append(
-                            f"{m}: replaces its log by the snapshot at {req.version >> 32}:"
-                            f"{req.version & 0xFFFFFFFF}"
-                        )
-                self._report(m, ready)
-                for push in ready.writes:
-                    for t in push.targets:
-                        if (m, t) not in self.cut:
-                            self.links.setdefault((m, t), deque()).append(
-                                ("w", push.offset, push.data, push.epoch)
-                            )
-                for send in ready.sends:
-                    if (m, send.target) not in self.cut:
-                        self.links.setdefault((m, send.target), deque()).append(("d", send.payload))
-                for event in ready.events:
-                    if isinstance(event, StateTransfer):
-                        state = b"|".join(self.states[m].get(0, []))
-                        version = self.applied.get(m, 0)
-                        replica.send_state(event.to, event.subgroup, event.shard, version, state)
-                    elif isinstance(event, RestoreState):
-                        self.states[m][0] = [x for x in event.data.split(b"|") if x]
-                        self.applied[m] = event.version
-                replica.advance(ready)
+            self.executors[m].drain(replica)
             self._report_row(m)
             rs = replica._restart
             if rs is not None and rs.waiting and rs.waiting != self._seen[m].get("waiting"):
@@ -275,50 +242,6 @@ class Transcript:
                 self._seen[m]["waiting"] = rs.waiting
             if replica.status != ACTIVE and m in self.running and replica.status == "halted":
                 self.running.discard(m)
-
-    def _report(self, m: int, ready: Any) -> None:
-        for d in ready.deliveries:
-            self.states[m].setdefault(d.shard, []).append(d.payload)
-            self.applied[m] = d.version
-            self.out.append(
-                f"{m}: delivers {d.payload.decode()} (epoch {d.version >> 32}, "
-                f"seq {d.version & 0xFFFFFFFF}, from {d.sender})"
-            )
-        for e in ready.events:
-            if isinstance(e, ViewInstalled):
-                old = getattr(self.replicas[m], "prev_table", None)
-                if old is not None and e.epoch > 1 and m not in e.joined:
-                    self._report_row(m, old, f"(end of view {e.epoch - 1}) ")
-                change = []
-                if e.joined:
-                    change.append(f"joined {list(e.joined)}")
-                if e.departed:
-                    change.append(f"departed {list(e.departed)}")
-                d = self.replicas[m].restart_decision
-                if d is not None and d.epoch == e.epoch:
-                    cuts = ", ".join(f"{v >> 32}:{v & 0xFFFFFFFF}" for _, _, v in d.cuts)
-                    plans = "; ".join(f"{p} sends its state to {list(n)}" for p, n in d.plans if n)
-                    self.out.append(
-                        f"{m}: the restart decided view {d.epoch} {list(d.members)}, cut at "
-                        f"{cuts or 'nothing'}" + (f"; {plans}" if plans else "")
-                    )
-                self.out.append(
-                    f"{m}: installs view {e.epoch} {list(e.members)}"
-                    + (f" ({', '.join(change)})" if change else "")
-                )
-                self._seen[m] = {}
-            elif isinstance(e, Halted):
-                self.out.append(f"{m}: halts: {e.reason}")
-            elif isinstance(e, ViewBlocked):
-                self.out.append(f"{m}: view blocked: {e.reason}")
-            elif isinstance(e, Completed):
-                self.out.append(
-                    f"{m}: answered, seq {e.version & 0xFFFFFFFF} of epoch {e.version >> 32}"
-                )
-            elif isinstance(e, StateTransfer):
-                self.out.append(f"{m}: sends its state to {e.to}")
-            elif isinstance(e, RestoreState):
-                self.out.append(f"{m}: restores its state ({len(e.data)} bytes)")
 
     def _report_row(self, m: int, table: Any = None, label: str = "") -> None:
         replica = self.replicas[m]
@@ -355,6 +278,128 @@ class Transcript:
         self._seen[m] = now
         if changes:
             self.out.append(f"{m}: {label}" + " ".join(changes))
+
+
+class _Member:
+    """The executor's host for one transcript member: a toy durable log (a shard's entries count
+    once synced; metadata, truncations and snapshots at once), FIFO links the script drains, and
+    a state that is the list of payloads delivered. Everything it does is printed."""
+
+    def __init__(self, t: Transcript, m: int):
+        self.t = t
+        self.m = m
+
+    def prepare_view(self, event: ViewInstalled) -> None:
+        pass
+
+    def persist_meta(self, request: LogMeta) -> None:
+        t, m = self.t, self.m
+        t.meta.setdefault(m, {})[request.name] = request.data
+        t.out.append(f"{m}: logs {request.name} (synced before its pushes)")
+
+    def persist_append(self, request: LogAppend) -> None:
+        self.t.unsynced[self.m].append(request)
+
+    def persist_flush(self, subgroup: int, shard: int) -> None:
+        self.t._sync_disks()
+
+    def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
+        t, m = self.t, self.m
+        if isinstance(request, LogTruncate):
+            kept = [e for e in t.entries.get(m, []) if e[0] <= request.version]
+            dropped = len(t.entries.get(m, [])) - len(kept)
+            t.out.append(
+                f"{m}: truncates its log after {_v(request.version)} ({dropped} entries dropped)"
+            )
+            t.entries[m] = kept
+            if t.snapshot.get(m, (0, b""))[0] > request.version:
+                del t.snapshot[m]
+        else:
+            t.entries[m] = []
+            t.snapshot[m] = (request.version, request.data)
+            t.out.append(f"{m}: replaces its log by the snapshot at {_v(request.version)}")
+
+    def push(self, push: Push) -> None:
+        t, m = self.t, self.m
+        for target in push.targets:
+            if (m, target) not in t.cut:
+                t.links.setdefault((m, target), deque()).append(
+                    ("w", push.offset, push.data, push.epoch)
+                )
+
+    def send(self, send: Send) -> None:
+        t, m = self.t, self.m
+        if (m, send.target) not in t.cut:
+            t.links.setdefault((m, send.target), deque()).append(("d", send.payload))
+
+    def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
+        t, m = self.t, self.m
+        for d in deliveries:
+            t.states[m].setdefault(d.shard, []).append(d.payload)
+            t.applied[m] = d.version
+            t.out.append(
+                f"{m}: delivers {d.payload.decode()} (epoch {d.version >> 32}, "
+                f"seq {d.version & 0xFFFFFFFF}, from {d.sender})"
+            )
+        return [b"" for _ in deliveries]
+
+    def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:
+        t, m = self.t, self.m
+        return t.applied.get(m, 0), b"|".join(t.states[m].get(0, []))
+
+    def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
+        self.t.out.append(f"{self.m}: sends its state to {event.to}")
+
+    def restore(self, event: RestoreState) -> None:
+        t, m = self.t, self.m
+        t.out.append(f"{m}: restores its state ({len(event.data)} bytes)")
+        t.states[m][0] = [x for x in event.data.split(b"|") if x]
+        t.applied[m] = event.version
+
+    def view_installed(self, e: ViewInstalled) -> None:
+        t, m = self.t, self.m
+        old = getattr(t.replicas[m], "prev_table", None)
+        if old is not None and e.epoch > 1 and m not in e.joined:
+            t._report_row(m, old, f"(end of view {e.epoch - 1}) ")
+        change = []
+        if e.joined:
+            change.append(f"joined {list(e.joined)}")
+        if e.departed:
+            change.append(f"departed {list(e.departed)}")
+        d = t.replicas[m].restart_decision
+        if d is not None and d.epoch == e.epoch:
+            cuts = ", ".join(_v(v) for _, _, v in d.cuts)
+            plans = "; ".join(f"{p} sends its state to {list(n)}" for p, n in d.plans if n)
+            t.out.append(
+                f"{m}: the restart decided view {d.epoch} {list(d.members)}, cut at "
+                f"{cuts or 'nothing'}" + (f"; {plans}" if plans else "")
+            )
+        t.out.append(
+            f"{m}: installs view {e.epoch} {list(e.members)}"
+            + (f" ({', '.join(change)})" if change else "")
+        )
+        t._seen[m] = {}
+
+    def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
+        if isinstance(event, Completed):
+            self.t.out.append(f"{self.m}: answered, {_seq(event.version)}")
+
+    def flush_answers(self) -> None:
+        pass
+
+    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+        if isinstance(event, Halted):
+            self.t.out.append(f"{self.m}: halts: {event.reason}")
+        elif isinstance(event, ViewBlocked):
+            self.t.out.append(f"{self.m}: view blocked: {event.reason}")
+
+
+def _v(version: int) -> str:
+    return f"{version >> 32}:{version & 0xFFFFFFFF}"
+
+
+def _seq(version: int) -> str:
+    return f"seq {version & 0xFFFFFFFF} of epoch {version >> 32}"
 
 
 def run_script(lines: list[str]) -> list[str]:
