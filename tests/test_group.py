@@ -25,7 +25,7 @@ def test_durable_commands_are_on_every_members_log_when_answered(tmp_path):
     assert handle.result() == {1: 5, 2: 5, 3: 5}
     g.close()
     for m in (1, 2, 3):
-        log = Log.open(str(tmp_path / f"member-{m}" / "sg0-shard0"))
+        log = Log.open(str(tmp_path / f"member-{m}" / "subgroup-0-shard-0"))
         assert [r.version for r in log.iter()] == [handle.version]
         log.close()
 
@@ -62,7 +62,7 @@ def test_log_replay_rebuilds_the_live_replicas_state(tmp_path):
         [
             "log",
             "replay",
-            str(tmp_path / "member-2" / "sg0-shard0"),
+            str(tmp_path / "member-2" / "subgroup-0-shard-0"),
             "--state-machine",
             "smr.statemachines:KVStore",
         ],
