@@ -7,6 +7,7 @@ from collections import deque
 import pytest
 
 from smr.core.replica import Replica
+from smr.runtime.executor import Executor
 
 
 class Net:
@@ -26,6 +27,7 @@ class Net:
         self.results: dict[int, bytes] = {}
         self.batch_writes = False  # deliver a link's queued writes with one on_writes call
         self.batched = False  # deliver everything queued on a link inside Replica.batched()
+        self.executors: dict[int, Executor] = {}
 
     def hold(self, a: int, b: int) -> None:
         self.held.add((a, b))
@@ -42,20 +44,15 @@ class Net:
         r = self.r[m]
         if not r.has_ready():
             return False
-        ready = r.ready()
-        r.advance(ready)
-        self.deliveries[m].extend(ready.deliveries)
-        self.events[m].extend(ready.events)
-        for push in ready.writes:
-            for t in push.targets:
-                self.links.setdefault((m, t), deque()).append(("w", push.offset, push.data))
-        for send in ready.sends:
-            self.links.setdefault((m, send.target), deque()).append(("d", send.payload))
-        for req in ready.persist:
-            self.unsynced[m].append(req)
-        for d in ready.deliveries:
-            if d.reply:
-                r.reply(d, b"r%d:" % m + d.payload[:4])
+        executor = self.executors.get(m)
+        if executor is None:
+            executor = self.executors[m] = Executor(m, _NetMember(self, m))
+
+        def observe(ready) -> None:
+            self.deliveries[m].extend(ready.deliveries)
+            self.events[m].extend(ready.events)
+
+        executor.drain(r, observe)
         if m not in self.disk_held:
             self.sync_disk(m)
         return True
@@ -94,6 +91,65 @@ class Net:
             if not progressed:
                 return
         raise AssertionError("the network did not settle")
+
+
+class _NetMember:
+    """The executor's host for one member of a `Net`: appends wait for `sync_disk`, the rest of
+    the log is not kept, a delivery's result is `r<member>:` and its payload's first bytes, and
+    a state machine is only the version it is at."""
+
+    def __init__(self, net: Net, m: int):
+        self.net = net
+        self.m = m
+        self.versions: dict[tuple[int, int], int] = {}
+
+    def prepare_view(self, event) -> None:
+        pass
+
+    def persist_meta(self, request) -> None:
+        pass
+
+    def persist_append(self, request) -> None:
+        self.net.unsynced[self.m].append(request)
+
+    def persist_flush(self, subgroup, shard) -> None:
+        self.net.sync_disk(self.m)
+
+    def persist_rewrite(self, request) -> None:
+        pass
+
+    def push(self, push) -> None:
+        for t in push.targets:
+            self.net.links.setdefault((self.m, t), deque()).append(("w", push.offset, push.data))
+
+    def send(self, send) -> None:
+        self.net.links.setdefault((self.m, send.target), deque()).append(("d", send.payload))
+
+    def apply(self, deliveries) -> list[bytes]:
+        for d in deliveries:
+            self.versions[(d.subgroup, d.shard)] = d.version
+        return [b"r%d:" % self.m + d.payload[:4] for d in deliveries]
+
+    def state_of(self, subgroup, shard) -> tuple[int, bytes]:
+        return self.versions.get((subgroup, shard), 0), b""
+
+    def state_sent(self, event, version, size_bytes) -> None:
+        pass
+
+    def restore(self, event) -> None:
+        self.versions[(event.subgroup, event.shard)] = event.version
+
+    def view_installed(self, event) -> None:
+        pass
+
+    def answer(self, event, results) -> None:
+        pass
+
+    def flush_answers(self) -> None:
+        pass
+
+    def notify(self, event) -> None:
+        pass
 
 
 @pytest.fixture
