@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint lint-imports unit sim-smoke proofs clean
+.PHONY: demo test lint lint-imports typecheck unit sim-smoke proofs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/smr demo
 
-test: $(STAMP) lint lint-imports unit sim-smoke proofs
+test: $(STAMP) lint lint-imports typecheck unit sim-smoke proofs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,6 +30,13 @@ lint-imports: $(STAMP)
 	@rm -rf build/lint && mkdir -p build/lint
 	@cp -r smr build/lint/ && cp -r log build/lint/smr/log && cp -r statemachines build/lint/smr/statemachines && cp -r cli build/lint/smr/cli
 	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml
+
+# mypy over the core, the executor, the runtime and the public API ([tool.mypy] in pyproject),
+# on a copy laid out as the installed package, like lint-imports.
+typecheck: $(STAMP)
+	@rm -rf build/typecheck && mkdir -p build/typecheck
+	@cp -r smr build/typecheck/ && cp -r log build/typecheck/smr/log && cp -r statemachines build/typecheck/smr/statemachines && cp -r cli build/typecheck/smr/cli
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest

@@ -334,7 +334,9 @@ class _Namespace(dict):
 
 class _StateMachineType(type):
     @classmethod
-    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> dict[str, Any]:
+    def __prepare__(  # type: ignore[override]  # positional names, and a dict of our own
+        mcs, name: str, bases: tuple[type, ...], **kwargs: Any
+    ) -> dict[str, Any]:
         return _Namespace()
 
 
@@ -369,8 +371,10 @@ class StateMachine(metaclass=_StateMachineType):
 
     # Dispatch tables, rebuilt for every subclass (see `__init_subclass__`).
     _by_name: ClassVar[dict[str, Operation]] = {}
-    _decode_command: ClassVar[Callable[[bytes], Any]]
-    _decode_query: ClassVar[Callable[[bytes], Any]]
+    # msgspec decoders' `decode` (bytes -> the operation's Struct); Any, since a Callable
+    # class variable would be taken for a method when read through an instance
+    _decode_command: ClassVar[Any]
+    _decode_query: ClassVar[Any]
     _commands: ClassVar[dict[type, tuple[Callable[..., Any], bool, tuple[str, ...]]]] = {}
     _queries: ClassVar[dict[type, tuple[Callable[..., Any], str, tuple[str, ...]]]] = {}
     _guard_class: ClassVar[type]
@@ -432,7 +436,8 @@ class StateMachine(metaclass=_StateMachineType):
         cls._decode_query = _union_decoder(queries, "query", cls.__name__)
         # During a query the instance is switched to this subclass, which refuses attribute
         # assignment; commands thus pay nothing for the guard.
-        cls._guard_class = type(cls)(
+        meta: Any = type(cls)
+        cls._guard_class = meta(
             cls.__name__,
             (cls,),
             {
@@ -529,7 +534,7 @@ class StateMachine(metaclass=_StateMachineType):
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def apply(self, payload: bytes, entry: Entry) -> Any:
+    def apply(self, payload: bytes | memoryview, entry: Entry) -> Any:
         """Decode an ordered command, apply it with `entry`, and return its result.
 
         A malformed payload raises `OperationError` and leaves the state untouched."""
@@ -583,7 +588,9 @@ class StateMachine(metaclass=_StateMachineType):
         return result
 
     @classmethod
-    def _malformed(cls, payload: bytes, kind: Kind, error: Exception) -> OperationError:
+    def _malformed(
+        cls, payload: bytes | memoryview, kind: Kind, error: Exception
+    ) -> OperationError:
         """Say what is wrong with a payload that did not decode (error path only)."""
         try:
             raw = _decode_any(payload)

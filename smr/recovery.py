@@ -44,10 +44,12 @@ def recover_member(
 ) -> Recovered:
     """The restart summary of member `me`. Without a logged view the member is still in the
     founding view (`initial_members`, epoch 1), whose shards all start from the empty state."""
-    epoch, members, awaiting = 1, tuple(initial_members), ()
+    epoch, members = 1, tuple(initial_members)
+    awaiting: tuple[Key, ...] = ()
     proposal = None
     acceptor = Acceptor()
-    offer_epoch, offerable = 0, ()
+    offer_epoch = 0
+    offerable: tuple[Key, ...] = ()
     if meta is not None:
         data = meta.meta_get("view")
         if data is not None:

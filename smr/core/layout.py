@@ -103,7 +103,9 @@ def allocate(view_members: Sequence[int], specs: Sequence[SubgroupSpec]) -> tupl
     shards: list[Shard] = []
     for sg, spec in enumerate(specs):
         if spec.members is not None:
-            groups = [tuple(m for m in explicit if m in view) for explicit in spec.members]
+            groups: list[tuple[int, ...]] = [
+                tuple(m for m in explicit if m in view) for explicit in spec.members
+            ]
             for i, (g, explicit) in enumerate(zip(groups, spec.members, strict=True)):
                 if len(g) < spec.min_size:
                     missing = sorted(set(explicit) - set(view))
@@ -115,12 +117,13 @@ def allocate(view_members: Sequence[int], specs: Sequence[SubgroupSpec]) -> tupl
             groups = _even(view, spec)
         for i, members in enumerate(groups):
             senders = members
-            if spec.senders is not None and spec.senders[i] is not None:
-                senders = tuple(m for m in members if m in spec.senders[i])
+            designated = spec.senders[i] if spec.senders is not None else None
+            if designated is not None:
+                senders = tuple(m for m in members if m in designated)
                 if not senders:
                     raise LayoutError(
                         f"subgroup {spec.name} shard {i}: none of its designated senders "
-                        f"{list(spec.senders[i])} is a member of the shard {list(members)}"
+                        f"{list(designated)} is a member of the shard {list(members)}"
                     )
             shards.append(Shard(len(shards), sg, spec.name, i, members, senders, spec.mode_of(i)))
     return tuple(shards)

@@ -634,7 +634,8 @@ class ShardStream:
                 f"block {block} of message {index} from {source}: "
                 f"{len(body) - BLOCK_HEADER.size} bytes, expected {size}"
             )
-        t.buf[lo : lo + size] = memoryview(body)[BLOCK_HEADER.size :]
+        # a bytearray until the message is done (then bytes), and a done one returned above
+        t.buf[lo : lo + size] = memoryview(body)[BLOCK_HEADER.size :]  # type: ignore[index]
         t.have[block] = 1
         t.count += 1
         if t.count == len(t.have):

@@ -200,11 +200,11 @@ def binomial(members: int, blocks: int) -> Schedule:
                     busy_send.add(a)
                     busy_recv.add(c)
                     break
-        for x in transfers:
-            assert not have[x.receiver][x.block], "a block sent twice to one member"
-            have[x.receiver][x.block] = 1
-            order[x.receiver].append(x.block)
-            counts[x.receiver] += 1
+        for tr in transfers:
+            assert not have[tr.receiver][tr.block], "a block sent twice to one member"
+            have[tr.receiver][tr.block] = 1
+            order[tr.receiver].append(tr.block)
+            counts[tr.receiver] += 1
         steps.append(transfers)
     return Schedule("binomial", members, blocks, steps)
 

@@ -586,10 +586,10 @@ class Replica:
         for (g, to), frame in self._state_sent.items():
             # the state may have been lost with the connection: send it again while the member
             # still waits for it (nothing of the shard is delivered until it has it)
-            row = self._row_of.get(peer)
+            peer_row = self._row_of.get(peer)
             ready = self.table.layout[f"s{g}_ready"].word
             if to == peer and (
-                row is None or not self.table.words[row * self.table.row_words + ready]
+                peer_row is None or not self.table.words[peer_row * self.table.row_words + ready]
             ):
                 self._sends.append(Send(peer, frame))
 
@@ -825,9 +825,9 @@ class Replica:
         }
         self._persist.append(self._view_meta())
         for (sg, sh), items in carried.items():
-            st = self._stream_of.get((sg, sh))
+            carrier = self._stream_of.get((sg, sh))
             for ticket, payload, reply in items:
-                if st is None or st.my_rank < 0:
+                if carrier is None or carrier.my_rank < 0:
                     self._events.append(
                         SubmitFailed(
                             ticket,
@@ -838,7 +838,7 @@ class Replica:
                         )
                     )
                 else:
-                    st.submit(ticket, payload, reply, resubmitted=True)
+                    carrier.submit(ticket, payload, reply, resubmitted=True)
         self._events.append(
             self._installed(
                 tuple(decided.joiners),

@@ -390,15 +390,15 @@ def decide(
                 best = v
         cuts.append((key[0], key[1], best))
     cut_of = {(sg, sh): v for sg, sh, v in cuts}
-    plans = []
-    for s in new_shards:
-        key = (s.subgroup, s.shard)
-        if s.mode != "durable":
+    plans: list[tuple[int, tuple[int, ...]]] = []
+    for sh in new_shards:
+        key = (sh.subgroup, sh.shard)
+        if sh.mode != "durable":
             plans.append((0, ()))
             continue
         cut = cut_of[key]
         at_cut = [m for m in members if at_cut_of(summaries[m], key, cut)]
-        needy = tuple(m for m in s.members if m not in at_cut)
+        needy = tuple(m for m in sh.members if m not in at_cut)
         if not at_cut:  # only when nothing was ever logged and every log is marked stale
             needy = ()
         plans.append((at_cut[0] if needy else 0, needy))

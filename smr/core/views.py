@@ -147,7 +147,7 @@ class Proposal:
             members = take(n_members)
             joiners = take(take(1)[0])
             trims = tuple(take(take(1)[0]) for _ in range(take(1)[0]))
-            plans = []
+            plans: list[tuple[int, tuple[int, ...]]] = []
             for _ in range(take(1)[0]):
                 (provider,) = take(1)
                 plans.append((provider, take(take(1)[0])))
@@ -249,7 +249,7 @@ def plan_next(
     new = allocate(members, specs)
     old = {(s.subgroup, s.shard): s for s in old_shards}
     alive = set(survivors)
-    plans = []
+    plans: list[tuple[int, tuple[int, ...]]] = []
     for s in new:
         before = old.get((s.subgroup, s.shard))
         if before is None:

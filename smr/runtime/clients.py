@@ -14,6 +14,7 @@ serving everyone else.
 
 from __future__ import annotations
 
+import functools
 import selectors
 import socket
 import time
@@ -150,7 +151,7 @@ class ClientServer:
             self._next_id += 1
             self._conns[conn.id] = conn
             self._handshaking += 1
-            self._transport.watch(sock, lambda mask, conn=conn: self._on_event(conn, mask))
+            self._transport.watch(sock, functools.partial(self._on_event, conn))
             self.stats["accepted"] += 1
             self._queue(conn, hs.initial())
 
@@ -246,9 +247,7 @@ class ClientServer:
         writing = bool(conn.out)
         if writing != conn.writing and conn.id in self._conns and self._transport is not None:
             conn.writing = writing
-            self._transport.watch(
-                conn.sock, lambda mask, conn=conn: self._on_event(conn, mask), write=writing
-            )
+            self._transport.watch(conn.sock, functools.partial(self._on_event, conn), write=writing)
 
     def _expire_handshakes(self) -> None:
         now = time.monotonic()
