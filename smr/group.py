@@ -35,7 +35,7 @@ from typing import Any
 from smr.api import OperationError, StateMachine
 from smr.core.errors import UsageError
 from smr.core.layout import SubgroupSpec
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -224,7 +224,7 @@ class _Member:
     def flush_answers(self) -> None:
         pass
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         if isinstance(event, Halted):
             self.halted = event.reason
 

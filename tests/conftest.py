@@ -152,6 +152,15 @@ class _NetMember:
         pass
 
 
+def dropped(replica: Replica) -> list:
+    """The PeerMisbehaved events of a replica driven by hand: its next Ready, advanced."""
+    from smr.core.multicast import PeerMisbehaved
+
+    ready = replica.ready()
+    replica.advance(ready)
+    return [e for e in ready.events if isinstance(e, PeerMisbehaved)]
+
+
 @pytest.fixture
 def make_net():
     def make(members, **kwargs) -> Net:

@@ -1,6 +1,7 @@
 """Ordered multicast in one epoch, through the Replica's public inputs and outputs."""
 
 import pytest
+from conftest import dropped
 
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import SubgroupSpec
@@ -142,26 +143,34 @@ def test_sharded_layout_each_shard_its_own_stream(make_net):
     assert net.deliveries[4][0].shard == 1
 
 
-def test_a_slot_that_does_not_hold_the_announced_message_is_a_peer_error():
-    a = Replica(1, [1, 2], layout=[SubgroupSpec("s")])
-    b = Replica(2, [1, 2], layout=[SubgroupSpec("s")])
+def test_a_slot_that_does_not_hold_the_announced_message_is_dropped_and_its_sender_suspected():
+    a = Replica(1, [1, 2, 3], layout=[SubgroupSpec("s")])
+    b = Replica(2, [1, 2, 3], layout=[SubgroupSpec("s")])
     a.advance(a.ready())  # what a founding member pushes at start
+    b.advance(b.ready())
     a.submit(0, 0, b"x")
     ready = a.ready()
     a.advance(ready)
     slots, counters = ready.writes[0], ready.writes[-1]
-    with pytest.raises(PeerProtocolError, match="shard 0"):
-        b.on_write(1, counters.offset, counters.data)  # the counter without the slot
     assert slots.offset < counters.offset
+    b.on_write(1, counters.offset, counters.data)  # the counter without the slot: no raise
+    (event,) = dropped(b)
+    assert event.peer == 1 and "shard 0" in event.reason
+    assert b.vc.suspects(b.table.my_row, b.members.index(1))
+    assert b.frozen  # wedged for the view change that removes the sender
+    b.on_write(1, slots.offset, slots.data)  # what follows from it changes nothing
+    assert dropped(b) == [] and b.stream(0, 0).can_receive() is False
 
 
 @pytest.mark.parametrize(
     "frame", [b"", b"\x01", b"\x09\x00\x00" + bytes(8), b"\x01\x07\x00" + bytes(8)]
 )
-def test_malformed_data_frames_are_peer_errors(frame):
-    r = Replica(1, [1, 2], layout=[SubgroupSpec("s")])
-    with pytest.raises(PeerProtocolError):
-        r.on_data(2, frame)
+def test_malformed_data_frames_are_dropped_and_their_sender_suspected(frame):
+    r = Replica(1, [1, 2, 3], layout=[SubgroupSpec("s")])
+    r.advance(r.ready())
+    r.on_data(2, frame)
+    assert [e.peer for e in dropped(r)] == [2]
+    assert r.vc.suspects(r.table.my_row, r.members.index(2))
 
 
 def test_the_replies_of_a_batch_travel_in_one_frame_per_sender(make_net):
@@ -203,9 +212,10 @@ def test_replies_frames_round_trip_and_malformed_ones_are_peer_errors():
 
 
 @pytest.mark.parametrize("cut", range(0, 30, 3))
-def test_a_truncated_replies_frame_from_a_peer_is_a_peer_error(cut):
+def test_a_truncated_replies_frame_from_a_peer_is_dropped(cut):
     r = Replica(1, [1, 2], layout=[SubgroupSpec("s")])
+    r.advance(r.ready())
     frame = FRAME.pack(FRAME_REPLIES, 0, 2, r.epoch) + REPLY_ITEM.pack(1, 4) + b"abcd"
     frame += REPLY_ITEM.pack(2, 4) + b"efgh"
-    with pytest.raises(PeerProtocolError):
-        r.on_data(2, frame[: len(frame) - 1 - cut])
+    r.on_data(2, frame[: len(frame) - 1 - cut])
+    assert [e.peer for e in dropped(r)] == [2]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import dropped
 
-from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.errors import UsageError
 from smr.core.layout import SubgroupSpec
 from smr.core.multicast import BLOCK_HEADER, FRAME, FRAME_BLOCK, MulticastConfig
 from smr.core.rdmc import SCHEDULES
@@ -136,22 +137,22 @@ def test_delivery_waits_for_every_member_to_hold_the_whole_message(make_net):
 
 def test_bad_block_frames_are_refused():
     r = Replica(2, [1, 2, 3], layout=[SubgroupSpec("s")], config=config())
-    r.ready()
+    r.advance(r.ready())
 
     def frame(k, block, bb, total, body, index=0):
         head = FRAME.pack(FRAME_BLOCK, 0, index, r.epoch) + BLOCK_HEADER.pack(k, block, bb, total)
         return head + body
 
-    with pytest.raises(PeerProtocolError, match="block_bytes"):
-        r.on_data(1, frame(0, 0, 128, 1000, bytes(128)))
-    with pytest.raises(PeerProtocolError, match="expected"):
-        r.on_data(1, frame(0, 0, BLOCK, 1000, bytes(10)))
-    with pytest.raises(PeerProtocolError, match="block 9"):
-        r.on_data(1, frame(0, 9, BLOCK, 1000, bytes(BLOCK)))
-    with pytest.raises(PeerProtocolError, match="sender rank"):
-        r.on_data(1, frame(7, 0, BLOCK, 1000, bytes(BLOCK)))
-    with pytest.raises(PeerProtocolError, match="outside the window"):
-        r.on_data(1, frame(0, 0, BLOCK, 1000, bytes(BLOCK), index=10_000))
+    r.on_data(1, frame(0, 0, 128, 1000, bytes(128)))
+    assert ["block_bytes" in e.reason for e in dropped(r)] == [True]
+    r.on_data(1, frame(0, 0, BLOCK, 1000, bytes(10)))
+    assert ["expected" in e.reason for e in dropped(r)] == [True]
+    r.on_data(1, frame(0, 9, BLOCK, 1000, bytes(BLOCK)))
+    assert ["block 9" in e.reason for e in dropped(r)] == [True]
+    r.on_data(1, frame(7, 0, BLOCK, 1000, bytes(BLOCK)))
+    assert ["sender rank" in e.reason for e in dropped(r)] == [True]
+    r.on_data(1, frame(0, 0, BLOCK, 1000, bytes(BLOCK), index=10_000))
+    assert ["outside the window" in e.reason for e in dropped(r)] == [True]
 
 
 def test_bad_configuration_and_oversized_payloads_are_refused():

@@ -1,7 +1,8 @@
 """Error types of the protocol core, by blame (as h11 does).
 
 `PeerProtocolError`: a peer sent something the protocol forbids (a write outside its row, a
-counter moved backwards, a malformed frame); the caller may drop the peer. `UsageError`: the
+counter moved backwards, a malformed frame). It never leaves the replica: the input is dropped,
+the peer suspected and a `PeerMisbehaved` event says so (`smr.core.replica`). `UsageError`: the
 application called the core wrongly (unknown shard, a payload too large, submitting while not a
 sender). Our own bugs are `AssertionError`s.
 """
@@ -12,7 +13,12 @@ class SmrError(Exception):
 
 
 class PeerProtocolError(SmrError):
-    """A peer broke the protocol."""
+    """A peer broke the protocol. `peer` names it where the raiser knows (a slot read from a
+    sender's row); the replica's input methods know the source of what they decode."""
+
+    def __init__(self, message: str, peer: int | None = None):
+        super().__init__(message)
+        self.peer = peer
 
 
 class UsageError(SmrError):

@@ -138,6 +138,17 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerMisbehaved:
+    """Event: input from `peer` broke the protocol in `epoch` (a malformed frame or slot, a
+    counter that went back). The input was dropped whole and the peer is suspected, so the view
+    change removes it; the replica goes on."""
+
+    peer: int
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitFailed:
     """Event: a submission could not enter the send window before its timeout."""
 
@@ -422,89 +433,111 @@ class ShardStream:
         return False
 
     def receive(self) -> list[Any]:
-        """Copy newly announced messages out of the senders' rings (in my copy of their rows)."""
-        table = self.table
-        words, rw, buf = table.words, self.row_words, table.buf
+        """Copy newly announced messages out of the senders' rings (in my copy of their rows).
+        A sender whose slots break the protocol is reported (`PeerMisbehaved`, for the replica
+        to suspect it) and nothing it announced in this call is taken; the others go on."""
+        words, rw = self.table.words, self.row_words
         mine = self.my_row * rw + self.w_received
-        unpack = SLOT_HEADER.unpack_from
-        hsize = SLOT_HEADER.size
-        window, slot_bytes = self.window_max, self.slot_bytes
-        raw = self.mode == "raw"
+        window = self.window_max
         out: list[Any] = []
+        bad: list[Any] = []
         replica = self.replica
         for k, r in enumerate(self.sender_rows):
             got = words[mine + k]
             sent = words[r * rw + self.w_sent]
             if sent <= got or self.blocked[k] == got:
                 continue
-            if sent > got + window:
-                raise PeerProtocolError(
-                    f"sender {self.sender_ids[k]} announced {sent} messages in shard {self.g} "
-                    f"but a window holds {window} past the {got} received"
-                )
-            ring = r * self.row_bytes + self.slots_offset
             pending = self.pending[k]
-            ts_max = 0
-            while got < sent:
-                base = ring + (got % window) * slot_bytes
-                index, ts, length, kind_flags = unpack(buf, base)
-                if index != got:
+            pending_before, out_before = len(pending), len(out)
+            try:
+                if sent > got + window:
                     raise PeerProtocolError(
-                        f"slot for message {got} of sender {self.sender_ids[k]} in shard {self.g} "
-                        f"holds message {index}"
+                        f"sender {self.sender_ids[k]} announced {sent} messages in shard "
+                        f"{self.g} but a window holds {window} past the {got} received"
                     )
-                kind = kind_flags & KIND_MASK
-                reply = bool(kind_flags & FLAG_REPLY)
-                if kind == KIND_DATA:
-                    if not 0 <= length <= slot_bytes - hsize:
-                        raise PeerProtocolError(f"slot payload length {length} in shard {self.g}")
-                    payload = bytes(buf[base + hsize : base + hsize + length])
-                    count = 1
-                elif kind == KIND_NULLS:
-                    if not 1 <= length <= sent - got:
-                        raise PeerProtocolError(f"null run of {length} in shard {self.g}")
-                    payload, count = None, length
-                elif kind == KIND_LARGE:
-                    data = self.large_inbox.pop((k, got), None)
-                    if data is None:
-                        self.blocked[k] = got  # the data plane has not brought it yet
-                        break
-                    if len(data) != length:
-                        raise PeerProtocolError(
-                            f"large message {got} in shard {self.g}: {len(data)} bytes, "
-                            f"its slot says {length}"
-                        )
-                    payload, count, kind = data, 1, KIND_DATA
-                else:
-                    raise PeerProtocolError(f"unknown slot kind {kind} in shard {self.g}")
-                if ts > ts_max:
-                    ts_max = ts
-                if raw:
-                    if payload is not None:
-                        out.append(
-                            Delivery(
-                                self.subgroup,
-                                self.shard_index,
-                                self.version_of(got * self.n_senders + k),
-                                ts,
-                                self.sender_ids[k],
-                                payload,
-                                reply,
-                            )
-                        )
-                else:
-                    pending.append((got, count, kind, ts, payload, reply))
-                got += count
+                ring = r * self.row_bytes + self.slots_offset
+                taken, ts_max = self._take_slots(k, got, sent, ring, pending, out)
+            except PeerProtocolError as e:
+                # its row is blocked at the last message taken, and no later read of it helps
+                while len(pending) > pending_before:
+                    pending.pop()
+                del out[out_before:]
+                self.blocked[k] = got
+                bad.append(PeerMisbehaved(self.sender_ids[k], self.epoch, str(e)))
+                continue
             if ts_max:
                 replica.observe_timestamp(ts_max)
-            if got != words[mine + k]:
-                self._set_mine(self.w_received + k, got)
+            if taken != got:
+                self._set_mine(self.w_received + k, taken)
         self._update_seq()
         self._prune_transfers()
-        if raw and out:
+        if out:
             self.replica.deliver(out)
             self._set_mine(self.w_delivered, self._mine(self.w_delivered) + len(out))
-        return []
+        return bad
+
+    def _take_slots(
+        self, k: int, got: int, sent: int, ring: int, pending: deque[tuple], out: list[Any]
+    ) -> tuple[int, int]:
+        """Read sender rank `k`'s slots from message `got` up to `sent` into `pending` (into
+        `out` in raw mode); return the next message to read and the largest timestamp seen."""
+        buf = self.table.buf
+        unpack = SLOT_HEADER.unpack_from
+        hsize = SLOT_HEADER.size
+        window, slot_bytes = self.window_max, self.slot_bytes
+        raw = self.mode == "raw"
+        ts_max = 0
+        while got < sent:
+            base = ring + (got % window) * slot_bytes
+            index, ts, length, kind_flags = unpack(buf, base)
+            if index != got:
+                raise PeerProtocolError(
+                    f"slot for message {got} of sender {self.sender_ids[k]} in shard {self.g} "
+                    f"holds message {index}"
+                )
+            kind = kind_flags & KIND_MASK
+            reply = bool(kind_flags & FLAG_REPLY)
+            if kind == KIND_DATA:
+                if not 0 <= length <= slot_bytes - hsize:
+                    raise PeerProtocolError(f"slot payload length {length} in shard {self.g}")
+                payload = bytes(buf[base + hsize : base + hsize + length])
+                count = 1
+            elif kind == KIND_NULLS:
+                if not 1 <= length <= sent - got:
+                    raise PeerProtocolError(f"null run of {length} in shard {self.g}")
+                payload, count = None, length
+            elif kind == KIND_LARGE:
+                data = self.large_inbox.pop((k, got), None)
+                if data is None:
+                    self.blocked[k] = got  # the data plane has not brought it yet
+                    break
+                if len(data) != length:
+                    raise PeerProtocolError(
+                        f"large message {got} in shard {self.g}: {len(data)} bytes, "
+                        f"its slot says {length}"
+                    )
+                payload, count, kind = data, 1, KIND_DATA
+            else:
+                raise PeerProtocolError(f"unknown slot kind {kind} in shard {self.g}")
+            if ts > ts_max:
+                ts_max = ts
+            if raw:
+                if payload is not None:
+                    out.append(
+                        Delivery(
+                            self.subgroup,
+                            self.shard_index,
+                            self.version_of(got * self.n_senders + k),
+                            ts,
+                            self.sender_ids[k],
+                            payload,
+                            reply,
+                        )
+                    )
+            else:
+                pending.append((got, count, kind, ts, payload, reply))
+            got += count
+        return got, ts_max
 
     def _update_seq(self) -> None:
         words = self.table.words

@@ -42,7 +42,8 @@ etcd raft style (what must happen BEFORE what, what is free):
     clients before it pushes its writes: the answers depend on the table as it is, not on these
     pushes, and a push's doorbell wakes the peers (a context switch) before the client would
     hear. `persist` still comes first, so nothing durable-before-visible is at stake.
-  - `Halted`, `ViewBlocked`, `FrontierReached`: for the application only.
+  - `Halted`, `ViewBlocked`, `FrontierReached`, `PeerMisbehaved` (a peer's input was dropped
+    and the peer suspected): for the application and its logs only.
 
 After doing all of it the driver calls `Replica.advance(ready)`, and only then asks for the next.
 """
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:  # the event types live with the protocols that emit them
-    from smr.core.multicast import Completed, SubmitFailed
+    from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
     from smr.core.replica import FrontierReached, RestoreState, StateTransfer
     from smr.core.views import Halted, ViewBlocked, ViewInstalled
 
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # the event types live with the protocols that emit them
         | ViewBlocked
         | Halted
         | FrontierReached
+        | PeerMisbehaved
     )
 
 

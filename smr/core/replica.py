@@ -51,6 +51,7 @@ from smr.core.multicast import (
     FRAME_STATE,
     Completed,
     MulticastConfig,
+    PeerMisbehaved,
     ShardStream,
     SubmitFailed,
     parse_replies,
@@ -440,7 +441,13 @@ class Replica:
 
     def on_write(self, source: int, offset: int, data: bytes, epoch: int | None = None) -> None:
         """A peer's one-sided write into its row, for `epoch` (default: ours)."""
-        if self._apply_write(source, offset, data, self.epoch if epoch is None else epoch):
+        epoch = self.epoch if epoch is None else epoch
+        try:
+            applied = self._apply_write(source, offset, data, epoch)
+        except PeerProtocolError as e:
+            self._reject(source, e)
+            applied = True
+        if applied:
             self._evaluate()
 
     def on_writes(self, writes: Sequence[tuple[int, int, int, bytes]]) -> None:
@@ -450,9 +457,25 @@ class Replica:
         whatever the table holds)."""
         applied = False
         for source, epoch, offset, data in writes:
-            applied = self._apply_write(source, offset, data, epoch) or applied
+            try:
+                applied = self._apply_write(source, offset, data, epoch) or applied
+            except PeerProtocolError as e:
+                self._reject(source, e)
+                applied = True
         if applied:
             self._evaluate()
+
+    def _reject(self, peer: int, error: PeerProtocolError) -> None:
+        """A peer's input broke the protocol: it was dropped whole (decoders check before they
+        change anything), the peer is suspected (a peer that sends one bad input cannot be
+        trusted with the next) and `PeerMisbehaved` says so. The replica goes on."""
+        self._misbehaved(PeerMisbehaved(peer, self.epoch, str(error)))
+
+    def _misbehaved(self, event: PeerMisbehaved) -> None:
+        self._events.append(event)
+        row = self._row_of.get(event.peer) if self.status == ACTIVE else None
+        if row is not None and row != self.table.my_row:
+            self.vc.suspect(row)
 
     def _apply_write(self, source: int, offset: int, data: bytes, epoch: int) -> bool:
         if self.status == HALTED:
@@ -479,17 +502,27 @@ class Replica:
     def on_data(self, source: int, payload: bytes) -> None:
         """A data-plane frame: a large message's payload, a member's result for my message, a
         join request, a join acceptance, or a shard's state."""
+        try:
+            evaluate = self._on_data(source, payload)
+        except PeerProtocolError as e:
+            self._reject(source, e)
+            evaluate = True
+        if evaluate:
+            self._evaluate()
+
+    def _on_data(self, source: int, payload: bytes) -> bool:
+        """Take a data frame; True when the predicates are to be evaluated."""
         if self.status == HALTED:
-            return
+            return False
         if len(payload) < FRAME.size:
             raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
         kind, _, _, epoch = FRAME.unpack_from(payload)
         if kind in RESTART_FRAMES:
             self._on_restart_frame(source, kind, payload)
-            return
+            return False
         if kind == FRAME_JOIN_REQUEST:
             if self.status != ACTIVE:
-                return
+                return False
             row = self._row_of.get(source)
             if (
                 row is not None
@@ -501,11 +534,10 @@ class Replica:
                 # and its next request is relayed then (a view change without its old row may
                 # need the state its logs hold); answering now could let a new incarnation take
                 # over the old one's row in the middle of the epoch.
-                return
+                return False
             offered = self._offer_mask(source, payload[FRAME.size :])
             self.vc.relay_join(source, offered)
-            self._evaluate()
-            return
+            return True
         if kind == FRAME_JOIN_OK:
             if self.status == JOINING:
                 body = payload[FRAME.size :]
@@ -525,11 +557,11 @@ class Replica:
                 if self.me not in members:
                     raise PeerProtocolError(f"a join acceptance from {source} that omits me")
                 self._join(View(epoch, members), awaiting, provides)
-            return
+            return False
         if self.status == JOINING or epoch > self.epoch:
             if len(self._future_data) < 4 * self.config.multicast.window_max:
                 self._future_data.append((epoch, source, payload))
-            return
+            return False
         if epoch < self.epoch:
             if kind == FRAME_REPLY and self._late:
                 number = FRAME.unpack_from(payload)[2]
@@ -538,11 +570,10 @@ class Replica:
                 count = FRAME.unpack_from(payload)[2]
                 for version, result in parse_replies(count, memoryview(payload)[FRAME.size :]):
                     self._late_reply(source, version, result)
-            return
+            return False
         if source not in self._row_of or source == self.me:
             raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
-        if self._on_frame(source, payload):
-            self._evaluate()
+        return self._on_frame(source, payload)
 
     def _on_frame(self, source: int, payload: bytes) -> bool:
         """Take a frame; False when no predicate can have changed (a block that completed no
@@ -1111,6 +1142,10 @@ class Replica:
     def _join(self, view: View, awaiting: Sequence[int], provides: Sequence[int] = ()) -> None:
         """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide
         from this member's own logs the state of the shards in `provides` (its offer)."""
+        n_shards = len(allocate(view.members, self.layout_specs))
+        for g in (*awaiting, *provides):
+            if not 0 <= g < n_shards:
+                raise PeerProtocolError(f"a join acceptance naming shard {g} of {n_shards}")
         offer, self._offer = self._offer, None
         self.status = ACTIVE
         self._build(view)
@@ -1118,8 +1153,6 @@ class Replica:
         held_logs = {} if offer is None else offer[1]
         held: list[Shard] = []
         for g in provides:
-            if not 0 <= g < len(self.shards):
-                raise PeerProtocolError(f"a join acceptance naming shard {g} of {len(self.shards)}")
             sh = self.shards[g]
             # An offer relayed for an earlier incarnation whose logs are gone (a damaged disk):
             # never claim a state this member does not have; the shard then waits.
@@ -1207,11 +1240,24 @@ class Replica:
             epoch = self.epoch
             if self._state_arrived:
                 self._events.extend(self._take_state())
-            for action in self._predicates.evaluate(self):
+            suspected = False
+            try:
+                actions = self._predicates.evaluate(self)
+            except PeerProtocolError as e:
+                # A trigger met a peer's bad input half-way through its work: what it changed
+                # cannot be trusted, so this member stops (and rejoins with state transfer);
+                # decoders that can drop an input whole report it as PeerMisbehaved instead.
+                self._events.append(PeerMisbehaved(e.peer or 0, self.epoch, str(e)))
+                self.halt(f"member {self.me} halted on a peer's bad input: {e}")
+                return
+            for action in actions:
                 if isinstance(action, Send):
                     self._sends.append(action)
                 elif isinstance(action, (LogAppend, LogMeta, LogTruncate, LogSnapshot)):
                     self._persist.append(action)
+                elif type(action) is PeerMisbehaved:
+                    self._misbehaved(action)
+                    suspected = True
                 else:
                     self._events.append(action)
             if self.status != ACTIVE:
@@ -1219,5 +1265,5 @@ class Replica:
             for st in self.streams.values():
                 if st.dirty_counters or st.dirty_slots is not None:
                     st.flush(self._writes)
-            if self.epoch == epoch or self._barrier:
+            if (self.epoch == epoch and not suspected) or self._barrier:
                 return

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, assert_never
 
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
 from smr.core.ready import (
     Delivery,
     LogAppend,
@@ -110,7 +110,7 @@ class Host(Protocol):
     def flush_answers(self) -> None:
         """Send the answers given so far now (rule A)."""
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         """An event for the application only."""
 
     def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
@@ -233,7 +233,7 @@ class Executor:
                 host.restore(event)
             case ViewInstalled():
                 host.view_installed(event)
-            case Halted() | ViewBlocked() | FrontierReached():
+            case Halted() | ViewBlocked() | FrontierReached() | PeerMisbehaved():
                 host.notify(event)
             case _:
                 assert_never(event)

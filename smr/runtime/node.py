@@ -41,8 +41,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.errors import UsageError, WindowFullError
+from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -323,22 +323,19 @@ class Node:
         wait_s = max(0.0, (replica.next_tick_ns() - self.now_ns()) / 1e9)
         if self._inbox or self._persisted:
             wait_s = 0.0
-        try:
-            # everything this pass takes in (the poll's writes and frames, the tick, log
-            # completions, client requests) is evaluated once, on leaving the block
-            with replica.batched():
-                self.transport.poll(min(wait_s, 1.0))
-                now_ns = self.now_ns()
-                if now_ns >= replica.next_tick_ns():
-                    # only when a heartbeat or a deadline is due: a busy node wakes far more
-                    # often than that
-                    replica.tick(now_ns)
-                while self._persisted:
-                    (sg, sh), version = self._persisted.popleft()
-                    replica.on_persisted(sg, sh, version)
-                self._take_requests()
-        except PeerProtocolError as e:
-            self.log("peer-protocol-error", error=str(e))
+        # everything this pass takes in (the poll's writes and frames, the tick, log
+        # completions, client requests) is evaluated once, on leaving the block
+        with replica.batched():
+            self.transport.poll(min(wait_s, 1.0))
+            now_ns = self.now_ns()
+            if now_ns >= replica.next_tick_ns():
+                # only when a heartbeat or a deadline is due: a busy node wakes far more often
+                # than that
+                replica.tick(now_ns)
+            while self._persisted:
+                (sg, sh), version = self._persisted.popleft()
+                replica.on_persisted(sg, sh, version)
+            self._take_requests()
         self._drain()
         if self._queries:
             self._answer_waiting_queries()
@@ -472,11 +469,13 @@ class Node:
     def flush_answers(self) -> None:
         self.clients.flush()
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         if type(event) is Halted:
             self.log("halt", reason=event.reason)
         elif type(event) is ViewBlocked:
             self.log("view-blocked", epoch=event.epoch, reason=event.reason)
+        elif type(event) is PeerMisbehaved:
+            self.log("peer-protocol-error", peer=event.peer, epoch=event.epoch, error=event.reason)
 
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)
@@ -618,25 +617,19 @@ class Node:
 
     # -- transport handler (called from poll, on the loop thread) ----------------------------------
 
+    # A peer's bad input never raises here: the replica drops it, suspects the peer and says so
+    # with a PeerMisbehaved event (logged by `notify`).
+
     def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None:
-        try:
-            self.replica.on_write(source, offset, data, epoch)
-        except PeerProtocolError as e:
-            self.log("peer-protocol-error", peer=source, error=str(e))
+        self.replica.on_write(source, offset, data, epoch)
 
     def on_write_ranges(self, source: int, epoch: int, ranges: list[tuple[int, bytes]]) -> None:
         # within the poll's batched block: the ranges are applied together, evaluated once
-        try:
-            for offset, data in ranges:
-                self.replica.on_write(source, offset, data, epoch)
-        except PeerProtocolError as e:
-            self.log("peer-protocol-error", peer=source, error=str(e))
+        for offset, data in ranges:
+            self.replica.on_write(source, offset, data, epoch)
 
     def on_data(self, source: int, payload: bytes) -> None:
-        try:
-            self.replica.on_data(source, payload)
-        except PeerProtocolError as e:
-            self.log("peer-protocol-error", peer=source, error=str(e))
+        self.replica.on_data(source, payload)
 
     def on_link_up(self, peer: int) -> None:
         self.replica.on_link_up(peer)

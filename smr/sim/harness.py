@@ -30,7 +30,7 @@ from typing import Any
 
 from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
-from smr.core.multicast import Completed, MulticastConfig, SubmitFailed
+from smr.core.multicast import Completed, MulticastConfig, PeerMisbehaved, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.replica import (
     ACTIVE,
@@ -1037,8 +1037,14 @@ class SimHost:
     def flush_answers(self) -> None:
         pass  # answers are the events recorded above
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         self.node.events.append((self.sim.now_ns, event))
+        if type(event) is PeerMisbehaved:
+            # every simulated peer runs the real core: a protocol error is a bug in it
+            raise Violation(
+                "peer-protocol",
+                f"member {self.node.id} dropped input from {event.peer}: {event.reason}",
+            )
 
 
 def run_seed(config: SimConfig, **kwargs: Any) -> SimResult:

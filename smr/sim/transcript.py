@@ -32,7 +32,7 @@ from collections import deque
 from typing import Any
 
 from smr.core.layout import SubgroupSpec
-from smr.core.multicast import Completed, SubmitFailed
+from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -387,11 +387,13 @@ class _Member:
     def flush_answers(self) -> None:
         pass
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached) -> None:
+    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         if isinstance(event, Halted):
             self.t.out.append(f"{self.m}: halts: {event.reason}")
         elif isinstance(event, ViewBlocked):
             self.t.out.append(f"{self.m}: view blocked: {event.reason}")
+        elif isinstance(event, PeerMisbehaved):
+            self.t.out.append(f"{self.m}: drops input from {event.peer}: {event.reason}")
 
 
 def _v(version: int) -> str:
