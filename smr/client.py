@@ -363,6 +363,10 @@ class Client:
                     waiting.set_exception(error)
             return
         if not response.ok:
+            if response.version and isinstance(request, protocol.Command):
+                # applied, its answer lost (too large to send): later reads still see it
+                key = (request.subgroup, request.shard)
+                self._last_version[key] = max(self._last_version.get(key, 0), response.version)
             future.set_exception(ClientError(response.error))
             return
         try:

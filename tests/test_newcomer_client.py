@@ -63,3 +63,17 @@ def test_a_members_refusal_reaches_a_client_with_a_higher_limit(cluster):
             kv.put("big", b"x" * (LIMIT + 1000))
         assert kv.get("small") == b"v"
     assert _rejections(cluster) == 1  # refused once, never sent again
+
+
+def test_an_answer_over_the_limit_is_an_error_saying_the_command_was_applied(cluster):
+    value = b"x" * (LIMIT // 2)  # fits; three replicas' previous values in one answer do not
+    with smr.connect(cluster.config_path, member=3) as client:
+        kv = client.subgroup(KVStore)
+        assert sorted(kv.put("k", value)) == [1, 2, 3]
+        with pytest.raises(ClientError) as e:
+            kv.put("k", b"new")  # answered with every replica's previous value: 3 x LIMIT / 2
+        assert "was applied" in str(e.value) and "replies='one'" in str(e.value)
+        assert kv.get("k") == b"new"  # read your writes: the applied command is seen
+        one = client.subgroup(KVStore, replies="one")
+        assert one.put("k", value) == {3: b"new"}
+        assert list(one.put("k", b"v").values()) == [value]  # one replica's result fits

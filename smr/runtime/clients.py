@@ -107,9 +107,30 @@ class ClientServer:
         conn = self._conns.get(conn_id)
         if conn is None or conn.draining_s:
             return  # the client went away (or is told to); it sends the request again elsewhere
+        body = protocol.encode(response)
+        if len(body) > self._frame_bytes_max:
+            body = protocol.encode(self._too_large(response, len(body)))
         if not conn.ready:
             self._dirty.append(conn)
-        conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response)))
+        conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, body))
+
+    def _too_large(self, response: protocol.Response, size: int) -> protocol.Response:
+        """An answer the client would refuse unread (over the frame limit): an error it can
+        raise instead, saying what happened (a command was applied; only its answer is lost)."""
+        limit = self._frame_bytes_max
+        if response.results:
+            what = (
+                f"the command was applied, but its answer ({size:,} bytes: every replica's "
+                f"result) is over the frame limit of {limit:,} bytes ([limits] frame_bytes_max); "
+                "ask for one replica's result (subgroup(..., replies='one')) or return less"
+            )
+        else:
+            what = (
+                f"the answer of {size:,} bytes is over the frame limit of {limit:,} bytes "
+                "([limits] frame_bytes_max); return less"
+            )
+        self._log("response-too-large", bytes=size, limit=limit)
+        return protocol.Response(response.id, False, error=what, version=response.version)
 
     def flush(self) -> None:
         """Send the responses of this pass, one send per connection; expire silent handshakes."""
