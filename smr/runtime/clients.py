@@ -118,11 +118,16 @@ class ClientServer:
         """An answer the client would refuse unread (over the frame limit): an error it can
         raise instead, saying what happened (a command was applied; only its answer is lost)."""
         limit = self._frame_bytes_max
-        if response.results:
+        if len(response.results) > 1:
             what = (
                 f"the command was applied, but its answer ({size:,} bytes: every replica's "
                 f"result) is over the frame limit of {limit:,} bytes ([limits] frame_bytes_max); "
                 "ask for one replica's result (subgroup(..., replies='one')) or return less"
+            )
+        elif response.results:
+            what = (
+                f"the command was applied, but its result of {size:,} bytes is over the frame "
+                f"limit of {limit:,} bytes ([limits] frame_bytes_max); return less"
             )
         else:
             what = (
