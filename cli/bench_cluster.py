@@ -54,7 +54,7 @@ def bench_cluster(
         exit_unless(finish_plot(asked, plot, results))
         return
     click.echo(run.format_table(results))
-    click.echo(run.LEGEND)
+    click.echo("\n" + run.LEGEND)
     cpu = run.format_cpu(results)
     if cpu:
         click.echo(cpu)

@@ -53,7 +53,7 @@ def bench_compare(
         exit_unless(finish_plot(asked, plot, results))
         return
     click.echo(run.format_table(results))
-    click.echo(run.LEGEND)
+    click.echo("\n" + run.LEGEND)
     cpu = run.format_cpu(results)
     if cpu:
         click.echo(cpu)
