@@ -408,6 +408,7 @@ def _state_machine_option(required_help: str):
     "Decode each record as an operation of this type (name and arguments); default: the type "
     "the cluster's cluster.toml puts in this shard, else raw bytes."
 )
+@click.option("--raw", is_flag=True, help="Show payloads as bytes, without decoding them.")
 @_accept_torn_option
 def dump_cmd(
     directory: str,
@@ -415,13 +416,15 @@ def dump_cmd(
     to: str | None,
     as_json: bool,
     sm_spec: str | None,
+    raw: bool,
     accept_torn: bool,
 ) -> None:
-    """Print records in version order, times in UTC."""
+    """Print records in version order, times in UTC, operations decoded when the type is known.
+    Stops at a record that is not an operation of the type (the wrong --state-machine)."""
     from smr.runtime.hosted import SNAPSHOT_FORMAT
 
     log = _open(directory)
-    cls = _state_machine_type(directory, sm_spec)
+    cls = None if raw else _state_machine_type(directory, sm_spec)
     if cls is not None and _operations(cls) is None:
         raise click.BadParameter(
             f"{sm_spec} is not a StateMachine subclass: dump decodes operations of one",

@@ -176,3 +176,9 @@ def test_a_directory_without_a_log_is_refused(tmp_path):
     os.mkdir(tmp_path / "empty")
     r = smr_log("inspect", tmp_path / "empty")
     assert r.exit_code != 0 and "holds no log" in r.output
+
+
+def test_dump_raw_shows_the_bytes(cluster_dir):
+    r = smr_log("dump", _shard(cluster_dir), "--raw", "--to", str((1 << 32) + 1))
+    assert r.exit_code == 0, r.output
+    assert "put(" not in r.output and "B b'" in r.output
