@@ -9,7 +9,15 @@ import json
 import click
 
 from smr.bench import run
-from smr.cli.bench_options import parse_modes, parse_sizes, workload_options
+from smr.cli.bench_options import (
+    check_plot,
+    exit_unless,
+    finish_plot,
+    parse_modes,
+    parse_sizes,
+    progress_shown,
+    workload_options,
+)
 
 
 @click.command("cluster")
@@ -25,30 +33,34 @@ def bench_cluster(
     transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, kills
 ) -> None:
     """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
-    try:
-        results, failover = run.compare(
-            ["smr"],
-            parse_modes(modes),
-            parse_sizes(sizes),
-            transport=transport,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            failover_repetitions=kills,
-            window=window,
-            replies=replies,
-        )
-    except RuntimeError as error:  # a system that is not installed or did not start
-        raise click.ClickException(str(error)) from error
-    if plot:
-        run.plot(results, plot)
+    asked, plot = plot, check_plot(plot)
+    with progress_shown(as_json):
+        try:
+            results, failover = run.compare(
+                ["smr"],
+                parse_modes(modes),
+                parse_sizes(sizes),
+                transport=transport,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                failover_repetitions=kills,
+                window=window,
+                replies=replies,
+            )
+        except RuntimeError as error:  # a system that is not installed or did not start
+            raise click.ClickException(str(error)) from error
     if as_json:
         click.echo(json.dumps({**results, "failover": failover}))
+        exit_unless(finish_plot(asked, plot, results))
         return
     click.echo(run.format_table(results))
+    click.echo("\n" + run.LEGEND)
     cpu = run.format_cpu(results)
     if cpu:
         click.echo(cpu)
     if failover:
         click.echo(run.format_failover(failover))
-    if plot:
+    plotted = finish_plot(asked, plot, results)
+    if plotted and plot:
         click.echo(f"plot: {plot}")
+    exit_unless(plotted)

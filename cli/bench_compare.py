@@ -9,7 +9,16 @@ import json
 import click
 
 from smr.bench import pysyncobj_ref, run
-from smr.cli.bench_options import parse_modes, parse_sizes, parse_systems, workload_options
+from smr.cli.bench_options import (
+    check_plot,
+    exit_unless,
+    finish_plot,
+    parse_modes,
+    parse_sizes,
+    parse_systems,
+    progress_shown,
+    workload_options,
+)
 
 
 @click.command("compare")
@@ -24,27 +33,31 @@ def bench_compare(
         raise click.ClickException(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
         )
-    try:
-        results, _ = run.compare(
-            system_list,
-            parse_modes(modes),
-            parse_sizes(sizes),
-            transport=transport,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            window=window,
-            replies=replies,
-        )
-    except RuntimeError as error:  # a system that is not installed or did not start
-        raise click.ClickException(str(error)) from error
-    if plot:
-        run.plot(results, plot)
+    asked, plot = plot, check_plot(plot)
+    with progress_shown(as_json):
+        try:
+            results, _ = run.compare(
+                system_list,
+                parse_modes(modes),
+                parse_sizes(sizes),
+                transport=transport,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                window=window,
+                replies=replies,
+            )
+        except RuntimeError as error:  # a system that is not installed or did not start
+            raise click.ClickException(str(error)) from error
     if as_json:
         click.echo(json.dumps(results))
-    else:
-        click.echo(run.format_table(results))
-        cpu = run.format_cpu(results)
-        if cpu:
-            click.echo(cpu)
-        if plot:
-            click.echo(f"plot: {plot}")
+        exit_unless(finish_plot(asked, plot, results))
+        return
+    click.echo(run.format_table(results))
+    click.echo("\n" + run.LEGEND)
+    cpu = run.format_cpu(results)
+    if cpu:
+        click.echo(cpu)
+    plotted = finish_plot(asked, plot, results)
+    if plotted and plot:
+        click.echo(f"plot: {plot}")
+    exit_unless(plotted)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+
 import click
 
 from smr.bench import run
@@ -80,9 +85,72 @@ def workload_options(command):
             click.option(
                 "--plot",
                 type=click.Path(dir_okay=False),
-                help="Write throughput against payload size (log-log) to this PNG.",
+                help="Write throughput against payload size (log-log) to this PNG (needs "
+                "matplotlib; without it the run goes on, prints its table and exits 1).",
             ),
         ]
     ):
         command = option(command)
     return command
+
+
+def check_plot(plot: str | None) -> str | None:
+    """Before a run: the plot's path if it can be drawn; else None, after a warning (the run
+    goes on and prints its table; `finish_plot` reports the missing plot at the end)."""
+    if not plot:
+        return None
+    why = run.plot_unavailable()
+    if why is None:
+        return plot
+    click.echo(f"warning: {why}; running without the plot", err=True)
+    return None
+
+
+def finish_plot(asked: str | None, plot: str | None, results: dict) -> bool:
+    """Draw the plot if it can be; False (after one line on stderr) if it was asked for and not
+    written, so the command exits non-zero after its table."""
+    if not asked:
+        return True
+    if plot is None:
+        click.echo(f"no plot written to {asked}: {run.plot_unavailable()}", err=True)
+        return False
+    try:
+        run.plot(results, plot)
+    except (RuntimeError, OSError) as error:
+        click.echo(f"no plot written to {asked}: {error}", err=True)
+        return False
+    return True
+
+
+def exit_unless(ok: bool) -> None:
+    if not ok:
+        sys.exit(1)
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_shown(as_json: bool) -> Iterator[None]:
+    """While a long run lasts, one progress line on stderr, rewritten before each step (which
+    workload, how long so far), when stderr is a terminal; nothing with --json or when it is not
+    (CI logs, pipes)."""
+    if as_json or not _stderr_is_tty():
+        yield
+        return
+    began = time.monotonic()
+    steps = 0
+
+    def show(text: str) -> None:
+        nonlocal steps
+        steps += 1
+        elapsed = time.monotonic() - began
+        click.echo(f"\r\033[K[{elapsed:4.0f} s, step {steps}] {text}", nl=False, err=True)
+
+    run.progress = show
+    try:
+        yield
+    finally:
+        run.progress = None
+        click.echo("\r\033[K", nl=False, err=True)

@@ -123,7 +123,8 @@ def run_core(
     "--core-blocks",
     default="4096,16384,65536,262144,1048576",
     show_default=True,
-    help="Block sizes of the core run.",
+    help="Block sizes of the core run (two or more split the per-block overhead from the "
+    "per-byte cost).",
 )
 @click.option("--core-message-bytes", default=4 * MIB, show_default=True)
 @click.option("--core-messages", default=4, show_default=True)
@@ -144,18 +145,27 @@ def bench_rdmc(
         lo, hi = (int(x) for x in members.split("-"))
         group = list(range(lo, hi + 1))
         assert 2 <= lo <= hi
-        block_list = [int(x) for x in core_blocks.split(",")]
+        block_list = sorted({int(x) for x in core_blocks.split(",")})
+        assert block_list[0] > 0
     except (ValueError, AssertionError):
-        raise click.BadParameter("--members a-b with 2 <= a <= b, --core-blocks n,n,...") from None
+        raise click.BadParameter(
+            "--members a-b with 2 <= a <= b, --core-blocks n,n,... (positive byte counts)"
+        ) from None
     sched = schedule_figures([MIB, 16 * MIB], group, block_bytes)
     core = [
         run_core(core_members, "binomial", core_message_bytes, core_messages, b) for b in block_list
     ]
-    # per-block overhead: the fixed part of a block's cost, from the two smallest block sizes
-    a, b = core[0], core[1]
-    ta, tb = 1 / a["blocks_per_s"], 1 / b["blocks_per_s"]
-    per_byte = max((tb - ta) / (b["block_bytes"] - a["block_bytes"]), 0.0)
-    overhead_s = max(ta - per_byte * a["block_bytes"], 0.0)
+    # per-block overhead: the fixed part of a block's cost, from the two smallest block sizes;
+    # with one size the two parts cannot be told apart: the whole block time is the overhead (an
+    # upper bound) and the per-byte cost is unknown
+    per_byte: float | None
+    if len(core) >= 2:
+        a, b = core[0], core[1]
+        ta, tb = 1 / a["blocks_per_s"], 1 / b["blocks_per_s"]
+        per_byte = max((tb - ta) / (b["block_bytes"] - a["block_bytes"]), 0.0)
+        overhead_s = max(ta - per_byte * a["block_bytes"], 0.0)
+    else:
+        per_byte, overhead_s = None, 1 / core[0]["blocks_per_s"]
     link = link_gbit * 1e9 / 8
     model = []
     for size in (MIB, 16 * MIB):
@@ -170,7 +180,7 @@ def bench_rdmc(
         "schedules": sched,
         "core": core,
         "per_block_overhead_us": round(overhead_s * 1e6, 2),
-        "per_byte_ns": round(per_byte * 1e9, 3),
+        "per_byte_ns": None if per_byte is None else round(per_byte * 1e9, 3),
         "model_link_gbit": link_gbit,
         "model": model,
     }
@@ -194,10 +204,16 @@ def bench_rdmc(
             f"  block {r['block_bytes']:>8} B: {r['blocks']:>6} blocks in {r['seconds']:.3f} s, "
             f"{r['blocks_per_s']:,} blocks/s, {r['block_mb_per_s']} MB/s"
         )
-    click.echo(
-        f"per-block overhead {result['per_block_overhead_us']} us, "
-        f"{result['per_byte_ns']} ns per byte"
-    )
+    if per_byte is None:
+        click.echo(
+            f"per-block time {result['per_block_overhead_us']} us (one block size: the overhead "
+            "is at most this; give two sizes to --core-blocks to split it from the per-byte cost)"
+        )
+    else:
+        click.echo(
+            f"per-block overhead {result['per_block_overhead_us']} us, "
+            f"{result['per_byte_ns']} ns per byte"
+        )
     for m in model:
         click.echo(
             f"  model at {link_gbit:g} Gbit/s: {m['message_bytes'] // MIB} MiB to "

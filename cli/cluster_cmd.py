@@ -132,7 +132,14 @@ def status(data_dir: str) -> None:
     if not os.path.exists(config_path):
         click.echo(f"no cluster in {data_dir} (no cluster.toml)", err=True)
         sys.exit(2)
-    click.echo(render(status_rows(config_path)))
+    from smr.runtime.config import ConfigError
+
+    try:
+        rows = status_rows(config_path)
+    except ConfigError as e:
+        click.echo(f"smr cluster status: {e}", err=True)
+        sys.exit(2)
+    click.echo(render(rows))
 
 
 @cluster.command()

@@ -12,12 +12,15 @@ import click
 
 
 def _kv(config_path: str):
-    from smr.client import connect
+    from smr.client import ClientError, connect
+    from smr.runtime.config import ConfigError, load
     from smr.statemachines import KVStore
 
     try:
-        client = connect(config_path, timeout_s=5.0)
-    except Exception as e:
+        config = load(config_path)
+        config.subgroup_index(KVStore)  # a cluster that hosts no KVStore: say so before dialling
+        client = connect(config, timeout_s=5.0)
+    except (ClientError, ConfigError, OSError) as e:
         click.echo(f"smr kv: {e}", err=True)
         sys.exit(2)
     return client, client.subgroup(KVStore)

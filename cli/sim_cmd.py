@@ -7,6 +7,7 @@ run; it ends with `N passed, M failed` and exits non-zero when any failed.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
@@ -127,7 +128,7 @@ def sim(
     core = CoreConfig(multicast=MulticastConfig(schedule=schedule, block_bytes=block_bytes))
     passed = failed = 0
     failover_ns: list[int] = []
-    show_progress = sys.stderr.isatty() and len(seed_list) > 20
+    progress = _Progress(len(seed_list)) if _stderr_is_tty() else None
     if trace_path and jobs > 1:
         raise click.BadParameter(
             "--trace writes one file: run it with --jobs 1", param_hint="--jobs"
@@ -147,8 +148,12 @@ def sim(
         outcomes = pool.imap(_outcome, configs)
     else:
         outcomes = (_outcome(c, trace_file) for c in configs)
+    if progress is not None:
+        progress.show(0, 0)
     for i, (config, outcome) in enumerate(zip(configs, outcomes, strict=True)):
         digest, steps, end_ns, view_change_ns, violation = outcome
+        if progress is not None:
+            progress.clear()  # a result line never lands after the progress text
         failover_ns.extend(view_change_ns)
         if violation is None:
             passed += 1
@@ -159,13 +164,13 @@ def sim(
             click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
             click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
             click.echo(f"  you can reproduce this failure with: {config.command()}")
-        if show_progress:
-            click.echo(f"\r{i + 1}/{len(seed_list)} seeds", nl=False, err=True)
+        if progress is not None:
+            progress.show(i + 1, failed)
     if pool is not None:
         pool.close()
         pool.join()
-    if show_progress:
-        click.echo("", err=True)
+    if progress is not None:
+        progress.clear()
     if trace_file is not None:
         trace_file.close()
     if failover_ns:
@@ -186,3 +191,28 @@ def _outcome(config: SimConfig, trace_file: Any = None) -> tuple:
     v = result.violation
     violation = None if v is None else (v.invariant, v.detail)
     return result.digest, result.steps, result.end_ns, list(result.view_change_ns), violation
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class _Progress:
+    """One line on stderr, rewritten after every seed: seeds done, failures, time so far and an
+    estimate of the rest. Only on a terminal: CI logs and pipes get the results alone."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.began = time.monotonic()
+
+    def show(self, done: int, failed: int) -> None:
+        elapsed = time.monotonic() - self.began
+        left = f", about {elapsed / done * (self.total - done):.0f} s left" if done else ""
+        click.echo(
+            f"\r\033[K{done}/{self.total} seeds, {failed} failed, {elapsed:.0f} s{left}",
+            nl=False,
+            err=True,
+        )
+
+    def clear(self) -> None:
+        click.echo("\r\033[K", nl=False, err=True)

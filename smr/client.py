@@ -40,7 +40,7 @@ from smr.runtime.hosted import CommandError, decode_result
 from smr.transport.wire import FrameDecoder, FrameError, encode_frame
 from smr.transport.wire import connect as wire_connect
 
-__all__ = ["Client", "ClientError", "CommandError", "Future", "connect"]
+__all__ = ["Client", "ClientError", "CommandError", "Future", "RequestTooLargeError", "connect"]
 
 _logger = logging.getLogger(__name__)
 _REPLIES = {"all": protocol.REPLIES_ALL, "one": protocol.REPLIES_ONE}
@@ -160,6 +160,11 @@ class ClientError(Exception):
     """The cluster could not be reached or refused the request."""
 
 
+class RequestTooLargeError(ClientError):
+    """A request is larger than the cluster's frame limit (`[limits] frame_bytes_max`): raised
+    before it is sent, or when a member with a lower limit refused it."""
+
+
 class Client:
     def __init__(
         self,
@@ -172,6 +177,9 @@ class Client:
         self.config = config
         self.timeout_s = timeout_s
         self.window_max = window_max
+        # the largest request body a member takes: the configuration's, lowered if a member
+        # refuses a smaller frame (its configuration differs)
+        self.frame_bytes_max = config.frame_bytes_max
         self.client_id = random.getrandbits(63) | 1
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
@@ -325,33 +333,62 @@ class Client:
             ]
 
     def _on_response(self, response: protocol.Response) -> None:
+        refused: list[Future] = []
         with self._lock:
             entry = self._pending.get(response.id)
             if entry is None:
-                return
-            request, future, decode = entry
-            if not response.ok and response.retry_ms and isinstance(request, protocol.Command):
-                # back-pressure: the member's submit queue was full; same request, a bit later
-                self._retry.append((time.monotonic() + response.retry_ms / 1000, request))
-                self._retry.sort(key=lambda tr: tr[0])
-                self._out.put(b"")  # the writer recomputes its wait
-                return
-            if not response.ok and response.redirect and isinstance(request, protocol.Command):
-                # this member does not host the shard (or is joining): try one that does
-                self._preferred = response.redirect[0]
-                sock = self._sock
-                threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
-                return
-            del self._pending[response.id]
-            if self._room_waiters:
-                self._room.notify()
+                if response.frame_bytes_max and not response.ok:
+                    refused = self._refused_locked(response)
+            else:
+                request, future, decode = entry
+                if not response.ok and response.retry_ms and isinstance(request, protocol.Command):
+                    # back-pressure: the member's submit queue was full; same request, later
+                    self._retry.append((time.monotonic() + response.retry_ms / 1000, request))
+                    self._retry.sort(key=lambda tr: tr[0])
+                    self._out.put(b"")  # the writer recomputes its wait
+                    return
+                if not response.ok and response.redirect and isinstance(request, protocol.Command):
+                    # this member does not host the shard (or is joining): try one that does
+                    self._preferred = response.redirect[0]
+                    sock = self._sock
+                    threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
+                    return
+                del self._pending[response.id]
+                if self._room_waiters:
+                    self._room.notify()
+        if entry is None:  # futures complete outside the lock: their callbacks may submit
+            if refused:
+                error = RequestTooLargeError(f"member {self._member}: {response.error}")
+                for waiting in refused:
+                    waiting.set_exception(error)
+            return
         if not response.ok:
+            if response.version and isinstance(request, protocol.Command):
+                # applied, its answer lost (too large to send): later reads still see it
+                key = (request.subgroup, request.shard)
+                self._last_version[key] = max(self._last_version.get(key, 0), response.version)
             future.set_exception(ClientError(response.error))
             return
         try:
             future.set_result(decode(response))
         except Exception as e:
             future.set_exception(e)
+
+    def _refused_locked(self, response: protocol.Response) -> list[Future]:
+        """A member refused a frame above its `frame_bytes_max` (its body, with the request id,
+        unread): take out every pending request above that limit, so that none is sent again
+        on the next connection, and fail later ones before they are sent."""
+        limit = response.frame_bytes_max
+        self.frame_bytes_max = min(self.frame_bytes_max, limit)
+        refused = []
+        for rid, (request, future, _) in list(self._pending.items()):
+            payload = getattr(request, "payload", b"")
+            if len(payload) + 4096 > limit and len(protocol.encode(request)) > limit:
+                del self._pending[rid]
+                refused.append(future)
+        if refused and self._room_waiters:
+            self._room.notify_all()
+        return refused
 
     def _request(self, make: Any, decode: Any) -> Future:
         if self._closed:
@@ -374,9 +411,18 @@ class Client:
                 if self._closed:
                     raise ClientError("the client is closed")
             request = make(next(self._ids))
+            body = protocol.encode(request)
+            if len(body) > self.frame_bytes_max:
+                # a member would refuse the frame unread: say so now, not after a timeout
+                raise RequestTooLargeError(
+                    f"a request of {len(body):,} bytes is over the cluster's frame limit of "
+                    f"{self.frame_bytes_max:,} bytes ([limits] frame_bytes_max in "
+                    f"{self.config.path}); send less per request, or raise the limit in the "
+                    "configuration of every member and client"
+                )
             self._pending[request.id] = (request, future, decode)
             if self._sock is not None:
-                self._send_locked(request)
+                self._out.put(encode_frame(protocol.FRAME_REQUEST, body))
         return future
 
     # -- the API ---------------------------------------------------------------------------------

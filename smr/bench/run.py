@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from smr.bench import frames, pysyncobj_ref
 from smr.bench.stats import MIB, summarize
@@ -28,6 +29,35 @@ SIZES = (100, 1024, 65536, 1048576)
 # tick, so it needs thousands outstanding to reach its peak.
 window_max = 4096
 inflight_bytes_max = 16 << 20  # ... and at most this many payload bytes outstanding
+
+
+# Progress of a long run: called with one line of text before each step (a workload, a kill),
+# or None (the default: quiet). The CLI sets it when stderr is a terminal and --json is off.
+progress: Callable[[str], None] | None = None
+
+
+def _note(text: str) -> None:
+    if progress is not None:
+        progress(text)
+
+
+def _warn(text: str) -> None:
+    """A line on stderr, on a line of its own when a progress line is showing."""
+    print(("\r\033[K" if progress is not None else "") + text, file=sys.stderr)
+
+
+LEGEND = """\
+ops/s, MiB/s       commands answered per second and their payload bytes, one client process
+load p50/p99/max   ms from submit to answer with the throughput window of commands outstanding
+                   (--window): latency under load, mostly queueing behind the other outstanding
+                   commands, not what one command costs
+w1 p50             ms from submit to answer with one command outstanding (the smallest payload
+                   only): the latency of one command on an idle system
+x pysyncobj        ops/s divided by pysyncobj's in the same mode and payload (its batched,
+                   default configuration; its w1 p50 is from the unbatched one)
+% raw tcp          MiB/s as a percentage of the raw reference's: the same client and frames
+                   against a loopback TCP echo, the ceiling for one connection
+-                  not measured in this run"""
 
 
 def throughput_window(payload_bytes: int, window: int = window_max) -> int:
@@ -56,6 +86,11 @@ def measure(
     """One workload, measured by a separate bench client process. With `pids` (member ->
     process), the figures include each member's CPU per command (`member_cpu_us_per_op`, over
     the client's whole run, warm-up included)."""
+    mode = f" {target['mode']}" if target.get("mode") else ""
+    _note(
+        f"{target['system']}{mode}: {payload_bytes} B payloads, {window} outstanding, "
+        f"{warmup_s + duration_s:g} s"
+    )
     before = {m: process_cpu_s(p) for m, p in (pids or {}).items()}
     spec = {
         "target": target,
@@ -124,6 +159,7 @@ def raw_memcpy(payload_bytes: int, duration_s: float) -> dict:
 
 
 def run_raw(sizes, duration_s: float, warmup_s: float, window: int = window_max) -> dict:
+    _note("raw: starting the loopback echo")
     port = frames.free_ports(1)[0]
     server = subprocess.Popen([sys.executable, "-m", "smr.bench.frames", "echo", str(port)])
     try:
@@ -150,6 +186,17 @@ def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+# pysyncobj 0.3.17 logs this when a follower is sent entries it has already applied (the leader
+# resends under load) and truncates them: a warning of what could happen; the post-run check
+# (`Replicas.agree`) says whether it did.
+DIVERGED_WARNING = "state machine may have diverged"
+DIVERGED_NOTE = (
+    "pysyncobj's warning when a follower truncates entries it had already applied (resent "
+    "under load), not a divergence: after the run every replica had the same count, bytes and "
+    "checksum"
+)
+
+
 def run_pysyncobj(
     modes, sizes, duration_s: float, warmup_s: float, window: int = window_max
 ) -> dict:
@@ -158,6 +205,7 @@ def run_pysyncobj(
     results = {}
     for mode in modes:
         for batched in (True, False):
+            _note(f"pysyncobj {mode} {'batched' if batched else 'unbatched'}: starting 3 replicas")
             with tempfile.TemporaryDirectory(prefix="bench-pysyncobj-") as work:
                 with pysyncobj_ref.Replicas(batched, work, durable=mode == "durable") as replicas:
                     target = {"system": "pysyncobj", "port": replicas.leader_serve_port}
@@ -171,17 +219,24 @@ def run_pysyncobj(
                     logged = replicas.warnings()
                     agreed, stats = replicas.agree()
                 config = "batched" if batched else "unbatched"
-                if logged:
-                    print(
-                        f"pysyncobj {mode} {config}: the replicas logged {len(logged)} lines, "
-                        f"e.g. {logged[0]!r}",
-                        file=sys.stderr,
+                diverged = [line for line in logged if DIVERGED_WARNING in line]
+                others = [line for line in logged if DIVERGED_WARNING not in line]
+                if diverged and agreed:
+                    _warn(
+                        f"pysyncobj {mode} {config}: its replicas logged {len(diverged)} "
+                        f'"{DIVERGED_WARNING}" lines: {DIVERGED_NOTE}'
+                    )
+                elif diverged:
+                    others = logged
+                if others:
+                    _warn(
+                        f"pysyncobj {mode} {config}: the replicas logged {len(others)} lines, "
+                        f"e.g. {others[0]!r}"
                     )
                 if not agreed:
-                    print(
+                    _warn(
                         f"pysyncobj {mode} {config}: the replicas DIVERGED: (count, bytes, "
-                        f"checksum) per replica {stats}",
-                        file=sys.stderr,
+                        f"checksum) per replica {stats}"
                     )
     return results
 
@@ -212,6 +267,7 @@ def run_smr(
     """Figures per mode, and failover figures from the first mode if asked for."""
     results, failover = {}, None
     for mode in modes:
+        _note(f"smr {mode}: starting 3 members")
         with (
             tempfile.TemporaryDirectory(prefix=f"bench-smr-{mode}-") as work,
             open_cluster(transport, mode, work) as cluster,
@@ -241,8 +297,9 @@ def smr_failover(cluster, repetitions: int, rejoin_timeout_s: float = 60.0) -> d
     log = client.subgroup(BlobLog)
     samples_ms: list[float] = []
     try:
-        for _ in range(repetitions):
+        for i in range(repetitions):
             victim = sorted(cluster.pids)[-1]
+            _note(f"smr failover: kill {i + 1} of {repetitions} (member {victim})")
             samples_ms.append(_one_failover(cluster, client, log, victim, rejoin_timeout_s))
             cluster.restart(victim)
             deadline = time.monotonic() + rejoin_timeout_s
@@ -380,10 +437,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def format_table(results: dict) -> str:
     """One row per system, mode and payload; ratios against pysyncobj (same mode and payload,
-    ops/s) and against raw loopback TCP (same payload, MiB/s) where those were measured."""
+    ops/s) and against raw loopback TCP (same payload, MiB/s) where those were measured.
+    `LEGEND` explains the columns (printed under the table); latencies are in ms."""
     header = (
-        f"{'system':<10}{'mode':<9}{'payload':>9}{'ops/s':>11}{'MiB/s':>10}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}{'w1 p50':>9}{'x pysyncobj':>13}{'% raw tcp':>11}"
+        f"{'system':<10}{'mode':<9}{'payload':>9}{'ops/s':>11}{'MiB/s':>10}{'load p50':>10}"
+        f"{'load p99':>10}{'load max':>10}{'w1 p50':>9}{'x pysyncobj':>13}{'% raw tcp':>11}"
     )
     lines = [header, "-" * len(header)]
     raw_tcp = results.get("raw", {}).get("tcp", {})
@@ -400,8 +458,8 @@ def format_table(results: dict) -> str:
                 )
                 lines.append(
                     f"{system:<10}{mode:<9}{_size(int(size)):>9}{_fmt(fig['ops_per_s']):>11}"
-                    f"{_fmt(fig['mib_per_s'], 2):>10}{_fmt(fig['p50_ms'], 2):>9}"
-                    f"{_fmt(fig['p99_ms'], 2):>9}{_fmt(fig.get('max_ms'), 2):>9}"
+                    f"{_fmt(fig['mib_per_s'], 2):>10}{_fmt(fig['p50_ms'], 2):>10}"
+                    f"{_fmt(fig['p99_ms'], 2):>10}{_fmt(fig.get('max_ms'), 2):>10}"
                     f"{_fmt(fig.get('w1_p50_ms'), 2):>9}"
                     f"{_fmt(vs_pso):>13}{_fmt(vs_raw):>11}"
                 )
@@ -446,8 +504,19 @@ def format_failover(failover: dict) -> str:
     )
 
 
+def plot_unavailable() -> str | None:
+    """Why `plot` cannot draw (matplotlib is not installed), or None: asked before a run, so a
+    long benchmark does not end in an error."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return f"--plot needs matplotlib, which is not installed: {pysyncobj_ref.INSTALL_HINT}"
+    return None
+
+
 def plot(results: dict, path: str) -> None:
-    """Throughput (MiB/s) against payload size, log-log, one line per system and mode."""
+    """Throughput (MiB/s) against payload size, log-log, one line per system and mode. Raises
+    RuntimeError (matplotlib missing) or OSError (the file cannot be written)."""
     try:
         import matplotlib
     except ImportError as error:

@@ -14,6 +14,7 @@ serving everyone else.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import selectors
 import socket
@@ -29,12 +30,16 @@ from smr.transport.base import Transport
 from smr.transport.wire import FrameDecoder, FrameError, Handshake, encode_frame
 
 HANDSHAKE_TIMEOUT_S = 5.0
+# after refusing an oversized frame: how long the member reads and discards what the client is
+# still sending (so the refusal reaches it rather than a reset) before closing anyway
+DRAIN_TIMEOUT_S = 30.0
 RECV_BYTES = 1 << 18  # one read: bounds the requests one pass of the loop decodes from a client
 
 
 class _Conn:
     __slots__ = (
         "decoder",
+        "draining_s",
         "handshake",
         "id",
         "opened_s",
@@ -57,6 +62,9 @@ class _Conn:
         self.opened_s = time.monotonic()
         self.peer = ""
         self.writing = False  # watched for writability: the socket's buffer was full
+        # refused an oversized frame at this time (0.0: not): the error response goes out, then
+        # a FIN, and what the client still sends is read and discarded until it closes
+        self.draining_s = 0.0
 
 
 class ClientServer:
@@ -86,6 +94,7 @@ class ClientServer:
         self._conns: dict[int, _Conn] = {}
         self._dirty: list[_Conn] = []  # connections with response frames waiting for flush()
         self._handshaking = 0
+        self._draining = 0
         self._next_id = 1
         self.stats = {"accepted": 0, "rejected": 0, "requests": 0}
 
@@ -97,11 +106,37 @@ class ClientServer:
     def respond(self, conn_id: int, response: protocol.Response) -> None:
         """Queue a response; it goes out at the next `flush()` (loop thread only)."""
         conn = self._conns.get(conn_id)
-        if conn is None:
-            return  # the client went away; it sends the request again elsewhere
+        if conn is None or conn.draining_s:
+            return  # the client went away (or is told to); it sends the request again elsewhere
+        body = protocol.encode(response)
+        if len(body) > self._frame_bytes_max:
+            body = protocol.encode(self._too_large(response, len(body)))
         if not conn.ready:
             self._dirty.append(conn)
-        conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response)))
+        conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, body))
+
+    def _too_large(self, response: protocol.Response, size: int) -> protocol.Response:
+        """An answer the client would refuse unread (over the frame limit): an error it can
+        raise instead, saying what happened (a command was applied; only its answer is lost)."""
+        limit = self._frame_bytes_max
+        if len(response.results) > 1:
+            what = (
+                f"the command was applied, but its answer ({size:,} bytes: every replica's "
+                f"result) is over the frame limit of {limit:,} bytes ([limits] frame_bytes_max); "
+                "ask for one replica's result (subgroup(..., replies='one')) or return less"
+            )
+        elif response.results:
+            what = (
+                f"the command was applied, but its result of {size:,} bytes is over the frame "
+                f"limit of {limit:,} bytes ([limits] frame_bytes_max); return less"
+            )
+        else:
+            what = (
+                f"the answer of {size:,} bytes is over the frame limit of {limit:,} bytes "
+                "([limits] frame_bytes_max); return less"
+            )
+        self._log("response-too-large", bytes=size, limit=limit)
+        return protocol.Response(response.id, False, error=what, version=response.version)
 
     def flush(self) -> None:
         """Send the responses of this pass, one send per connection; expire silent handshakes."""
@@ -110,7 +145,7 @@ class ClientServer:
             frames, conn.ready = conn.ready, []
             if conn.id in self._conns and frames:
                 self._queue(conn, frames[0] if len(frames) == 1 else b"".join(frames))
-        if self._handshaking:
+        if self._handshaking or self._draining:
             self._expire_handshakes()
 
     def stop(self) -> None:
@@ -165,6 +200,8 @@ class ClientServer:
         if not data:
             self._drop(conn, None)
             return
+        if conn.draining_s:
+            return  # the rest of a refused frame, or what followed it: discarded
         try:
             if conn.handshake is not None:
                 hs = conn.handshake
@@ -182,7 +219,10 @@ class ClientServer:
                     return
             frames = conn.decoder.feed(data)
         except FrameError as e:
-            self._drop(conn, str(e))
+            if conn.handshake is None:  # after the handshake: a frame over the limit
+                self._refuse_oversized(conn, str(e))
+            else:
+                self._drop(conn, str(e))
             return
         for kind, body in frames:
             if kind != protocol.FRAME_REQUEST:
@@ -207,6 +247,21 @@ class ClientServer:
         self._flush(conn)
         self._drop(conn, None)
 
+    def _refuse_oversized(self, conn: _Conn, error: str) -> None:
+        """Tell the client why (it cannot tell from a closed connection, and would send the same
+        frame again on the next one), then close once it has stopped sending. Requests in the same
+        read as the oversized frame are not answered: the client sends them again elsewhere."""
+        self.stats["rejected"] += 1
+        self._log("client-rejected", peer=conn.peer, error=error[:200])
+        message = (
+            f"{error}: a request larger than this member's frame limit ([limits] frame_bytes_max "
+            f"= {self._frame_bytes_max}) was refused"
+        )
+        conn.draining_s = time.monotonic()
+        self._draining += 1
+        response = protocol.Response(0, False, error=message, frame_bytes_max=self._frame_bytes_max)
+        self._queue(conn, encode_frame(protocol.FRAME_RESPONSE, protocol.encode(response)))
+
     def _drop(self, conn: _Conn, error: str | None) -> None:
         if error is not None:
             self.stats["rejected"] += 1
@@ -215,6 +270,8 @@ class ClientServer:
             return
         if conn.handshake is not None:
             self._handshaking -= 1
+        if conn.draining_s:
+            self._draining -= 1
         if self._transport is not None:
             self._transport.unwatch(conn.sock)
         conn.sock.close()
@@ -245,6 +302,9 @@ class ClientServer:
             else:
                 conn.out[0] = conn.out[0][sent:]
         writing = bool(conn.out)
+        if conn.draining_s and not writing and conn.id in self._conns:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)  # the refusal is out: then the end of stream
         if writing != conn.writing and conn.id in self._conns and self._transport is not None:
             conn.writing = writing
             self._transport.watch(conn.sock, functools.partial(self._on_event, conn), write=writing)
@@ -254,3 +314,5 @@ class ClientServer:
         for conn in list(self._conns.values()):
             if conn.handshake is not None and now - conn.opened_s > HANDSHAKE_TIMEOUT_S:
                 self._drop(conn, "no handshake within the timeout")
+            elif conn.draining_s and now - conn.draining_s > DRAIN_TIMEOUT_S:
+                self._drop(conn, None)

@@ -35,6 +35,7 @@ Members listed but not founders are spares: they join when started (`smr node`).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import tomllib
@@ -141,8 +142,44 @@ class ClusterConfig:
         for i, s in enumerate(self.subgroups):
             if s.machine is machine or s.machine.__name__ == machine or s.type_name == machine:
                 return i
-        names = ", ".join(s.machine.__name__ for s in self.subgroups)
-        raise ConfigError(f"{self.path}: no subgroup hosts {machine!r} (it hosts {names})")
+        names = ", ".join(s.type_name for s in self.subgroups)
+        wanted = machine if isinstance(machine, str) else machine.__name__
+        raise ConfigError(
+            f"{self.path}: no subgroup hosts {wanted} (this cluster hosts {names}); add a "
+            f"[[subgroups]] entry for it, or use the type the cluster hosts"
+        )
+
+
+# every key each section may hold: anything else is a mistake (a misspelt key would otherwise be
+# ignored and its default used silently)
+KEYS: dict[str, tuple[str, ...]] = {
+    "": ("cluster", "timeouts", "limits", "members", "subgroups"),
+    "cluster": (
+        "name",
+        "secret_file",
+        "secret_hex",
+        "transport",
+        "data_dir",
+        "sync_policy",
+        "founders",
+        "rejoin",
+    ),
+    "timeouts": ("heartbeat_ms", "suspect_ms", "peer_failed_ms", "submit_ms"),
+    "limits": ("frame_bytes_max", "slot_bytes", "window_max"),
+    "members": ("id", "host", "port", "client_port"),
+    "subgroups": ("type", "shards", "mode", "min_size", "max_size"),
+}
+
+
+def _check_keys(table: dict[str, Any], section: str, where: str) -> None:
+    """A key this section does not know is an error naming it and, if close, the key meant."""
+    known = KEYS[section]
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(known)})"
+        raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
 def _need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -181,7 +218,13 @@ def load_machine(type_name: str, where: str) -> type[StateMachine]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"{where}: cannot import {module_name!r}: {e}") from None
+        raise ConfigError(
+            f"{where}: cannot import {module_name!r}: {e} (is it installed, or on PYTHONPATH?)"
+        ) from None
+    except Exception as e:  # the module itself raised while importing: say so, in one line
+        raise ConfigError(
+            f"{where}: importing {module_name!r} failed: {type(e).__name__}: {e}"
+        ) from None
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, StateMachine)):
         raise ConfigError(f"{where}: {type_name!r} is not a StateMachine subclass")
@@ -202,8 +245,10 @@ def load(path: str) -> ClusterConfig:
 
 def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
     base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else os.getcwd()
+    _check_keys(raw, "", path)
     cluster = _need(raw, "cluster", dict, path)
     where = f"{path} [cluster]"
+    _check_keys(cluster, "cluster", where)
     name = _opt(cluster, "name", str, "smr", where)
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}: name {name!r} may hold only letters, digits, - and _")
@@ -226,6 +271,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         w = f"{path} [[members]] #{i + 1}"
         if not isinstance(m, dict):
             raise ConfigError(f"{w}: must be a table")
+        _check_keys(m, "members", w)
         mid = _need(m, "id", int, w)
         if not 0 < mid < 1 << 31:
             raise ConfigError(f"{w}: id {mid} must be a positive integer below 2**31")
@@ -240,9 +286,16 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         members[mid] = MemberConfig(mid, _opt(m, "host", str, "127.0.0.1", w), *ports)
     if not members:
         raise ConfigError(f"{path}: [[members]] lists no member")
-    endpoints = [(m.host, p) for m in members.values() for p in (m.port, m.client_port)]
-    if len(set(endpoints)) != len(endpoints):
-        raise ConfigError(f"{path}: two members (or a member's two ports) share a host:port")
+    users: dict[tuple[str, int], list[str]] = {}
+    for m in members.values():
+        for key, port in (("port", m.port), ("client_port", m.client_port)):
+            users.setdefault((m.host, port), []).append(f"member {m.id} {key}")
+    for (host, port), which in users.items():
+        if len(which) > 1:
+            raise ConfigError(
+                f"{path}: two ports share a host:port: {host}:{port} is {' and '.join(which)}; "
+                "give each its own port"
+            )
     founders = tuple(_opt(cluster, "founders", list, sorted(members), where))
     rejoin = _opt(cluster, "rejoin", bool, True, where)
     for f in founders:
@@ -256,6 +309,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         w = f"{path} [[subgroups]] #{i + 1}"
         if not isinstance(s, dict):
             raise ConfigError(f"{w}: must be a table")
+        _check_keys(s, "subgroups", w)
         type_name = _need(s, "type", str, w)
         machine = load_machine(type_name, w)
         mode = _opt(s, "mode", (str, list), "ordered", w)
@@ -277,6 +331,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
 
     timeouts = _opt(raw, "timeouts", dict, {}, path)
     w = f"{path} [timeouts]"
+    _check_keys(timeouts, "timeouts", w)
     values = {}
     for key, default in (
         ("heartbeat_ms", 5.0),
@@ -292,6 +347,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{w}: suspect_ms must be at least 4 heartbeats (heartbeat_ms * 4)")
     limits = _opt(raw, "limits", dict, {}, path)
     w = f"{path} [limits]"
+    _check_keys(limits, "limits", w)
     frame_bytes_max = _opt(limits, "frame_bytes_max", int, 64 << 20, w)
     slot_bytes = _opt(limits, "slot_bytes", int, 1152, w)
     window_max = _opt(limits, "window_max", int, 256, w)

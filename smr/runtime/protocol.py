@@ -18,6 +18,10 @@ order (a query answers before an earlier command is stable).
 A refused request says what the client should do: `redirect` names members to try instead (this
 one does not host the shard, is joining, left the view or is stopping), `retry_ms` asks it to send
 the same request here again after that long (the shard's submit queue is full: back-pressure).
+A request frame above the member's `frame_bytes_max` is answered with id 0 (its body, which holds
+the id, was never read) and `frame_bytes_max` set to the limit; the member then closes the
+connection once the client has sent the rest. The client fails its requests above that limit
+with the error and sends the others again on a new connection.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ class Response(msgspec.Struct, frozen=True):
     status: dict[str, object] = {}  # status: see Node.status()
     redirect: list[int] = []  # members that host the shard, when this one does not
     retry_ms: int = 0  # busy: the same member takes the request again after this long
+    # a frame above this member's limit (id 0: its body, with the request id, was not read):
+    # the client fails its requests larger than this, and then the connection closes
+    frame_bytes_max: int = 0
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)
