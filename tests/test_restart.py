@@ -269,11 +269,11 @@ def test_a_member_that_found_a_group_running_keeps_offering_its_logs_after_a_cra
 
     again = rec(logged={(0, 0): v(1, 9)}, awaiting=((0, 0),))
     late, offers = offer_after_newer(replace(again, offer_epoch=1, offerable=((0, 0),)))
-    assert late._offer == (1, {(0, 0): v(1, 9)})
+    assert late.transfer.offer == (1, {(0, 0): v(1, 9)})
     assert [decode_offer_meta(p.data) for p in offers] == [(1, ((0, 0),))]
     # an offer logged in another view than the last one is void
     late, offers = offer_after_newer(replace(again, offer_epoch=0, offerable=((0, 0),)))
-    assert late._offer == (1, {})
+    assert late.transfer.offer == (1, {})
 
 
 def _offer(epoch, logged):
@@ -287,15 +287,15 @@ def test_a_member_vouches_for_an_offer_only_when_the_log_is_the_shards_state():
     # view 1 of [1, 2, 3, 4]: shard 0 is [1, 2], shard 1 is [3, 4]
     r = Replica(1, (1, 2, 3, 4), layout=TWO_SHARDS)
     # the joiner was in this view and in shard 1: its log is the shard's state at its start
-    assert r._offer_mask(4, _offer(1, {(0, 1): v(0, 0)})) == [1]
+    assert r.transfer.offer_mask(4, _offer(1, {(0, 1): v(0, 0)})) == [1]
     # but not for a shard it was not in, nor with a log of another view
-    assert r._offer_mask(4, _offer(1, {(0, 0): v(0, 0)})) == []
-    assert r._offer_mask(4, _offer(0, {(0, 1): v(0, 0)})) == []
+    assert r.transfer.offer_mask(4, _offer(1, {(0, 0): v(0, 0)})) == []
+    assert r.transfer.offer_mask(4, _offer(0, {(0, 1): v(0, 0)})) == []
     # nor a log that holds something of this epoch (delivered in it: not the state at its start)
-    assert r._offer_mask(4, _offer(1, {(0, 1): v(1, 2)})) == []
-    assert r._offer_mask(4, b"") == []
+    assert r.transfer.offer_mask(4, _offer(1, {(0, 1): v(1, 2)})) == []
+    assert r.transfer.offer_mask(4, b"") == []
     with pytest.raises(PeerProtocolError):
-        r._offer_mask(4, _offer(1, {(0, 1): 0})[:-8])
+        r.transfer.offer_mask(4, _offer(1, {(0, 1): 0})[:-8])
 
 
 def test_after_a_restart_only_a_log_ending_at_the_cut_is_vouched_for():
@@ -306,8 +306,8 @@ def test_after_a_restart_only_a_log_ending_at_the_cut_is_vouched_for():
     _run(replicas, 0)
     r = replicas[1]
     assert r.epoch == 2 and r.restart_decision is not None
-    assert r._offer_mask(4, _offer(1, {(0, 0): v(1, 6)})) == [0]
-    assert r._offer_mask(4, _offer(1, {(0, 0): v(1, 5)})) == []
+    assert r.transfer.offer_mask(4, _offer(1, {(0, 0): v(1, 6)})) == [0]
+    assert r.transfer.offer_mask(4, _offer(1, {(0, 0): v(1, 5)})) == []
 
 
 # -- the driver side: real logs -----------------------------------------------------------------

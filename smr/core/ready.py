@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:  # the event types live with the protocols that emit them
     from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
-    from smr.core.replica import FrontierReached, RestoreState, StateTransfer
+    from smr.core.replica import FrontierReached
+    from smr.core.transfer import RestoreState, StateTransfer
     from smr.core.views import Halted, ViewBlocked, ViewInstalled
 
     # Everything a Ready's `events` may hold; the executor handles each kind (mypy checks it).

@@ -32,7 +32,6 @@ kept until it is installed). A process that is not in the group starts with `Rep
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +67,11 @@ from smr.core.restart import (
     Restart,
     RestartDecision,
     at_cut_of,
-    encode_offer_meta,
-    encode_view_meta,
 )
 from smr.core.table import Column, Layout, Table, counter
+from smr.core.transfer import RestoreState as RestoreState  # re-exported: drivers' import
+from smr.core.transfer import StateTransfer as StateTransfer
+from smr.core.transfer import Transfer, encode_members
 from smr.core.views import Halted, Proposal, View, ViewChange, ViewConfig, ViewInstalled
 
 ACTIVE, JOINING, HALTED, RESTARTING = "active", "joining", "halted", "restarting"
@@ -108,29 +108,6 @@ class FrontierReached:
 
     value: int
     epoch: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StateTransfer:
-    """Event for a shard's state provider: snapshot the state machine of (subgroup, shard) as it
-    stands now (after every delivery of the previous epoch, before any of this one) and pass it to
-    `Replica.send_state` for member `to`."""
-
-    to: int
-    subgroup: int
-    shard: int
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreState:
-    """Event for a member that needs state: restore the state machine of (subgroup, shard) from
-    `data` (a snapshot at `version`) before applying any later delivery of that shard."""
-
-    subgroup: int
-    shard: int
-    version: int
-    data: bytes
 
 
 HEARTBEAT_COLUMNS: tuple[Column, ...] = (
@@ -174,22 +151,6 @@ def _stream_predicates(st: ShardStream) -> tuple[Predicate[Replica], ...]:
             f"complete[{g}]", Kind.RECURRENT, lambda r: st.can_complete(), lambda r: st.complete()
         ),
     )
-
-
-_MEMBERS = struct.Struct("<q")
-
-
-def _encode_members(members: Sequence[int]) -> bytes:
-    return struct.pack(f"<{len(members) + 1}q", len(members), *members)
-
-
-def _decode_members(data: bytes) -> tuple[int, ...]:
-    if len(data) < 8 or len(data) % 8:
-        raise PeerProtocolError("a malformed member list")
-    words = memoryview(data).cast("q")
-    if words[0] != len(words) - 1 or words[0] < 1:
-        raise PeerProtocolError("a malformed member list")
-    return tuple(words[1:])
 
 
 class _FutureRows:
@@ -280,33 +241,14 @@ class Replica:
         self._future: dict[int, _FutureRows] = {}
         self._future_data: list[tuple[int, int, bytes]] = []  # (epoch, source, frame)
         self._prev_row: tuple[int, bytes] | None = None
-        self._join_contacts: tuple[int, ...] = ()
-        self._next_join_ns = 0
-        self._awaiting_state: set[int] = set()  # shard indices whose state has not arrived
-        self._state_arrived: dict[int, tuple[int, bytes]] = {}
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
-        self._awaiting_for_joiners: dict[int, tuple[int, ...]] = {}
-        self._providing_for_joiners: dict[int, tuple[int, ...]] = {}
-        # shard index -> (the member this epoch's plan named as its provider, whether it was a
-        # joiner providing from its own log); see `_offer_mask`
-        self._providers: dict[int, tuple[int, bool]] = {}
-        # A member that restarted from its disk and found a group running: its logs stay as they
-        # are until it is admitted, so that it can offer the state they hold (`_offer_body`):
-        # (epoch of its last view, last version of each log it offers), and every shard log it
-        # restarted with (dropped on admission unless it provides from it).
-        self._offer: tuple[int, dict[tuple[int, int], int]] | None = None
-        self._restart_logs: tuple[tuple[int, int], ...] = ()
-        # (shard index, member) -> the state frame sent in this epoch, to send again after a
-        # reconnection (the driver snapshots once; the shard does not move until it arrives)
-        self._state_sent: dict[tuple[int, int], bytes] = {}
+        self.transfer = Transfer(self)  # joins and state transfer (smr.core.transfer)
         self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
         self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
         self._batch_pending = False
         self._restart: Restart | None = None
         self.restart_decision: RestartDecision | None = None  # the decision this member resumed by
-        # (subgroup, shard) whose log does not hold the shard's state (see LogMeta "view")
-        self._stale_logs: set[tuple[int, int]] = set()
         self.epoch = epoch
         if members:
             self._build(View(epoch, tuple(members)))
@@ -328,8 +270,8 @@ class Replica:
         enters in the next view and receives its shards' state before it delivers anything."""
         r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
         r.status = JOINING
-        r._join_contacts = tuple(c for c in contacts if c != me)
-        assert r._join_contacts, "a joiner needs at least one member to contact"
+        r.transfer.join_contacts = tuple(c for c in contacts if c != me)
+        assert r.transfer.join_contacts, "a joiner needs at least one member to contact"
         return r
 
     @classmethod
@@ -352,7 +294,7 @@ class Replica:
         r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
         r.status = RESTARTING
         r._restart = Restart(me, recovered, contacts, r.layout_specs, r.config.restart_retry_ns)
-        r._stale_logs = set(recovered.awaiting)
+        r.transfer.stale_logs = set(recovered.awaiting)
         return r
 
     # -- building an epoch ----------------------------------------------------------------------
@@ -387,10 +329,7 @@ class Replica:
                 self._stream_of[(shard.subgroup, shard.shard)] = st
                 predicates.extend(_stream_predicates(st))
         self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
-        self._awaiting_state = set()
-        self._state_arrived = {}
-        self._state_sent = {}
-        self._providers = {}  # set by _plan_state for the epoch being installed
+        self.transfer.new_epoch()
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -422,11 +361,7 @@ class Replica:
             self._restart_step()
             return
         if self.status == JOINING:
-            if now_ns >= self._next_join_ns:
-                i = (now_ns // self.config.join_retry_ns) % len(self._join_contacts)
-                frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, 0, 0) + self._offer_body()
-                self._sends.append(Send(self._join_contacts[i], frame))
-                self._next_join_ns = now_ns + self.config.join_retry_ns
+            self.transfer.tick_joining(now_ns)
             return
         if now_ns >= self._next_heartbeat_ns:
             self.table.set("heartbeat", self.table.get(self.table.my_row, "heartbeat") + 1)
@@ -521,42 +456,12 @@ class Replica:
             self._on_restart_frame(source, kind, payload)
             return False
         if kind == FRAME_JOIN_REQUEST:
-            if self.status != ACTIVE:
-                return False
-            row = self._row_of.get(source)
-            if (
-                row is not None
-                and self.table.get(row, "heartbeat") == 0
-                and not self.vc.suspects(self.table.my_row, row)
-            ):
-                # A member of this view that has not started: its acceptance was lost, or it is a
-                # later incarnation of it. Either way it is suspected once its silence times out,
-                # and its next request is relayed then (a view change without its old row may
-                # need the state its logs hold); answering now could let a new incarnation take
-                # over the old one's row in the middle of the epoch.
-                return False
-            offered = self._offer_mask(source, payload[FRAME.size :])
-            self.vc.relay_join(source, offered)
-            return True
+            return self.status == ACTIVE and self.transfer.on_join_request(
+                source, payload[FRAME.size :]
+            )
         if kind == FRAME_JOIN_OK:
             if self.status == JOINING:
-                body = payload[FRAME.size :]
-                if len(body) < 8:
-                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
-                n = struct.unpack_from("<q", body)[0]
-                if not 0 < n <= self.config.views.members_max:
-                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
-                members = _decode_members(body[: 8 * (n + 1)])
-                rest = body[8 * (n + 1) :]
-                k = struct.unpack_from("<q", rest)[0] if len(rest) >= 8 else -1
-                if not 0 < k <= len(rest) // 8 - 1:
-                    raise PeerProtocolError(f"a malformed join acceptance from {source}")
-                awaiting = _decode_members(rest[: 8 * (k + 1)])[1:]
-                tail = rest[8 * (k + 1) :]
-                provides = _decode_members(tail)[1:] if tail else ()
-                if self.me not in members:
-                    raise PeerProtocolError(f"a join acceptance from {source} that omits me")
-                self._join(View(epoch, members), awaiting, provides)
+                self.transfer.on_join_ok(source, epoch, payload[FRAME.size :])
             return False
         if self.status == JOINING or epoch > self.epoch:
             if len(self._future_data) < 4 * self.config.multicast.window_max:
@@ -594,7 +499,7 @@ class Replica:
             for version, result in parse_replies(number, body):
                 st.on_reply(source, version, result)
         elif kind == FRAME_STATE:
-            self._state_arrived[g] = (number, body)  # taken once we know we wait for it
+            self.transfer.on_state_frame(g, number, body)
         else:
             raise PeerProtocolError(f"a data frame of unknown type {kind} from {source}")
         return True
@@ -614,15 +519,7 @@ class Replica:
         self._writes.append(Push((peer,), w.offset, w.data, self.epoch))
         for st in self.streams.values():
             self._sends.extend(st.resend(peer))
-        for (g, to), frame in self._state_sent.items():
-            # the state may have been lost with the connection: send it again while the member
-            # still waits for it (nothing of the shard is delivered until it has it)
-            peer_row = self._row_of.get(peer)
-            ready = self.table.layout[f"s{g}_ready"].word
-            if to == peer and (
-                peer_row is None or not self.table.words[peer_row * self.table.row_words + ready]
-            ):
-                self._sends.append(Send(peer, frame))
+        self.transfer.resend(peer)
 
     def on_peer_failed(self, peer: int) -> None:
         """The transport reports a peer unreachable: suspect it now rather than at the timeout."""
@@ -681,10 +578,7 @@ class Replica:
 
     def send_state(self, to: int, subgroup: int, shard: int, version: int, data: bytes) -> None:
         """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
-        new_shard = next(s for s in self.shards if (s.subgroup, s.shard) == (subgroup, shard))
-        frame = FRAME.pack(FRAME_STATE, new_shard.index, version, self.epoch) + data
-        self._state_sent[(new_shard.index, to)] = frame
-        self._sends.append(Send(to, frame))
+        self.transfer.send_state(to, subgroup, shard, version, data)
 
     def leave(self) -> None:
         """Depart cleanly: the next view excludes this member without suspecting it."""
@@ -698,7 +592,7 @@ class Replica:
         if self.status == HALTED:
             return 1 << 62
         if self.status == JOINING:
-            return self._next_join_ns
+            return self.transfer.next_join_ns
         if self.status == RESTARTING:
             assert self._restart is not None
             t_try = self._restart.next_deadline_ns()
@@ -831,29 +725,9 @@ class Replica:
         joiners = set(decided.joiners)
         survivors = [m for m in decided.members if m not in joiners]
         if survivors and survivors[0] == self.me:
-            self._awaiting_for_joiners = {
-                j: tuple(
-                    sh.index
-                    for sh, (_, needy) in zip(self.shards, decided.plans, strict=True)
-                    if j in needy
-                )
-                for j in decided.joiners
-            }
-            self._providing_for_joiners = {
-                j: tuple(
-                    sh.index
-                    for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
-                    if provider == j
-                )
-                for j in decided.joiners
-            }
-            self._sends.extend(Send(j, self._join_ok(j)) for j in decided.joiners)
-        self._plan_state(decided)
-        self._stale_logs |= {
-            (st.subgroup, st.shard_index)
-            for st in self.streams.values()
-            if st.awaiting_state and st.mode == "durable"
-        }
+            self.transfer.admit(decided)
+        self.transfer.plan_state(decided)
+        self.transfer.mark_awaited_stale()
         self._persist.append(self._view_meta())
         for (sg, sh), items in carried.items():
             carrier = self._stream_of.get((sg, sh))
@@ -891,7 +765,7 @@ class Replica:
             FRAME_RESTART_COMMIT,
         ):
             # a group is running: the restarting member must join it, not start another
-            body = _encode_members(self.view.members)
+            body = encode_members(self.view.members)
             self._sends.append(
                 Send(source, FRAME.pack(FRAME_RESTART_NEWER, 0, 0, self.epoch) + body)
             )
@@ -909,108 +783,10 @@ class Replica:
         if rs.chosen is not None:
             self._install_restart(rs.chosen)
         elif rs.newer is not None:
-            self._restart_to_joiner(rs.newer[1])
+            self.transfer.restart_to_joiner(rs.newer[1])
 
     def _view_meta(self) -> LogMeta:
-        return LogMeta(
-            "view",
-            encode_view_meta(self.epoch, self.view.members, self._stale_logs),
-            sync=True,
-        )
-
-    def _restart_to_joiner(self, members: Sequence[int]) -> None:
-        """A group resumed without this member: join it with state transfer. Its shard logs stay
-        as they are until it is admitted: a log that holds a shard's state the group lost (its
-        only holder failed while a newcomer waited for it) is offered in the join request
-        (`_offer_body`) and provided from; every other log is dropped on admission (`_join`),
-        since it may hold entries beyond the group's cut, which must never come back.
-
-        Every log is marked stale now, as before, so that no later restart takes one as a holder
-        (one may be beyond a cut this member never heard of); what it offers is logged first
-        (`LogMeta("offer")`), so a crash while joining does not lose the offer."""
-        rs = self._restart
-        assert rs is not None
-        rec = rs.recovered
-        # A durable shard this member held in its last view with nothing logged (no log at all)
-        # was at the empty state, version 0: durable before visible, so anything delivered in
-        # it would be in the log (and a newcomer logs the snapshot it receives).
-        logged = {
-            (sh.subgroup, sh.shard): 0
-            for sh in allocate(rec.members, self.layout_specs)
-            if sh.mode == "durable" and self.me in sh.members
-        }
-        logged.update(rec.logged)
-        offered = {k for k in logged if k not in rec.awaiting}
-        if rec.offer_epoch == rec.epoch:
-            offered |= set(rec.offerable) & set(logged)  # offered before a crash
-        self._offer = (rec.epoch, {k: logged[k] for k in sorted(offered)})
-        self._restart_logs = tuple(sorted(rec.logged))
-        keys = set(rec.logged) | set(rec.awaiting)
-        self._stale_logs |= keys
-        self._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
-        self._persist.append(
-            LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
-        )
-        self._restart = None
-        self.status = JOINING
-        self._join_contacts = tuple(m for m in members if m != self.me) or rs.contacts
-        self._next_join_ns = self.now_ns
-
-    def _offer_body(self) -> bytes:
-        """The join request's offer: the epoch of this member's last installed view and, per
-        durable shard log it offers (it held the shard's state then), the last logged version.
-        Empty for a joiner without logs."""
-        if self._offer is None:
-            return b""
-        epoch, held = self._offer
-        words = [epoch, len(held)]
-        for (sg, sh), v in sorted(held.items()):
-            words.extend((sg, sh, v))
-        return struct.pack(f"<{len(words)}q", *words)
-
-    def _offer_mask(self, joiner: int, body: bytes) -> list[int]:
-        """The shards of this view whose state, as of the start of this epoch, the joiner's log
-        holds exactly, by what its offer says and what this member knows of the epoch:
-
-        * the epoch was installed by a restart, and the joiner's log ends exactly at the cut
-          (logs are prefixes of one agreed history, and the versions a restart cut away are
-          never used again, so a log that ends at an agreed version holds exactly that prefix);
-        * the joiner's last view is this one and it held the shard in it (a survivor persisted
-          the previous epoch's trim before installing, a newcomer logged its snapshot; a log
-          marked stale is not offered);
-        * this epoch's plan already named the joiner as the shard's provider, and either it was
-          a joiner admitted to provide from its log (it failed, or lost its acceptance, before
-          it sent the state) or its last view is this one (a survivor that installed the view
-          and failed before the state arrived: it persisted the previous trim before
-          installing). A survivor provider that failed before installing is not vouched for:
-          the others need not have waited for its persistence once they suspected it.
-
-        and the log holds nothing of this epoch. The view-change leader uses an offer only for a
-        shard none of whose survivors holds its state (`ViewChange._propose`)."""
-        if not body:
-            return []
-        if len(body) % 8 or len(body) > 8 * (2 + 3 * len(self.shards)):
-            raise PeerProtocolError(f"a malformed join offer from {joiner}")
-        words = struct.unpack(f"<{len(body) // 8}q", body)
-        epoch, n = words[0], words[1]
-        if n < 0 or len(words) != 2 + 3 * n:
-            raise PeerProtocolError(f"a malformed join offer from {joiner}")
-        logged = {(words[2 + 3 * i], words[3 + 3 * i]): words[4 + 3 * i] for i in range(n)}
-        d = self.restart_decision
-        restarted = d is not None and d.epoch == self.epoch
-        out = []
-        for sh in self.shards:
-            key = (sh.subgroup, sh.shard)
-            if sh.mode != "durable" or key not in logged or logged[key] >> 32 >= self.epoch:
-                continue
-            provider, from_log = self._providers.get(sh.index, (0, False))
-            if (
-                (restarted and d is not None and logged[key] == d.cut(key))
-                or (epoch == self.epoch and joiner in sh.members)
-                or (provider == joiner and (from_log or epoch == self.epoch))
-            ):
-                out.append(sh.index)
-        return out
+        return self.transfer.view_meta()
 
     def _install_restart(self, d: RestartDecision) -> None:
         """Resume in the decided view: sequence numbers from zero, logs cut at the agreed
@@ -1026,36 +802,26 @@ class Replica:
         self._barrier = True
         plans = tuple((p, n) for p, n in d.plans)
         versions = {sh.index: d.cut((sh.subgroup, sh.shard)) for sh in self.shards}
-        self._plan_state(Proposal(1, d.members, (), (), plans), versions)
+        self.transfer.plan_state(Proposal(1, d.members, (), (), plans), versions)
         truncate = []
+        stale = self.transfer.stale_logs
         for key, v in sorted(rec.logged.items()):
             cut = d.cut(key)
             if v > cut:
                 truncate.append(LogTruncate(key[0], key[1], cut))
             if v > cut or key in rec.awaiting:
-                self._stale_logs.add(key)
+                stale.add(key)
         for st in self.streams.values():
             key = (st.subgroup, st.shard_index)
             if st.awaiting_state and st.mode == "durable":
-                self._stale_logs.add(key)
-            elif key in self._stale_logs and at_cut_of(rec, key, d.cut(key)):
-                self._stale_logs.discard(key)
+                stale.add(key)
+            elif key in stale and at_cut_of(rec, key, d.cut(key)):
+                stale.discard(key)
         # the view first: a crash before the truncations finish leaves those logs marked stale
         self._persist.append(self._view_meta())
         self._persist.extend(truncate)
         self._events.append(self._installed((), tuple(m for m in old if m not in d.members)))
         self._submitted = True
-
-    def _join_ok(self, joiner: int) -> bytes:
-        """The view a joiner enters, and the shards whose state it must wait for."""
-        awaiting = self._awaiting_for_joiners.get(joiner, ())
-        provides = self._providing_for_joiners.get(joiner, ())
-        return (
-            FRAME.pack(FRAME_JOIN_OK, 0, 0, self.epoch)
-            + _encode_members(self.view.members)
-            + _encode_members((-1, *awaiting))
-            + _encode_members((-2, *provides))
-        )
 
     def _installed(self, joined: tuple[int, ...], departed: tuple[int, ...]) -> ViewInstalled:
         """The upcall for the view just built."""
@@ -1120,94 +886,6 @@ class Replica:
                 del self._late[version]
                 self._events.append(late.completed())
 
-    def _plan_state(self, decided: Proposal, versions: dict[int, int] | None = None) -> None:
-        """Carry out the decided state transfers: provide, or wait for, each shard's state."""
-        assert len(decided.plans) == len(self.shards)
-        self._providers = {
-            sh.index: (provider, provider in decided.joiners)
-            for sh, (provider, _) in zip(self.shards, decided.plans, strict=True)
-            if provider
-        }
-        for shard, (provider, needy) in zip(self.shards, decided.plans, strict=True):
-            if provider == self.me:
-                v = (versions or {}).get(shard.index, 0)
-                self._events.extend(
-                    StateTransfer(m, shard.subgroup, shard.shard, v) for m in needy if m != self.me
-                )
-            st = self.streams.get(shard.index)
-            if st is None:
-                continue
-            self._await_state(st, self.me in needy)
-
-    def _join(self, view: View, awaiting: Sequence[int], provides: Sequence[int] = ()) -> None:
-        """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide
-        from this member's own logs the state of the shards in `provides` (its offer)."""
-        n_shards = len(allocate(view.members, self.layout_specs))
-        for g in (*awaiting, *provides):
-            if not 0 <= g < n_shards:
-                raise PeerProtocolError(f"a join acceptance naming shard {g} of {n_shards}")
-        offer, self._offer = self._offer, None
-        self.status = ACTIVE
-        self._build(view)
-        self._barrier = True
-        held_logs = {} if offer is None else offer[1]
-        held: list[Shard] = []
-        for g in provides:
-            sh = self.shards[g]
-            # An offer relayed for an earlier incarnation whose logs are gone (a damaged disk):
-            # never claim a state this member does not have; the shard then waits.
-            if (sh.subgroup, sh.shard) in held_logs:
-                held.append(sh)
-        held_idx = {sh.index for sh in held}
-        for st in self.streams.values():
-            self._await_state(st, st.g in awaiting or (st.g in provides and st.g not in held_idx))
-            if st.awaiting_state and st.mode == "durable":
-                self._stale_logs.add((st.subgroup, st.shard_index))
-        for sh in held:
-            key = (sh.subgroup, sh.shard)
-            self._events.extend(
-                StateTransfer(m, sh.subgroup, sh.shard, held_logs[key])
-                for m in sh.members
-                if m != self.me
-            )
-        # Every other log this member restarted with is dropped: it may hold entries beyond the
-        # group's cut (marked stale since it found the group). A log it provides from holds the
-        # shard's state: no longer stale. (The offer logged then is void once the view is this.)
-        kept = {(sh.subgroup, sh.shard) for sh in held}
-        dropped = [k for k in self._restart_logs if k not in kept]
-        self._restart_logs = ()
-        self._stale_logs -= kept
-        self._persist.append(self._view_meta())
-        self._persist.extend(LogTruncate(sg, sh, 0) for sg, sh in dropped)
-        self._events.append(self._installed((self.me,), ()))
-
-    def _await_state(self, st: ShardStream, needed: bool) -> None:
-        """A shard's state is to arrive from its provider (`needed`), or is here already."""
-        if needed:
-            self._awaiting_state.add(st.g)
-            st.awaiting_state = True
-        else:
-            st.set_ready()
-
-    def _take_state(self) -> list[Any]:
-        events: list[Any] = []
-        for g, (version, data) in list(self._state_arrived.items()):
-            del self._state_arrived[g]
-            if g not in self._awaiting_state:
-                continue  # a duplicate, or state we already have
-            st = self.streams[g]
-            events.append(RestoreState(st.subgroup, st.shard_index, version, data))
-            key = (st.subgroup, st.shard_index)
-            if st.mode == "durable":
-                self._persist.append(LogSnapshot(key[0], key[1], version, data))
-            if key in self._stale_logs:
-                self._stale_logs.discard(key)
-                self._persist.append(self._view_meta())
-            st.set_ready()
-            self._awaiting_state.discard(g)
-            self._barrier = True  # restore before any delivery of this shard
-        return events
-
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
         """Inputs given inside are evaluated once, on leaving (a driver wraps what one poll of
@@ -1238,8 +916,8 @@ class Replica:
             self._take_replies()  # before an install can replace the streams that hold them
         while True:
             epoch = self.epoch
-            if self._state_arrived:
-                self._events.extend(self._take_state())
+            if self.transfer.arrived:
+                self._events.extend(self.transfer.take_state())
             suspected = False
             try:
                 actions = self._predicates.evaluate(self)
