@@ -106,11 +106,14 @@ class Group:
 
     def poll_until(self, cond, what: str, polls_max: int = 500) -> None:
         """Poll every live transport until `cond()` holds; fail naming `what` otherwise."""
+        elapse = getattr(self.factory, "elapse", None)  # a simulated clock (see the factories)
         for _ in range(polls_max):
             if cond():
                 return
             for t in list(self.t.values()):
                 t.poll(POLL_S)
+            if elapse is not None:
+                elapse(self.t, POLL_S)
         assert cond(), f"{self.factory.NAME}: {what} did not happen within {polls_max} polls"
 
     def connected(self) -> None:
