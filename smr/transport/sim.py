@@ -126,17 +126,23 @@ class SimWorld:
         assert now_ns >= self._now_ns, f"time goes back: {now_ns} < {self._now_ns}"
         timers = self._timers
         while timers and timers[0][0] <= now_ns:
-            due, _, member, peer, incarnation, episode = heapq.heappop(timers)
+            timer = heapq.heappop(timers)
+            due, _, member, peer, _, _ = timer
             self._now_ns = due
-            ep = self._endpoints.get(member)
-            if (
-                ep is not None
-                and ep.incarnation == incarnation
-                and self._episode.get((member, peer)) == episode
-                and not self._state.get((member, peer), False)
-            ):
-                self._push(ep, member, due, _FAILED, peer)
+            if self._live(timer):
+                self._push(self._endpoints[member], member, due, _FAILED, peer)
         self._now_ns = now_ns
+
+    def _live(self, timer: tuple[int, int, int, int, int, int]) -> bool:
+        """Whether a failure timer still stands: its member's same incarnation is running and
+        the link has stayed down since the timer was set."""
+        _, _, member, peer, incarnation, episode = timer
+        ep = self._endpoints.get(member)
+        return (
+            ep is not None
+            and ep.incarnation == incarnation
+            and self._episode.get((member, peer)) == episode
+        )
 
     def next_event_ns(self) -> int | None:
         """When something next happens: `now_ns` if a member has something to poll now, else
@@ -151,8 +157,11 @@ class SimWorld:
                 if t <= now:
                     return now
                 best = t if best is None else min(best, t)
-        if self._timers:
-            t = self._timers[0][0]
+        timers = self._timers
+        while timers and not self._live(timers[0]):
+            heapq.heappop(timers)  # the link came back or its member stopped: nothing to do
+        if timers:
+            t = timers[0][0]
             best = t if best is None else min(best, t)
         return best
 
