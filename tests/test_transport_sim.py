@@ -279,6 +279,7 @@ def test_writes_to_an_old_epoch_are_dropped_at_both_ends():
     sim.t[1].write([2], 1, 0, b"e1-first")
     for e in (2, 3):  # registering epoch 3 releases epoch 1 (older than the previous one)
         sim.t[1].register(e, members, ROW)
+    assert sorted(sim.t[1].epochs) == [2, 3]
     sim.t[1].write([2], 1, 0, b"e1-late!")  # the writer released it: dropped
     assert sim.t[1].stats["dropped_released"] == 1
     sim.t[1].write([2], 2, 0, b"e2-kept!")

@@ -342,6 +342,11 @@ class SimTransport(Transport):
         if self._ep is not None and not self._closed:
             self.world._add_peer(self.me, member)
 
+    @property
+    def epochs(self) -> dict[int, tuple[tuple[int, ...], int]]:
+        """The registered epochs not yet released: epoch -> (members, row_bytes)."""
+        return dict(self._layouts)
+
     def register(self, epoch: int, members: Sequence[int], row_bytes: int) -> None:
         self._check_open()
         members = tuple(members)
