@@ -294,6 +294,8 @@ def _poll_returns(t: Transport, before=None) -> bool:
 
 
 def test_wake_from_another_thread_ends_a_blocked_poll(group):
+    # sim: a poll never blocks, so this holds at once; tests/test_transport_sim.py checks what
+    # wake() means there (the member is ready now)
     g = group((1, 2))
     t = g.t[1]
     waker = threading.Timer(0.05, t.wake)  # most likely while the poll is blocked

@@ -87,9 +87,11 @@ class SimWorld:
 
     `rng` (or a ready `network`, for a harness that shares its own) supplies every delay. The
     owner moves time with `advance_to`; `on_due(time_ns, member)`, if given, is called whenever
-    a member gets something due at `time_ns` (an arrival, a link report, a `wake`), so an owner
-    with its own event heap can schedule the member's poll then. Everything is deterministic:
-    the same calls in the same order give the same deliveries at the same times.
+    a member gets something due at `time_ns` (an arrival, a link report, a failure timer, a
+    `wake`), so an owner with its own event heap can schedule the member's poll then. It may
+    turn out to be nothing (a message whose link broke on the way, a timer whose link came
+    back): that poll reports nothing. Everything is deterministic: the same calls in the same
+    order give the same deliveries at the same times.
     """
 
     def __init__(
@@ -102,13 +104,16 @@ class SimWorld:
     ):
         assert (rng is None) != (network is None), "give the world an rng or a network"
         assert start_ns >= 0
-        self.network = network if network is not None else Network(rng)  # type: ignore[arg-type]
+        if network is None:
+            assert rng is not None
+            network = Network(rng)
+        self.network = network
         self.on_due = on_due
         self._now_ns = start_ns
         self._seq = 0
         self._incarnations = 0
         self._endpoints: dict[int, _Endpoint] = {}  # running members
-        self._cut: dict[tuple[int, int], bool] = {}  # (a, b) -> True while set_link says down
+        self._cut: set[tuple[int, int]] = set()  # (a, b) while set_link says it is down
         self._state: dict[tuple[int, int], bool] = {}  # effective state of every known link
         self._episode: dict[tuple[int, int], int] = {}  # bumped on every change of state
         # (due_ns, seq, member, peer, incarnation, episode): peer-failure reports to check
@@ -129,8 +134,8 @@ class SimWorld:
             timer = heapq.heappop(timers)
             due, _, member, peer, _, _ = timer
             self._now_ns = due
-            if self._live(timer):
-                self._push(self._endpoints[member], member, due, _FAILED, peer)
+            if self._live(timer):  # on_due was told when the timer was set
+                self._push(self._endpoints[member], member, due, _FAILED, peer, told=True)
         self._now_ns = now_ns
 
     def _live(self, timer: tuple[int, int, int, int, int, int]) -> bool:
@@ -182,9 +187,9 @@ class SimWorld:
         of each pair across it; a break both directions of one pair). True if the link's
         effective state changed (it is also down while either end is not running)."""
         if up:
-            self._cut.pop((a, b), None)
+            self._cut.discard((a, b))
         else:
-            self._cut[(a, b)] = True
+            self._cut.add((a, b))
         if (a, b) not in self._state:
             return False  # not known yet: applies when it becomes known
         return self._refresh(a, b)
@@ -275,10 +280,12 @@ class SimWorld:
         self._push(self._endpoints[target], target, arrival, _MSG, message)
         return True
 
-    def _push(self, ep: _Endpoint, member: int, time_ns: int, kind: str, item: Any) -> None:
+    def _push(
+        self, ep: _Endpoint, member: int, time_ns: int, kind: str, item: Any, *, told: bool = False
+    ) -> None:
         self._seq += 1
         heapq.heappush(ep.queue, (time_ns, self._seq, kind, item))
-        if self.on_due is not None:
+        if self.on_due is not None and not told:
             self.on_due(time_ns, member)
 
     def _woken(self, member: int) -> None:
