@@ -106,11 +106,14 @@ class Group:
 
     def poll_until(self, cond, what: str, polls_max: int = 500) -> None:
         """Poll every live transport until `cond()` holds; fail naming `what` otherwise."""
+        elapse = getattr(self.factory, "elapse", None)  # a simulated clock (see the factories)
         for _ in range(polls_max):
             if cond():
                 return
             for t in list(self.t.values()):
                 t.poll(POLL_S)
+            if elapse is not None:
+                elapse(self.t, POLL_S)
         assert cond(), f"{self.factory.NAME}: {what} did not happen within {polls_max} polls"
 
     def connected(self) -> None:
@@ -291,6 +294,8 @@ def _poll_returns(t: Transport, before=None) -> bool:
 
 
 def test_wake_from_another_thread_ends_a_blocked_poll(group):
+    # sim: a poll never blocks, so this holds at once; tests/test_transport_sim.py checks what
+    # wake() means there (the member is ready now)
     g = group((1, 2))
     t = g.t[1]
     waker = threading.Timer(0.05, t.wake)  # most likely while the poll is blocked

@@ -9,6 +9,10 @@ Each module here describes one provider:
 - optional `restart(old: Transport) -> Transport` — a new, not started transport for the same
   member and address, as a restarted process would make (default: the class called again with
   `old.me`, `old.addresses`, `old.config`).
+- optional `elapse(transports: dict[int, Transport], seconds: float)` — called once per round of
+  polls while the suite waits, for a provider whose clock is simulated (sim): its polls never
+  wait, so the suite moves its clock on by the poll timeout instead (real providers' polls take
+  that time themselves).
 - optional `ORDERED_ACROSS_CHANNELS: bool` — writes and sends to one peer arrive in the order
   made, across the two channels (default False; tcp carries both on one connection).
 """
