@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from smr.core.multicast import FRAME, FRAME_REPLIES
+from smr.core.codec import FRAME, FRAME_REPLIES
 from smr.runtime.config import load, write_local
 from smr.runtime.node import Node
 from smr.sim.harness import SimConfig, Simulation, Violation

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import dropped
 
+from smr.core.codec import FRAME, FRAME_BLOCK
 from smr.core.errors import UsageError
 from smr.core.layout import SubgroupSpec
-from smr.core.multicast import BLOCK_HEADER, FRAME, FRAME_BLOCK, MulticastConfig
+from smr.core.multicast import BLOCK_HEADER, MulticastConfig
 from smr.core.rdmc import SCHEDULES
 from smr.core.replica import CoreConfig, Replica
 from smr.sim.transcript import Transcript

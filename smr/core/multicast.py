@@ -60,6 +60,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from smr.core.codec import FRAME, FRAME_BLOCK, FRAME_LARGE, FRAME_REPLIES
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import Shard
 from smr.core.rdmc import BLOCKS_MAX, SCHEDULES, schedule
@@ -77,18 +78,10 @@ KIND_LARGE = 3
 FLAG_REPLY = 1 << 8
 KIND_MASK = 0xFF
 
-# data-plane frames: type, shard, a number (a message index, a version), epoch; then a body
-FRAME = struct.Struct("<BHqI")
-FRAME_LARGE = 1  # body: a large message's payload; number: its index
-FRAME_REPLY = 2  # body: a member's result; number: the version it answers
-FRAME_JOIN_REQUEST = 3  # a process outside the group asks to join
-FRAME_JOIN_OK = 4  # body: the members of the view the joiner enters
-FRAME_STATE = 5  # body: a shard's snapshot; number: its version
-FRAME_BLOCK = 6  # body: BLOCK_HEADER, then one block of a large message; number: its index
-# body: REPLY_ITEM and a result, repeated; number: their count. One frame carries every reply a
-# member has for a sender after one batch of deliveries: a frame per reply cost each member a
-# send per command, and the sender a receive per command and member.
-FRAME_REPLIES = 7
+# Data-plane frames (FRAME and the kinds: smr.core.codec). A replies frame carries every reply a
+# member has for a sender after one batch of deliveries (REPLY_ITEM and a result, repeated): a
+# frame per reply cost each member a send per command, and the sender a receive per command and
+# member.
 REPLY_ITEM = struct.Struct("<qI")  # version, result length
 REPLIES_FRAME_BYTES = 1 << 18  # a replies frame is cut after this many bytes of results
 # sender rank, block number, block size, total size: enough to preallocate and place the block

@@ -37,9 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smr.core import multicast, views
-from smr.core.errors import PeerProtocolError, UsageError
-from smr.core.layout import Shard, SubgroupSpec, allocate
-from smr.core.multicast import (
+from smr.core.codec import (
     FRAME,
     FRAME_BLOCK,
     FRAME_JOIN_OK,
@@ -47,7 +45,17 @@ from smr.core.multicast import (
     FRAME_LARGE,
     FRAME_REPLIES,
     FRAME_REPLY,
+    FRAME_RESTART_ACCEPT,
+    FRAME_RESTART_COMMIT,
+    FRAME_RESTART_NEWER,
+    FRAME_RESTART_PREPARE,
     FRAME_STATE,
+    RESTART_FRAMES,
+    encode_members,
+)
+from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.layout import Shard, SubgroupSpec, allocate
+from smr.core.multicast import (
     Completed,
     MulticastConfig,
     PeerMisbehaved,
@@ -58,11 +66,6 @@ from smr.core.multicast import (
 from smr.core.predicates import Kind, Predicate, PredicateSet
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.restart import (
-    FRAME_RESTART_ACCEPT,
-    FRAME_RESTART_COMMIT,
-    FRAME_RESTART_NEWER,
-    FRAME_RESTART_PREPARE,
-    RESTART_FRAMES,
     Recovered,
     Restart,
     RestartDecision,
@@ -71,7 +74,7 @@ from smr.core.restart import (
 from smr.core.table import Column, Layout, Table, counter
 from smr.core.transfer import RestoreState as RestoreState  # re-exported: drivers' import
 from smr.core.transfer import StateTransfer as StateTransfer
-from smr.core.transfer import Transfer, encode_members
+from smr.core.transfer import Transfer
 from smr.core.views import Halted, Proposal, View, ViewChange, ViewConfig, ViewInstalled
 
 ACTIVE, JOINING, HALTED, RESTARTING = "active", "joining", "halted", "restarting"

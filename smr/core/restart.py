@@ -79,10 +79,20 @@ the group lost: `Replica._offer_mask` says when a log is exactly that state).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from smr.core.codec import (
+    FRAME,
+    FRAME_RESTART_ACCEPT,
+    FRAME_RESTART_ACCEPTED,
+    FRAME_RESTART_COMMIT,
+    FRAME_RESTART_NEWER,
+    FRAME_RESTART_PREPARE,
+    FRAME_RESTART_PROMISE,
+    WordReader,
+    pack_words,
+)
 from smr.core.errors import LayoutError, PeerProtocolError
 from smr.core.layout import SubgroupSpec, allocate
 from smr.core.ready import LogMeta, Send
@@ -90,50 +100,9 @@ from smr.core.views import Proposal, trim_count
 
 Key = tuple[int, int]  # (subgroup, shard)
 
-# restart frames: FRAME kinds (smr.core.multicast.FRAME); number = ballot, epoch = instance
-FRAME_RESTART_PREPARE = 16
-FRAME_RESTART_PROMISE = 17  # body: the sender's summary
-FRAME_RESTART_ACCEPT = 18  # body: the decision
-FRAME_RESTART_ACCEPTED = 19
-FRAME_RESTART_COMMIT = 20  # body: the decision
-FRAME_RESTART_NEWER = 21  # body: the members of the view the sender is active in
-RESTART_FRAMES = frozenset(range(16, 22))
+# restart frames: FRAME kinds (smr.core.codec); number = ballot, epoch = instance
 
 BALLOT_MEMBER_BITS = 16
-WORDS_MAX = 1 << 16  # words in a summary or decision (bounds what a peer can make us decode)
-
-
-class _Words:
-    """A reader of little-endian int64 words with length-prefixed lists; malformed input is a
-    `PeerProtocolError`."""
-
-    def __init__(self, data: bytes):
-        if len(data) % 8 or len(data) > 8 * WORDS_MAX:
-            raise PeerProtocolError(f"a restart message of {len(data)} bytes")
-        self.words = memoryview(bytes(data)).cast("q")
-        self.i = 0
-
-    def take(self, n: int = 1) -> tuple[int, ...]:
-        if n < 0 or self.i + n > len(self.words):
-            raise PeerProtocolError("a truncated restart message")
-        out = tuple(self.words[self.i : self.i + n])
-        self.i += n
-        return out
-
-    def one(self) -> int:
-        return self.take(1)[0]
-
-    def seq(self) -> tuple[int, ...]:
-        return self.take(self.one())
-
-    def blob(self) -> bytes:
-        n = self.one()
-        words = self.take(n)
-        return struct.pack(f"<{n}q", *words)
-
-
-def _pack(words: Sequence[int]) -> bytes:
-    return struct.pack(f"<{len(words)}q", *words)
 
 
 def _blob_words(data: bytes) -> list[int]:
@@ -152,11 +121,12 @@ class Acceptor:
     decision: bytes = b""
 
     def encode(self) -> bytes:
-        return _pack([self.instance, self.promised, self.accepted, *_blob_words(self.decision)])
+        decision = _blob_words(self.decision)
+        return pack_words([self.instance, self.promised, self.accepted, *decision])
 
     @classmethod
     def decode(cls, data: bytes) -> Acceptor:
-        r = _Words(data)
+        r = WordReader(data, "restart message")
         return cls(r.one(), r.one(), r.one(), r.blob())
 
 
@@ -190,11 +160,11 @@ class Recovered:
         for (sg, sh), v in sorted(self.logged.items()):
             words.extend((sg, sh, v))
         words.extend(_blob_words(self.acceptor.encode()))
-        return _pack(words)
+        return pack_words(words)
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[int, Recovered]:
-        r = _Words(data)
+        r = WordReader(data, "restart message")
         me, epoch = r.one(), r.one()
         members = r.seq()
         awaiting = tuple((r.one(), r.one()) for _ in range(r.one()))
@@ -240,11 +210,11 @@ class RestartDecision:
         words.append(len(self.plans))
         for provider, needy in self.plans:
             words.extend((provider, len(needy), *needy))
-        return _pack(words)
+        return pack_words(words)
 
     @classmethod
     def decode(cls, data: bytes) -> RestartDecision:
-        r = _Words(data)
+        r = WordReader(data, "restart message")
         instance = r.one()
         members = r.seq()
         cuts = tuple(r.take(3) for _ in range(r.one()))
@@ -428,7 +398,7 @@ def encode_view_meta(epoch: int, members: Sequence[int], awaiting: Iterable[Key]
     words = [len(members), *members, epoch, len(keys)]
     for sg, sh in keys:
         words.extend((sg, sh))
-    return _pack(words)
+    return pack_words(words)
 
 
 def encode_offer_meta(epoch: int, keys: Iterable[Key]) -> bytes:
@@ -441,18 +411,18 @@ def encode_offer_meta(epoch: int, keys: Iterable[Key]) -> bytes:
     words = [epoch, len(keys)]
     for sg, sh in keys:
         words.extend((sg, sh))
-    return _pack(words)
+    return pack_words(words)
 
 
 def decode_offer_meta(data: bytes) -> tuple[int, tuple[Key, ...]]:
-    r = _Words(data)
+    r = WordReader(data, "restart message")
     epoch = r.one()
     return epoch, tuple((r.one(), r.one()) for _ in range(r.one()))
 
 
 def decode_view_meta(data: bytes) -> tuple[int, tuple[int, ...], tuple[Key, ...]]:
     """(epoch, members, awaiting) from a `LogMeta("view")` blob."""
-    r = _Words(data)
+    r = WordReader(data, "restart message")
     members = r.seq()
     epoch = r.one()
     awaiting = tuple((r.one(), r.one()) for _ in range(r.one())) if r.i < len(r.words) else ()
@@ -472,8 +442,6 @@ class Restart:
         layout: Sequence[SubgroupSpec],
         retry_ns: int,
     ):
-        from smr.core.multicast import FRAME
-
         self.frame = FRAME
         self.me = me
         self.layout = tuple(layout)
@@ -582,7 +550,7 @@ class Restart:
                 else:
                     self.newer = (d.epoch, d.members)
         elif kind == FRAME_RESTART_NEWER and self.chosen is None and self.newer is None:
-            r = _Words(body)
+            r = WordReader(body, "restart message")
             self.newer = (instance, r.seq())
 
     def _reply(self, to: int, frame: bytes) -> None:

@@ -45,14 +45,22 @@ restart after a total failure never counts it as a holder.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smr.core.codec import (
+    FRAME,
+    FRAME_JOIN_OK,
+    FRAME_JOIN_REQUEST,
+    FRAME_STATE,
+    WordReader,
+    encode_members,
+    pack_words,
+)
 from smr.core.errors import PeerProtocolError
 from smr.core.layout import Shard, allocate
-from smr.core.multicast import FRAME, FRAME_JOIN_OK, FRAME_JOIN_REQUEST, FRAME_STATE, ShardStream
+from smr.core.multicast import ShardStream
 from smr.core.ready import LogMeta, LogSnapshot, LogTruncate, Send
 from smr.core.restart import encode_offer_meta, encode_view_meta
 from smr.core.views import Proposal, View
@@ -85,19 +93,6 @@ class RestoreState:
     shard: int
     version: int
     data: bytes
-
-
-def encode_members(members: Sequence[int]) -> bytes:
-    return struct.pack(f"<{len(members) + 1}q", len(members), *members)
-
-
-def decode_members(data: bytes) -> tuple[int, ...]:
-    if len(data) < 8 or len(data) % 8:
-        raise PeerProtocolError("a malformed member list")
-    words = memoryview(data).cast("q")
-    if words[0] != len(words) - 1 or words[0] < 1:
-        raise PeerProtocolError("a malformed member list")
-    return tuple(words[1:])
 
 
 class Transfer:
@@ -201,7 +196,7 @@ class Transfer:
         words = [epoch, len(held)]
         for (sg, sh), v in sorted(held.items()):
             words.extend((sg, sh, v))
-        return struct.pack(f"<{len(words)}q", *words)
+        return pack_words(words)
 
     # -- 2. vouching ------------------------------------------------------------------------------
 
@@ -245,13 +240,14 @@ class Transfer:
         if not body:
             return []
         r = self.r
-        if len(body) % 8 or len(body) > 8 * (2 + 3 * len(r.shards)):
+        w = WordReader(body, f"join offer from {joiner}", words_max=2 + 3 * len(r.shards))
+        epoch, n = w.take(2)
+        if n < 0 or w.left != 3 * n:
             raise PeerProtocolError(f"a malformed join offer from {joiner}")
-        words = struct.unpack(f"<{len(body) // 8}q", body)
-        epoch, n = words[0], words[1]
-        if n < 0 or len(words) != 2 + 3 * n:
-            raise PeerProtocolError(f"a malformed join offer from {joiner}")
-        logged = {(words[2 + 3 * i], words[3 + 3 * i]): words[4 + 3 * i] for i in range(n)}
+        logged = {}
+        for _ in range(n):
+            subgroup, shard, version = w.take(3)
+            logged[(subgroup, shard)] = version
         d = r.restart_decision
         restarted = d is not None and d.epoch == r.epoch
         out = []
@@ -391,19 +387,16 @@ class Transfer:
     def on_join_ok(self, source: int, epoch: int, body: bytes) -> None:
         """A join acceptance reached this joining process."""
         r = self.r
-        if len(body) < 8:
+        # the view's members, then (-1, awaited shards...) and (-2, provided shards...)
+        w = WordReader(body, f"join acceptance from {source}")
+        members = w.seq()
+        if not 0 < len(members) <= r.config.views.members_max:
             raise PeerProtocolError(f"a malformed join acceptance from {source}")
-        n = struct.unpack_from("<q", body)[0]
-        if not 0 < n <= r.config.views.members_max:
+        awaiting = w.seq()
+        provides = w.seq() if w.left else (-2,)
+        if awaiting[:1] != (-1,) or provides[:1] != (-2,) or w.left:
             raise PeerProtocolError(f"a malformed join acceptance from {source}")
-        members = decode_members(body[: 8 * (n + 1)])
-        rest = body[8 * (n + 1) :]
-        k = struct.unpack_from("<q", rest)[0] if len(rest) >= 8 else -1
-        if not 0 < k <= len(rest) // 8 - 1:
-            raise PeerProtocolError(f"a malformed join acceptance from {source}")
-        awaiting = decode_members(rest[: 8 * (k + 1)])[1:]
-        tail = rest[8 * (k + 1) :]
-        provides = decode_members(tail)[1:] if tail else ()
+        awaiting, provides = awaiting[1:], provides[1:]
         if r.me not in members:
             raise PeerProtocolError(f"a join acceptance from {source} that omits me")
         self.join(View(epoch, members), awaiting, provides)

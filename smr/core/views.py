@@ -49,11 +49,11 @@ logged at every member before anyone applies it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smr.core.codec import WORD, WordReader, pack_words
 from smr.core.errors import LayoutError, PeerProtocolError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.predicates import Kind, Predicate
@@ -63,7 +63,6 @@ from smr.core.table import Column, byte_slots, counter, flag, vector
 if TYPE_CHECKING:
     from smr.core.replica import Replica
 
-WORD = struct.Struct("<q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,32 +126,20 @@ class Proposal:
         words.append(len(self.plans))
         for provider, needy in self.plans:
             words.extend((provider, len(needy), *needy))
-        return struct.pack(f"<{len(words)}q", *words)
+        return pack_words(words)
 
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
-        try:
-            words = memoryview(data[: len(data) - len(data) % 8]).cast("q")
-            i = 0
-
-            def take(n: int) -> tuple[int, ...]:
-                nonlocal i
-                if n < 0 or i + n > len(words):
-                    raise ValueError
-                out = tuple(words[i : i + n])
-                i += n
-                return out
-
-            (ballot, n_members) = take(2)
-            members = take(n_members)
-            joiners = take(take(1)[0])
-            trims = tuple(take(take(1)[0]) for _ in range(take(1)[0]))
-            plans: list[tuple[int, tuple[int, ...]]] = []
-            for _ in range(take(1)[0]):
-                (provider,) = take(1)
-                plans.append((provider, take(take(1)[0])))
-        except (ValueError, IndexError):
-            raise PeerProtocolError("a malformed view proposal") from None
+        # a proposal lives in a fixed-size byte slot of the table: zero padded
+        w = WordReader(data, "view proposal", padded=True)
+        ballot = w.one()
+        members = w.seq()
+        joiners = w.seq()
+        trims = tuple(w.seq() for _ in range(w.one()))
+        plans: list[tuple[int, tuple[int, ...]]] = []
+        for _ in range(w.one()):
+            provider = w.one()
+            plans.append((provider, w.seq()))
         if ballot <= 0 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a view proposal with ballot {ballot} and members {members}")
         return cls(ballot, members, joiners, trims, tuple(plans))

@@ -34,10 +34,11 @@ import json
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from smr.core.codec import WORD
 from smr.core.ready import LogMeta, LogSnapshot, LogTruncate, Ready
 from smr.core.replica import HALTED
 from smr.core.restart import Recovered, RestartDecision
-from smr.core.views import WORD, Proposal, ViewInstalled
+from smr.core.views import Proposal, ViewInstalled
 from smr.sim.harness import Checker, SimNode, Simulation
 
 SEQ_BITS = 32
