@@ -55,6 +55,7 @@ from smr.core.replica import (
 )
 from smr.core.views import Halted, ViewBlocked, ViewInstalled
 from smr.log import GroupCommitWriter, Log, LogConfig, LogCorruptionError, Record
+from smr.log.fs import FileSystem, OsFileSystem
 from smr.recovery import perform, recover_member, replay
 from smr.runtime import protocol
 from smr.runtime.clients import ClientServer
@@ -100,14 +101,26 @@ class Node:
         *,
         transport: Transport | None = None,
         log: Callable[..., None] | None = None,
+        fs: FileSystem | None = None,
+        clock_ns: Callable[[], int] | None = None,
+        clients: Any = None,
+        writer: Callable[[Log, Callable[[int], None]], Any] | None = None,
     ):
+        """A member. Its I/O can be given, so that a simulated member runs this same code:
+        `transport` (default: the configured provider), `fs` (the logs' file system), `clock_ns`
+        (a monotonic clock in ns; default: the wall clock's), `clients` (the client port:
+        `attach`, `respond`, `flush`, `stop`), `writer` (what makes a shard log's appends durable
+        and reports it: default a `GroupCommitWriter` thread)."""
         if me not in config.members:
             raise UsageError(f"member {me} is not listed in {config.path}")
         self.config = config
         self.me = me
         self.log = log or json_logger(me)
         self.dir = config.member_dir(me)
+        self.fs: FileSystem = fs or OsFileSystem()
         self._clock_base_ns = time.time_ns() - time.monotonic_ns()
+        self._clock_ns = clock_ns
+        self._writer = writer or GroupCommitWriter
         self._stopping = False
         self.exit_reason = ""
         self.hosted: dict[tuple[int, int], Hosted] = {}
@@ -120,7 +133,7 @@ class Node:
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
-        self._start_s = time.monotonic()
+        self._start_ns = self.now_ns()
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
         self.executor = Executor(me, self)
@@ -134,7 +147,7 @@ class Node:
             self.log("transport", choice=why)
         self.transport = transport
         member = config.members[me]
-        self.clients = ClientServer(
+        self.clients = clients or ClientServer(
             member.host,
             member.client_port,
             config.secret,
@@ -150,8 +163,9 @@ class Node:
         """A founder's first start, a restart from this member's own logs (after a crash, or after
         the whole group went down), or a joiner's start."""
         cfg = self.config
+        fs = self.fs
         meta_path = os.path.join(self.dir, "meta")
-        if os.path.exists(meta_path):
+        if fs.exists(meta_path):
             try:
                 replica = self._restarting()
             except LogCorruptionError as e:
@@ -166,12 +180,12 @@ class Node:
             else:
                 if replica is not None:
                     return replica
-        elif os.path.exists(self.dir) and os.listdir(self.dir):
+        elif fs.exists(self.dir) and fs.listdir(self.dir):
             self._move_aside()
-        os.makedirs(self.dir, exist_ok=True)
+        fs.makedirs(self.dir)
         if self.meta is None:
-            self.meta = Log.open(meta_path, self._log_config())
-        if self.me in cfg.founders and not os.path.exists(self.dir + ".previous"):
+            self.meta = self._open(meta_path)
+        if self.me in cfg.founders and not fs.exists(self.dir + ".previous"):
             replica = Replica(self.me, cfg.founders, layout=cfg.layout, config=cfg.core_config())
             self.log("start", role="founder", members=list(cfg.founders))
             self.views.append((replica.epoch, replica.members))
@@ -184,10 +198,10 @@ class Node:
         state machine, then let the core find the group (and join it) or agree with the other
         restarted members on the view to resume in. None: nothing to restart from."""
         cfg = self.config
-        self.meta = Log.open(os.path.join(self.dir, "meta"), self._log_config())
+        self.meta = self._open(os.path.join(self.dir, "meta"))
         if self.meta.meta_get("view") is None and self.me not in cfg.founders:
             return None  # a spare that never got into a view: it joins
-        for name in sorted(os.listdir(self.dir)):
+        for name in self.fs.listdir(self.dir):
             m = SHARD_DIR.fullmatch(name)
             if m is not None:
                 key = (int(m.group(1)), int(m.group(2)))
@@ -207,9 +221,16 @@ class Node:
     def _move_aside(self) -> None:
         # one generation of old files is kept for `smr log` inspection
         old = self.dir + ".previous"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(self.dir, old)
-        os.makedirs(self.dir)
+        fs = self.fs
+        if isinstance(fs, OsFileSystem):
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.dir, old)
+        else:  # a file system of names (the simulator's disk): move each file
+            for path in _files_under(fs, old):
+                fs.remove(path)
+            for path in _files_under(fs, self.dir):
+                fs.rename(path, old + path[len(self.dir) :])
+        fs.makedirs(self.dir)
         self.meta = None
 
     def _joiner(self) -> Replica:
@@ -260,6 +281,9 @@ class Node:
     def _log_config(self) -> LogConfig:
         return LogConfig(sync_policy=self.config.sync_policy)
 
+    def _open(self, path: str) -> Log:
+        return Log.open(path, self._log_config(), fs=self.fs)
+
     def _open_shards(self, keys: list[tuple[int, int]]) -> None:
         for key in keys:
             if key not in self.hosted:
@@ -271,12 +295,12 @@ class Node:
         log = self.logs.get(key)
         if log is None:
             path = os.path.join(self.dir, f"subgroup-{key[0]}-shard-{key[1]}")
-            log = Log.open(path, self._log_config())
+            log = self._open(path)
             if log.meta_get(SNAPSHOT_FORMAT) is None:
                 # `smr log replay` reads snapshots and envelopes the way Hosted writes them
                 log.meta_put(SNAPSHOT_FORMAT, b"hosted")
             self.logs[key] = log
-            self.writers[key] = GroupCommitWriter(log, functools.partial(self._on_durable, key))
+            self.writers[key] = self._writer(log, functools.partial(self._on_durable, key))
         return log
 
     def _on_durable(self, key: tuple[int, int], version: int) -> None:
@@ -286,21 +310,31 @@ class Node:
     # -- the loop -------------------------------------------------------------------------------
 
     def now_ns(self) -> int:
+        if self._clock_ns is not None:
+            return self._clock_ns()
         return self._clock_base_ns + time.monotonic_ns()
+
+    def _now_s(self) -> float:
+        return self.now_ns() / 1e9
+
+    def start(self) -> None:
+        """Start the transport and the client port (`run` does it; a simulator calls it, then
+        `step` whenever something is due)."""
+        self.transport.start(self)
+        self._register_epoch()
+        self.clients.attach(self.transport)
+        self.log("listening", clients=self.config.members[self.me].client_port)
 
     def run(self) -> int:
         """Run until stopped (SIGTERM/SIGINT or `stop()`) or halted; return the exit status."""
         # The loop shares the interpreter with the client-port and group-commit threads; with
         # the default 5 ms switch interval every hand-over between them could cost up to 5 ms.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self.transport.start(self)
-        self._register_epoch()
-        self.clients.attach(self.transport)
-        self.log("listening", clients=self.config.members[self.me].client_port)
+        self.start()
         code = 0
         try:
             while not self._stopping:
-                self._step()
+                self.step()
         except NodeExit as e:
             self.exit_reason = str(e)
             self.log("exit", reason=str(e))
@@ -318,7 +352,9 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
 
-    def _step(self) -> None:
+    def step(self) -> None:
+        """One pass of the loop: wait for input (at most until the core's next deadline), take
+        it in, execute what the core asks for, answer clients. Raises `NodeExit` to stop."""
         replica = self.replica
         wait_s = max(0.0, (replica.next_tick_ns() - self.now_ns()) / 1e9)
         if self._inbox or self._persisted:
@@ -530,7 +566,7 @@ class Node:
                 return
             self._pending[ticket] = (conn_id, request.id)
         else:
-            self._query(conn_id, request, time.monotonic() + QUERY_WAIT_S)
+            self._query(conn_id, request, self._now_s() + QUERY_WAIT_S)
 
     def _query(self, conn_id: int, q: protocol.Query, deadline_s: float) -> None:
         h = self.hosted[(q.subgroup, q.shard)]
@@ -543,7 +579,7 @@ class Node:
 
     def _answer_waiting_queries(self) -> None:
         waiting, self._queries = self._queries, []
-        now = time.monotonic()
+        now = self._now_s()
         for deadline_s, conn_id, q in waiting:
             h = self.hosted.get((q.subgroup, q.shard))
             if h is None or now > deadline_s:
@@ -612,7 +648,7 @@ class Node:
             "members": list(r.members) if r.status == ACTIVE else [],
             "views": [[e, list(m)] for e, m in self.views],
             "shards": shards,
-            "uptime_s": round(time.monotonic() - self._start_s, 3),
+            "uptime_s": round((self.now_ns() - self._start_ns) / 1e9, 3),
         }
 
     # -- transport handler (called from poll, on the loop thread) ----------------------------------
@@ -659,6 +695,16 @@ class Node:
             self._close_logs()
             self.transport.close()
         self.log("stopped", reason=self.exit_reason or "stopped")
+
+
+def _files_under(fs: FileSystem, path: str) -> list[str]:
+    if not fs.exists(path):
+        return []
+    out = []
+    for name in fs.listdir(path):
+        full = f"{path}/{name}"
+        out.extend(_files_under(fs, full) if fs.is_dir(full) else [full])
+    return out
 
 
 def main(config_path: str, me: int) -> int:
