@@ -1,25 +1,38 @@
 # The two commands: `make demo` (the main job) and `make test` (the tests). Each does its own setup
-# on a fresh machine: a .venv with the project and its test tools installed.
+# on a fresh machine: a .venv with the project, its test tools and its docs tools installed.
+# `make docs` builds the documentation site into site/.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint lint-imports unit sim-smoke proofs clean
+# The stages `make test` runs, in order; each is also a target of its own (`make unit`).
+# tools/stages.py runs them, streams their output and ends with the total, `N passed, M failed`.
+# A new stage: a target below, and its name here.
+TEST_STAGES := lint lint-imports docs unit sim-smoke proofs
+
+.PHONY: demo test docs $(TEST_STAGES) clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	    echo "python3 -m venv is missing; installing python3-venv with apt"; \
 	    apt-get update -qq && apt-get install -y -qq python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# setuptools says, on every editable install of a package-dir mapping like ours, that folders
+	@# named like the package may shadow it: information, not a problem; keep the output quiet
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[test,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/smr demo
 
-test: $(STAMP) lint lint-imports unit sim-smoke proofs
+test: $(STAMP)
+	@MAKE="$(MAKE)" $(BIN)/python tools/stages.py $(TEST_STAGES)
+
+# The site, into site/: warnings are errors, so a broken reference or link fails `make test`.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,7 +42,7 @@ lint: $(STAMP)
 lint-imports: $(STAMP)
 	@rm -rf build/lint && mkdir -p build/lint
 	@cp -r smr build/lint/ && cp -r log build/lint/smr/log && cp -r statemachines build/lint/smr/statemachines && cp -r cli build/lint/smr/cli
-	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml
+	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --no-logo ../../pyproject.toml
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
@@ -51,4 +64,4 @@ proofs: $(STAMP)
 	$(BIN)/python proofs/run.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build site .pytest_cache .ruff_cache .hypothesis
