@@ -98,6 +98,7 @@ class LocalGroup:
                     member.logs[key] = Log.open(path)
 
     def subgroup(self, cls: type[StateMachine], shard: int = 0, member: int = 1) -> Subgroup:
+        """Operations of `cls` in `shard`, submitted at (and queries read at) `member`."""
         if cls not in self.types:
             raise UsageError(f"{cls.__name__} is not hosted by this group ({self.types})")
         return Subgroup(self, self.types.index(cls), shard, member)
@@ -184,6 +185,7 @@ class LocalGroup:
             replica.on_persisted(sg, sh, version)
 
     def close(self) -> None:
+        """Close the members' logs (with a `data_dir`)."""
         for member in self.members.values():
             for log in member.logs.values():
                 log.close()
