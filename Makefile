@@ -30,19 +30,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	@MAKE="$(MAKE)" $(BIN)/python tools/stages.py $(TEST_STAGES)
 
+# log/, statemachines/ and cli/ are mapped into `smr` only when installed; tools that read the
+# package from the file system (import-linter, the API reference's griffe) get a copy laid out
+# as installed: $(call INSTALLED_LAYOUT,DIR) makes DIR/smr.
+INSTALLED_LAYOUT = rm -rf $(1) && mkdir -p $(1) && cp -r smr $(1)/ && cp -r log $(1)/smr/log \
+	&& cp -r statemachines $(1)/smr/statemachines && cp -r cli $(1)/smr/cli
+
 # The site, into site/: warnings are errors, so a broken reference, link or anchor fails `make
-# test`. Not --quiet: it hides the warnings from --strict, which then passes.
+# test`. Not --quiet: it hides the warnings from --strict, which then passes. The API reference
+# reads the docstrings from build/api (mkdocs.yml).
 docs: $(STAMP)
+	@$(call INSTALLED_LAYOUT,build/api)
 	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# import-linter reads packages from the file system, and log/, statemachines/ and cli/ are mapped
-# into `smr` only when installed: lint a copy laid out as the installed package.
+# import-linter reads packages from the file system: lint a copy laid out as installed.
 lint-imports: $(STAMP)
-	@rm -rf build/lint && mkdir -p build/lint
-	@cp -r smr build/lint/ && cp -r log build/lint/smr/log && cp -r statemachines build/lint/smr/statemachines && cp -r cli build/lint/smr/cli
+	@$(call INSTALLED_LAYOUT,build/lint)
 	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --no-logo ../../pyproject.toml
 
 unit: $(STAMP)
