@@ -1,41 +1,60 @@
 # The two commands: `make demo` (the main job) and `make test` (the tests). Each does its own setup
-# on a fresh machine: a .venv with the project and its test tools installed.
+# on a fresh machine: a .venv with the project, its test tools and its docs tools installed.
+# `make docs` builds the documentation site into site/.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint lint-imports typecheck unit sim-smoke proofs clean
+# The stages `make test` runs, in order; each is also a target of its own (`make unit`).
+# tools/stages.py runs them, streams their output and ends with the total, `N passed, M failed`.
+# A new stage: a target below, and its name here.
+TEST_STAGES := lint lint-imports typecheck docs unit sim-smoke proofs
+
+.PHONY: demo test docs $(TEST_STAGES) clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	    echo "python3 -m venv is missing; installing python3-venv with apt"; \
 	    apt-get update -qq && apt-get install -y -qq python3-venv python3-pip && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# setuptools says, on every editable install of a package-dir mapping like ours, that folders
+	@# named like the package may shadow it: information, not a problem; keep the output quiet
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[test,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/smr demo
 
-test: $(STAMP) lint lint-imports typecheck unit sim-smoke proofs
+test: $(STAMP)
+	@MAKE="$(MAKE)" $(BIN)/python tools/stages.py $(TEST_STAGES)
+
+# log/, statemachines/ and cli/ are mapped into `smr` only when installed; tools that read the
+# package from the file system (import-linter, the API reference's griffe) get a copy laid out
+# as installed: $(call INSTALLED_LAYOUT,DIR) makes DIR/smr.
+INSTALLED_LAYOUT = rm -rf $(1) && mkdir -p $(1) && cp -r smr $(1)/ && cp -r log $(1)/smr/log \
+	&& cp -r statemachines $(1)/smr/statemachines && cp -r cli $(1)/smr/cli
+
+# The site, into site/: warnings are errors, so a broken reference, link or anchor fails `make
+# test`. Not --quiet: it hides the warnings from --strict, which then passes. The API reference
+# reads the docstrings from build/api (mkdocs.yml).
+docs: $(STAMP)
+	@$(call INSTALLED_LAYOUT,build/api)
+	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# import-linter reads packages from the file system, and log/, statemachines/ and cli/ are mapped
-# into `smr` only when installed: lint a copy laid out as the installed package.
+# import-linter reads packages from the file system: lint a copy laid out as installed.
 lint-imports: $(STAMP)
-	@rm -rf build/lint && mkdir -p build/lint
-	@cp -r smr build/lint/ && cp -r log build/lint/smr/log && cp -r statemachines build/lint/smr/statemachines && cp -r cli build/lint/smr/cli
-	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml
+	@$(call INSTALLED_LAYOUT,build/lint)
+	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --no-logo ../../pyproject.toml
 
 # mypy over the core, the executor, the runtime and the public API ([tool.mypy] in pyproject),
-# on a copy laid out as the installed package, like lint-imports.
+# on a copy laid out as installed, like lint-imports.
 typecheck: $(STAMP)
-	@rm -rf build/typecheck && mkdir -p build/typecheck
-	@cp -r smr build/typecheck/ && cp -r log build/typecheck/smr/log && cp -r statemachines build/typecheck/smr/statemachines && cp -r cli build/typecheck/smr/cli
+	@$(call INSTALLED_LAYOUT,build/typecheck)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
 
 unit: $(STAMP)
@@ -58,4 +77,4 @@ proofs: $(STAMP)
 	$(BIN)/python proofs/run.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build site .pytest_cache .ruff_cache .hypothesis

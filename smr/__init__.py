@@ -3,14 +3,37 @@
 The package owns the protocol core (`smr.core`, sans-I/O), the deterministic simulator
 (`smr.sim`), transports and the node runtime; `smr.log`, `smr.statemachines` and `smr.cli`
 are installed from the repository's top-level `log/`, `statemachines/` and `cli/` folders.
+
+The client's names are exported here: `smr.connect`, `smr.Client`, `smr.ClientError`,
+`smr.CommandError` (from `smr.client`). They are imported on first use, not by `import smr`:
+the client pulls in the runtime's configuration, the core and the transports' wire format,
+which would add a fifth to the start-up of `smr sim` and `smr --version` (measured with
+`python -X importtime`). Type checkers see them through the `TYPE_CHECKING` import, and
+`dir(smr)` and `smr.__all__` list them.
 """
+
+# `typing.TYPE_CHECKING` without importing typing (a few ms on a bare `import smr`): type
+# checkers treat a name spelled TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from smr.client import Client, ClientError, CommandError, connect
 
 __version__ = "0.1.0"
 
+__all__ = ["Client", "ClientError", "CommandError", "__version__", "connect"]
 
-def __getattr__(name: str):  # `smr.connect` without importing the client for `smr sim`
-    if name in ("connect", "Client", "ClientError", "CommandError"):
+_CLIENT_NAMES = frozenset({"Client", "ClientError", "CommandError", "connect"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _CLIENT_NAMES:
         import smr.client
 
-        return getattr(smr.client, name)
+        value = getattr(smr.client, name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
     raise AttributeError(f"module 'smr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

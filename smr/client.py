@@ -166,6 +166,9 @@ class RequestTooLargeError(ClientError):
 
 
 class Client:
+    """A connection to a cluster, built by `smr.connect`: `subgroup(T)` gives the operations of
+    a hosted type. Close it (or use it as a context manager) when done."""
+
     def __init__(
         self,
         config: ClusterConfig,
@@ -493,6 +496,7 @@ class Client:
         return sorted(self._views)
 
     def close(self) -> None:
+        """Disconnect; requests still unanswered fail with `ClientError`."""
         self._closed = True
         self._out.put(None)  # the writer stops
         with self._lock:
@@ -539,6 +543,8 @@ class SubgroupClient:
     def query(
         self, operation: str, /, *args: Any, min_version: int | None = None, **kwargs: Any
     ) -> Future:
+        """Send a query without waiting: a Future of its value, read at the connected member at
+        or after `min_version` (default: the version of this client's last answered command)."""
         payload = self._cls.encode_query(operation, *args, **kwargs)
         return self._client.query(
             self._subgroup, self._shard, payload, self._cls, operation, min_version

@@ -326,6 +326,7 @@ class LocalGroup:
         return q
 
     def subgroup(self, cls: type[StateMachine], shard: int = 0, member: int = 1) -> Subgroup:
+        """Operations of `cls` in `shard`, submitted at (and queries read at) `member`."""
         if cls not in self.types:
             raise UsageError(f"{cls.__name__} is not hosted by this group ({self.types})")
         if member not in self.members:
@@ -389,6 +390,7 @@ class LocalGroup:
         return progressed
 
     def close(self) -> None:
+        """Close the members' logs (with a `data_dir`)."""
         for member in self.members.values():
             member.close()
 
