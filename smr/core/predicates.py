@@ -43,9 +43,26 @@ class Predicate(Generic[Ctx]):
 class PredicateSet(Generic[Ctx]):
     """An ordered set of predicates with the state their kinds need (retired, last value)."""
 
-    __slots__ = ("_last", "_plan", "_retired", "fired_count", "predicates", "rounds_max", "stopped")
+    __slots__ = (
+        "_final",
+        "_last",
+        "_plan",
+        "_retired",
+        "fired_count",
+        "predicates",
+        "rounds_max",
+        "stopped",
+    )
 
-    def __init__(self, predicates: Sequence[Predicate[Ctx]], *, rounds_max: int = 32):
+    def __init__(
+        self,
+        predicates: Sequence[Predicate[Ctx]],
+        *,
+        rounds_max: int = 32,
+        final: tuple[type, ...] = (),
+    ):
+        """`final`: kinds of action that end the evaluation (and stop the set) when a trigger
+        returns one as its last: what the triggers read is about to be replaced."""
         names = [p.name for p in predicates]
         assert len(set(names)) == len(names), f"duplicate predicate names in {names}"
         assert rounds_max >= 1
@@ -58,6 +75,7 @@ class PredicateSet(Generic[Ctx]):
         self._retired: set[str] = set()
         self._last: dict[str, bool] = {}
         self.fired_count: dict[str, int] = dict.fromkeys(names, 0)
+        self._final = final
         self.stopped = False
 
     def stop(self) -> None:
@@ -93,6 +111,9 @@ class PredicateSet(Generic[Ctx]):
                 produced = trigger(ctx)
                 if produced:
                     actions.extend(produced)
+                    if type(actions[-1]) in self._final:
+                        self.stopped = True
+                        return actions
                 if self.stopped:  # only a trigger can stop the set
                     return actions
             if not fired:

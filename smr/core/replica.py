@@ -75,7 +75,16 @@ from smr.core.table import Column, Layout, Table, counter
 from smr.core.transfer import RestoreState as RestoreState  # re-exported: drivers' import
 from smr.core.transfer import StateTransfer as StateTransfer
 from smr.core.transfer import Transfer
-from smr.core.views import Halted, Proposal, View, ViewChange, ViewConfig, ViewInstalled
+from smr.core.views import (
+    FINAL_ACTIONS,
+    Halted,
+    InstallView,
+    Proposal,
+    View,
+    ViewChange,
+    ViewConfig,
+    ViewInstalled,
+)
 
 ACTIVE, JOINING, HALTED, RESTARTING = "active", "joining", "halted", "restarting"
 
@@ -331,7 +340,9 @@ class Replica:
                 self.streams[shard.index] = st
                 self._stream_of[(shard.subgroup, shard.shard)] = st
                 predicates.extend(_stream_predicates(st))
-        self._predicates = PredicateSet(predicates, rounds_max=self.config.predicate_rounds_max)
+        self._predicates = PredicateSet(
+            predicates, rounds_max=self.config.predicate_rounds_max, final=FINAL_ACTIONS
+        )
         self.transfer.new_epoch()
         future = self._future.pop(view.epoch, None)
         if future is not None:
@@ -931,6 +942,14 @@ class Replica:
                 self._events.append(PeerMisbehaved(e.peer or 0, self.epoch, str(e)))
                 self.halt(f"member {self.me} halted on a peer's bad input: {e}")
                 return
+            if actions and type(actions[-1]) in FINAL_ACTIONS:
+                # The epoch ends (or the member stops) before what the earlier triggers returned
+                # is taken: their actions follow the install's, as they always have.
+                final = actions.pop()
+                if type(final) is InstallView:
+                    self.install_next(final.decided)
+                else:
+                    self.halt(final.reason)
             for action in actions:
                 if isinstance(action, Send):
                     self._sends.append(action)

@@ -209,6 +209,25 @@ class ViewBlocked:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallView:
+    """Action of the view change's last trigger: the epoch is over, and the replica builds the
+    next one from `decided` (or halts, if it is not in it). It ends the evaluation: the state
+    the predicates read is about to go."""
+
+    decided: Proposal
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """Action: this member must stop for good, saying why (it ends the evaluation)."""
+
+    reason: str
+
+
+FINAL_ACTIONS = (InstallView, Halt)
+
+
+@dataclass(frozen=True, slots=True)
 class Halted:
     """Event: this member stopped for good (a minority, removed from the view, or it left).
     The process should exit with `reason`; to come back it restarts and joins."""
@@ -584,8 +603,7 @@ class ViewChange:
 
     def _halt(self, reason: str) -> list[Any]:
         self.halted = True
-        self.replica.halt(reason)
-        return []
+        return [Halt(reason)]
 
     def _follow_needed(self, _: Any = None) -> bool:
         if self.is_quiet():
@@ -804,8 +822,7 @@ class ViewChange:
         self.from_joiner = self._state_from_joiner()
         if self.replica.me not in self.decided.members:
             # Excluded: my counters were not part of the trim, so I may not have what it covers.
-            self.replica.install_next(self.decided)  # halts, saying why
-            return []
+            return [InstallView(self.decided)]  # it halts, saying why
         if self.replica.me in self.decided.joiners:
             # Suspected, then taken back as a joiner: the trim was computed without me, and the
             # next view sends me every shard's state instead.
@@ -861,5 +878,4 @@ class ViewChange:
 
     def _install(self, r_: Any = None) -> list[Any]:
         assert self.decided is not None
-        self.replica.install_next(self.decided)
-        return []
+        return [InstallView(self.decided)]
