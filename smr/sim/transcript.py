@@ -234,6 +234,8 @@ class Transcript:
 
     def cmd_state(self, m: str = "") -> None:
         for member in [int(m)] if m else sorted(self.running):
+            if not self.states.get(member):
+                self.out.append(f"{member}: no state")
             for sh, payloads in sorted(self.states[member].items()):
                 shard = f" shard {sh}" if self.multi else ""
                 at = _v(self.applied[member].get(sh, 0))
