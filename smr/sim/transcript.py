@@ -23,6 +23,8 @@ Commands:
                                 join-ok ...`); other links keep theirs
     drop A->B [N]               the link A->B loses what it holds now (or its first N messages),
                                 each printed; the link stays up for what is sent later
+    hold A->B / release A->B    the link A->B is slow: `deliver` and `stabilize` leave what it
+                                holds there (`deliver A->B` still delivers it) / it is not
     links [M]                   what every link (or every link to member M) holds, in order
     state [M]                   every running member's (or member M's) state, per shard: the
                                 payloads applied or restored, and the version it is at
@@ -46,7 +48,7 @@ Commands:
                                 entries, snapshots and metadata) is read back and replayed, and it
                                 restarts with `Replica.restarting`
 
-Each member has a toy durable log per durable shard it has been in: a shard's entries count once
+Each member has a toy durable log per durable shard it wrote to: a shard's entries count once
 synced (`stabilize` and `sync-disk` sync), and metadata, truncations and snapshots are durable at
 once; a crash loses the rest. With one shard the output names no shard (the first transcripts'
 format); with several, deliveries, state transfers and logs say which shard.
@@ -58,7 +60,7 @@ import struct
 from collections import deque
 from typing import Any
 
-from smr.core.layout import SubgroupSpec
+from smr.core.layout import SubgroupSpec, allocate
 from smr.core.multicast import (
     FRAME,
     FRAME_BLOCK,
@@ -132,6 +134,7 @@ class Transcript:
         self.manual: set[int] = set()  # members whose Readies wait for `process-ready`
         self.links: dict[tuple[int, int], deque] = {}
         self.cut: set[tuple[int, int]] = set()
+        self.held: set[tuple[int, int]] = set()  # slow links: delivered only when told
         self.held_disks: set[int] = set()
         self.unsynced: dict[int, list[LogAppend]] = {}
         self.states: dict[int, dict[int, list[bytes]]] = {}  # member -> shard -> delivered
@@ -145,7 +148,8 @@ class Transcript:
         self.entries: dict[int, dict[int, list[tuple[int, bytes]]]] = {}
         self.snapshot: dict[int, dict[int, tuple[int, bytes]]] = {}
         self.meta: dict[int, dict[str, bytes]] = {}
-        self.logs: dict[int, set[int]] = {}  # member -> the shards it has a log of
+        # member -> the shards it has a log of (a log exists once something was written to it)
+        self.logs: dict[int, set[int]] = {}
         self.founders: tuple[int, ...] = ()
         self.applied: dict[int, dict[int, int]] = {}  # member -> shard -> version its state is at
 
@@ -175,9 +179,6 @@ class Transcript:
         self.founders = members
         for m in members:
             self._add(m, Replica(m, members, layout=self.layout, config=self.config))
-            self.logs[m] = {
-                s.shard for s in self.replicas[m].shards if s.mode == "durable" and m in s.members
-            }
         self._settle()
 
     def _add(self, m: int, replica: Replica) -> None:
@@ -224,6 +225,12 @@ class Transcript:
             self.out.append(f"{a}->{b}: dropped {self._describe(a, queue.popleft())}")
         if not count:
             self.out.append(f"{a}->{b}: holds nothing")
+
+    def cmd_hold(self, link: str) -> None:
+        self.held.add(_link(link))
+
+    def cmd_release(self, link: str) -> None:
+        self.held.discard(_link(link))
 
     def cmd_links(self, to: str = "") -> None:
         for (a, b), queue in sorted(self.links.items()):
@@ -274,7 +281,7 @@ class Transcript:
             moved = self._deliver_round()
             self._sync_disks()
             self._settle()
-            idle = not any(self.links.values()) and not any(
+            idle = not any(q for k, q in self.links.items() if k not in self.held) and not any(
                 self.unsynced[m] for m in self.running if m not in self.held_disks
             )
             if not moved and idle:
@@ -348,6 +355,9 @@ class Transcript:
         acc = meta.get("restart-acceptor")
         offer_epoch, offerable = decode_offer_meta(meta["offer"]) if "offer" in meta else (0, ())
         shards = range(self.layout[0].shard_count)
+        # the durable shards it held in its last view: a log it never wrote is the empty state
+        held = {s.shard for s in allocate(members, self.layout) if member in s.members}
+        held = {sh for sh in held if self.layout[0].mode_of(sh) == "durable"}
         logged: dict[tuple[int, int], int] = {}
         replayed: list[str] = []
         self.states[member] = {}
@@ -359,7 +369,7 @@ class Transcript:
             last = max([snap_version] + [v for v, _ in entries])
             if sh in self.logs.get(member, set()):
                 logged[(0, sh)] = last
-            if state or sh in self.logs.get(member, set()) or not self.multi:
+            if sh in held or sh in self.logs.get(member, set()) or not self.multi:
                 self.states[member][sh] = state
                 self.applied[member][sh] = last
                 replayed.append(
@@ -398,6 +408,8 @@ class Transcript:
         for (a, b), queue in sorted(self.links.items()):
             if (a, b) in self.cut or b not in self.running:
                 queue.clear()
+                continue
+            if (a, b) in self.held:
                 continue
             items = list(queue)
             queue.clear()
@@ -594,10 +606,7 @@ class _Member:
         return f" shard {shard}" if self.t.multi else ""
 
     def prepare_view(self, event: ViewInstalled) -> None:
-        t, m = self.t, self.m
-        for _, sh, _, mode in event.shards:
-            if mode == "durable":
-                t.logs.setdefault(m, set()).add(sh)
+        pass
 
     def persist_meta(self, request: LogMeta) -> None:
         t, m = self.t, self.m
@@ -606,12 +615,14 @@ class _Member:
 
     def persist_append(self, request: LogAppend) -> None:
         self.t.unsynced[self.m].append(request)
+        self.t.logs.setdefault(self.m, set()).add(request.shard)
 
     def persist_flush(self, subgroup: int, shard: int) -> None:
         self.t._sync_disks()
 
     def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
         t, m, sh = self.t, self.m, request.shard
+        t.logs.setdefault(m, set()).add(sh)
         entries = t.entries.setdefault(m, {}).setdefault(sh, [])
         snapshots = t.snapshot.setdefault(m, {})
         log = "its log" if not t.multi else f"its shard {sh} log"
