@@ -1,4 +1,5 @@
-"""Golden transcripts of view-change scenarios: every table change, delivery and event, in order.
+"""Golden transcripts of view-change, join and state-transfer scenarios: every table change,
+delivery and event, in order.
 
 Each file in tests/transcripts/ is a script (lines starting with `> `, comments with `#`) with the
 driver's output under each command. The test runs the commands and compares. After an intended
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from smr.sim import transcript
 from smr.sim.transcript import run_script
 
 HERE = Path(__file__).parent / "transcripts"
@@ -37,4 +39,27 @@ def test_transcript(path):
 
 
 def test_there_are_transcripts():
-    assert len(FILES) >= 5
+    assert len(FILES) >= 13
+
+
+def test_every_command_is_documented():
+    doc = transcript.__doc__ or ""
+    names = [n[4:].replace("_", "-") for n in dir(transcript.Transcript) if n.startswith("cmd_")]
+    assert names
+    for name in names:
+        assert f"    {name} " in doc or f"/ {name} " in doc, f"{name} is not in the docstring"
+
+
+def test_a_manual_member_waits_for_process_ready():
+    t = transcript.Transcript()
+    t.run("group 3 ordered")
+    t.run("tick 5")
+    t.run("stabilize")
+    t.run("manual 3")
+    t.run("submit 1 a")
+    t.run("stabilize")
+    assert t.replicas[3].has_ready()  # its inputs were taken, its Ready was not
+    out = t.run("process-ready 3")
+    assert out[0] == "3: Ready" and any("delivers a" in line for line in out)
+    t.run("auto 3")
+    assert not t.replicas[3].has_ready()
