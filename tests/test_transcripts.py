@@ -63,3 +63,12 @@ def test_a_manual_member_waits_for_process_ready():
     assert out[0] == "3: Ready" and any("delivers a" in line for line in out)
     t.run("auto 3")
     assert not t.replicas[3].has_ready()
+
+
+@pytest.mark.xfail(strict=True, reason="open: a leaving member is never a holder of state")
+def test_a_leaving_only_holder_does_not_block_every_view():
+    # leaving_only_holder_blocks.txt: 3 crashes while 4, the only other member of shard 1, leaves
+    lines = commands((HERE / "leaving_only_holder_blocks.txt").read_text())
+    out = run_script([*lines, "tick 25", "stabilize", "tick 25", "stabilize"])
+    assert not any("view blocked" in line for line in out)
+    assert any(line.startswith("1: installs view 2") for line in out)

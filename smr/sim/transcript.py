@@ -43,6 +43,7 @@ Commands:
     hold-disk M / release-disk M    member M's disk stops / resumes syncing
     join M                      a new process M asks member 1.. to join
     restart M                   a crashed member starts again, without its disk, and asks to join
+    leave M                     member M asks to leave the group cleanly
     crash-all                   every running member stops (a total failure)
     restart-from-log M          a crashed member restarts from its own log: what it synced (its
                                 entries, snapshots and metadata) is read back and replayed, and it
@@ -341,6 +342,10 @@ class Transcript:
         self.applied[member] = {}
         self.cmd_join(m)
 
+    def cmd_leave(self, m: str) -> None:
+        self.replicas[int(m)].leave()
+        self._settle()
+
     def cmd_crash_all(self) -> None:
         for m in sorted(self.running):
             self.cmd_crash(str(m))
@@ -348,7 +353,8 @@ class Transcript:
     def cmd_restart_from_log(self, m: str) -> None:
         member = int(m)
         meta = self.meta.get(member, {})
-        epoch, members, awaiting = 1, self.founders, ()
+        epoch, members = 1, self.founders
+        awaiting: tuple[tuple[int, int], ...] = ()
         if "view" in meta:
             epoch, members, awaiting = decode_view_meta(meta["view"])
         prop = meta.get(f"view-proposal-{epoch}")
