@@ -8,6 +8,9 @@ member's Readies are carried out by the one executor (`smr.runtime.executor.Exec
 `_Member` as its host), as in every other driver.
 
 Commands:
+    config install-grace=MS startup-grace=MS
+                                before `group`: the views' grace periods (`ViewConfig`; 0 by
+                                default, as in the simulator; the node runtime uses 1 s and more)
     group N [MODE[,MODE..]] [shards=K]
                                 N members, one KVStore-like subgroup of opaque payloads; MODE is
                                 `ordered` (the default) or `durable`, one for every shard or one
@@ -57,6 +60,7 @@ format); with several, deliveries, state transfers and logs say which shard.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections import deque
 from typing import Any
@@ -166,6 +170,14 @@ class Transcript:
         words = line.split()
         getattr(self, "cmd_" + words[0].replace("-", "_"))(*words[1:])
         return self.out
+
+    def cmd_config(self, *options: str) -> None:
+        views = self.config.views
+        for option in options:
+            key, value = option.split("=", 1)
+            field = {"install-grace": "install_grace_ns", "startup-grace": "startup_grace_ns"}[key]
+            views = dataclasses.replace(views, **{field: int(value) * MS})
+        self.config = dataclasses.replace(self.config, views=views)
 
     def cmd_group(self, n: str, mode: str = "ordered", *options: str) -> None:
         opts = dict(o.split("=", 1) for o in options)
