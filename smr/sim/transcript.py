@@ -44,7 +44,7 @@ Commands:
     partition A,B|C,D           cut every link between the two sides (both ways)
     heal                        reconnect every link between running members
     hold-disk M / release-disk M    member M's disk stops / resumes syncing
-    join M                      a new process M asks member 1.. to join
+    join M                      a new process M asks the running members to join, in turn
     restart M                   a crashed member starts again, without its disk, and asks to join
     leave M                     member M asks to leave the group cleanly
     crash-all                   every running member stops (a total failure)
@@ -340,7 +340,8 @@ class Transcript:
         replica = Replica.joiner(member, contacts, layout=self.layout, config=self.config)
         replica.tick(self.now_ns)
         self._add(member, replica)
-        self.out.append(f"process {member} asks {contacts[0]} to join")
+        first = contacts[(self.now_ns // self.config.join_retry_ns) % len(contacts)]
+        self.out.append(f"process {member} asks {first} to join")
         self._settle()
 
     def cmd_restart(self, m: str) -> None:
