@@ -65,16 +65,19 @@ import struct
 from collections import deque
 from typing import Any
 
-from smr.core.layout import SubgroupSpec, allocate
-from smr.core.multicast import (
+from smr.core.codec import (
     FRAME,
     FRAME_BLOCK,
     FRAME_JOIN_OK,
     FRAME_JOIN_REQUEST,
+    FRAME_KINDS,
     FRAME_LARGE,
     FRAME_REPLIES,
     FRAME_REPLY,
     FRAME_STATE,
+)
+from smr.core.layout import SubgroupSpec, allocate
+from smr.core.multicast import (
     Completed,
     PeerMisbehaved,
     SubmitFailed,
@@ -98,12 +101,6 @@ from smr.core.replica import (
     StateTransfer,
 )
 from smr.core.restart import (
-    FRAME_RESTART_ACCEPT,
-    FRAME_RESTART_ACCEPTED,
-    FRAME_RESTART_COMMIT,
-    FRAME_RESTART_NEWER,
-    FRAME_RESTART_PREPARE,
-    FRAME_RESTART_PROMISE,
     Acceptor,
     Recovered,
     decode_offer_meta,
@@ -114,21 +111,6 @@ from smr.runtime.executor import Executor
 
 MS = 1_000_000
 WATCHED = ("suspected", "wedged", "ballot", "acked_ballot", "committed", "leaving", "joins_num")
-FRAME_NAMES = {
-    FRAME_LARGE: "large",
-    FRAME_REPLY: "reply",
-    FRAME_JOIN_REQUEST: "join-request",
-    FRAME_JOIN_OK: "join-ok",
-    FRAME_STATE: "state",
-    FRAME_BLOCK: "block",
-    FRAME_REPLIES: "replies",
-    FRAME_RESTART_PREPARE: "restart-prepare",
-    FRAME_RESTART_PROMISE: "restart-promise",
-    FRAME_RESTART_ACCEPT: "restart-accept",
-    FRAME_RESTART_ACCEPTED: "restart-accepted",
-    FRAME_RESTART_COMMIT: "restart-commit",
-    FRAME_RESTART_NEWER: "restart-newer",
-}
 
 
 class Transcript:
@@ -557,7 +539,7 @@ class Transcript:
     def _frame(self, payload: bytes) -> str:
         kind, g, number, epoch = FRAME.unpack_from(payload)
         body = payload[FRAME.size :]
-        name = FRAME_NAMES.get(kind, f"frame {kind}")
+        name = FRAME_KINDS.get(kind, f"frame {kind}")
         if kind == FRAME_STATE:
             return f"state of shard {g} at {_v(number)} ({len(body)} bytes, epoch {epoch})"
         if kind == FRAME_JOIN_OK:
