@@ -19,10 +19,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/smr demo
 
-test: $(STAMP) lint lint-imports unit sim-smoke proofs
+test: $(STAMP) native-check lint lint-imports unit sim-smoke proofs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The native crate (native/, built into the venv as smr._native): rebuild the extension when its
+# sources changed since the install (an editable install does not rebuild it by itself), then
+# rustfmt, clippy with and without the Python bindings, and cargo test (unit and property tests,
+# and a stable smoke run of the fuzz target's body; the libFuzzer run is in native/README.md).
+native-check: $(STAMP)
+	@if [ -n "$$(find native/src native/Cargo.toml native/Cargo.lock -newer $(STAMP))" ]; then \
+	    echo "native/ changed since the install: rebuilding smr._native"; \
+	    $(BIN)/python -m pip install -q --no-deps -e . && touch $(STAMP); fi
+	cd native && cargo fmt --check
+	cd native && cargo clippy --locked --all-targets -- -D warnings
+	cd native && PYO3_PYTHON=$(abspath $(BIN))/python cargo clippy --locked --all-targets --features python -- -D warnings
+	cd native && cargo test --locked -q
 
 # import-linter reads packages from the file system, and log/, statemachines/ and cli/ are mapped
 # into `smr` only when installed: lint a copy laid out as the installed package.
