@@ -895,6 +895,11 @@ mod tests {
             prop_assert_eq!(peer.row_bytes_of(1).unwrap(), me.row_bytes_of(1).unwrap());
         }
 
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
         /// The stable smoke run of the fuzz target (`fuzz/fuzz_targets/apply_write.rs` runs the
         /// same function under libFuzzer): any bytes are accepted or a peer error, never a panic.
         #[test]
