@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyMemoryView, PyString, PyTuple, PyType};
 
-use crate::table::{ColumnSpec, Kind, Layout, Table, TableError, Write};
+use crate::table::{ColumnSpec, Kind, Layout, Table, TableError};
 
 static PEER_PROTOCOL_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static WRITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -71,9 +71,19 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
     Ok(f(&copy))
 }
 
-fn write_object<'py>(py: Python<'py>, w: Write) -> PyResult<Bound<'py, PyAny>> {
+/// A `smr.core.table.Write` of `len` bytes at `offset` of my row, the bytes copied from the
+/// table straight into the new `bytes` object.
+fn write_object<'py>(
+    py: Python<'py>,
+    t: &Table,
+    (offset, len): (usize, usize),
+) -> PyResult<Bound<'py, PyAny>> {
     let write = WRITE.import(py, "smr.core.table", "Write")?;
-    write.call1((w.offset, PyBytes::new(py, &w.data)))
+    let data = PyBytes::new_with(py, len, |b| {
+        t.read_own(offset, b);
+        Ok(())
+    })?;
+    write.call1((offset, data))
 }
 
 fn int_list(rows: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<i64>>> {
@@ -369,9 +379,11 @@ impl NativeTable {
             .map(|n| n.and_then(|n| Ok(n.cast_into::<PyString>()?)))
             .collect::<PyResult<_>>()?;
         let strs: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let writes = self.core.push(&strs).map_err(|e| self.err(py, e))?;
-        let objects: Vec<Bound<'py, PyAny>> =
-            writes.into_iter().map(|w| write_object(py, w)).collect::<PyResult<_>>()?;
+        let spans = self.core.push_spans(&strs).map_err(|e| self.err(py, e))?;
+        let objects: Vec<Bound<'py, PyAny>> = spans
+            .into_iter()
+            .map(|span| write_object(py, &self.core, span))
+            .collect::<PyResult<_>>()?;
         PyTuple::new(py, objects)
     }
 
@@ -382,12 +394,12 @@ impl NativeTable {
         start: i64,
         end: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let w = self.core.push_bytes(name, start, end).map_err(|e| self.err(py, e))?;
-        write_object(py, w)
+        let span = self.core.push_bytes_span(name, start, end).map_err(|e| self.err(py, e))?;
+        write_object(py, &self.core, span)
     }
 
     fn push_row<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        write_object(py, self.core.push_row())
+        write_object(py, &self.core, (0, self.core.row_bytes()))
     }
 
     /// A peer's one-sided write into its row of my copy. Any bad input (a row or offset out of

@@ -327,37 +327,57 @@ impl Table {
 
     /// `len` bytes from byte `at` of the table. The caller keeps the range inside the table.
     fn read_bytes(&self, at: usize, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len);
-        let end = at + len;
-        let mut pos = at;
-        while pos < end {
-            let w = pos / WORD_BYTES;
-            let lo = pos % WORD_BYTES;
-            let hi = (end - w * WORD_BYTES).min(WORD_BYTES);
-            out.extend_from_slice(&self.load(w).to_ne_bytes()[lo..hi]);
-            pos = (w + 1) * WORD_BYTES;
-        }
+        let mut out = vec![0; len];
+        self.read_into(at, &mut out);
         out
     }
 
-    /// Write `data` at byte `at` of the table. The caller keeps the range inside the table.
+    /// Fill `out` with the bytes from byte `at` of the table (whole words one load each). The
+    /// caller keeps the range inside the table.
+    pub fn read_into(&self, at: usize, out: &mut [u8]) {
+        let head = ((WORD_BYTES - at % WORD_BYTES) % WORD_BYTES).min(out.len());
+        let (first, rest) = out.split_at_mut(head);
+        if !first.is_empty() {
+            let w = at / WORD_BYTES;
+            let lo = at % WORD_BYTES;
+            first.copy_from_slice(&self.load(w).to_ne_bytes()[lo..lo + head]);
+        }
+        let w0 = (at + head) / WORD_BYTES;
+        let w_tail = w0 + rest.len() / WORD_BYTES;
+        let mut chunks = rest.chunks_exact_mut(WORD_BYTES);
+        for (chunk, word) in (&mut chunks).zip(&self.words[w0..]) {
+            chunk.copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let n = tail.len();
+            tail.copy_from_slice(&self.load(w_tail).to_ne_bytes()[..n]);
+        }
+    }
+
+    /// Write `data` at byte `at` of the table (whole words one store each, partial words read,
+    /// patched and stored). The caller keeps the range inside the table.
     fn write_bytes(&self, at: usize, data: &[u8]) {
-        let mut pos = at;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let w = pos / WORD_BYTES;
-            let lo = pos % WORD_BYTES;
-            let n = (WORD_BYTES - lo).min(rest.len());
-            let value = if n == WORD_BYTES {
-                i64::from_ne_bytes(rest[..WORD_BYTES].try_into().expect("8 bytes"))
-            } else {
-                let mut bytes = self.load(w).to_ne_bytes();
-                bytes[lo..lo + n].copy_from_slice(&rest[..n]);
-                i64::from_ne_bytes(bytes)
-            };
-            self.words[w].store(value, Relaxed);
-            rest = &rest[n..];
-            pos += n;
+        let patch = |w: usize, lo: usize, part: &[u8]| {
+            let mut bytes = self.load(w).to_ne_bytes();
+            bytes[lo..lo + part.len()].copy_from_slice(part);
+            self.words[w].store(i64::from_ne_bytes(bytes), Relaxed);
+        };
+        let head = ((WORD_BYTES - at % WORD_BYTES) % WORD_BYTES).min(data.len());
+        let (first, rest) = data.split_at(head);
+        if !first.is_empty() {
+            patch(at / WORD_BYTES, at % WORD_BYTES, first);
+        }
+        let w0 = (at + head) / WORD_BYTES;
+        let chunks = rest.chunks_exact(WORD_BYTES);
+        let tail = chunks.remainder();
+        for (chunk, word) in chunks.zip(&self.words[w0..]) {
+            let mut bytes = [0u8; WORD_BYTES];
+            bytes.copy_from_slice(chunk);
+            word.store(i64::from_ne_bytes(bytes), Relaxed);
+        }
+        if !tail.is_empty() {
+            patch(w0 + rest.len() / WORD_BYTES, 0, tail);
         }
     }
 
@@ -494,37 +514,46 @@ impl Table {
     /// The writes that copy these columns of my row into a peer's copy; adjacent columns are
     /// merged into one write (Derecho's `put(offset, size)`).
     pub fn push<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<Write>> {
+        Ok(self.push_spans(names)?.into_iter().map(|span| self.write_of(span)).collect())
+    }
+
+    /// The `(offset, len)` ranges of my row that `push(names)` writes, in order: the columns'
+    /// ranges sorted, overlapping and adjacent ones merged.
+    pub fn push_spans<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<(usize, usize)>> {
         let mut spans = Vec::with_capacity(names.len());
         for n in names {
             let p = self.layout.get(n.as_ref())?;
             spans.push((p.offset, p.end));
         }
         spans.sort_unstable();
-        let base = self.my_row * self.row_bytes();
-        let mut out = Vec::new();
-        let mut current: Option<(usize, usize)> = None;
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
         for (s, e) in spans {
-            match current {
-                Some((start, end)) if s <= end => current = Some((start, end.max(e))),
-                _ => {
-                    if let Some((start, end)) = current {
-                        out.push(Write {
-                            offset: start,
-                            data: self.read_bytes(base + start, end - start),
-                        });
-                    }
-                    current = Some((s, e));
-                }
+            match out.last_mut() {
+                Some((start, len)) if s <= *start + *len => *len = (*start + *len).max(e) - *start,
+                _ => out.push((s, e - s)),
             }
-        }
-        if let Some((start, end)) = current {
-            out.push(Write { offset: start, data: self.read_bytes(base + start, end - start) });
         }
         Ok(out)
     }
 
+    /// The write of `len` bytes at `offset` of my row.
+    pub fn write_of(&self, (offset, len): (usize, usize)) -> Write {
+        Write { offset, data: self.read_bytes(self.my_row * self.row_bytes() + offset, len) }
+    }
+
+    /// Fill `out` from byte `offset` of my row (`offset + out.len()` within the row, as the
+    /// spans above are).
+    pub fn read_own(&self, offset: usize, out: &mut [u8]) {
+        debug_assert!(offset + out.len() <= self.row_bytes());
+        self.read_into(self.my_row * self.row_bytes() + offset, out);
+    }
+
     /// A write of part of a byte-slot column, widened to whole words.
     pub fn push_bytes(&self, name: &str, start: i64, end: i64) -> Result<Write> {
+        Ok(self.write_of(self.push_bytes_span(name, start, end)?))
+    }
+
+    pub fn push_bytes_span(&self, name: &str, start: i64, end: i64) -> Result<(usize, usize)> {
         let p = self.layout.get(name)?;
         let (s, e) = match (usize::try_from(start), usize::try_from(end)) {
             (Ok(s), Ok(e)) if s < e && e <= p.length => (s, e),
@@ -532,12 +561,11 @@ impl Table {
         };
         let lo = p.offset + s - s % WORD_BYTES;
         let hi = (p.offset + e.div_ceil(WORD_BYTES) * WORD_BYTES).min(p.end);
-        let base = self.my_row * self.row_bytes();
-        Ok(Write { offset: lo, data: self.read_bytes(base + lo, hi - lo) })
+        Ok((lo, hi - lo))
     }
 
     pub fn push_row(&self) -> Write {
-        Write { offset: 0, data: self.read_bytes(self.my_row * self.row_bytes(), self.row_bytes()) }
+        self.write_of((0, self.row_bytes()))
     }
 
     /// Apply a peer's one-sided write into its row of my copy (whole, as transports promise).
