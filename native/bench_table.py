@@ -5,6 +5,8 @@ operation of the hot path, on the table layout of `smr bench core` (one shard, 3
     .venv/bin/python native/bench_table.py --core        # + `smr bench core`'s replay on each table
     .venv/bin/python native/bench_table.py --only OP --impl py|native -n N
                                                          # one operation N times (for callgrind)
+    .venv/bin/python native/bench_table.py --replay py|native|none --messages M
+                                                         # one bench-core replay (for callgrind)
 
 Timings on this machine move by 20-30% from run to run; the instruction counts of
 `valgrind --tool=callgrind` (native/README.md) do not.
@@ -108,14 +110,35 @@ def bench_core(messages: int) -> None:
         print(f"bench core replay on the {impl} table: {messages / best:,.0f} messages/s")
 
 
+def replay_once(impl: str, messages: int) -> None:
+    """Record on the reference, then (unless impl is "none": the baseline) one replay on the
+    chosen table: for callgrind, the difference of two runs is the replay's instructions."""
+    from smr.cli.bench_core import record, replay
+    from smr.core import replica as replica_module
+    from smr.core.multicast import MulticastConfig
+
+    config = CoreConfig(
+        multicast=MulticastConfig(window_max=256, slot_bytes=256, submit_queue_max=messages)
+    )
+    inbox = record(messages, 100, config)
+    if impl != "none":
+        replica_module.Table = Table if impl == "py" else _native.Table
+        delivered, _ = replay(inbox, config)
+        assert delivered == messages, delivered
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only")
     ap.add_argument("--impl", default="native")
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--core", action="store_true")
+    ap.add_argument("--replay", choices=["py", "native", "none"])
     ap.add_argument("--messages", type=int, default=50_000)
     args = ap.parse_args()
+    if args.replay:
+        replay_once(args.replay, args.messages)
+        return
     if args.only:
         stmt, env = ops(args.impl)[args.only]
         timeit.Timer(stmt, globals=env).timeit(number=args.n)

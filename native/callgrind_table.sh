@@ -18,3 +18,14 @@ for op in get set vset "push(7 counters)" "push_bytes(10 slots)" "apply_write(co
     nat=$(( ($(count native "$op" "$N") - base_native) / N ))
     printf '%-34s %10d %10d %6s\n' "$op" "$py" "$nat" "$(echo "scale=1; $py / $nat" | bc)"
 done
+# `smr bench core`'s replay (apply each recorded write, evaluate the predicates, make the Ready)
+# of M messages on each table, less the recording alone
+M=${2:-20000}
+replay() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PY" native/bench_table.py \
+        --replay "$1" --messages "$M" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,
+}
+base=$(replay none)
+py=$(( ($(replay py) - base) / M ))
+nat=$(( ($(replay native) - base) / M ))
+printf '%-34s %10d %10d %6s\n' "bench core replay, per message" "$py" "$nat" "$(echo "scale=2; $py / $nat" | bc)"
