@@ -12,6 +12,7 @@ Nothing here skips: when the extension did not build, every test fails and says 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +67,19 @@ def test_the_extension_is_built_and_importable():
     n = native()
     assert n.WORD_BYTES == 8 and n.ROW_ALIGN_BYTES == 64
     assert n.Table.__module__ == "smr._native"
+
+
+def test_the_extension_is_not_older_than_its_sources():
+    """An editable install does not rebuild the extension when native/ changes (`make
+    native-check` does): testing a stale build would test other code than the sources."""
+    built = Path(native().__file__)
+    crate = Path(__file__).resolve().parents[1] / "native"
+    sources = [*crate.glob("src/*.rs"), crate / "Cargo.toml", crate / "Cargo.lock"]
+    newest = max(sources, key=lambda p: p.stat().st_mtime)
+    assert built.stat().st_mtime >= newest.stat().st_mtime, (
+        f"{built} is older than {newest}: `make native-check` (or "
+        "`.venv/bin/python -m pip install --no-deps -e .`) rebuilds it"
+    )
 
 
 def test_attributes_are_the_reference_attributes():
