@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The stages `make test` runs, in order; each is also a target of its own (`make unit`).
 # tools/stages.py runs them, streams their output and ends with the total, `N passed, M failed`.
 # A new stage: a target below, and its name here.
-TEST_STAGES := lint lint-imports typecheck docs unit sim-smoke proofs
+TEST_STAGES := lint lint-imports typecheck native-check docs unit sim-smoke proofs
 
 .PHONY: demo test docs $(TEST_STAGES) clean
 
@@ -45,6 +45,23 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The native crate (native/, built into the venv as smr._native): rebuild the extension when its
+# sources changed since the install (an editable install does not rebuild it by itself), then
+# rustfmt, clippy with and without the Python bindings, cargo test (unit and property tests, and a
+# proptest run of the fuzz target's body), and 20 s of libFuzzer on the peer-write decoder (stable
+# toolchain, no sanitizer: see native/README.md).
+native-check: $(STAMP)
+	@if [ -n "$$(find native/src native/Cargo.toml native/Cargo.lock -newer $(STAMP))" ]; then \
+	    echo "native/ changed since the install: rebuilding smr._native"; \
+	    $(BIN)/python -m pip install -q --no-deps -e . && touch $(STAMP); fi
+	cd native && cargo fmt --check && cd fuzz && cargo fmt --check
+	cd native && cargo clippy --locked --all-targets -- -D warnings
+	cd native && PYO3_PYTHON=$(abspath $(BIN))/python cargo clippy --locked --all-targets --features python -- -D warnings
+	cd native && cargo test --locked -q
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz@0.13.2
+	cd native/fuzz && mkdir -p target && cargo fuzz run -s none apply_write -- -max_total_time=20 > target/fuzz.log 2>&1 \
+	    || { tail -40 target/fuzz.log; exit 1; }; tail -1 target/fuzz.log
 
 # import-linter reads packages from the file system: lint a copy laid out as installed.
 lint-imports: $(STAMP)
