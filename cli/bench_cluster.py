@@ -16,6 +16,7 @@ from smr.cli.bench_options import (
     parse_modes,
     parse_sizes,
     progress_shown,
+    show_results,
     workload_options,
 )
 
@@ -53,14 +54,4 @@ def bench_cluster(
         click.echo(json.dumps({**results, "failover": failover}))
         exit_unless(finish_plot(asked, plot, results))
         return
-    click.echo(run.format_table(results))
-    click.echo("\n" + run.LEGEND)
-    cpu = run.format_cpu(results)
-    if cpu:
-        click.echo(cpu)
-    if failover:
-        click.echo(run.format_failover(failover))
-    plotted = finish_plot(asked, plot, results)
-    if plotted and plot:
-        click.echo(f"plot: {plot}")
-    exit_unless(plotted)
+    show_results(results, asked, plot, run.format_failover(failover) if failover else "")

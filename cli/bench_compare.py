@@ -17,6 +17,7 @@ from smr.cli.bench_options import (
     parse_sizes,
     parse_systems,
     progress_shown,
+    show_results,
     workload_options,
 )
 
@@ -52,12 +53,4 @@ def bench_compare(
         click.echo(json.dumps(results))
         exit_unless(finish_plot(asked, plot, results))
         return
-    click.echo(run.format_table(results))
-    click.echo("\n" + run.LEGEND)
-    cpu = run.format_cpu(results)
-    if cpu:
-        click.echo(cpu)
-    plotted = finish_plot(asked, plot, results)
-    if plotted and plot:
-        click.echo(f"plot: {plot}")
-    exit_unless(plotted)
+    show_results(results, asked, plot)

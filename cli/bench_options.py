@@ -122,6 +122,22 @@ def finish_plot(asked: str | None, plot: str | None, results: dict) -> bool:
     return True
 
 
+def show_results(results: dict, asked: str | None, plot: str | None, extra: str = "") -> None:
+    """The table, its legend, the CPU figures and `extra` (bench cluster's failover), then the
+    plot if one was asked for; exits 1 when it could not be drawn."""
+    click.echo(run.format_table(results))
+    click.echo("\n" + run.LEGEND)
+    cpu = run.format_cpu(results)
+    if cpu:
+        click.echo(cpu)
+    if extra:
+        click.echo(extra)
+    plotted = finish_plot(asked, plot, results)
+    if plotted and plot:
+        click.echo(f"plot: {plot}")
+    exit_unless(plotted)
+
+
 def exit_unless(ok: bool) -> None:
     if not ok:
         sys.exit(1)
