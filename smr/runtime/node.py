@@ -80,11 +80,20 @@ class NodeExit(Exception):
 
 
 def json_logger(member: int, stream: Any = None) -> Callable[..., None]:
+    """One JSON object per line: `t` (the wall clock, Unix seconds), `mono` (`time.monotonic()`
+    in seconds: the clock a client's history is stamped with, comparable across the processes of
+    one host, unlike `t`, which NTP may step), `member`, `event`, then the event's fields."""
     stream = stream or sys.stderr
     lock = threading.Lock()
 
     def log(event: str, **fields: Any) -> None:
-        record = {"t": round(time.time(), 6), "member": member, "event": event, **fields}
+        record = {
+            "t": round(time.time(), 6),
+            "mono": round(time.monotonic(), 6),
+            "member": member,
+            "event": event,
+            **fields,
+        }
         line = json.dumps(record, default=str)
         with lock:
             stream.write(line + "\n")
