@@ -20,7 +20,10 @@ restarted). Every connection that becomes a peer's link is reported with `on_lin
 which the replica pushes its whole row again: anything queued on a replaced or reset connection
 may have been lost. A peer with no link for `peer_failed_after_s` is reported once with
 `on_peer_failed` (again after each later link loss); at once when, after its link broke, a dial
-is refused (its host says nothing listens on its port: the process ended).
+is refused (its host says nothing listens on its port: the process ended). A dial leaves from
+the member's own configured host (port 0) when that is a specific address, so on one host each
+member's links come from its own loopback address (127.0.0.2, 127.0.0.3, ...) and can be cut
+off by address.
 
 Writes and sends are queued per peer and go out at the next `poll` (the runtime polls right after
 doing a `Ready`), or at once when a peer's queue passes `_FLUSH_BYTES`; one `sendmsg` carries
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import selectors
 import socket
 import struct
@@ -152,6 +156,8 @@ class TcpTransport(Transport):
         self._recv_buf = bytearray(_RECV_BYTES)
         self._recv_view = memoryview(self._recv_buf)
         self._closed = False
+        # the address our dials leave from: our own configured host's (set by start)
+        self._source: tuple[int, tuple] | None = None
         self.epochs: dict[int, tuple[tuple[int, ...], int]] = {}
         # why the latest connections were closed, one line each, for a status page or a log
         self.recent_drops: deque[str] = deque(maxlen=_RECENT_DROPS_MAX)
@@ -203,6 +209,7 @@ class TcpTransport(Transport):
         lst.listen(_LISTEN_BACKLOG)
         lst.setblocking(False)
         self._listener = lst
+        self._source = _source_address(family, sockaddr)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -601,6 +608,7 @@ class TcpTransport(Transport):
             self.recent_drops.append(f"member {peer.id}: cannot dial {addr.host}: {e}")
             self._dial_failed(peer)
             return
+        self._bind_source(sock, family, sockaddr, peer)
         sock.setblocking(False)
         err = sock.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
@@ -611,6 +619,29 @@ class TcpTransport(Transport):
         conn = self._new_conn(sock, _DIALING, self.me)
         conn.peer = peer.id
         peer.dial = conn
+
+    def _bind_source(self, sock: socket.socket, family: int, sockaddr: tuple, peer: _Peer) -> None:
+        """Dial from our own configured address, not whichever the kernel picks (127.0.0.1 for
+        every member of one host): a peer then sees each member's traffic coming from its
+        `host`, so one member can be cut off by address (a firewall rule, a test's partition).
+        Only when our host is a specific address (the listener is bound to it, so it is local)
+        of the peer's family and loopback-ness (a loopback source cannot reach another host)."""
+        source = self._source
+        if source is None or source[0] != family:
+            return
+        if ipaddress.ip_address(source[1][0]).is_loopback != _is_loopback(sockaddr[0]):
+            return
+        option = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
+        try:
+            if option is not None:  # Linux: the port is chosen at connect, per destination,
+                sock.setsockopt(socket.IPPROTO_IP, option, 1)  # so dials do not run out of ports
+            sock.bind(source[1])
+        except OSError as e:
+            # the address went away (the listener still holds it, so unlikely): dial from
+            # wherever the kernel picks rather than not at all
+            self.recent_drops.append(
+                f"member {peer.id}: cannot dial from {source[1][0]}: {e}; dialing unbound"
+            )
 
     def _connected(self, conn: _Conn) -> None:
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -725,6 +756,27 @@ def _keepalive(sock: socket.socket, idle_s: float) -> None:
         option = getattr(socket, name, None)
         if option is not None:  # Linux names; other systems keep their defaults
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _source_address(family: int, sockaddr: tuple) -> tuple[int, tuple] | None:
+    """The address our dials bind to (port 0): the listener's, unless it is a wildcard
+    (0.0.0.0 or ::, which names no one address) or not IP."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        ip = ipaddress.ip_address(sockaddr[0])
+    except ValueError:
+        return None
+    if ip.is_unspecified:
+        return None
+    return family, (sockaddr[0], 0, *sockaddr[2:])
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve(host: str, port: int) -> tuple:
