@@ -17,6 +17,13 @@ client reconnects to another member and sends its unanswered commands again with
 numbers, and the replicas apply each one once (`smr.runtime.hosted`). Queries are served by the
 member the client is connected to, at or after the version of the client's last answered command
 (read-your-writes across a failover). Commands that raised at the replicas raise `CommandError`.
+
+A command that fails says what the client knows of it: `NotAppliedError` when it certainly did not
+enter the log (a member refused it before it could, or it was never sent), `OutcomeUnknownError`
+when it was sent and no answer came (the connection was lost, or the call timed out): it may have
+been applied, and sending it again through the same client is safe only because a retry keeps its
+sequence number, which a new call does not. A query changes nothing, so its failures are
+`NotAppliedError`. Both are `ClientError`s.
 """
 
 from __future__ import annotations
@@ -40,10 +47,20 @@ from smr.runtime.hosted import CommandError, decode_result
 from smr.transport.wire import FrameDecoder, FrameError, encode_frame
 from smr.transport.wire import connect as wire_connect
 
-__all__ = ["Client", "ClientError", "CommandError", "Future", "RequestTooLargeError", "connect"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "CommandError",
+    "Future",
+    "NotAppliedError",
+    "OutcomeUnknownError",
+    "RequestTooLargeError",
+    "connect",
+]
 
 _logger = logging.getLogger(__name__)
 _REPLIES = {"all": protocol.REPLIES_ALL, "one": protocol.REPLIES_ONE}
+_REDIRECTS_PER_MEMBER_MAX = 2  # a request follows at most this many redirects per member listed
 
 
 class Future:
@@ -157,10 +174,24 @@ class Future:
 
 
 class ClientError(Exception):
-    """The cluster could not be reached or refused the request."""
+    """The cluster could not be reached or refused the request. A command's failure is one of
+    the two subclasses when the client can tell (`NotAppliedError`, `OutcomeUnknownError`); a
+    plain `ClientError` for a command says it was applied and only its answer was lost."""
 
 
-class RequestTooLargeError(ClientError):
+class NotAppliedError(ClientError):
+    """The request certainly had no effect: a member refused it before it could enter the log
+    (it does not host the shard, its send window stayed full, the frame is too large, ...) or it
+    was never sent. Sending it again is safe. Every failed query raises this one."""
+
+
+class OutcomeUnknownError(ClientError):
+    """A command was sent and no answer came (the connection was lost and no other member took
+    it, the client was closed, or the call timed out): it may or may not have been applied. Read
+    the state to find out before sending it again as a new command."""
+
+
+class RequestTooLargeError(NotAppliedError):
     """A request is larger than the cluster's frame limit (`[limits] frame_bytes_max`): raised
     before it is sent, or when a member with a lower limit refused it."""
 
@@ -193,6 +224,16 @@ class Client:
         self._room_waiters = 0
         # request id -> (request, future, decode)
         self._pending: dict[int, tuple[Any, Future, Any]] = {}
+        # What the client knows of a pending request beyond "on the wire, unanswered" (the common
+        # case, which costs nothing): ids on no connection (made while none was up, or refused as
+        # busy and waiting to go again), ids that may have been applied (on a connection that
+        # broke, or redirected: a member that left the view redirects commands it had taken), and
+        # per id when busy answers began and how many redirects it followed. Under the lock.
+        self._unsent: set[int] = set()
+        self._doubtful: set[int] = set()
+        self._busy_since: dict[int, float] = {}
+        self._redirects: dict[int, int] = {}
+        self._redirects_max = _REDIRECTS_PER_MEMBER_MAX * max(1, len(config.members))
         # frames for the writer thread, the only one that sends: what accumulates while it is
         # sending goes out in one send (one system call per command was the client's bound)
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -200,12 +241,17 @@ class Client:
         self._writer = threading.Thread(target=self._write, daemon=True, name="smr-client-writer")
         self._sock: socket.socket | None = None
         self._member: int | None = None
+        # a thread is dialing (with the lock released): the only one; requests meanwhile wait
+        # in _pending and are sent once it connects
+        self._dialing = False
         self._preferred = member
         self._closed = False
         self._last_version: dict[tuple[int, int], int] = {}
         self._views: list[tuple[int, tuple[int, ...]]] = []
         self._reader: threading.Thread | None = None
-        self._connect()
+        sock, m = self._dial()
+        with self._lock:
+            self._attach_locked(sock, m)
         self._writer.start()
 
     # -- connection -------------------------------------------------------------------------------
@@ -218,7 +264,9 @@ class Client:
             members.insert(0, self._preferred)
         return members
 
-    def _connect(self, avoid: int | None = None) -> None:
+    def _dial(self, avoid: int | None = None) -> tuple[socket.socket, int]:
+        """A new authenticated connection to some member (`avoid` last), trying for `timeout_s`.
+        Called without the lock: it touches nothing the other threads use."""
         deadline = time.monotonic() + self.timeout_s
         errors = []
         while time.monotonic() < deadline and not self._closed:
@@ -240,16 +288,20 @@ class Client:
                     continue
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._sock, self._member = sock, m
-                self._reader = threading.Thread(
-                    target=self._read, args=(sock,), daemon=True, name=f"smr-client-{m}"
-                )
-                self._reader.start()
-                return
+                return sock, m
             avoid = None
             time.sleep(0.05)
+        if self._closed:
+            raise ClientError("the client was closed")
         detail = "; ".join(errors[-len(self.config.members) :]) or "closed"
         raise ClientError(f"no member of {self.config.path} answered: {detail}")
+
+    def _attach_locked(self, sock: socket.socket, member: int) -> None:
+        self._sock, self._member = sock, member
+        self._reader = threading.Thread(
+            target=self._read, args=(sock,), daemon=True, name=f"smr-client-{member}"
+        )
+        self._reader.start()
 
     @property
     def member(self) -> int | None:
@@ -265,32 +317,82 @@ class Client:
                     break
                 for kind, body in decoder.feed(data):
                     if kind == protocol.FRAME_RESPONSE:
-                        self._on_response(protocol.decode_response(body))
+                        self._on_response(protocol.decode_response(body), sock)
         except (OSError, FrameError, ValueError):
             pass
         if not self._closed and sock is self._sock:
             self._failover(sock)
 
     def _failover(self, dead: socket.socket) -> None:
+        """The connection `dead` broke (or was given up after a redirect): dial another member,
+        without the lock, so that requests made meanwhile only wait in _pending. Of the threads
+        that see the same dead connection (its reader, redirected responses) only the first
+        gets past the check and dials; the others return at once."""
         with self._lock:
             if dead is not self._sock:
                 return
-            old = self._member
+            avoid = self._member
             self._sock = None
             with contextlib.suppress(OSError):
                 dead.close()
-            try:
-                self._connect(avoid=old)
-            except ClientError as e:
-                for _, future, _ in self._pending.values():
-                    if not future.done():
-                        future.set_exception(e)
-                self._pending.clear()
-                self._room.notify_all()
+            # what was on the dead connection may have been applied there: from now on only an
+            # answer tells
+            self._doubtful.update(rid for rid in self._pending if rid not in self._unsent)
+            assert not self._dialing, "a connection was up while another was being dialed"
+            self._dialing = True
+        self._redial(avoid)
+
+    def _redial(self, avoid: int | None) -> None:
+        try:
+            sock, m = self._dial(avoid=avoid)
+        except ClientError as e:
+            with self._lock:
+                self._dialing = False
+                failed = self._take_all_locked()
+            for rid, request, future in failed:
+                future.set_exception(self._failure(rid, request, str(e)))
+            return
+        with self._lock:
+            self._dialing = False
+            if self._closed:
+                with contextlib.suppress(OSError):
+                    sock.close()
                 return
-            # unanswered requests again, with the same (client, seq): applied once
-            for request, _, _ in list(self._pending.values()):
-                self._send_locked(request)
+            self._attach_locked(sock, m)
+            # unanswered requests again, with the same (client, seq): applied once; those
+            # refused as busy go when due, so that each is on the wire once
+            waiting = {r.id for _, r in self._retry}
+            for rid, (request, _, _) in self._pending.items():
+                if rid not in waiting:
+                    self._send_locked(request)
+                    self._unsent.discard(rid)
+
+    def _take_all_locked(self) -> list[tuple[int, Any, Future]]:
+        """Every pending request, taken out (to be failed outside the lock, with what is known
+        of each still in _unsent and _doubtful until `_failure` has read it)."""
+        taken = [(rid, request, future) for rid, (request, future, _) in self._pending.items()]
+        self._pending.clear()
+        self._retry.clear()
+        self._busy_since.clear()
+        self._redirects.clear()
+        self._room.notify_all()
+        return taken
+
+    def _failure(self, rid: int, request: Any, why: str) -> ClientError:
+        """The error a request taken out of _pending unanswered fails with, given why and what
+        the client knows of it: a query, or a command never sent and never doubtful, was not
+        applied; any other command may have been."""
+        with self._lock:
+            sent = rid not in self._unsent or rid in self._doubtful
+            self._unsent.discard(rid)
+            self._doubtful.discard(rid)
+        if not isinstance(request, protocol.Command):
+            return NotAppliedError(why)
+        if not sent:
+            return NotAppliedError(f"{why}; the command was not sent, so it was not applied")
+        return OutcomeUnknownError(
+            f"{why}; the command was sent and not answered: it may or may not have been applied"
+        )
 
     def _send_locked(self, request: Any) -> None:
         self._out.put(encode_frame(protocol.FRAME_REQUEST, protocol.encode(request)))
@@ -327,16 +429,15 @@ class Client:
     def _due_retries(self) -> list[bytes]:
         now = time.monotonic()
         with self._lock:
-            due = [r for t, r in self._retry if t <= now]
+            due = [r for t, r in self._retry if t <= now and r.id in self._pending]
             self._retry = [(t, r) for t, r in self._retry if t > now]
-            return [
-                encode_frame(protocol.FRAME_REQUEST, protocol.encode(r))
-                for r in due
-                if r.id in self._pending
-            ]
+            for r in due:
+                self._unsent.discard(r.id)  # on the wire from now on
+            return [encode_frame(protocol.FRAME_REQUEST, protocol.encode(r)) for r in due]
 
-    def _on_response(self, response: protocol.Response) -> None:
-        refused: list[Future] = []
+    def _on_response(self, response: protocol.Response, sock: socket.socket) -> None:
+        """An answer that came on `sock` (which may already have been replaced)."""
+        refused: list[tuple[int, Any, Future]] = []
         with self._lock:
             entry = self._pending.get(response.id)
             if entry is None:
@@ -344,40 +445,91 @@ class Client:
                     refused = self._refused_locked(response)
             else:
                 request, future, decode = entry
+                rid = response.id
+                why = response.error
                 if not response.ok and response.retry_ms and isinstance(request, protocol.Command):
-                    # back-pressure: the member's submit queue was full; same request, later
-                    self._retry.append((time.monotonic() + response.retry_ms / 1000, request))
-                    self._retry.sort(key=lambda tr: tr[0])
-                    self._out.put(b"")  # the writer recomputes its wait
-                    return
-                if not response.ok and response.redirect and isinstance(request, protocol.Command):
-                    # this member does not host the shard (or is joining): try one that does
-                    self._preferred = response.redirect[0]
-                    sock = self._sock
-                    threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
-                    return
-                del self._pending[response.id]
+                    # back-pressure: the member's submit queue was full; same request, later,
+                    # until it has been refused for timeout_s
+                    now = time.monotonic()
+                    since = self._busy_since.setdefault(rid, now)
+                    if now - since <= self.timeout_s:
+                        self._retry.append((now + response.retry_ms / 1000, request))
+                        self._retry.sort(key=lambda tr: tr[0])
+                        self._unsent.add(rid)  # refused: on no connection until sent again
+                        self._out.put(b"")  # the writer recomputes its wait
+                        return
+                    why = (
+                        f"member {self._member} refused it as busy for {now - since:.1f} s "
+                        f"({response.error})"
+                    )
+                elif not response.ok and response.redirect:
+                    # this member does not host the shard (or is joining, restarting, leaving):
+                    # try one that does, a bounded number of times. A command is doubtful from
+                    # now on: a member that left the view redirects the commands it had taken
+                    count = self._redirects.get(rid, 0) + 1
+                    if isinstance(request, protocol.Command):
+                        self._doubtful.add(rid)
+                    if count <= self._redirects_max:
+                        self._redirects[rid] = count
+                        self._preferred = response.redirect[0]
+                        threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
+                        return
+                    why = f"{response.error} (after {count} redirects)"
+                del self._pending[rid]
                 if self._room_waiters:
                     self._room.notify()
+                if self._busy_since or self._redirects or self._unsent:
+                    self._busy_since.pop(rid, None)
+                    self._redirects.pop(rid, None)
+                    self._unsent.discard(rid)
+                if response.ok and self._doubtful:
+                    self._doubtful.discard(rid)
         if entry is None:  # futures complete outside the lock: their callbacks may submit
-            if refused:
-                error = RequestTooLargeError(f"member {self._member}: {response.error}")
-                for waiting in refused:
-                    waiting.set_exception(error)
+            for rid, request, waiting in refused:
+                error: ClientError = RequestTooLargeError(
+                    f"member {self._member}: {response.error}"
+                )
+                if isinstance(request, protocol.Command):
+                    with self._lock:
+                        doubtful = rid in self._doubtful
+                        self._doubtful.discard(rid)
+                    if doubtful:
+                        error = OutcomeUnknownError(
+                            f"{error}; it was sent before to a member whose connection was lost: "
+                            "it may or may not have been applied"
+                        )
+                waiting.set_exception(error)
             return
         if not response.ok:
             if response.version and isinstance(request, protocol.Command):
                 # applied, its answer lost (too large to send): later reads still see it
                 key = (request.subgroup, request.shard)
                 self._last_version[key] = max(self._last_version.get(key, 0), response.version)
-            future.set_exception(ClientError(response.error))
+                with self._lock:
+                    self._doubtful.discard(rid)
+                future.set_exception(ClientError(response.error))
+                return
+            future.set_exception(self._refusal(rid, request, why))
             return
         try:
             future.set_result(decode(response))
         except Exception as e:
             future.set_exception(e)
 
-    def _refused_locked(self, response: protocol.Response) -> list[Future]:
+    def _refusal(self, rid: int, request: Any, why: str) -> ClientError:
+        """A member's refusal: the request did not enter its log, so it was not applied, unless
+        it is a command that may have been applied through an earlier connection."""
+        with self._lock:
+            doubtful = rid in self._doubtful
+            self._doubtful.discard(rid)
+        if not doubtful or not isinstance(request, protocol.Command):
+            return NotAppliedError(why)
+        return OutcomeUnknownError(
+            f"{why}; the command was sent before to a member whose connection was lost or "
+            "which redirected it: it may or may not have been applied"
+        )
+
+    def _refused_locked(self, response: protocol.Response) -> list[tuple[int, Any, Future]]:
         """A member refused a frame above its `frame_bytes_max` (its body, with the request id,
         unread): take out every pending request above that limit, so that none is sent again
         on the next connection, and fail later ones before they are sent."""
@@ -388,14 +540,17 @@ class Client:
             payload = getattr(request, "payload", b"")
             if len(payload) + 4096 > limit and len(protocol.encode(request)) > limit:
                 del self._pending[rid]
-                refused.append(future)
+                self._unsent.discard(rid)
+                self._busy_since.pop(rid, None)
+                self._redirects.pop(rid, None)
+                refused.append((rid, request, future))
         if refused and self._room_waiters:
             self._room.notify_all()
         return refused
 
     def _request(self, make: Any, decode: Any) -> Future:
         if self._closed:
-            raise ClientError("the client is closed")
+            raise NotAppliedError("the client is closed")
         future: Future = Future()
         with self._lock:
             if len(self._pending) >= self.window_max:
@@ -408,11 +563,12 @@ class Client:
                 finally:
                     self._room_waiters -= 1
                 if not room:
-                    raise ClientError(
-                        f"{self.window_max} requests outstanding for {self.timeout_s} s"
+                    raise NotAppliedError(
+                        f"{self.window_max} requests outstanding for {self.timeout_s} s; "
+                        "this one was not sent"
                     )
-                if self._closed:
-                    raise ClientError("the client is closed")
+            if self._closed:  # closed while this call waited for the lock or for room
+                raise NotAppliedError("the client is closed")
             request = make(next(self._ids))
             body = protocol.encode(request)
             if len(body) > self.frame_bytes_max:
@@ -426,7 +582,55 @@ class Client:
             self._pending[request.id] = (request, future, decode)
             if self._sock is not None:
                 self._out.put(encode_frame(protocol.FRAME_REQUEST, body))
+            else:
+                # no connection: sent once one is up (a dial after a failed one starts here)
+                self._unsent.add(request.id)
+                if not self._dialing and not self._closed:
+                    self._dialing = True
+                    threading.Thread(target=self._redial, args=(None,), daemon=True).start()
         return future
+
+    def _give_up(self, future: Future, timeout_s: float) -> ClientError | None:
+        """A blocking call's answer did not come within timeout_s. A request on no connection
+        (refused as busy, or waiting for one) is withdrawn: not applied. One on the wire stays
+        pending (its answer may still come, to its future): its outcome is unknown. None: the
+        answer came meanwhile."""
+        why = f"no answer within {timeout_s} s"
+        with self._lock:
+            rid = next((r for r, (_, f, _) in self._pending.items() if f is future), None)
+            if rid is None:
+                return None
+            request = self._pending[rid][0]
+            if rid not in self._unsent or rid in self._doubtful:
+                if isinstance(request, protocol.Command):
+                    return OutcomeUnknownError(
+                        f"{why} from member {self._member}: the command was sent, and may or "
+                        "may not have been applied"
+                    )
+                return NotAppliedError(f"{why} from member {self._member}")
+            del self._pending[rid]
+            self._retry = [(t, r) for t, r in self._retry if r.id != rid]
+            self._unsent.discard(rid)
+            self._busy_since.pop(rid, None)
+            self._redirects.pop(rid, None)
+            if self._room_waiters:
+                self._room.notify()
+        error = NotAppliedError(f"{why}; it was not sent (refused as busy, or no connection)")
+        future.set_exception(error)
+        return error
+
+    def _call(self, future: Future) -> Any:
+        """A blocking call: the answer of `future` within timeout_s, or the error saying what
+        is known of the request."""
+        try:
+            return future.result(self.timeout_s)
+        except TimeoutError:
+            if future.done():  # the answer, or its error, came as the wait ended
+                return future.result()
+            error = self._give_up(future, self.timeout_s)
+            if error is None:
+                return future.result()
+            raise error from None
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -496,18 +700,17 @@ class Client:
         return sorted(self._views)
 
     def close(self) -> None:
-        """Disconnect; requests still unanswered fail with `ClientError`."""
+        """Disconnect; requests still unanswered fail: `OutcomeUnknownError` for a command that
+        was sent, `NotAppliedError` for one that was not and for queries."""
         self._closed = True
         self._out.put(None)  # the writer stops
         with self._lock:
-            self._room.notify_all()
             if self._sock is not None:
                 with contextlib.suppress(OSError):
                     self._sock.close()
-            for _, future, _ in self._pending.values():
-                if not future.done():
-                    future.set_exception(ClientError("the client was closed"))
-            self._pending.clear()
+            failed = self._take_all_locked()
+        for rid, request, future in failed:
+            future.set_exception(self._failure(rid, request, "the client was closed"))
 
     def __enter__(self) -> Client:
         return self
@@ -554,12 +757,12 @@ class SubgroupClient:
         op = self._cls._by_name.get(name)
         if op is None:
             raise AttributeError(f"{self._cls.__name__} has no operation {name!r}")
-        timeout_s = self._client.timeout_s
+        client = self._client
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if op.kind == "command":
-                return self.submit(name, *args, **kwargs).result(timeout_s)
-            return self.query(name, *args, **kwargs).result(timeout_s)
+                return client._call(self.submit(name, *args, **kwargs))
+            return client._call(self.query(name, *args, **kwargs))
 
         return call
 
