@@ -414,3 +414,80 @@ def test_threads_that_see_one_dead_connection_dial_once(members, clients):
     first, second = kv.query("get", "a"), kv.query("get", "b")
     assert first.result(WAIT_S) == b"v" and second.result(WAIT_S) == b"v"
     assert two.accepted == 1
+
+
+# -- real member processes ------------------------------------------------------------------------
+
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # one loopback address per member (Linux)
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory):
+    """Three real members over tcp, each on its own loopback address, KVStore in three shards of
+    one member each: every member redirects requests for the two shards it does not host."""
+    from smr.runtime.cluster import LocalCluster
+    from smr.runtime.config import write_local
+
+    d = str(tmp_path_factory.mktemp("spread"))
+    path = write_local(d, nodes=3, shards=3, mode="ordered", transport="tcp")
+    with open(path) as f:
+        text = f.read()
+    for host in HOSTS:
+        text = text.replace('host = "127.0.0.1"', f'host = "{host}"', 1)
+    with open(path, "w") as f:
+        f.write(text + "max_size = 1\n")  # the last section is [[subgroups]]
+    with LocalCluster(3, data_dir=d, config_path=path) as c:
+        c.wait_ready()
+        yield c
+
+
+@pytest.mark.cluster
+def test_real_members_redirect_a_query_for_a_shard_they_do_not_host(spread):
+    import smr
+
+    for shard in range(3):
+        with smr.connect(spread.config_path, member=1, timeout_s=10) as client:
+            kv = client.subgroup(KVStore, shard=shard)
+            assert len(kv.put("k", b"%d" % shard)) == 1  # a shard of one member
+        with smr.connect(spread.config_path, member=1, timeout_s=10) as client:
+            # a fresh client: its query goes to member 1 first, which hosts one shard of three
+            assert client.subgroup(KVStore, shard=shard).get("k") == b"%d" % shard
+
+
+@pytest.mark.cluster
+def test_real_members_links_come_from_their_configured_addresses(spread):
+    ports = {m.port: m.host for m in spread.config.members.values()}
+    links = _established_to(ports)
+    assert links, "no member-to-member connection seen in /proc/net/tcp"
+    for (local_host, _), (remote_host, _) in links:
+        assert remote_host in HOSTS and remote_host != local_host  # not all from 127.0.0.1
+
+
+@pytest.mark.cluster
+def test_real_member_log_lines_carry_the_monotonic_clock(spread):
+    for m in (1, 2, 3):
+        with open(spread.log_path(m)) as f:
+            records = [json.loads(line) for line in f if line.startswith("{")]
+        assert records and all(isinstance(r["mono"], float) and "t" in r for r in records)
+
+
+def _established_to(ports: dict[int, str]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """The established tcp connections accepted on one of `ports` at its host:
+    ((local host, port), (remote host, port)), from /proc/net/tcp."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if state != "01":  # ESTABLISHED
+                continue
+            lh, lp = _addr(local)
+            if ports.get(lp) == lh:
+                out.append(((lh, lp), _addr(remote)))
+    return out
+
+
+def _addr(hex_addr: str) -> tuple[str, int]:
+    ip, port = hex_addr.split(":")
+    return socket.inet_ntoa(bytes.fromhex(ip)[::-1]), int(port, 16)
