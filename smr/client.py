@@ -21,9 +21,9 @@ member the client is connected to, at or after the version of the client's last 
 A command that fails says what the client knows of it: `NotAppliedError` when it certainly did not
 enter the log (a member refused it before it could, or it was never sent), `OutcomeUnknownError`
 when it was sent and no answer came (the connection was lost, or the call timed out): it may have
-been applied, and sending it again through the same client is safe only because a retry keeps its
-sequence number, which a new call does not. A query changes nothing, so its failures are
-`NotAppliedError`. Both are `ClientError`s.
+been applied, and a new call is a new command (a new sequence number), so read the state before
+making it again. A query changes nothing, so its failures are `NotAppliedError`. Both are
+`ClientError`s.
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ class Client:
         return members
 
     def _dial(self, avoid: int | None = None) -> tuple[socket.socket, int]:
-        """A new authenticated connection to some member (`avoid` last), trying for `timeout_s`.
+        """A new authenticated connection to some member (`avoid` not in the first round), trying
+        for `timeout_s`.
         Called without the lock: it touches nothing the other threads use."""
         deadline = time.monotonic() + self.timeout_s
         errors = []
@@ -489,15 +490,14 @@ class Client:
                 error: ClientError = RequestTooLargeError(
                     f"member {self._member}: {response.error}"
                 )
-                if isinstance(request, protocol.Command):
-                    with self._lock:
-                        doubtful = rid in self._doubtful
-                        self._doubtful.discard(rid)
-                    if doubtful:
-                        error = OutcomeUnknownError(
-                            f"{error}; it was sent before to a member whose connection was lost: "
-                            "it may or may not have been applied"
-                        )
+                with self._lock:
+                    doubtful = rid in self._doubtful
+                    self._doubtful.discard(rid)
+                if doubtful and isinstance(request, protocol.Command):
+                    error = OutcomeUnknownError(
+                        f"{error}; it was sent before to a member whose connection was lost: "
+                        "it may or may not have been applied"
+                    )
                 waiting.set_exception(error)
             return
         if not response.ok:
