@@ -491,3 +491,41 @@ def _established_to(ports: dict[int, str]) -> list[tuple[tuple[str, int], tuple[
 def _addr(hex_addr: str) -> tuple[str, int]:
     ip, port = hex_addr.split(":")
     return socket.inet_ntoa(bytes.fromhex(ip)[::-1]), int(port, 16)
+
+
+# -- a waiting query whose member leaves the view (the node's code, in simulated time) -----------
+
+
+def test_a_query_waiting_at_a_member_that_leaves_the_view_is_redirected(tmp_path):
+    # member 3 holds a query for a version it has not applied, is cut off, removed, and on
+    # healing halts and rejoins (its shards dropped): the query is redirected, not failed
+    from smr.runtime.config import load, write_local
+    from smr.sim.members import SimMembers
+
+    config = load(write_local(str(tmp_path), nodes=3, mode="durable", transport="tcp"))
+    sim = SimMembers(config, 11)
+    sim.run_until(lambda: all(n.replica.status == "active" for n in sim.nodes.values()))
+
+    def put(value: bytes, seq: int) -> protocol.Response:
+        payload = KVStore.encode_command("put", "k", value)
+        conn = sim.request(
+            1, lambda rid: protocol.Command(rid, 0, 0, 99, seq, payload, protocol.REPLIES_ALL)
+        )
+        sim.run_until(lambda: sim.answer(1, conn) is not None)
+        return sim.answer(1, conn)
+
+    first = put(b"1", 1)
+    assert first.ok
+    query = KVStore.encode_query("get", "k")
+    waiting = sim.request(3, lambda rid: protocol.Query(rid, 0, 0, query, first.version + 1))
+    for other in (1, 2):
+        sim.world.set_link(3, other, False)
+        sim.world.set_link(other, 3, False)
+    sim.run_until(lambda: all(3 not in sim.nodes[m].replica.members for m in (1, 2)))
+    assert put(b"2", 2).ok
+    for other in (1, 2):
+        sim.world.set_link(3, other, True)
+        sim.world.set_link(other, 3, True)
+    sim.run_until(lambda: sim.answer(3, waiting) is not None)
+    answer = sim.answer(3, waiting)
+    assert not answer.ok and sorted(answer.redirect) == [1, 2], answer

@@ -590,8 +590,18 @@ class Node:
         waiting, self._queries = self._queries, []
         now = self._now_s()
         for deadline_s, conn_id, q in waiting:
-            h = self.hosted.get((q.subgroup, q.shard))
-            if h is None or now > deadline_s:
+            key = (q.subgroup, q.shard)
+            h = self.hosted.get(key)
+            if h is None:
+                # the shard left this member while the query waited (it halted and rejoins, or
+                # the shard moved): the client reads it at a member that hosts it
+                self.clients.respond(
+                    conn_id,
+                    protocol.Response(
+                        q.id, False, error=self._not_here(key), redirect=self._hosts_of(key)
+                    ),
+                )
+            elif now > deadline_s:
                 self.clients.respond(
                     conn_id,
                     protocol.Response(
