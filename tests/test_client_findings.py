@@ -293,8 +293,19 @@ def test_a_command_refused_as_busy_for_timeout_s_was_not_applied(members, client
     kv = client.subgroup(KVStore)
     with pytest.raises(NotAppliedError, match="busy"):
         kv.submit("put", "k", b"v").result(WAIT_S)  # pipelined: no longer retried forever
-    with pytest.raises(NotAppliedError, match=r"busy|not sent"):
-        kv.put("k", b"v")
+
+
+def test_a_blocking_call_gives_up_a_command_waiting_to_be_sent_again_as_not_applied(
+    members, clients
+):
+    def busy(member, request):
+        return protocol.Response(request.id, False, error="busy", retry_ms=60_000)
+
+    member = members(1, busy)
+    client = clients(member, timeout_s=0.3)
+    with pytest.raises(NotAppliedError, match="not sent"):
+        client.subgroup(KVStore).put("k", b"v")  # refused, and withdrawn before its retry
+    assert len(member.requests) == 1
 
 
 def test_a_command_sent_and_never_answered_has_its_outcome_unknown(members, clients):
