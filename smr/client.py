@@ -244,6 +244,7 @@ class Client:
         # a thread is dialing (with the lock released): the only one; requests meanwhile wait
         # in _pending and are sent once it connects
         self._dialing = False
+        self._redirected: socket.socket | None = None  # the last connection left for a redirect
         self._preferred = member
         self._closed = False
         self._last_version: dict[tuple[int, int], int] = {}
@@ -473,7 +474,11 @@ class Client:
                     if count <= self._redirects_max:
                         self._redirects[rid] = count
                         self._preferred = response.redirect[0]
-                        threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
+                        if self._redirected is not sock:  # one thread per connection, not per
+                            self._redirected = sock  # request redirected on it
+                            threading.Thread(
+                                target=self._failover, args=(sock,), daemon=True
+                            ).start()
                         return
                     why = f"{response.error} (after {count} redirects)"
                 del self._pending[rid]
