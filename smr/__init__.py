@@ -4,8 +4,9 @@ The package owns the protocol core (`smr.core`, sans-I/O), the deterministic sim
 (`smr.sim`), transports and the node runtime; `smr.log`, `smr.statemachines` and `smr.cli`
 are installed from the repository's top-level `log/`, `statemachines/` and `cli/` folders.
 
-The client's names are exported here: `smr.connect`, `smr.Client`, `smr.ClientError`,
-`smr.CommandError` (from `smr.client`). They are imported on first use, not by `import smr`:
+The client's names are exported here: `smr.connect`, `smr.Client`, `smr.ClientError` and its
+two kinds `smr.NotAppliedError` and `smr.OutcomeUnknownError`, `smr.CommandError` (from
+`smr.client`). They are imported on first use, not by `import smr`:
 the client pulls in the runtime's configuration, the core and the transports' wire format,
 which would add a fifth to the start-up of `smr sim` and `smr --version` (measured with
 `python -X importtime`). Type checkers see them through the `TYPE_CHECKING` import, and
@@ -16,13 +17,30 @@ which would add a fifth to the start-up of `smr sim` and `smr --version` (measur
 # checkers treat a name spelled TYPE_CHECKING as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from smr.client import Client, ClientError, CommandError, connect
+    from smr.client import (
+        Client,
+        ClientError,
+        CommandError,
+        NotAppliedError,
+        OutcomeUnknownError,
+        connect,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "ClientError", "CommandError", "__version__", "connect"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "CommandError",
+    "NotAppliedError",
+    "OutcomeUnknownError",
+    "__version__",
+    "connect",
+]
 
-_CLIENT_NAMES = frozenset({"Client", "ClientError", "CommandError", "connect"})
+_CLIENT_NAMES = frozenset(
+    {"Client", "ClientError", "CommandError", "NotAppliedError", "OutcomeUnknownError", "connect"}
+)
 
 
 def __getattr__(name: str) -> object:

@@ -6,7 +6,14 @@ import sys
 import smr
 import smr.client
 
-CLIENT_NAMES = ("Client", "ClientError", "CommandError", "connect")
+CLIENT_NAMES = (
+    "Client",
+    "ClientError",
+    "CommandError",
+    "NotAppliedError",
+    "OutcomeUnknownError",
+    "connect",
+)
 
 
 def test_all_and_dir_list_the_client_names():
