@@ -85,9 +85,13 @@ def messages() -> dict:
         directory = os.path.join(os.path.dirname(spec.origin), "etcdrpc")
         pool = descriptor_pool.DescriptorPool()
         for name in ("kv", "auth", "rpc"):
-            pool.AddSerializedFile(_serialized_descriptor(os.path.join(directory, f"{name}_pb2.py")))
+            pool.AddSerializedFile(
+                _serialized_descriptor(os.path.join(directory, f"{name}_pb2.py"))
+            )
         _messages = {
-            name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"etcdserverpb.{name}"))
+            name: message_factory.GetMessageClass(
+                pool.FindMessageTypeByName(f"etcdserverpb.{name}")
+            )
             for name in (
                 "PutRequest",
                 "PutResponse",
@@ -145,7 +149,9 @@ def etcd_submitter(endpoint: str):
 
 def settings(payload_max: int) -> list[str]:
     """The non-default settings of a run whose largest payload is `payload_max` bytes."""
-    out = [f"--quota-backend-bytes={QUOTA_BYTES} (default 2 GiB: every revision of the key is kept)"]
+    out = [
+        f"--quota-backend-bytes={QUOTA_BYTES} (default 2 GiB: every revision of the key is kept)"
+    ]
     if payload_max + REQUEST_SLACK > MAX_REQUEST_DEFAULT:
         out.append(f"--max-request-bytes={payload_max + REQUEST_SLACK} (default 1.5 MiB)")
     return out
@@ -157,7 +163,12 @@ def agreement(states: list[tuple]) -> tuple[bool, str]:
     if not states:
         return False, "no member answered"
     agreed = len(set(states)) == 1
-    described = ", ".join(
+    if agreed:
+        s = states[0]
+        return True, (
+            f"all {len(states)} at revision {s[0]}, hash {s[1]}, keys {s[2]}, value crc {s[3]}"
+        )
+    described = "; ".join(
         f"member {i + 1}: revision {s[0]}, hash {s[1]}, keys {s[2]}, value crc {s[3]}"
         for i, s in enumerate(states)
     )
@@ -175,7 +186,9 @@ class Cluster:
         self.client_ports, peer_ports = ports[:3], ports[3:]
         self.endpoints = [f"127.0.0.1:{p}" for p in self.client_ports]
         names = [f"m{i + 1}" for i in range(3)]
-        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True))
+        initial = ",".join(
+            f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True)
+        )
         extra = [f"--quota-backend-bytes={QUOTA_BYTES}"]
         if payload_max + REQUEST_SLACK > MAX_REQUEST_DEFAULT:
             extra.append(f"--max-request-bytes={payload_max + REQUEST_SLACK}")
@@ -254,7 +267,9 @@ class Cluster:
         m = self.stubs[0].m
         deadline = time.monotonic() + 10.0
         while True:
-            revisions = [s.status(m["StatusRequest"](), timeout=5.0).header.revision for s in self.stubs]
+            revisions = [
+                s.status(m["StatusRequest"](), timeout=5.0).header.revision for s in self.stubs
+            ]
             if len(set(revisions)) == 1 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

@@ -128,7 +128,10 @@ def agreement(states: list[tuple]) -> tuple[bool, str]:
     if not states:
         return False, "no server answered"
     agreed = len(set(states)) == 1
-    described = ", ".join(
+    if agreed:
+        s = states[0]
+        return True, f"all {len(states)} at zxid {s[0]}, version {s[1]}, {s[2]} bytes, crc {s[3]}"
+    described = "; ".join(
         f"server {i + 1}: zxid {s[0]}, version {s[1]}, {s[2]} bytes, crc {s[3]}"
         for i, s in enumerate(states)
     )
@@ -168,7 +171,9 @@ class Cluster:
                 f.write("\n".join(lines) + "\n")
             env = dict(os.environ)
             env["ZOO_LOG_DIR"] = data
-            env["JVMFLAGS"] = (env.get("JVMFLAGS", "") + (f" -Djute.maxbuffer={jute}" if jute else "")).strip()
+            env["JVMFLAGS"] = (
+                env.get("JVMFLAGS", "") + (f" -Djute.maxbuffer={jute}" if jute else "")
+            ).strip()
             log_path = os.path.join(work_dir, f"zk{i + 1}.out")
             self.log_paths.append(log_path)
             with open(log_path, "wb") as log:
