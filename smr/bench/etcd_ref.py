@@ -286,8 +286,15 @@ class Cluster:
             out.append((hashed.header.revision, hashed.hash, count.count, crc))
         return out
 
-    def agree(self) -> tuple[bool, str]:
-        return agreement(self.states())
+    def agree(self, timeout_s: float = 15.0) -> tuple[bool, str]:
+        """Whether the members reach the same state once the load stopped (read again for up
+        to `timeout_s` while they differ: one may still be applying), and what they hold."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            agreed, described = agreement(self.states())
+            if agreed or time.monotonic() > deadline:
+                return agreed, described
+            time.sleep(0.5)
 
     def close(self) -> None:
         for stub in getattr(self, "stubs", []):
