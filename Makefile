@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 # A new stage: a target below, and its name here.
 TEST_STAGES := lint lint-imports typecheck native-check docs unit sim-smoke proofs
 
-.PHONY: demo test docs $(TEST_STAGES) clean
+.PHONY: demo test docs bench-deps $(TEST_STAGES) clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -23,6 +23,26 @@ $(STAMP): pyproject.toml
 	@# named like the package may shadow it: information, not a problem; keep the output quiet
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[test,docs]'
 	@touch $(STAMP)
+
+# The external baselines of `smr bench compare --systems etcd,zookeeper`: etcd and ZooKeeper from
+# Debian's packages with apt (as root, or through sudo), where they are missing, and their Python
+# client libraries, the `baselines` extra of pyproject.toml, into the venv (without reinstalling
+# the project, which would rebuild smr._native).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-deps: $(STAMP)
+	@missing=""; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	{ command -v zkServer.sh >/dev/null || [ -x /usr/share/zookeeper/bin/zkServer.sh ]; } \
+	    || missing="$$missing zookeeper"; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing with apt:$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        $(SUDO) apt-get install -y -qq $$missing; \
+	else echo "etcd, etcdctl and zkServer.sh are installed"; fi
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['baselines']))" \
+	    | xargs $(BIN)/python -m pip install -q
+	@etcd --version | head -1; dpkg-query -W -f='zookeeper $${Version}\n' zookeeper 2>/dev/null || true
 
 demo: $(STAMP)
 	$(BIN)/smr demo

@@ -1,6 +1,8 @@
-"""`smr bench compare`: the same workloads against smr, pysyncobj and the raw references
-(loopback TCP stream, memory copy) in one run, side by side with ratios; `--json` prints
-`{system: {mode: {payload: {ops_per_s, mib_per_s, p50_ms, p99_ms, ...}}}}`."""
+"""`smr bench compare`: the same workloads against smr, pysyncobj, the raw references
+(loopback TCP stream, memory copy) and, with `--systems`, the external baselines etcd and
+ZooKeeper in one run, side by side with ratios; `--json` prints
+`{system: {mode: {payload: {ops_per_s, mib_per_s, p50_ms, p99_ms, ...}}}}`. It exits 1 after
+its output when a baseline's members disagreed after the run."""
 
 from __future__ import annotations
 
@@ -23,13 +25,23 @@ from smr.cli.bench_options import (
 
 
 @click.command("compare")
-@click.option("--systems", default="smr,pysyncobj,raw", show_default=True)
+@click.option(
+    "--systems",
+    default="smr,pysyncobj,raw",
+    show_default=True,
+    help="Comma-separated, from smr, pysyncobj, raw, etcd, zookeeper (etcd and zookeeper: "
+    "`make bench-deps` installs them).",
+)
 @workload_options
 def bench_compare(
     systems, transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot
 ) -> None:
-    """smr, pysyncobj and raw loopback side by side (3 replicas each, one client process)."""
+    """smr, pysyncobj, raw loopback, etcd and ZooKeeper side by side (3 replicas each, one
+    client process)."""
     system_list = parse_systems(systems)
+    why = run.missing_baseline(system_list)
+    if why:
+        raise click.ClickException(why)
     if "pysyncobj" in system_list and not pysyncobj_ref.available():
         raise click.ClickException(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
@@ -49,8 +61,9 @@ def bench_compare(
             )
         except RuntimeError as error:  # a system that is not installed or did not start
             raise click.ClickException(str(error)) from error
+    disagreed = run.disagreed(results)
     if as_json:
         click.echo(json.dumps(results))
-        exit_unless(finish_plot(asked, plot, results))
+        exit_unless(finish_plot(asked, plot, results) and not disagreed)
         return
-    show_results(results, asked, plot)
+    show_results(results, asked, plot, ok=not disagreed)

@@ -122,20 +122,27 @@ def finish_plot(asked: str | None, plot: str | None, results: dict) -> bool:
     return True
 
 
-def show_results(results: dict, asked: str | None, plot: str | None, extra: str = "") -> None:
-    """The table, its legend, the CPU figures and `extra` (bench cluster's failover), then the
-    plot if one was asked for; exits 1 when it could not be drawn."""
+def show_results(
+    results: dict, asked: str | None, plot: str | None, extra: str = "", ok: bool = True
+) -> None:
+    """The table, its legend, the CPU figures, the workloads the client process bounded, the
+    baselines' settings and agreement, and `extra` (bench cluster's failover), then the plot if
+    one was asked for; exits 1 when it could not be drawn or `ok` is false."""
     click.echo(run.format_table(results))
     click.echo("\n" + run.LEGEND)
-    cpu = run.format_cpu(results)
-    if cpu:
-        click.echo(cpu)
+    for text in (
+        run.format_cpu(results),
+        run.format_bounds(results),
+        run.format_baselines(results),
+    ):
+        if text:
+            click.echo(text)
     if extra:
         click.echo(extra)
     plotted = finish_plot(asked, plot, results)
     if plotted and plot:
         click.echo(f"plot: {plot}")
-    exit_unless(plotted)
+    exit_unless(plotted and ok)
 
 
 def exit_unless(ok: bool) -> None:

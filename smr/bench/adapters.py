@@ -32,11 +32,19 @@ def frame_submitter(port: int) -> Submitter:
 
 
 def open_submitter(target: dict) -> Submitter:
-    """`target` is {"system": "smr", "config_path": ...} or {"system": "pysyncobj"|"raw",
-    "port": ...}."""
+    """`target` is {"system": "smr", "config_path": ...}, {"system": "pysyncobj"|"raw",
+    "port": ...}, {"system": "etcd", "endpoint": ...} or {"system": "zookeeper", "hosts": ...}."""
     system = target.get("system")
     if system == "smr":
         return smr_submitter(target["config_path"], target.get("replies", "all"))
     if system in ("pysyncobj", "raw"):
         return frame_submitter(int(target["port"]))
-    raise ValueError(f"unknown system {system!r}: expected smr, pysyncobj or raw")
+    if system == "etcd":
+        from smr.bench import etcd_ref
+
+        return etcd_ref.etcd_submitter(target["endpoint"])
+    if system == "zookeeper":
+        from smr.bench import zookeeper_ref
+
+        return zookeeper_ref.zookeeper_submitter(target["hosts"])
+    raise ValueError(f"unknown system {system!r}: expected smr, pysyncobj, raw, etcd or zookeeper")

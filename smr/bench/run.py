@@ -18,10 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 
-from smr.bench import frames, pysyncobj_ref
+from smr.bench import etcd_ref, frames, pysyncobj_ref, zookeeper_ref
 from smr.bench.stats import MIB, summarize
 
-SYSTEMS = ("smr", "pysyncobj", "raw")
+SYSTEMS = ("smr", "pysyncobj", "raw", "etcd", "zookeeper")
+# The external baselines: their own servers (Debian packages) and client libraries; one mode,
+# their default durable one (each fsyncs before it answers).
+BASELINES = {"etcd": etcd_ref, "zookeeper": zookeeper_ref}
+BASELINE_MODE = "durable"
+# A figure whose client process was this busy (CPU seconds per second, every thread) is bounded
+# by the client, not by the system: one Python process, the GIL.
+client_bound_share = 0.85
 MODES = ("ordered", "durable")
 RAW_MODES = ("tcp", "memcpy")  # the raw reference's "modes": the loopback stream, a copy
 SIZES = (100, 1024, 65536, 1048576)
@@ -55,6 +62,8 @@ w1 p50             ms from submit to answer with one command outstanding (the sm
                    only): the latency of one command on an idle system
 x pysyncobj        ops/s divided by pysyncobj's in the same mode and payload (its batched,
                    default configuration; its w1 p50 is from the unbatched one)
+etcd, zookeeper    3 members each in their default durable configuration (fsync before the
+                   answer), their own client protocol (gRPC, kazoo), mode "durable" only
 % raw tcp          MiB/s as a percentage of the raw reference's: the same client and frames
                    against a loopback TCP echo, the ceiling for one connection
 -                  not measured in this run"""
@@ -241,6 +250,45 @@ def run_pysyncobj(
     return results
 
 
+def missing_baseline(systems) -> str | None:
+    """Why one of the external baselines asked for cannot run (one line), or None."""
+    for system in systems:
+        module = BASELINES.get(system)
+        why = module.missing() if module else None
+        if why:
+            return why
+    return None
+
+
+def run_baseline(
+    system: str, sizes, duration_s: float, warmup_s: float, window: int = window_max
+) -> dict:
+    """etcd or zookeeper: a fresh 3-member cluster in a temporary directory, the throughput
+    workloads and the w1 run on it, then the members' agreement (`agreed`, `agreement` in
+    every figure; a disagreement is also printed on stderr at once). Its non-default settings
+    are in every figure's `settings`."""
+    module = BASELINES[system]
+    payload_max = max(sizes)
+    _note(f"{system}: starting 3 members")
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as work,
+        module.Cluster(work, payload_max) as cluster,
+    ):
+        if system == "etcd":
+            target = {"system": "etcd", "endpoint": cluster.leader_endpoint}
+        else:
+            target = {"system": "zookeeper", "hosts": cluster.leader_hosts}
+        figures = _workloads(target, sizes, duration_s, warmup_s, window, dict(cluster.pids))
+        _add_w1(figures, target, sizes, duration_s, warmup_s)
+        _note(f"{system}: checking that the members agree")
+        agreed, described = cluster.agree()
+    if not agreed:
+        _warn(f"{system}: THE MEMBERS DISAGREE after the run: {described}")
+    for fig in figures.values():
+        fig.update(settings=module.settings(payload_max), agreed=agreed, agreement=described)
+    return {BASELINE_MODE: figures}
+
+
 def open_cluster(transport: str, mode: str, data_dir: str):
     """The smr cluster under test (the runtime's LocalCluster)."""
     try:
@@ -400,6 +448,9 @@ def compare(
         raise RuntimeError(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
         )
+    why = missing_baseline(systems)
+    if why:
+        raise RuntimeError(why)
     if "smr" in systems and importlib.util.find_spec("smr.runtime.cluster") is None:
         # Before any other system runs for minutes only to end in this error.
         raise RuntimeError(
@@ -422,6 +473,8 @@ def compare(
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
+        elif system in BASELINES:
+            results[system] = run_baseline(system, sizes, duration_s, warmup_s, window)
         else:
             results["raw"] = run_raw(sizes, duration_s, warmup_s, window)
     return results, failover
@@ -495,6 +548,54 @@ def format_cpu(results: dict) -> str:
                     f"{system} {mode} {_size(int(size))}: CPU us per command: " + ", ".join(parts)
                 )
     return "\n".join(lines)
+
+
+def format_bounds(results: dict) -> str:
+    """One line per workload whose client process was busy at least `client_bound_share` of a
+    core: there the figure is what the client reached, the system may do more."""
+    lines = []
+    for system, modes in results.items():
+        for mode, sizes in modes.items():
+            for size, fig in sizes.items():
+                client = fig.get("client_cpu_us_per_op")
+                if client is None:
+                    continue
+                share = client * fig["ops_per_s"] / 1e6
+                if share >= client_bound_share:
+                    lines.append(
+                        f"{system} {mode} {_size(int(size))}: bounded by the client process "
+                        f"(busy {100 * share:.0f}% of a core): the system may do more"
+                    )
+    return "\n".join(lines)
+
+
+def format_baselines(results: dict) -> str:
+    """The external baselines' non-default settings and whether their members agreed."""
+    lines = []
+    for system in BASELINES:
+        sizes = results.get(system, {}).get(BASELINE_MODE)
+        if not sizes:
+            continue
+        fig = next(iter(sizes.values()))
+        settings = fig.get("settings") or ["none"]
+        lines.append(f"{system} non-default settings: " + "; ".join(settings))
+        if fig.get("agreed"):
+            lines.append(f"{system}: the members agree after the run ({fig.get('agreement')})")
+        else:
+            lines.append(f"{system}: THE MEMBERS DISAGREE after the run: {fig.get('agreement')}")
+    return "\n".join(lines)
+
+
+def disagreed(results: dict) -> list[str]:
+    """The baselines whose members did not agree after the run."""
+    return [
+        system
+        for system in BASELINES
+        if any(
+            fig.get("agreed") is False
+            for fig in results.get(system, {}).get(BASELINE_MODE, {}).values()
+        )
+    ]
 
 
 def format_failover(failover: dict) -> str:
