@@ -216,7 +216,7 @@ def test_compare_table_with_raw():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--systems", "raw,etcd"], "etcd is not one of"),
+        (["--systems", "raw,consul"], "consul is not one of"),
         (["--systems", "raw", "--modes", "fast"], "fast is not one of"),
         (["--systems", "raw", "--sizes", "100,big"], "comma-separated"),
         (["--systems", "raw", "--sizes", "0"], "between 1 and"),
