@@ -27,6 +27,7 @@ import time
 import zlib
 
 from smr.bench import frames
+from smr.bench.external import ExternalCluster
 
 INSTALL_HINT = (
     "make bench-deps  (apt-get install etcd-server etcd-client, and "
@@ -175,8 +176,10 @@ def agreement(states: list[tuple]) -> tuple[bool, str]:
     return agreed, described
 
 
-class Cluster:
+class Cluster(ExternalCluster):
     """Three etcd members on loopback; `leader_endpoint` is where the client sends puts."""
+
+    agreement = staticmethod(agreement)
 
     def __init__(self, work_dir: str, payload_max: int, start_timeout_s: float = 30.0) -> None:
         why = missing()
@@ -225,10 +228,6 @@ class Cluster:
             self.close()
             raise
 
-    @property
-    def pids(self) -> dict[int, int]:
-        return {i + 1: p.pid for i, p in enumerate(self.procs)}
-
     def _wait_healthy(self, timeout_s: float) -> str:
         """Every member answers Status with the same leader, and a put through it is readable
         at every member."""
@@ -252,13 +251,6 @@ class Cluster:
                 last = repr(error)
             time.sleep(0.2)
         raise TimeoutError(f"etcd had no healthy leader within {timeout_s} s ({last[:200]})")
-
-    def _log_tail(self) -> str:
-        tails = []
-        for path in self.log_paths:
-            with contextlib.suppress(OSError), open(path, errors="replace") as f:
-                tails.append(f.read()[-400:])
-        return " | ".join(tails)
 
     def states(self) -> list[tuple[int, int, int, int]]:
         """(revision, HashKV at the common revision, keys, CRC-32 of the key's value) at each
@@ -286,27 +278,9 @@ class Cluster:
             out.append((hashed.header.revision, hashed.hash, count.count, crc))
         return out
 
-    def agree(self, timeout_s: float = 15.0) -> tuple[bool, str]:
-        """Whether the members reach the same state once the load stopped (read again for up
-        to `timeout_s` while they differ: one may still be applying), and what they hold."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            agreed, described = agreement(self.states())
-            if agreed or time.monotonic() > deadline:
-                return agreed, described
-            time.sleep(0.5)
-
     def close(self) -> None:
         for stub in getattr(self, "stubs", []):
             with contextlib.suppress(Exception):
                 stub.close()
-        for proc in self.procs:
-            proc.kill()
-        for proc in self.procs:
-            proc.wait()
+        super().close()
 
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

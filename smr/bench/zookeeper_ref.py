@@ -12,7 +12,6 @@ the three servers); the usual quorum settings of a 3-server zoo.cfg (`tickTime=2
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -21,6 +20,7 @@ import time
 import zlib
 
 from smr.bench import frames
+from smr.bench.external import ExternalCluster
 
 INSTALL_HINT = (
     "make bench-deps  (apt-get install zookeeper, and pip install -e '.[baselines]': "
@@ -138,8 +138,10 @@ def agreement(states: list[tuple]) -> tuple[bool, str]:
     return agreed, described
 
 
-class Cluster:
+class Cluster(ExternalCluster):
     """Three ZooKeeper servers on loopback; `leader_hosts` is the leader's client address."""
+
+    agreement = staticmethod(agreement)
 
     def __init__(self, work_dir: str, payload_max: int, start_timeout_s: float = 60.0) -> None:
         why = missing()
@@ -193,10 +195,6 @@ class Cluster:
             self.close()
             raise
 
-    @property
-    def pids(self) -> dict[int, int]:
-        return {i + 1: p.pid for i, p in enumerate(self.procs)}
-
     def _modes(self) -> list[str]:
         return [srvr_fields(four_letter(p)).get("Mode", "") for p in self.client_ports]
 
@@ -229,13 +227,6 @@ class Cluster:
             time.sleep(0.3)
         raise TimeoutError(f"ZooKeeper had no leader within {timeout_s} s ({last[:200]})")
 
-    def _log_tail(self) -> str:
-        tails = []
-        for path in self.log_paths:
-            with contextlib.suppress(OSError), open(path, errors="replace") as f:
-                tails.append(f.read()[-400:])
-        return " | ".join(tails)
-
     def states(self) -> list[tuple]:
         """(zxid, znode version, data length, data CRC-32) at each server, read from a session
         of its own after a `sync`, once the zxids settle."""
@@ -260,24 +251,4 @@ class Cluster:
             out.append((zxid, stat.version, len(data), zlib.crc32(data)))
         return out
 
-    def agree(self, timeout_s: float = 15.0) -> tuple[bool, str]:
-        """Whether the members reach the same state once the load stopped (read again for up
-        to `timeout_s` while they differ: one may still be applying), and what they hold."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            agreed, described = agreement(self.states())
-            if agreed or time.monotonic() > deadline:
-                return agreed, described
-            time.sleep(0.5)
 
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-        for proc in self.procs:
-            proc.wait()
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
