@@ -12,7 +12,12 @@ order (a query answers before an earlier command is stable).
   with every replica's result (`results`: member -> result bytes of `smr.runtime.hosted`), or
   with the answering member's result alone when `replies` is `REPLIES_ONE` (the guarantee of the
   mode is the same: every member received it, or persisted it).
-- `Query`: a read served locally by this member once it has applied `min_version` (0: now).
+- `Query`: a read of one shard at a `consistency` level. `READ_LINEARIZABLE` (what clients ask
+  by default): the member answers once it has confirmed through the table that it is still in
+  the current view with a majority behind it and has applied everything committed when the read
+  arrived (a read index), and refuses with a retriable error when it cannot. `READ_SEQUENTIAL`:
+  served locally once this member has applied `min_version` (0: now), the client's
+  read-your-writes.
 - `Status`: the member's view, status and shards.
 
 A refused request says what the client should do: `redirect` names members to try instead (this
@@ -46,12 +51,18 @@ class Command(msgspec.Struct, tag="command", frozen=True):
     replies: int = REPLIES_ALL
 
 
+READ_LINEARIZABLE = "linearizable"
+READ_SEQUENTIAL = "sequential"
+READ_CONSISTENCIES = (READ_LINEARIZABLE, READ_SEQUENTIAL)
+
+
 class Query(msgspec.Struct, tag="query", frozen=True):
     id: int
     subgroup: int
     shard: int
     payload: bytes
     min_version: int = 0
+    consistency: str = READ_LINEARIZABLE
 
 
 class Status(msgspec.Struct, tag="status", frozen=True):
