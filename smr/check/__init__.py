@@ -31,6 +31,7 @@ from smr.check.models import (
     RegisterModel,
     model_named,
 )
+from smr.check.search import CheckResult, PartitionResult, check
 
 __all__ = [
     "ANY",
@@ -39,6 +40,7 @@ __all__ = [
     "OK",
     "UNKNOWN",
     "BankModel",
+    "CheckResult",
     "CounterModel",
     "Handle",
     "History",
@@ -47,7 +49,9 @@ __all__ = [
     "Model",
     "ModelError",
     "Operation",
+    "PartitionResult",
     "QueueModel",
     "RegisterModel",
+    "check",
     "model_named",
 ]
