@@ -31,6 +31,7 @@ from smr.check.models import (
     RegisterModel,
     model_named,
 )
+from smr.check.render import render_html
 from smr.check.search import CheckResult, PartitionResult, check
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "RegisterModel",
     "check",
     "model_named",
+    "render_html",
 ]
