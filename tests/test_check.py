@@ -448,7 +448,7 @@ def test_a_real_sequential_execution_is_linearizable_and_a_falsified_read_is_not
     result = check(ops, model)
     assert result.ok, result.summary()
     # the history keeps its verdict through a file
-    assert check(History(ops).loads(History(ops).dumps()), model).ok
+    assert check(History.loads(History(ops).dumps()), model).ok
     final = ops[-1]
     assert final.status == "ok" and final.input == FINAL_READ[model][0]
     never = FINAL_READ[model][1]

@@ -79,7 +79,8 @@ class Model:
     def partition(self, operations: Sequence[Operation]) -> list[tuple[Hashable, list[Operation]]]:
         """Sub-histories that can be checked apart, as `(label, operations)` pairs: the
         connected components of the objects the operations touch (`keys`). The label is the
-        component's key, or a tuple of its keys, or None for the whole history."""
+        component's key, or a tuple of its keys; None for the whole history, and () for the
+        operations that touch no object (each is independent of everything)."""
         parent: dict[Hashable, Hashable] = {}
 
         def root(key: Hashable) -> Hashable:
@@ -101,7 +102,7 @@ class Model:
                 parent[root(key)] = root(keys[0])
         parts: dict[Hashable, list[Operation]] = {}
         members: dict[Hashable, set[Hashable]] = {}
-        loose: list[Operation] = []  # touches no object: a part of its own each
+        loose: list[Operation] = []  # touch no object
         for op, keys in zip(operations, touched, strict=True):
             if not keys:
                 loose.append(op)
@@ -113,7 +114,8 @@ class Model:
         for r, ops in parts.items():
             names = sorted(members[r], key=repr)
             result.append((names[0] if len(names) == 1 else tuple(names), ops))
-        result.extend((None, [op]) for op in loose)
+        if loose:
+            result.append(((), loose))
         return result
 
     def describe(self, state: State) -> str:

@@ -221,7 +221,7 @@ def _label(op: Operation, order: dict[int, int], *, clipped: bool = False) -> st
 
 
 def _table(failure: PartitionResult, by_id: dict[int, Operation]) -> str:
-    where = "the whole history" if failure.key is None else f"key {failure.key!r}"
+    where = failure.where
     rows = [
         f"<h2>The furthest linearization of {html.escape(where)}</h2>",
         "<table><tr><th>#</th><th>op</th><th>process</th><th>operation</th>"

@@ -55,11 +55,16 @@ class PartitionResult:
     states: tuple[str, ...] = ()
     steps: int = 0
 
+    @property
+    def where(self) -> str:
+        """The partition as a report names it: `key 'a'`, `the whole history`, ..."""
+        return _where(self.key)
+
     def describe(self, ops_by_id: dict[int, Operation] | None = None) -> str:
         """A few lines for a report: the partition, the verdict, and for a violation the
         furthest linearization and the operation it could not extend to."""
         by_id = ops_by_id or {op.id: op for op in self.operations}
-        where = "the whole history" if self.key is None else f"key {self.key!r}"
+        where = self.where
         if self.ok:
             return f"{where}: linearizable ({len(self.operations)} operations)"
         if self.ok is None:
@@ -130,6 +135,17 @@ class CheckResult:
         return "\n".join(lines)
 
 
+def _where(key: Hashable) -> str:
+    """A partition's name in a report."""
+    if key is None:
+        return "the whole history"
+    if key == ():
+        return "the operations that touch no key"
+    if isinstance(key, tuple):
+        return f"keys {', '.join(map(repr, key))}"
+    return f"key {key!r}"
+
+
 def check(
     history: History | Iterable[Operation],
     model: Model | str,
@@ -197,14 +213,16 @@ class _Event:
         self.next: _Event | None = None
 
 
-def _event_list(ops: Sequence[Operation]) -> _Event:
-    """The calls and returns of `ops` in time order behind a head sentinel. At equal times calls
-    come first: operations that touch are taken as concurrent, which can only allow more orders,
-    never report a violation that a finer clock would not."""
+def _event_list(ops: Sequence[Operation]) -> tuple[_Event, list[_Event]]:
+    """The calls and returns of `ops` in time order behind a head sentinel, and each operation's
+    call. At equal times calls come first: operations that touch are taken as concurrent, which
+    can only allow more orders, never report a violation that a finer clock would not."""
     keyed = []
+    calls = []
     for i, op in enumerate(ops):
         call, ret = _Event(i, True), _Event(i, False)
         call.match = ret
+        calls.append(call)
         keyed.append(((op.call, 0, i), call))
         keyed.append(((op.end, 1, i), ret))
     keyed.sort(key=lambda pair: pair[0])
@@ -214,17 +232,18 @@ def _event_list(ops: Sequence[Operation]) -> _Event:
         prev.next = event
         event.prev = prev
         prev = event
-    return head
+    return head, calls
 
 
 def _search(
     model: Model, key: Hashable, ops: Sequence[Operation], deadline: float | None
 ) -> PartitionResult:
+    """Search one partition; `ops` are in call order."""
     inputs = [op.input for op in ops]
     outputs = [ANY if op.status != OK else op.output for op in ops]
     required = [op.status == OK for op in ops]
     bits = [1 << i for i in range(len(ops))]
-    head = _event_list(ops)
+    head, calls = _event_list(ops)
     step = model.step
 
     state: Any = model.init()
@@ -239,8 +258,20 @@ def _search(
     # explored, this one need not be. Without it the unknown operations, which never expire,
     # multiply the configurations by two each.
     seen: dict[tuple[int, Any], list[int]] = {}
-    # The placed operations as a chain of frames (call event, state before it, parent frame):
-    # backing up is taking the parent, and keeping the furthest linearization is keeping a frame.
+    # Unknown operations with the same input are interchangeable once called (they return at
+    # infinity, their outputs unseen), so only one per input is tried: the earliest called not
+    # yet placed. The ones placed are then always the first of their input, and the cache sees
+    # one set where there would be one per choice.
+    kinds: dict[Any, int] = {}
+    kind = [_kind(kinds, inputs[i], i) for i in range(len(ops))]
+    members: dict[int, list[int]] = {}
+    for i in range(len(ops)):
+        if not required[i]:
+            members.setdefault(kind[i], []).append(i)
+    kind_placed = dict.fromkeys(members, 0)
+    # The placed operations as a chain of frames (call event, state before it, parent frame,
+    # and for an unknown operation the candidates it was one of and where to go on in them):
+    # backing up is taking the parent, keeping the furthest linearization is keeping a frame.
     top: tuple[Any, ...] | None = None
     depth = 0
     best_depth, best_top = -1, None
@@ -248,78 +279,58 @@ def _search(
     candidates: tuple[int, ...] = ()
     steps = 0
 
-    # Unknown operations with the same input are interchangeable once called (both return at
-    # infinity, their outputs unseen): of those in the list, only the first is tried, so the
-    # ones placed are always the earliest called of their input, and the cache sees one set
-    # where there would be one per choice.
-    kinds: dict[Any, int] = {}
-    kind = [_kind(kinds, inputs[i], i) for i in range(len(ops))]
-    tried: set[int] = set()
-    # Each configuration tries the ok calls before the return first, then the unknown ones:
-    # configurations with fewer unknown operations placed are reached first, and they dominate.
-    trying_unknown = False
+    # A configuration first tries the ok calls before the earliest return, in call order, then
+    # the unknown operations (`unknowns`, from `next_unknown` on), the most recently called
+    # first: configurations with fewer unknown operations placed are reached first, and they
+    # dominate; and when a read shows that one took effect, it is most often the latest.
+    unknowns: list[int] | None = None
+    next_unknown = 0
     event = head.next
     while remaining:
         steps += 1
         if deadline is not None and steps % _DEADLINE_STRIDE == 0 and time.monotonic() > deadline:
             return PartitionResult(key, None, tuple(ops), _chain(best_top, ops), steps=steps)
-        assert event is not None, "an ok operation's return is always ahead of the search"
-        if event.is_call:
-            i = event.index
-            if required[i] == trying_unknown:
+        if unknowns is None:
+            assert event is not None, "an ok operation's return is always ahead of the search"
+            if event.is_call:
+                i = event.index
+                if required[i]:
+                    accepted, after = step(state, inputs[i], outputs[i])
+                    if accepted and _first_visit(seen, placed | bits[i], after, extra):
+                        top = (event, state, top, None, 0)
+                        depth += 1
+                        state, placed = after, placed | bits[i]
+                        remaining -= 1
+                        _lift(event)
+                        event = head.next
+                        continue
                 event = event.next
                 continue
-            if trying_unknown:
-                if kind[i] in tried:
-                    event = event.next
-                    continue
-                tried.add(kind[i])
-            accepted, after = step(state, inputs[i], outputs[i])
-            if accepted:
-                if required[i]:
-                    new_placed, new_extra = placed | bits[i], extra
-                else:
-                    new_placed, new_extra = placed, extra | bits[i]
-                config = (new_placed, after)
-                extras = seen.get(config)
-                if extras is None:
-                    seen[config] = [new_extra]
-                elif any(e | new_extra == new_extra for e in extras):
-                    event = event.next  # dominated (or seen exactly): explored already
-                    continue
-                else:
-                    # the sets it dominates can go: it prunes all that they would
-                    extras[:] = [e for e in extras if e | new_extra != e]
-                    extras.append(new_extra)
-                top = (event, state, top)
-                depth += 1
-                state, placed, extra = after, new_placed, new_extra
-                if required[i]:
-                    remaining -= 1
-                else:
-                    unknown_left -= 1
-                # lift the call and its return out of the list
-                ret = event.match
-                event.prev.next = event.next  # type: ignore[union-attr]
-                event.next.prev = event.prev  # type: ignore[union-attr]
-                ret.prev.next = ret.next  # type: ignore[union-attr]
-                if ret.next is not None:  # type: ignore[union-attr]
-                    ret.next.prev = ret.prev  # type: ignore[union-attr]
-                trying_unknown = False
-                event = head.next
+            if unknown_left:
+                # A return: every ok call before it was tried; now the unknown operations.
+                unknowns = _latest_first(head, event, required, kind, members, kind_placed)
+                next_unknown = 0
                 continue
-            event = event.next
+        elif next_unknown < len(unknowns):
+            i = unknowns[next_unknown]
+            next_unknown += 1
+            accepted, after = step(state, inputs[i], ANY)
+            if accepted and _first_visit(seen, placed, after, extra | bits[i]):
+                top = (calls[i], state, top, unknowns, next_unknown)
+                depth += 1
+                state, extra = after, extra | bits[i]
+                unknown_left -= 1
+                kind_placed[kind[i]] += 1
+                _lift(calls[i])
+                unknowns = None
+                event = head.next
             continue
-        # A return: this operation had to be placed by now, and every call before it was tried.
-        if not trying_unknown and unknown_left:
-            trying_unknown = True
-            tried.clear()
-            event = head.next
-            continue
+        # Nothing more to try here: this configuration leads nowhere; back up.
         if depth > best_depth:
             best_depth, best_top = depth, top
-            blocked = ops[event.index].id
-            candidates = _calls_before(head, event, ops)
+            earliest = _first_return(head)
+            blocked = ops[earliest.index].id
+            candidates = _calls_before(head, earliest, ops)
         if top is None:
             lin = _chain(best_top, ops)
             return PartitionResult(
@@ -332,7 +343,7 @@ def _search(
                 states=_states(model, lin, ops),
                 steps=steps,
             )
-        event, state, top = top
+        event, state, top, unknowns, next_unknown = top
         depth -= 1
         i = event.index
         if required[i]:
@@ -341,40 +352,95 @@ def _search(
         else:
             extra ^= bits[i]
             unknown_left += 1
-        # put the return back, then the call (the reverse of lifting them)
-        ret = event.match
-        ret.prev.next = ret
-        if ret.next is not None:
-            ret.next.prev = ret
-        event.prev.next = event
-        event.next.prev = event
-        # go on with the calls after it, in the phase it was tried in
-        trying_unknown = not required[i]
-        if trying_unknown:
-            tried = {kind[j] for j in _unknown_calls_before(head, event, required)}
+            kind_placed[kind[i]] -= 1
+        _unlift(event)
+        # go on with what this configuration had left to try: the ok calls after this one,
+        # or (`unknowns` restored) the unknown operations after this one
         event = event.next
     return PartitionResult(key, True, tuple(ops), _chain(top, ops), steps=steps)
 
 
+def _first_visit(
+    seen: dict[tuple[int, Any], list[int]], placed: int, state: Any, extra: int
+) -> bool:
+    """Record the configuration; False if it, or one that dominates it, was seen before."""
+    config = (placed, state)
+    extras = seen.get(config)
+    if extras is None:
+        seen[config] = [extra]
+        return True
+    if any(e | extra == extra for e in extras):
+        return False
+    # the sets it dominates can go: it prunes all that they would
+    extras[:] = [e for e in extras if e | extra != e]
+    extras.append(extra)
+    return True
+
+
+def _lift(call: _Event) -> None:
+    """Take a call and its return out of the list."""
+    ret = call.match
+    assert ret is not None and call.prev is not None and call.next is not None
+    call.prev.next = call.next
+    call.next.prev = call.prev
+    assert ret.prev is not None
+    ret.prev.next = ret.next
+    if ret.next is not None:
+        ret.next.prev = ret.prev
+
+
+def _unlift(call: _Event) -> None:
+    """Put back what `_lift` took out: the return, then the call (lifts are undone in reverse)."""
+    ret = call.match
+    assert ret is not None and call.prev is not None and call.next is not None
+    assert ret.prev is not None
+    ret.prev.next = ret
+    if ret.next is not None:
+        ret.next.prev = ret
+    call.prev.next = call
+    call.next.prev = call
+
+
+def _latest_first(
+    head: _Event,
+    stop: _Event,
+    required: list[bool],
+    kind: list[int],
+    members: dict[int, list[int]],
+    kind_placed: dict[int, int],
+) -> list[int]:
+    """The unknown operations to try before the return `stop`: one per input, the earliest
+    called of it not placed, the inputs ordered by their latest call, latest first."""
+    found = []
+    event = head.next
+    while event is not None and event is not stop:
+        if event.is_call and not required[event.index]:
+            found.append(event.index)
+        event = event.next
+    order = []
+    done = set()
+    for i in reversed(found):
+        k = kind[i]
+        if k not in done:
+            done.add(k)
+            order.append(members[k][kind_placed[k]])
+    return order
+
+
+def _first_return(head: _Event) -> _Event:
+    event = head.next
+    while event is not None and event.is_call:
+        event = event.next
+    assert event is not None, "an unplaced ok operation has its return in the list"
+    return event
+
+
 def _kind(kinds: dict[Any, int], input: tuple[Any, ...], index: int) -> int:
-    """A number per distinct input (an unhashable one is its own kind)."""
+    """A number per distinct input (an unhashable one is its own kind, a negative number)."""
     try:
         return kinds.setdefault(input, len(kinds))
     except TypeError:
         return -1 - index
-
-
-def _unknown_calls_before(head: _Event, stop: _Event, required: list[bool]) -> list[int]:
-    """The unknown operations whose calls are in the list before `stop`, `stop` included."""
-    found = []
-    event = head.next
-    while event is not None:
-        if event.is_call and not required[event.index]:
-            found.append(event.index)
-        if event is stop:
-            break
-        event = event.next
-    return found
 
 
 def _chain(top: tuple[Any, ...] | None, ops: Sequence[Operation]) -> tuple[int, ...]:
