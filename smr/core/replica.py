@@ -57,6 +57,7 @@ from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.multicast import (
     Completed,
+    Deliver,
     MulticastConfig,
     PeerMisbehaved,
     ShardStream,
@@ -135,8 +136,7 @@ def _frontier_rises(r: Replica) -> bool:
 def _raise_frontier(r: Replica) -> list[Any]:
     value = r.table.column_min("heartbeat")
     r.table.set("frontier", value)
-    r.push_all(("frontier",))
-    return [FrontierReached(value, r.epoch)]
+    return [*r.pushes(("frontier",)), FrontierReached(value, r.epoch)]
 
 
 # The first protocol on the table: each member raises its own counter; a predicate fires at each
@@ -668,16 +668,20 @@ class Replica:
 
     # -- helpers for protocol modules -----------------------------------------------------------
 
-    def push_all(self, names: Sequence[str]) -> None:
-        for w in self.table.push(names):
-            self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
+    def pushes(self, names: Sequence[str]) -> list[Push]:
+        """The writes that copy these columns of my row to every peer (it changes nothing:
+        a trigger returns them, an input handler hands them to `push_writes`)."""
+        return [Push(self.peers, w.offset, w.data, self.epoch) for w in self.table.push(names)]
 
-    def push_row_all(self) -> None:
+    def row_push(self) -> Push:
         w = self.table.push_row()
-        self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
+        return Push(self.peers, w.offset, w.data, self.epoch)
 
-    def deliver(self, deliveries: list[Delivery]) -> None:
-        self._deliveries.extend(deliveries)
+    def push_writes(self, pushes: Sequence[Push]) -> None:
+        self._writes.extend(pushes)
+
+    def push_all(self, names: Sequence[str]) -> None:
+        self._writes.extend(self.pushes(names))
 
     def next_timestamp(self) -> int:
         """The hybrid logical clock: never behind the local clock, never behind a timestamp seen,
@@ -919,6 +923,22 @@ class Replica:
             self._batch_pending = False
             self._evaluate()
 
+    def _take_effects(self, actions: list[Any]) -> list[Any]:
+        """Carry out the triggers' pushes and deliveries, in the order they fired, before the
+        rest of their actions (and before an install: the old epoch's pushes go out first, the
+        trim's entries are delivered in it); return the rest."""
+        rest: list[Any] = []
+        writes, deliveries = self._writes, self._deliveries
+        for action in actions:
+            kind = type(action)
+            if kind is Push:
+                writes.append(action)
+            elif kind is Deliver:
+                deliveries.extend(action.deliveries)
+            else:
+                rest.append(action)
+        return rest
+
     def _evaluate(self) -> None:
         if self._batch_depth:
             self._batch_pending = True
@@ -933,15 +953,18 @@ class Replica:
             if self.transfer.arrived:
                 self._events.extend(self.transfer.take_state())
             suspected = False
+            actions: list[Any] = []
             try:
-                actions = self._predicates.evaluate(self)
+                self._predicates.evaluate(self, actions)
             except PeerProtocolError as e:
                 # A trigger met a peer's bad input half-way through its work: what it changed
                 # cannot be trusted, so this member stops (and rejoins with state transfer);
                 # decoders that can drop an input whole report it as PeerMisbehaved instead.
+                self._take_effects(actions)
                 self._events.append(PeerMisbehaved(e.peer or 0, self.epoch, str(e)))
                 self.halt(f"member {self.me} halted on a peer's bad input: {e}")
                 return
+            actions = self._take_effects(actions)
             if actions and type(actions[-1]) in FINAL_ACTIONS:
                 # The epoch ends (or the member stops) before what the earlier triggers returned
                 # is taken: their actions follow the install's, as they always have.
