@@ -293,6 +293,9 @@ class ShardStream:
         assert 0 <= seq <= SEQ_MAX, f"sequence {seq} overflows the epoch's 32 bits"
         return self.epoch_bits | seq
 
+    def delivered_count(self) -> int:
+        return self._mine(self.w_delivered)
+
     def stable_count(self) -> int:
         words, rw, w = self.table.words, self.row_words, self.w_seq
         return min(words[r * rw + w] for r in self.member_rows)

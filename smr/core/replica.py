@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from smr.core import multicast, views
+from smr.core import multicast, reads, views
 from smr.core.codec import (
     FRAME,
     FRAME_BLOCK,
@@ -65,6 +65,7 @@ from smr.core.multicast import (
     parse_replies,
 )
 from smr.core.predicates import Kind, Predicate, PredicateSet
+from smr.core.reads import ReadFailed, Reads
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.restart import (
     Recovered,
@@ -103,6 +104,10 @@ class CoreConfig:
     # long at most (a reply frame lost with a connection is not sent again).
     late_reply_timeout_ns: int = 100_000_000
     late_replies_max: int = 1 << 16
+    # A linearizable read not confirmed in this long fails (retriable): the member could not
+    # show that it is in the current view with a majority (smr.core.reads).
+    read_timeout_ns: int = 1_000_000_000
+    reads_max: int = 1 << 16  # reads waiting at one member
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
 
@@ -112,6 +117,7 @@ class CoreConfig:
         assert self.join_retry_ns > 0
         assert self.restart_retry_ns > 0
         assert self.future_epochs_max >= 1
+        assert self.read_timeout_ns > 0 and self.reads_max >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +262,9 @@ class Replica:
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self.transfer = Transfer(self)  # joins and state transfer (smr.core.transfer)
+        self.reads = Reads(  # linearizable reads (smr.core.reads)
+            self, timeout_ns=self.config.read_timeout_ns, reads_max=self.config.reads_max
+        )
         self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
         self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
         self._batch_pending = False
@@ -319,6 +328,7 @@ class Replica:
         columns.extend(views.columns(len(view.members), self.shards, self.config.views))
         for shard in self.shards:
             columns.extend(multicast.columns(shard, self.config.multicast))
+        columns.extend(reads.columns(len(view.members)))  # last: no other column moves
         self.table = Table(Layout(tuple(columns)), view.members, self.me, strict=self.strict)
         self.members = self.table.members
         self.peers = tuple(m for m in self.members if m != self.me)
@@ -340,10 +350,12 @@ class Replica:
                 self.streams[shard.index] = st
                 self._stream_of[(shard.subgroup, shard.shard)] = st
                 predicates.extend(_stream_predicates(st))
+        predicates.extend(self.reads.predicates())
         self._predicates = PredicateSet(
             predicates, rounds_max=self.config.predicate_rounds_max, final=FINAL_ACTIONS
         )
         self.transfer.new_epoch()
+        self.reads.new_epoch()
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -384,6 +396,8 @@ class Replica:
         self.vc.on_tick(now_ns)
         for st in self.streams.values():
             self._events.extend(st.expire(now_ns))
+        if len(self.reads):
+            self._events.extend(self.reads.expire(now_ns))
         if self._late:
             self._expire_late()
         self._evaluate()
@@ -558,6 +572,21 @@ class Replica:
         self._submitted = True
         return ticket
 
+    def read(self, subgroup: int, shard: int) -> int:
+        """A linearizable read of a shard (`smr.core.reads`); returns a ticket answered by a
+        `ReadConfirmed` event (run the query then, after that Ready's deliveries) or a
+        `ReadFailed` one (retriable: nothing was read). Reads made together share one round."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        if self.status != ACTIVE:
+            self._events.append(
+                ReadFailed(ticket, subgroup, shard, f"member {self.me} is {self.status}")
+            )
+            return ticket
+        self._events.extend(self.reads.read(ticket, subgroup, shard))
+        self._submitted = True  # the round starts when the driver next asks for work
+        return ticket
+
     def on_persisted(self, subgroup: int, shard: int, version: int) -> None:
         """The log made every entry of this shard up to `version` durable."""
         if self.status != ACTIVE:
@@ -618,7 +647,8 @@ class Replica:
                 t = d
         for late in self._late.values():
             t = min(t, late.deadline_ns)
-        return t
+        d = self.reads.next_deadline_ns()
+        return t if d is None else min(t, d)
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -712,6 +742,7 @@ class Replica:
         self.status = HALTED
         self.halt_reason = reason
         self._predicates.stop()
+        self._events.extend(self.reads.fail_all(f"member {self.me} halted"))
         self._events.append(Halted(reason))
 
     # -- view installation ----------------------------------------------------------------------
@@ -950,6 +981,8 @@ class Replica:
             self._take_replies()  # before an install can replace the streams that hold them
         while True:
             epoch = self.epoch
+            if len(self.reads):
+                self._writes.extend(self.reads.start())
             if self.transfer.arrived:
                 self._events.extend(self.transfer.take_state())
             suspected = False

@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from smr.core.replica import Replica
 
 
-
 @dataclass(frozen=True, slots=True)
 class ViewConfig:
     suspect_timeout_ns: int = 40_000_000

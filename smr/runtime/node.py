@@ -43,6 +43,7 @@ from typing import Any
 
 from smr.core.errors import UsageError, WindowFullError
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -142,6 +143,7 @@ class Node:
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
         self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
+        self._reads: dict[int, tuple[int, protocol.Query]] = {}  # linearizable: ticket -> query
         self._start_ns = self.now_ns()
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
@@ -272,6 +274,7 @@ class Node:
                 ),
             )
         self._pending.clear()
+        self._fail_reads(f"member {self.me} left the view; read elsewhere", others)
         self.executor.reset()
         self.meta = None
         self.replica = self._make_replica()
@@ -511,6 +514,31 @@ class Node:
             response = protocol.Response(0, False, error=event.reason)
         self._answer(event.ticket, response)
 
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        waiter = self._reads.pop(event.ticket, None)
+        if waiter is None:
+            return
+        conn_id, q = waiter
+        key = (q.subgroup, q.shard)
+        h = self.hosted.get(key) if type(event) is ReadConfirmed else None
+        if h is not None:
+            response = protocol.Response(q.id, True, version=h.version, value=h.query(q.payload))
+        elif type(event) is ReadFailed and event.busy:
+            response = protocol.Response(q.id, False, error=event.reason, retry_ms=BUSY_RETRY_MS)
+        else:
+            # not confirmed here (a view change, a partition, a pause): nothing old is served;
+            # another member of the shard may confirm it
+            reason = event.reason if type(event) is ReadFailed else self._not_here(key)
+            response = protocol.Response(q.id, False, error=reason, redirect=self._hosts_of(key))
+        self.clients.respond(conn_id, response)
+
+    def _fail_reads(self, error: str, redirect: list[int]) -> None:
+        for conn_id, q in self._reads.values():
+            self.clients.respond(
+                conn_id, protocol.Response(q.id, False, error=error, redirect=redirect)
+            )
+        self._reads.clear()
+
     def flush_answers(self) -> None:
         self.clients.flush()
 
@@ -574,8 +602,25 @@ class Node:
                 self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
                 return
             self._pending[ticket] = (conn_id, request.id)
-        else:
+        elif request.consistency == protocol.READ_LINEARIZABLE:
+            try:
+                ticket = replica.read(request.subgroup, request.shard)
+            except UsageError as e:
+                self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
+                return
+            self._reads[ticket] = (conn_id, request)
+        elif request.consistency == protocol.READ_SEQUENTIAL:
             self._query(conn_id, request, self._now_s() + QUERY_WAIT_S)
+        else:
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"unknown read consistency {request.consistency!r} "
+                    f"(known: {', '.join(protocol.READ_CONSISTENCIES)})",
+                ),
+            )
 
     def _query(self, conn_id: int, q: protocol.Query, deadline_s: float) -> None:
         h = self.hosted[(q.subgroup, q.shard)]
@@ -708,6 +753,7 @@ class Node:
                 ),
             )
         self._pending.clear()
+        self._fail_reads(f"member {self.me} is shutting down", others)
         try:
             self.clients.stop()
         finally:
