@@ -356,6 +356,9 @@ class ClientCore:
         self._unsent.add(rid)
         return rid, None
 
+    def is_pending(self, rid: int) -> bool:
+        return rid in self._pending
+
     def rid_of(self, token: Any) -> int | None:
         """The id of the pending request `token` waits for (a scan: for give-ups only)."""
         return next((rid for rid, e in self._pending.items() if e[1] is token), None)
@@ -376,6 +379,8 @@ class ClientCore:
             self._drop(rid)
             how = "refused as busy, or no connection" if unsent else "not yet written"
             error: ClientError = NotAppliedError(f"{why}; it was not sent ({how})")
+            if type(request) is protocol.Command:
+                self.keep_outcome(request.seq, None, error)  # the caller stopped waiting
             return self._finish(rid, request, token, None, error)
         if type(request) is not protocol.Command:
             self._drop(rid)
