@@ -160,7 +160,8 @@ class Client:
             collections.deque()
         )
         self._waiting_handle: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # dials, readers and outcome waits
+        self._tasks: set[asyncio.Task[Any]] = set()  # dials and readers: cancelled by close
+        self._outcome_tasks: set[asyncio.Task[Any]] = set()  # outcome waits: they end by close
 
     async def _start(self) -> None:
         conn = await self._dial(None)
@@ -202,10 +203,11 @@ class Client:
 
     # -- connection -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Any, tasks: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
-        self._tasks.add(task)  # a reference, so that it is not collected while it runs
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks if tasks is None else tasks
+        tasks.add(task)  # a reference, so that it is not collected while it runs
+        task.add_done_callback(tasks.discard)
         return task
 
     async def _dial(self, avoid: int | None) -> _Connection:
@@ -540,7 +542,7 @@ class Client:
                 raise ValueError("a query has no outcome to learn: it changes nothing")
             if not call.done():
                 # its answer is the outcome, unless it is cancelled or times out first
-                return self._spawn(self._outcome_after(call))
+                return self._spawn(self._outcome_after(call), self._outcome_tasks)
             if not call.cancelled() and not call._detached:
                 return _settled(self._loop, call)
             seq = call.seq

@@ -563,6 +563,22 @@ def test_a_sent_command_cancelled_and_then_closed_is_unknown(members):
     run(main())
 
 
+def test_an_outcome_asked_while_waiting_for_room_is_given_when_the_client_closes(members):
+    m = members(1, _silent)
+
+    async def main():
+        client = await smr.aio.connect(_config(m), timeout_s=5, window_max=1)
+        kv = client.subgroup(KVStore)
+        kv.submit("put", "k", b"1")
+        waiting = kv.submit("put", "k", b"2")
+        outcome = client.outcome(waiting)
+        await client.close()
+        assert isinstance(await _failure(outcome), NotAppliedError)
+        assert isinstance(await _failure(waiting), NotAppliedError)
+
+    run(main())
+
+
 def test_outcome_refuses_queries_and_unknown_commands(members):
     m = members(1, _served)
 
