@@ -198,6 +198,18 @@ async def _until(cond, what: str) -> None:
         await asyncio.sleep(0.005)
 
 
+def test_smr_aio_is_reached_from_smr_and_not_imported_by_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, smr; assert 'smr.aio' not in sys.modules; "
+        "print(smr.aio.connect.__module__, smr.aio.NotAppliedError is smr.NotAppliedError)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["smr.aio", "True"]
+
+
 # -- operations -----------------------------------------------------------------------------------
 
 
