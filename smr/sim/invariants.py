@@ -47,8 +47,8 @@ Reads:
 * `reads.linearizable`: a linearizable read confirmed at a member reads a state at a version at
   or above that of every command answered, and every read confirmed, anywhere, in an earlier
   step than the one the read was issued in (the writes are totally ordered, so this is
-  linearizability of the reads). An ordered shard keeps its state in memory only, so after a
-  total failure only what was answered since counts.
+  linearizability of the reads). An ordered shard keeps its state in memory only, so once no
+  live member holds it (a total failure) only what was answered since counts.
 
 State transfer:
 * `transfer.durability`: a member restores a durable shard's state (from a provider, a restart's
@@ -577,12 +577,29 @@ class Reads(Checker):
         # then (steps only grow, so both lists are sorted)
         self.steps: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         self.highest: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        # per shard kept in memory only: how many times every live copy of its state was lost
+        self.lost: dict[tuple[int, int], int] = {}
+        self.held: dict[tuple[int, int], bool] = {}
 
-    @staticmethod
-    def _history(sim: Simulation, node: SimNode, subgroup: int, shard: int) -> tuple[Any, ...]:
+    def _history(self, node: SimNode, subgroup: int, shard: int) -> tuple[Any, ...]:
+        key = (subgroup, shard)
         st = node.replica.stream(subgroup, shard)
-        durable = st is not None and st.mode == "durable"
-        return (subgroup, shard, 0 if durable else sim.stats.get("totals", 0))
+        if st is not None and st.mode == "durable":
+            return (subgroup, shard, 0)
+        self.held.setdefault(key, True)
+        return (subgroup, shard, self.lost.setdefault(key, 0))
+
+    def after_step(self, sim: Simulation, node: SimNode | None) -> None:
+        for key, was in self.held.items():
+            held = False
+            for n in sim.nodes.values():
+                st = n.replica.stream(*key) if n.active else None
+                if st is not None and not st.awaiting_state:
+                    held = True
+                    break
+            if was and not held:
+                self.lost[key] += 1
+            self.held[key] = held
 
     def _answered(self, key: tuple[Any, ...], step: int, version: int) -> None:
         steps, highest = self.steps[key], self.highest[key]
@@ -606,7 +623,7 @@ class Reads(Checker):
         for event in ready.events:
             kind = type(event)
             if kind is Completed:
-                history = self._history(sim, node, event.subgroup, event.shard)
+                history = self._history(node, event.subgroup, event.shard)
                 self._answered(history, sim.steps, event.version)
             elif kind is RestoreState:
                 now[(event.subgroup, event.shard)] = event.version
@@ -617,7 +634,7 @@ class Reads(Checker):
                 issued = node.open_reads.pop((node.incarnation, event.ticket), None)
                 assert issued is not None, f"member {node.id} confirmed a read never issued"
                 version = now.get(key, node.applied.get(key, 0))
-                history = self._history(sim, node, *key)
+                history = self._history(node, *key)
                 required = self._answered_before(history, issued[0])
                 if version < required:
                     raise Violation(
