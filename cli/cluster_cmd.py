@@ -117,8 +117,19 @@ def cluster() -> None:
     help="module:Class of a hosted StateMachine (repeatable).",
 )
 @click.option("--watch/--no-watch", default=False, help="Keep refreshing the status table.")
+@click.option(
+    "--metrics/--no-metrics",
+    default=False,
+    help="Give each member a metrics_port (Prometheus GET /metrics) in a new configuration.",
+)
 def up(
-    nodes: int, transport: str, data_dir: str, mode: str, types: tuple[str, ...], watch: bool
+    nodes: int,
+    transport: str,
+    data_dir: str,
+    mode: str,
+    types: tuple[str, ...],
+    watch: bool,
+    metrics: bool,
 ) -> None:
     """Start a local cluster and wait until it forms."""
     from smr.runtime.cluster import ClusterError, LocalCluster
@@ -145,6 +156,7 @@ def up(
             mode=mode,
             types=types,
             config_path=config_path if os.path.exists(config_path) else None,
+            metrics=metrics,
         )
         cluster.start()
         click.echo(f"started {len(cluster.pids)} members from {cluster.config_path}")
@@ -157,6 +169,13 @@ def up(
         sys.exit(2)
     click.echo(render(status_rows(cluster.config_path)))
     click.echo(f"clients: smr kv --config {cluster.config_path} put KEY VALUE")
+    scrapes = [
+        f"http://{m.host}:{m.metrics_port}/metrics"
+        for m in cluster.config.members.values()
+        if m.metrics_port is not None
+    ]
+    if scrapes:
+        click.echo(f"metrics: {' '.join(scrapes)}")
     if watch:
         watch_status(cluster.config_path, 1.0)
 

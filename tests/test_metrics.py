@@ -292,3 +292,47 @@ def test_every_member_serves_its_metrics(tmp_path):
             client.subgroup(KVStore).put("after", b"1")
         half.close()
         _scrape(host, port)
+
+
+def test_cluster_status_shows_the_headline_metrics():
+    from smr.cli.cluster_cmd import render
+
+    shard = {"type": "KVStore", "shard": 0, "mode": "durable", "version": (2 << 32) | 7}
+    shard["applied"] = 7
+    metrics = {
+        "view_changes": 1,
+        "inbox": 0,
+        "inbox_max": 100_000,
+        "pending": 0,
+        "metrics_port": 7301,
+        "shards": [
+            {
+                "subgroup": 0,
+                "shard": 0,
+                "delivered": (2 << 32) | 7,
+                "persisted": (2 << 32) | 6,
+                "answered": 5,
+                "failed": 0,
+                "commit_p50_ms": 0.41,
+                "commit_p99_ms": 2.5,
+                "fsync_p50_ms": None,
+                "fsync_p99_ms": None,
+            }
+        ],
+    }
+    rows = [
+        {
+            "member": 1,
+            "pid": 10,
+            "status": "active",
+            "epoch": 2,
+            "members": [1, 2],
+            "shards": [shard],
+            "metrics": metrics,
+        },
+        {"member": 2, "status": "down"},
+    ]
+    text = render(rows)
+    assert "commit p50/p99 ms" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("1  0/0"))
+    assert "2:7" in line and "2:6" in line and "0.41/2.50" in line and "-/-" in line
