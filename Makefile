@@ -88,8 +88,8 @@ lint-imports: $(STAMP)
 	@$(call INSTALLED_LAYOUT,build/lint)
 	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --no-logo ../../pyproject.toml
 
-# mypy over the core, the executor, the runtime and the public API ([tool.mypy] in pyproject),
-# on a copy laid out as installed, like lint-imports.
+# mypy over the core, the executor, the runtime, the public API and smr.check ([tool.mypy] in
+# pyproject), on a copy laid out as installed, like lint-imports.
 typecheck: $(STAMP)
 	@$(call INSTALLED_LAYOUT,build/typecheck)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
