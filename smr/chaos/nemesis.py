@@ -9,6 +9,7 @@ when the cluster was whole again, for the report's availability figures.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -98,10 +99,8 @@ class Nemesis:
         problems met (it never raises: it runs in `finally`)."""
         problems = []
         for m in sorted(self._paused):
-            try:
+            with contextlib.suppress(ClusterError):  # it exited while paused: started below
                 self.cluster.signal(m, signal.SIGCONT)
-            except ClusterError:
-                pass  # it exited while paused (killed): started below
         self._paused.clear()
         if self.partitioner is not None:
             problems += self.partitioner.heal()

@@ -19,6 +19,7 @@ put in and sees the verdict fail.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import shutil
@@ -128,7 +129,7 @@ def longest_gaps(history: History, records: list[FaultRecord], end_ns: int) -> d
         stop = records[i + 1].start_ns if i + 1 < len(records) else end_ns
         inside = [t for t in done if r.start_ns <= t <= stop]
         edges = [r.start_ns, *inside, stop]
-        longest = max(b - a for a, b in zip(edges, edges[1:], strict=False)) / 1e9
+        longest = max(b - a for a, b in itertools.pairwise(edges)) / 1e9
         gaps[r.step.kind] = max(gaps.get(r.step.kind, 0.0), longest)
     return gaps
 
@@ -207,12 +208,14 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         end_ns = time.monotonic_ns()
     try:
         if not nemesis.wait_whole(RECOVER_TIMEOUT_S):
-            problems.append(f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s at the end")
+            problems.append(
+                f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s at the end"
+            )
         else:
             keys = key_names(options.keys)
             final_reads(config_path, history, keys)
             states = member_states(config_path, list(config.founders), keys)
-    except Exception as e:  # noqa: BLE001 - a failure of the run, reported in the verdict
+    except Exception as e:
         problems.append(f"the final reads failed: {type(e).__name__}: {e}")
     finally:
         cluster.stop()

@@ -99,10 +99,7 @@ class Workload:
                     written += 1
                 handle = self.history.invoke(process, op, *args)
                 try:
-                    if op == "get":
-                        output = kv.get(key)
-                    else:
-                        output = _one(getattr(kv, op)(*args))
+                    output = kv.get(key) if op == "get" else _one(getattr(kv, op)(*args))
                 except NotAppliedError:
                     handle.fail()
                 except AssertionError as e:
@@ -110,16 +107,13 @@ class Workload:
                     self.divergent.append(str(e))
                 except (OutcomeUnknownError, TimeoutError, ClientError, OSError):
                     handle.unknown()
-                    generation += 1
-                    if op == "get":  # a read that got no answer: it changed nothing
-                        generation -= 1
+                    if op != "get":  # a read that got no answer changed nothing
+                        generation += 1
                 else:
                     handle.ok(output)
                     if op == "get":
                         seen[key] = output
-                    elif op == "put":
-                        seen[key] = value
-                    elif output:
+                    elif op == "put" or output:
                         seen[key] = value
                 self.stop.wait(rng.uniform(0, THINK_S_MAX))
         finally:
