@@ -421,9 +421,14 @@ def write_local(
     timeouts: dict[str, float] | None = None,
     spares: int = 0,
     metrics: bool = False,
+    hosts: list[str] | None = None,
 ) -> str:
     """Write a configuration (and a fresh random secret) for a cluster on this host; return its
-    path. `base_port` 0 picks free ports; `metrics` gives each member a `metrics_port` too."""
+    path. `base_port` 0 picks free ports; `metrics` gives each member a `metrics_port` too.
+    `hosts`: each member's address, in id order (default 127.0.0.1 for all; `smr chaos` puts
+    each on its own loopback address so that a firewall rule can cut one pair)."""
+    if hosts is not None and len(hosts) != nodes + spares:
+        raise ValueError(f"{len(hosts)} hosts for {nodes + spares} members")
     os.makedirs(directory, exist_ok=True)
     secret_path = os.path.join(directory, "secret")
     if not os.path.exists(secret_path):
@@ -454,7 +459,7 @@ def write_local(
         lines += [
             "[[members]]",
             f"id = {i + 1}",
-            'host = "127.0.0.1"',
+            f'host = "{hosts[i] if hosts else "127.0.0.1"}"',
             f"port = {ports[per * i]}",
             f"client_port = {ports[per * i + 1]}",
             *([f"metrics_port = {ports[per * i + 2]}"] if metrics else []),
