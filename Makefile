@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The stages `make test` runs, in order; each is also a target of its own (`make unit`).
 # tools/stages.py runs them, streams their output and ends with the total, `N passed, M failed`.
 # A new stage: a target below, and its name here.
-TEST_STAGES := lint lint-imports typecheck native-check docs unit sim-smoke proofs
+TEST_STAGES := lint lint-imports typecheck native-check docs unit sim-smoke chaos proofs
 
 .PHONY: demo test docs bench-deps $(TEST_STAGES) clean
 
@@ -105,6 +105,17 @@ sim-smoke: $(STAMP)
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,join,delay,total
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-6 --workload bytes --faults delay,partition,crash,restart,join --block-bytes 512
+
+# Real clusters under faults, their clients' histories checked for linearizability (smr chaos,
+# docs/reliability.md): tcp with every fault (partitions need iptables, installed with apt where
+# it is missing; seed 3 draws a partition first), shm with the faults it has (no network to cut).
+# Each run takes at most 60 s.
+chaos: $(STAMP)
+	@command -v iptables >/dev/null 2>&1 || { \
+	    echo "iptables is missing; installing it with apt"; \
+	    apt-get update -qq && apt-get install -y -qq iptables; }
+	$(BIN)/smr chaos --seed 3 --duration-s 30 --transport tcp --faults kill,pause,partition,restart-all --out build/chaos/tcp
+	$(BIN)/smr chaos --seed 1 --duration-s 30 --transport shm --faults kill,pause,restart-all --out build/chaos/shm
 
 # TLC model-checks every spec in proofs/ and must refute every deliberately broken variant.
 proofs: $(STAMP)

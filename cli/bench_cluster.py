@@ -30,8 +30,13 @@ from smr.cli.bench_options import (
     type=click.IntRange(0, 100),
     help="SIGKILL repetitions for the failover figure (0: skip).",
 )
+@click.option(
+    "--reads",
+    is_flag=True,
+    help="Also queries, linearizable (lin-read) and sequential (seq-read), at the smallest size.",
+)
 def bench_cluster(
-    transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, kills
+    transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, kills, reads
 ) -> None:
     """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
     asked, plot = plot, check_plot(plot)
@@ -47,6 +52,7 @@ def bench_cluster(
                 failover_repetitions=kills,
                 window=window,
                 replies=replies,
+                reads=reads,
             )
         except RuntimeError as error:  # a system that is not installed or did not start
             raise click.ClickException(str(error)) from error

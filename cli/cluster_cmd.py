@@ -3,7 +3,9 @@
 `up` writes a configuration (with a fresh secret) into the data directory unless one is there,
 starts the founders as `smr node` processes, waits until they form one view, and shows a status
 table (`--watch` keeps refreshing it until Ctrl-C, which stops watching, not the cluster).
-`status` asks every member; `down` stops the members `up` started (SIGTERM, then SIGKILL).
+`status` asks every member (`--watch` follows it live): views, shards, and the headline metrics
+(delivered and persisted versions, commit and fsync latencies); `down` stops the members `up`
+started (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -33,7 +35,18 @@ def status_rows(config_path: str) -> list[dict]:
     return rows
 
 
+def _version(v: int | None) -> str:
+    return "-" if v is None else f"{v >> 32}:{v & 0xFFFFFFFF}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def render(rows: list[dict]) -> str:
+    """The status table, then (for members that report metrics) one line per member and shard:
+    delivered and persisted versions (epoch:seq), commands answered here, and the commit and
+    fsync latencies at this member (p50/p99, ms, estimated from the histograms)."""
     lines = [f"{'member':>6}  {'pid':>7}  {'status':<8} {'epoch':>5}  {'view':<14} shards"]
     for s in rows:
         shards = ", ".join(
@@ -45,7 +58,36 @@ def render(rows: list[dict]) -> str:
             f"{s['member']:>6}  {s.get('pid', '-'):>7}  {s['status']:<8} {s.get('epoch', '-'):>5}"
             f"  {s.get('members', '-')!s:<14} {shards}"
         )
+    metrics = [(s["member"], s["metrics"]) for s in rows if s.get("metrics")]
+    if metrics:
+        lines.append("")
+        lines.append(
+            f"{'member':>6}  {'shard':<7} {'delivered':>11} {'persisted':>11} {'answered':>9}"
+            f"  {'commit p50/p99 ms':>17}  {'fsync p50/p99 ms':>16}  {'inbox':>6}  views"
+        )
+        for member, m in metrics:
+            for x in m.get("shards", []):
+                commit = f"{_ms(x['commit_p50_ms'])}/{_ms(x['commit_p99_ms'])}"
+                fsync = f"{_ms(x['fsync_p50_ms'])}/{_ms(x['fsync_p99_ms'])}"
+                lines.append(
+                    f"{member:>6}  {str(x['subgroup']) + '/' + str(x['shard']):<7}"
+                    f" {_version(x['delivered']):>11} {_version(x['persisted']):>11}"
+                    f" {x['answered']:>9}  {commit:>17}  {fsync:>16}  {m['inbox']:>6}"
+                    f"  {m['view_changes']}"
+                )
     return "\n".join(lines)
+
+
+def watch_status(config_path: str, interval_s: float) -> None:
+    """Refresh the table until Ctrl-C (which stops watching, not the cluster)."""
+    while True:
+        try:
+            time.sleep(interval_s)
+            rows = status_rows(config_path)
+            click.clear()
+            click.echo(render(rows))
+        except KeyboardInterrupt:
+            break
 
 
 @click.group()
@@ -75,8 +117,19 @@ def cluster() -> None:
     help="module:Class of a hosted StateMachine (repeatable).",
 )
 @click.option("--watch/--no-watch", default=False, help="Keep refreshing the status table.")
+@click.option(
+    "--metrics/--no-metrics",
+    default=False,
+    help="Give each member a metrics_port (Prometheus GET /metrics) in a new configuration.",
+)
 def up(
-    nodes: int, transport: str, data_dir: str, mode: str, types: tuple[str, ...], watch: bool
+    nodes: int,
+    transport: str,
+    data_dir: str,
+    mode: str,
+    types: tuple[str, ...],
+    watch: bool,
+    metrics: bool,
 ) -> None:
     """Start a local cluster and wait until it forms."""
     from smr.runtime.cluster import ClusterError, LocalCluster
@@ -103,6 +156,7 @@ def up(
             mode=mode,
             types=types,
             config_path=config_path if os.path.exists(config_path) else None,
+            metrics=metrics,
         )
         cluster.start()
         click.echo(f"started {len(cluster.pids)} members from {cluster.config_path}")
@@ -115,19 +169,30 @@ def up(
         sys.exit(2)
     click.echo(render(status_rows(cluster.config_path)))
     click.echo(f"clients: smr kv --config {cluster.config_path} put KEY VALUE")
-    while watch:
-        try:
-            time.sleep(1)
-            click.clear()
-            click.echo(render(status_rows(cluster.config_path)))
-        except KeyboardInterrupt:
-            break
+    scrapes = [
+        f"http://{m.host}:{m.metrics_port}/metrics"
+        for m in cluster.config.members.values()
+        if m.metrics_port is not None
+    ]
+    if scrapes:
+        click.echo(f"metrics: {' '.join(scrapes)}")
+    if watch:
+        watch_status(cluster.config_path, 1.0)
 
 
 @cluster.command()
 @click.option("--data-dir", default=DEFAULT_DIR, show_default=True, type=click.Path())
-def status(data_dir: str) -> None:
-    """Show every member's view and shards."""
+@click.option("--watch/--no-watch", default=False, help="Keep refreshing the table (Ctrl-C stops).")
+@click.option(
+    "--interval",
+    "interval_s",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between refreshes with --watch.",
+)
+def status(data_dir: str, watch: bool, interval_s: float) -> None:
+    """Show every member's view and shards, and their headline metrics."""
     config_path = os.path.join(data_dir, "cluster.toml")
     if not os.path.exists(config_path):
         click.echo(f"no cluster in {data_dir} (no cluster.toml)", err=True)
@@ -140,6 +205,8 @@ def status(data_dir: str) -> None:
         click.echo(f"smr cluster status: {e}", err=True)
         sys.exit(2)
     click.echo(render(rows))
+    if watch:
+        watch_status(config_path, interval_s)
 
 
 @cluster.command()

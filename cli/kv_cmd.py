@@ -80,9 +80,16 @@ def put(config_path: str, key: str, value: str) -> None:
 @kv.command()
 @click.pass_obj
 @click.argument("key")
-def get(config_path: str, key: str) -> None:
+@click.option(
+    "--consistency",
+    type=click.Choice(["linearizable", "sequential"]),
+    default="linearizable",
+    show_default=True,
+    help="linearizable: confirmed through the table; sequential: the member's own state.",
+)
+def get(config_path: str, key: str, consistency: str) -> None:
     """Print KEY's value (empty line: no such key)."""
-    _run(config_path, lambda kv: kv.get(key) or b"")
+    _run(config_path, lambda kv: kv.query("get", key, consistency=consistency).result(10.0) or b"")
 
 
 @kv.command()

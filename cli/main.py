@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "node": "smr.cli.node_cmd:node",
     "cluster": "smr.cli.cluster_cmd:cluster",
     "kv": "smr.cli.kv_cmd:kv",
+    "chaos": "smr.cli.chaos_cmd:chaos",
     "check": "smr.cli.check_cmd:check",
 }
 

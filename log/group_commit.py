@@ -46,10 +46,14 @@ class GroupCommitWriter:
         queue_bytes_max: int = 64 << 20,
         batch_records_max: int = 65536,
         clock: Callable[[], float] = time.monotonic,
+        on_fsync: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_fsync(seconds)`, if given, is called on the writer's thread after each fsync
+        with how long it took (by `clock`): the runtime's fsync latency metric."""
         assert queue_records_max > 0 and queue_bytes_max > 0 and batch_records_max > 0
         self.log = log
         self._on_durable = on_durable
+        self._on_fsync = on_fsync
         self._kind, self._interval_s = parse_sync_policy(log.config.sync_policy)
         self.queue_records_max = queue_records_max
         self.queue_bytes_max = queue_bytes_max
@@ -194,8 +198,11 @@ class GroupCommitWriter:
                     and (closing or flush_requested or self._interval_due(written, last_fsync))
                 ):
                     if written > self._durable_version:
+                        started = self._clock()
                         durable = log.sync()
                         last_fsync = self._clock()
+                        if self._on_fsync is not None:
+                            self._on_fsync(last_fsync - started)
                         self._report(durable, fsynced=True, records=len(batch))
                 elif self._kind == "never":
                     self._report(log.flush(), fsynced=False, records=len(batch))

@@ -10,7 +10,8 @@ two kinds `smr.NotAppliedError` and `smr.OutcomeUnknownError`, `smr.CommandError
 the client pulls in the runtime's configuration, the core and the transports' wire format,
 which would add a fifth to the start-up of `smr sim` and `smr --version` (measured with
 `python -X importtime`). Type checkers see them through the `TYPE_CHECKING` import, and
-`dir(smr)` and `smr.__all__` list them.
+`dir(smr)` and `smr.__all__` list them. The asyncio client is the submodule `smr.aio`
+(`smr.aio.connect`), imported on first use of `smr.aio` likewise.
 """
 
 # `typing.TYPE_CHECKING` without importing typing (a few ms on a bare `import smr`): type
@@ -50,6 +51,10 @@ def __getattr__(name: str) -> object:
         value = getattr(smr.client, name)
         globals()[name] = value  # later lookups are plain attribute reads
         return value
+    if name == "aio":
+        import smr.aio
+
+        return smr.aio
     raise AttributeError(f"module 'smr' has no attribute {name!r}")
 
 

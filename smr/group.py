@@ -9,7 +9,7 @@ user-facing shape of the API that the node runtime serves over the network:
     kv = group.subgroup(KVStore)
     handle = kv.put("a", b"1")       # an ordered command: a Handle
     handle.result()                  # {member: result} from every replica of the shard
-    kv.get("a")                      # a query, served by one member
+    kv.get("a")                      # a query: linearizable, confirmed through the table
 
 A command's `Handle` resolves when the shard's mode says it is done: once every member received
 it (`ordered`) or persisted it (`durable`), with every replica's result, like Derecho's reply map.
@@ -36,6 +36,7 @@ from smr.api import OperationError, StateMachine
 from smr.core.errors import UsageError
 from smr.core.layout import SubgroupSpec
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -49,6 +50,7 @@ from smr.core.replica import (
 from smr.core.views import Halted, ViewBlocked, ViewInstalled
 from smr.runtime.executor import Executor
 from smr.runtime.hosted import SNAPSHOT_FORMAT, CommandError, Hosted, decode_result
+from smr.runtime.protocol import READ_CONSISTENCIES, READ_LINEARIZABLE
 
 STEPS_MAX = 1_000_000  # bound on the work one call may drive; a livelock is our bug
 Key = tuple[int, int]
@@ -221,6 +223,16 @@ class _Member:
         else:
             handle.error = event.reason
 
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        read = self.group._reads.get((self.me, event.ticket))
+        if read is None:
+            return
+        if type(event) is ReadFailed:
+            read[1] = event
+            return
+        hosted = self.hosted.get((event.subgroup, event.shard))
+        read[1] = event if hosted is None else hosted.query(read[0])
+
     def flush_answers(self) -> None:
         pass
 
@@ -261,6 +273,8 @@ class LocalGroup:
         self.now_ns = 0
         self._links: dict[tuple[int, int], deque[tuple[Any, ...]]] = {}
         self._handles: dict[tuple[int, int], Handle] = {}
+        # linearizable reads: (member, ticket) -> [payload, result bytes or the event failing it]
+        self._reads: dict[tuple[int, int], list[Any]] = {}
         ids = tuple(range(1, members + 1))
         existing = self._existing_members()
         if existing and existing != set(ids):
@@ -325,13 +339,26 @@ class LocalGroup:
             q = self._links[(a, b)] = deque()
         return q
 
-    def subgroup(self, cls: type[StateMachine], shard: int = 0, member: int = 1) -> Subgroup:
-        """Operations of `cls` in `shard`, submitted at (and queries read at) `member`."""
+    def subgroup(
+        self,
+        cls: type[StateMachine],
+        shard: int = 0,
+        member: int = 1,
+        *,
+        consistency: str = READ_LINEARIZABLE,
+    ) -> Subgroup:
+        """Operations of `cls` in `shard`, submitted at (and queries read at) `member`. Queries
+        are `linearizable` (confirmed through the table, as a remote client's are by default) or
+        `sequential` (read at `member` once every command it took is answered)."""
         if cls not in self.types:
             raise UsageError(f"{cls.__name__} is not hosted by this group ({self.types})")
         if member not in self.members:
             raise UsageError(f"member {member} is not in this group ({sorted(self.members)})")
-        return Subgroup(self, self.types.index(cls), shard, member)
+        if consistency not in READ_CONSISTENCIES:
+            raise ValueError(
+                f"consistency must be one of {', '.join(READ_CONSISTENCIES)}, not {consistency!r}"
+            )
+        return Subgroup(self, self.types.index(cls), shard, member, consistency)
 
     def submit(
         self, member: int, subgroup: int, shard: int, payload: bytes, operation: str | None = None
@@ -341,6 +368,22 @@ class LocalGroup:
         handle = Handle(self, member, ticket, self.types[subgroup], operation)
         self._handles[(member, ticket)] = handle
         return handle
+
+    def read(self, member: int, subgroup: int, shard: int, payload: bytes) -> bytes:
+        """A linearizable read at `member`: confirmed through the table (`smr.core.reads`),
+        then run against its state machine. Raises `UsageError` if it cannot be confirmed."""
+        ticket = self.members[member].replica.read(subgroup, shard)
+        key = (member, ticket)
+        self._reads[key] = read = [payload, None]
+        try:
+            self.run_until(lambda: read[1] is not None)
+        finally:
+            del self._reads[key]
+        result = read[1]
+        if not isinstance(result, bytes):
+            why = result.reason if isinstance(result, ReadFailed) else "the shard left it"
+            raise UsageError(f"member {member} could not read linearizably: {why}")
+        return result
 
     def run_until(self, condition: Callable[[], bool] | None = None) -> None:
         """Deliver everything pending (FIFO per link) until `condition()` holds or all is quiet;
@@ -404,12 +447,20 @@ class LocalGroup:
 class Subgroup:
     """Calls on one shard of a hosted type: commands return a `Handle`, queries a value."""
 
-    def __init__(self, group: LocalGroup, subgroup: int, shard: int, member: int):
+    def __init__(
+        self,
+        group: LocalGroup,
+        subgroup: int,
+        shard: int,
+        member: int,
+        consistency: str = READ_LINEARIZABLE,
+    ):
         self._group = group
         self._cls = group.types[subgroup]
         self._subgroup = subgroup
         self._shard = shard
         self._member = member
+        self._consistency = consistency
 
     def __getattr__(self, name: str) -> Any:
         op = self._cls._by_name.get(name)
@@ -421,8 +472,14 @@ class Subgroup:
                 payload = self._cls.encode_command(name, *args, **kwargs)
                 return self._group.submit(self._member, self._subgroup, self._shard, payload, name)
             payload = self._cls.encode_query(name, *args, **kwargs)
-            self._group.run_until()  # a query sees every answered command of this member
-            hosted = self._group.members[self._member].hosted.get((self._subgroup, self._shard))
+            group = self._group
+            if self._consistency == READ_LINEARIZABLE:
+                if group.members[self._member].replica.stream(self._subgroup, self._shard) is None:
+                    raise OperationError(f"member {self._member} does not host this shard")
+                raw = group.read(self._member, self._subgroup, self._shard, payload)
+                return decode_result(self._cls, raw, name)
+            group.run_until()  # a query sees every answered command of this member
+            hosted = group.members[self._member].hosted.get((self._subgroup, self._shard))
             if hosted is None:
                 raise OperationError(f"member {self._member} does not host this shard")
             return decode_result(self._cls, hosted.query(payload), name)

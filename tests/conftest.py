@@ -11,7 +11,8 @@ from smr.runtime.executor import Executor
 
 
 class Net:
-    """Replicas wired by FIFO links that a test can hold (nothing delivered) and release.
+    """Replicas wired by FIFO links that a test can hold (nothing delivered) and release. A
+    write carries its epoch, as every transport's does.
 
     Durable appends are reported persisted at once unless the member's disk is held.
     """
@@ -69,7 +70,7 @@ class Net:
                         while q:
                             item = q.popleft()
                             if item[0] == "w":
-                                self.r[b].on_write(a, item[1], item[2])
+                                self.r[b].on_write(a, item[1], item[2], item[3])
                             else:
                                 self.r[b].on_data(a, item[1])
                     continue
@@ -77,13 +78,13 @@ class Net:
                 while q:
                     item = q.popleft()
                     if item[0] == "w" and self.batch_writes:
-                        batch.append((a, self.r[b].epoch, item[1], item[2]))
+                        batch.append((a, item[3], item[1], item[2]))
                         continue
                     if batch:
                         self.r[b].on_writes(batch)
                         batch = []
                     if item[0] == "w":
-                        self.r[b].on_write(a, item[1], item[2])
+                        self.r[b].on_write(a, item[1], item[2], item[3])
                     else:
                         self.r[b].on_data(a, item[1])
                 if batch:
@@ -102,6 +103,7 @@ class _NetMember:
         self.net = net
         self.m = m
         self.versions: dict[tuple[int, int], int] = {}
+        self.reads: dict[int, tuple[object, int]] = {}  # ticket -> (event, version read at)
 
     def prepare_view(self, event) -> None:
         pass
@@ -120,7 +122,9 @@ class _NetMember:
 
     def push(self, push) -> None:
         for t in push.targets:
-            self.net.links.setdefault((self.m, t), deque()).append(("w", push.offset, push.data))
+            self.net.links.setdefault((self.m, t), deque()).append(
+                ("w", push.offset, push.data, push.epoch)
+            )
 
     def send(self, send) -> None:
         self.net.links.setdefault((self.m, send.target), deque()).append(("d", send.payload))
@@ -144,6 +148,9 @@ class _NetMember:
 
     def answer(self, event, results) -> None:
         pass
+
+    def answer_read(self, event) -> None:
+        self.reads[event.ticket] = (event, self.versions.get((event.subgroup, event.shard), 0))
 
     def flush_answers(self) -> None:
         pass

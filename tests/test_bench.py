@@ -376,3 +376,12 @@ def test_cpu_per_command_is_read_and_printed_per_process():
     assert run.format_cpu(results) == (
         "smr ordered 100 B: CPU us per command: replica 1 8.2, replica 2 15.0, client 11.5"
     )
+
+
+@pytest.mark.cluster
+def test_smr_reads_are_measured_at_both_consistency_levels():
+    results, _ = run.run_smr(["ordered"], [100], "tcp", 0.3, 0.1, window=64, reads=True)
+    for level in ("lin-read", "seq-read"):
+        figures = results[level]["100"]
+        assert figures["ops_per_s"] > 0 and figures["w1_p50_ms"] > 0, (level, figures)
+    assert run.format_table({"smr": results}).count("-read") == 2

@@ -17,9 +17,7 @@ def _put(members: SimMembers, member: int, client: int, seq: int, key: str, valu
     payload = KVStore.encode_command("put", key, value)
     conn = members.request(
         member,
-        lambda rid: protocol.Command(
-            rid, 0, 0, client, seq, payload, protocol.REPLIES_ALL
-        ),
+        lambda rid: protocol.Command(rid, 0, 0, client, seq, payload, protocol.REPLIES_ALL),
     )
     members.run_until(lambda: members.answer(member, conn) is not None)
     return members.answer(member, conn)
@@ -68,3 +66,32 @@ def test_a_simulated_run_is_determined_by_its_seed(tmp_path):
     seen.append(run(11))
     assert seen[0] == seen[1]
     assert run(12) != seen[0]
+
+
+def _read(members: SimMembers, member: int, key: str, consistency: str) -> protocol.Response:
+    payload = KVStore.encode_query("get", key)
+    conn = members.request(
+        member, lambda rid: protocol.Query(rid, 0, 0, payload, consistency=consistency)
+    )
+    members.run_until(lambda: members.answer(member, conn) is not None)
+    return members.answer(member, conn)
+
+
+def test_a_node_confirms_linearizable_reads_and_refuses_them_when_cut_off(tmp_path):
+    members = _cluster(tmp_path, seed=5)
+    assert _put(members, 1, client=3, seq=1, key="k", value=b"v1").ok
+    for consistency in (protocol.READ_LINEARIZABLE, protocol.READ_SEQUENTIAL):
+        answer = _read(members, 3, "k", consistency)
+        assert answer.ok and decode_result(KVStore, answer.value, "get") == b"v1"
+    unknown = _read(members, 3, "k", "eventual")
+    assert not unknown.ok and "unknown read consistency" in unknown.error
+    # cut member 3 off: it cannot confirm it is still in the view, so it serves nothing old
+    for other in (1, 2):
+        members.world.set_link(3, other, False)
+    refused = _read(members, 3, "k", protocol.READ_LINEARIZABLE)
+    assert not refused.ok and refused.redirect
+    assert "could not confirm" in refused.error or "halted" in refused.error
+    # ... while the majority side goes on and reads what it wrote
+    assert _put(members, 1, client=3, seq=2, key="k", value=b"v2").ok
+    answer = _read(members, 2, "k", protocol.READ_LINEARIZABLE)
+    assert answer.ok and decode_result(KVStore, answer.value, "get") == b"v2"

@@ -65,3 +65,49 @@ def test_duplicate_names_are_rejected():
     p = Predicate("x", Kind.RECURRENT, lambda b: False, lambda b: None)
     with pytest.raises(AssertionError):
         PredicateSet([p, p])
+
+
+def test_a_trigger_that_raises_leaves_the_actions_of_those_before_it():
+    def boom(_):
+        raise ValueError("half-way")
+
+    ps = PredicateSet(
+        [
+            Predicate("first", Kind.ONE_TIME, lambda c: True, lambda c: ["a"]),
+            Predicate("second", Kind.ONE_TIME, lambda c: True, boom),
+        ]
+    )
+    actions: list = []
+    with pytest.raises(ValueError):
+        ps.evaluate(None, actions)
+    assert actions == ["a"]
+
+
+def test_the_replicas_triggers_return_their_effects_and_write_nothing_themselves(monkeypatch):
+    """Pushes, deliveries and installs come back from the triggers as values: while the replica's
+    predicates evaluate, nothing lands in its outputs (view changes, joins and the ragged trim
+    included, with every workload kind of shard)."""
+    from smr.core.replica import Replica
+    from smr.sim import SimConfig, run_seed
+
+    evaluate = PredicateSet.evaluate
+    calls = {"n": 0, "actions": 0}
+
+    def checked(self, ctx, actions=None):
+        if not isinstance(ctx, Replica):
+            return evaluate(self, ctx, actions)
+        before = (len(ctx._writes), len(ctx._deliveries), ctx.epoch)
+        out = evaluate(self, ctx, actions)
+        assert (len(ctx._writes), len(ctx._deliveries), ctx.epoch) == before
+        calls["n"] += 1
+        calls["actions"] += len(out)
+        return out
+
+    monkeypatch.setattr(PredicateSet, "evaluate", checked)
+    faults = frozenset({"crash", "restart", "partition", "join", "delay"})
+    changes = 0
+    for workload, seed in (("kv", 3), ("bank", 5), ("bytes", 2)):
+        result = run_seed(SimConfig(nodes=4, seed=seed, faults=faults, workload=workload))
+        assert result.ok, (workload, seed, result.violation)
+        changes += result.stats["crashes"] + result.stats["joins"]
+    assert changes > 0 and calls["n"] > 1000 and calls["actions"] > 1000

@@ -5,6 +5,9 @@ import pytest
 from smr.sim import SimConfig, run_seed
 
 CASES = [
+    # a joiner confirmed a linearizable read before its state transfer arrived (its deliveries
+    # of the new epoch counted from 0) and read the empty state (reads.linearizable)
+    (5, 21, "kv", "crash,restart,partition,join,delay"),
     # an isolated member's first suspicion, pushed as the partition healed, made the majority
     # suspect a healthy member and the whole group halted (suspicions now need credibility)
     (3, 62, "frontier", "delay,partition"),

@@ -17,9 +17,11 @@ PROPOSALS = ("prop", "acked", "decided")
 FAULTS = frozenset({"crash", "restart", "partition", "delay"})
 RUNS = [(3, "kv", s) for s in (1, 2, 3)] + [(5, "bank", s) for s in (1, 2)] + [(3, "bytes", 4)]
 TOTAL = FAULTS | {"total"}
-# (3, "bank", 2) had no total failure once restarted members find a running group from their
-# disks (the schedule changed); seed 3 has two
-TOTAL_RUNS = [(3, "bank", 1), (3, "bank", 3), (5, "kv", 2), (5, "kv", 3)]
+# Seeds whose schedules hold the steps each test needs; the schedules changed when restarted
+# members began finding running groups from their disks, and again when the workloads began
+# to read (bank seed 3 then had no total failure, and bank seed 1's first boot with a log joined
+# a running group, which is not modelled)
+TOTAL_RUNS = [(3, "bank", 1), (3, "bank", 4), (5, "kv", 2), (5, "kv", 3)]
 
 
 def trace(nodes: int, workload: str, seed: int, faults: frozenset[str] = FAULTS) -> list[dict]:
@@ -115,7 +117,7 @@ def test_delivery_past_the_trim_rejected(kv3: list[dict]) -> None:
 
 
 def test_install_before_persistence_rejected() -> None:
-    events = trace(5, "bank", 1)
+    events = trace(5, "bank", 2)
     durable = {
         (e["e"], s["g"])
         for e in events
@@ -198,7 +200,7 @@ def test_malformed_trace_is_a_clear_error() -> None:
 
 @pytest.fixture(scope="module")
 def bank3_total() -> list[dict]:
-    return trace(3, "bank", 1, TOTAL)
+    return trace(3, "bank", 2, TOTAL)
 
 
 @pytest.mark.parametrize(("nodes", "workload", "seed"), TOTAL_RUNS)

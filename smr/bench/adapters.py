@@ -14,14 +14,18 @@ from smr.bench import frames
 Submitter = tuple[Callable[[bytes], Any], Callable[[], None]]
 
 
-def smr_submitter(config_path: str, replies: str = "all") -> Submitter:
+def smr_submitter(config_path: str, replies: str = "all", reads: str = "") -> Submitter:
     """Append to shard 0 of the cluster's BlobLog through the smr client:
-    `smr.connect(config).subgroup(BlobLog, replies=replies).submit("append", data)`."""
+    `smr.connect(config).subgroup(BlobLog, replies=replies).submit("append", data)`; with
+    `reads` ("linearizable" or "sequential"), query its stats at that level instead (the payload
+    is not sent)."""
     import smr
     from smr.statemachines import BlobLog
 
     client = smr.connect(config_path)
     log = client.subgroup(BlobLog, replies=replies)
+    if reads:
+        return (lambda payload: log.query("stats", consistency=reads)), client.close
     return (lambda payload: log.submit("append", payload)), client.close
 
 
@@ -36,7 +40,9 @@ def open_submitter(target: dict) -> Submitter:
     "port": ...}, {"system": "etcd", "endpoint": ...} or {"system": "zookeeper", "hosts": ...}."""
     system = target.get("system")
     if system == "smr":
-        return smr_submitter(target["config_path"], target.get("replies", "all"))
+        return smr_submitter(
+            target["config_path"], target.get("replies", "all"), target.get("reads", "")
+        )
     if system in ("pysyncobj", "raw"):
         return frame_submitter(int(target["port"]))
     if system == "etcd":

@@ -283,4 +283,3 @@ class Cluster(ExternalCluster):
             with contextlib.suppress(Exception):
                 stub.close()
         super().close()
-

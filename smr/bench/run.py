@@ -311,8 +311,11 @@ def run_smr(
     failover_repetitions: int = 0,
     window: int = window_max,
     replies: str = "all",
+    reads: bool = False,
 ) -> tuple[dict, dict | None]:
-    """Figures per mode, and failover figures from the first mode if asked for."""
+    """Figures per mode, and failover figures from the first mode if asked for. With `reads`,
+    also queries at each consistency level (as modes "lin-read" and "seq-read", measured in
+    the first mode's cluster after its commands, at the smallest payload's row)."""
     results, failover = {}, None
     for mode in modes:
         _note(f"smr {mode}: starting 3 members")
@@ -330,6 +333,14 @@ def run_smr(
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
             for figures in results[mode].values():
                 figures["replies"] = replies
+            if reads and "lin-read" not in results:
+                for level, name in (("linearizable", "lin-read"), ("sequential", "seq-read")):
+                    _note(f"smr {name}: queries in the {mode} cluster")
+                    reader = {**target, "reads": level}
+                    results[name] = _workloads(
+                        reader, [min(sizes)], duration_s, warmup_s, window, pids
+                    )
+                    _add_w1(results[name], reader, [min(sizes)], duration_s, warmup_s)
             if failover_repetitions and failover is None:
                 failover = smr_failover(cluster, failover_repetitions)
     return results, failover
@@ -435,6 +446,7 @@ def compare(
     failover_repetitions: int = 0,
     window: int = window_max,
     replies: str = "all",
+    reads: bool = False,
 ) -> tuple[dict, dict | None]:
     """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover.
     `replies`: smr commands answered with every replica's result ("all") or the answering
@@ -470,6 +482,7 @@ def compare(
                 failover_repetitions,
                 window,
                 replies,
+                reads,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)

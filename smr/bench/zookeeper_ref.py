@@ -250,5 +250,3 @@ class Cluster(ExternalCluster):
                 client.close()
             out.append((zxid, stat.version, len(data), zlib.crc32(data)))
         return out
-
-

@@ -90,9 +90,7 @@ class WordReader:
 
     __slots__ = ("i", "what", "words")
 
-    def __init__(
-        self, data: bytes, what: str, *, words_max: int = WORDS_MAX, padded: bool = False
-    ):
+    def __init__(self, data: bytes, what: str, *, words_max: int = WORDS_MAX, padded: bool = False):
         if padded:
             data = data[: len(data) - len(data) % WORD_BYTES]
         elif len(data) % WORD_BYTES:

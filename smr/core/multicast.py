@@ -119,6 +119,14 @@ class MulticastConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Deliver:
+    """A trigger's effect: these entries join the Ready's deliveries, after those of the
+    triggers that fired before it (one per batch: it is on the hot path)."""
+
+    deliveries: list[Delivery]
+
+
+@dataclass(frozen=True, slots=True)
 class Completed:
     """Event: a submission is answered. `results` maps member -> result bytes when replies were
     asked for (every shard member's, like Derecho's reply map), else None."""
@@ -285,6 +293,9 @@ class ShardStream:
         assert 0 <= seq <= SEQ_MAX, f"sequence {seq} overflows the epoch's 32 bits"
         return self.epoch_bits | seq
 
+    def delivered_count(self) -> int:
+        return self._mine(self.w_delivered)
+
     def stable_count(self) -> int:
         words, rw, w = self.table.words, self.row_words, self.w_seq
         return min(words[r * rw + w] for r in self.member_rows)
@@ -349,6 +360,7 @@ class ShardStream:
         end = self._window_end()
         first = sent
         sends: list[Any] = []
+        own: list[Delivery] = []  # raw mode: delivered on receipt, and the sender has it already
         replica = self.replica
         rank = self.my_rank
         n = self.n_senders
@@ -365,17 +377,18 @@ class ShardStream:
                     self.large_outbox[sent] = w.payload
                     self._write_slot(sent, ts, len(w.payload), KIND_LARGE | flags, b"")
                 seq = sent * n + rank
-                if self.mode == "raw":  # delivered on receipt, and the sender has it already
-                    own = Delivery(
-                        self.subgroup,
-                        self.shard_index,
-                        self.version_of(seq),
-                        ts,
-                        replica.me,
-                        w.payload,
-                        w.reply,
+                if self.mode == "raw":
+                    own.append(
+                        Delivery(
+                            self.subgroup,
+                            self.shard_index,
+                            self.version_of(seq),
+                            ts,
+                            replica.me,
+                            w.payload,
+                            w.reply,
+                        )
                     )
-                    replica.deliver([own])
                     self._set_mine(self.w_delivered, self._mine(self.w_delivered) + 1)
                 else:
                     self.pending[rank].append((sent, 1, KIND_DATA, ts, w.payload, w.reply))
@@ -391,6 +404,8 @@ class ShardStream:
             if self.mode != "raw":
                 self.pending[rank].append((sent, nulls, KIND_NULLS, 0, None, False))
             sent += nulls
+        if own:
+            sends.append(Deliver(own))
         if sent == first:
             return sends
         self._set_mine(self.w_sent, sent)
@@ -465,8 +480,8 @@ class ShardStream:
         self._update_seq()
         self._prune_transfers()
         if out:
-            self.replica.deliver(out)
             self._set_mine(self.w_delivered, self._mine(self.w_delivered) + len(out))
+            bad.append(Deliver(out))
         return bad
 
     def _take_slots(
@@ -732,9 +747,7 @@ class ShardStream:
             seq += 1
         assert seq <= SEQ_MAX
         self._set_mine(self.w_delivered, stable)
-        if out:
-            self.replica.deliver(out)
-        actions: list[Any] = []
+        actions: list[Any] = [Deliver(out)] if out else []
         if self.mode == "durable":
             last = out[-1].version if out else -1
             self.persist_batches.append((last, stable))

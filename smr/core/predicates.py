@@ -11,7 +11,9 @@ Kinds:
   falsifies the condition (delivering the stable messages makes "something is stable" false).
 * TRANSITION: fires on a false-to-true edge of its condition, once per edge.
 
-Triggers return actions (or None); they never perform I/O. Because the columns they read are
+Triggers return actions (or None): their effects (the columns to push, the entries to deliver,
+the next view to install) as values, for the caller to carry out; they never perform I/O and
+never call back into what evaluates them. Because the columns they read are
 monotone, a condition over peers' rows that became true stays true (knowledge only grows); this is
 what makes the fixed point well defined.
 """
@@ -83,9 +85,12 @@ class PredicateSet(Generic[Ctx]):
         gone (the epoch ended, or the member halted)."""
         self.stopped = True
 
-    def evaluate(self, ctx: Ctx) -> list[Any]:
-        """Run rounds until none fires; return the actions the triggers produced, in order."""
-        actions: list[Any] = []
+    def evaluate(self, ctx: Ctx, actions: list[Any] | None = None) -> list[Any]:
+        """Run rounds until none fires; return the actions the triggers produced, in order,
+        appended to `actions` when given (so that a caller still has those of the triggers that
+        fired before one raised)."""
+        if actions is None:
+            actions = []
         if self.stopped:
             return actions
         retired, last, fired_count = self._retired, self._last, self.fired_count

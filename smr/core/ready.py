@@ -37,11 +37,14 @@ etcd raft style (what must happen BEFORE what, what is free):
     `Replica.send_state` with the version the machine is at; a non-zero `version` is the one the
     core expects (a restart's cut, a joiner's offer), and a machine anywhere else is a bug.
   - `RestoreState`: replace the shard's state machine before any later delivery of it.
+  - `ReadConfirmed`: run the read now, against the state machine as this Ready's deliveries
+    left it, and answer it; `ReadFailed`: answer that it could not be confirmed (retriable).
   - `Completed`, `SubmitFailed`: answer the submitter. Rule A (the one exception to "persist,
-    push, apply, tell"): a Ready holding a `Completed` applies its deliveries and answers its
-    clients before it pushes its writes: the answers depend on the table as it is, not on these
-    pushes, and a push's doorbell wakes the peers (a context switch) before the client would
-    hear. `persist` still comes first, so nothing durable-before-visible is at stake.
+    push, apply, tell"): a Ready holding a `Completed` or a `ReadConfirmed` applies its
+    deliveries and answers its clients before it pushes its writes: the answers depend on the
+    table as it is, not on these pushes, and a push's doorbell wakes the peers (a context
+    switch) before the client would hear. `persist` still comes first, so nothing
+    durable-before-visible is at stake.
   - `Halted`, `ViewBlocked`, `FrontierReached`, `PeerMisbehaved` (a peer's input was dropped
     and the peer suspected): for the application and its logs only.
 
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:  # the event types live with the protocols that emit them
     from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+    from smr.core.reads import ReadConfirmed, ReadFailed
     from smr.core.replica import FrontierReached
     from smr.core.transfer import RestoreState, StateTransfer
     from smr.core.views import Halted, ViewBlocked, ViewInstalled
@@ -63,6 +67,8 @@ if TYPE_CHECKING:  # the event types live with the protocols that emit them
     Event: TypeAlias = (
         Completed
         | SubmitFailed
+        | ReadConfirmed
+        | ReadFailed
         | StateTransfer
         | RestoreState
         | ViewInstalled
@@ -166,4 +172,3 @@ class Ready:
 
 
 EMPTY = Ready()
-

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from smr.core import multicast, views
+from smr.core import multicast, reads, views
 from smr.core.codec import (
     FRAME,
     FRAME_BLOCK,
@@ -57,6 +57,7 @@ from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.multicast import (
     Completed,
+    Deliver,
     MulticastConfig,
     PeerMisbehaved,
     ShardStream,
@@ -64,6 +65,7 @@ from smr.core.multicast import (
     parse_replies,
 )
 from smr.core.predicates import Kind, Predicate, PredicateSet
+from smr.core.reads import ReadFailed, Reads
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.restart import (
     Recovered,
@@ -102,6 +104,10 @@ class CoreConfig:
     # long at most (a reply frame lost with a connection is not sent again).
     late_reply_timeout_ns: int = 100_000_000
     late_replies_max: int = 1 << 16
+    # A linearizable read not confirmed in this long fails (retriable): the member could not
+    # show that it is in the current view with a majority (smr.core.reads).
+    read_timeout_ns: int = 1_000_000_000
+    reads_max: int = 1 << 16  # reads waiting at one member
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
 
@@ -111,6 +117,7 @@ class CoreConfig:
         assert self.join_retry_ns > 0
         assert self.restart_retry_ns > 0
         assert self.future_epochs_max >= 1
+        assert self.read_timeout_ns > 0 and self.reads_max >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +142,7 @@ def _frontier_rises(r: Replica) -> bool:
 def _raise_frontier(r: Replica) -> list[Any]:
     value = r.table.column_min("heartbeat")
     r.table.set("frontier", value)
-    r.push_all(("frontier",))
-    return [FrontierReached(value, r.epoch)]
+    return [*r.pushes(("frontier",)), FrontierReached(value, r.epoch)]
 
 
 # The first protocol on the table: each member raises its own counter; a predicate fires at each
@@ -256,6 +262,9 @@ class Replica:
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
         self.transfer = Transfer(self)  # joins and state transfer (smr.core.transfer)
+        self.reads = Reads(  # linearizable reads (smr.core.reads)
+            self, timeout_ns=self.config.read_timeout_ns, reads_max=self.config.reads_max
+        )
         self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
         self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
         self._batch_pending = False
@@ -319,6 +328,7 @@ class Replica:
         columns.extend(views.columns(len(view.members), self.shards, self.config.views))
         for shard in self.shards:
             columns.extend(multicast.columns(shard, self.config.multicast))
+        columns.extend(reads.columns(len(view.members)))  # last: no other column moves
         self.table = Table(Layout(tuple(columns)), view.members, self.me, strict=self.strict)
         self.members = self.table.members
         self.peers = tuple(m for m in self.members if m != self.me)
@@ -340,10 +350,12 @@ class Replica:
                 self.streams[shard.index] = st
                 self._stream_of[(shard.subgroup, shard.shard)] = st
                 predicates.extend(_stream_predicates(st))
+        predicates.extend(self.reads.predicates())
         self._predicates = PredicateSet(
             predicates, rounds_max=self.config.predicate_rounds_max, final=FINAL_ACTIONS
         )
         self.transfer.new_epoch()
+        self.reads.new_epoch()
         future = self._future.pop(view.epoch, None)
         if future is not None:
             future.apply(self.table)
@@ -384,6 +396,8 @@ class Replica:
         self.vc.on_tick(now_ns)
         for st in self.streams.values():
             self._events.extend(st.expire(now_ns))
+        if len(self.reads):
+            self._events.extend(self.reads.expire(now_ns))
         if self._late:
             self._expire_late()
         self._evaluate()
@@ -558,6 +572,21 @@ class Replica:
         self._submitted = True
         return ticket
 
+    def read(self, subgroup: int, shard: int) -> int:
+        """A linearizable read of a shard (`smr.core.reads`); returns a ticket answered by a
+        `ReadConfirmed` event (run the query then, after that Ready's deliveries) or a
+        `ReadFailed` one (retriable: nothing was read). Reads made together share one round."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        if self.status != ACTIVE:
+            self._events.append(
+                ReadFailed(ticket, subgroup, shard, f"member {self.me} is {self.status}")
+            )
+            return ticket
+        self._events.extend(self.reads.read(ticket, subgroup, shard))
+        self._submitted = True  # the round starts when the driver next asks for work
+        return ticket
+
     def on_persisted(self, subgroup: int, shard: int, version: int) -> None:
         """The log made every entry of this shard up to `version` durable."""
         if self.status != ACTIVE:
@@ -618,7 +647,8 @@ class Replica:
                 t = d
         for late in self._late.values():
             t = min(t, late.deadline_ns)
-        return t
+        d = self.reads.next_deadline_ns()
+        return t if d is None else min(t, d)
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -668,16 +698,20 @@ class Replica:
 
     # -- helpers for protocol modules -----------------------------------------------------------
 
-    def push_all(self, names: Sequence[str]) -> None:
-        for w in self.table.push(names):
-            self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
+    def pushes(self, names: Sequence[str]) -> list[Push]:
+        """The writes that copy these columns of my row to every peer (it changes nothing:
+        a trigger returns them, an input handler hands them to `push_writes`)."""
+        return [Push(self.peers, w.offset, w.data, self.epoch) for w in self.table.push(names)]
 
-    def push_row_all(self) -> None:
+    def row_push(self) -> Push:
         w = self.table.push_row()
-        self._writes.append(Push(self.peers, w.offset, w.data, self.epoch))
+        return Push(self.peers, w.offset, w.data, self.epoch)
 
-    def deliver(self, deliveries: list[Delivery]) -> None:
-        self._deliveries.extend(deliveries)
+    def push_writes(self, pushes: Sequence[Push]) -> None:
+        self._writes.extend(pushes)
+
+    def push_all(self, names: Sequence[str]) -> None:
+        self._writes.extend(self.pushes(names))
 
     def next_timestamp(self) -> int:
         """The hybrid logical clock: never behind the local clock, never behind a timestamp seen,
@@ -708,6 +742,7 @@ class Replica:
         self.status = HALTED
         self.halt_reason = reason
         self._predicates.stop()
+        self._events.extend(self.reads.fail_all(f"member {self.me} halted"))
         self._events.append(Halted(reason))
 
     # -- view installation ----------------------------------------------------------------------
@@ -919,6 +954,22 @@ class Replica:
             self._batch_pending = False
             self._evaluate()
 
+    def _take_effects(self, actions: list[Any]) -> list[Any]:
+        """Carry out the triggers' pushes and deliveries, in the order they fired, before the
+        rest of their actions (and before an install: the old epoch's pushes go out first, the
+        trim's entries are delivered in it); return the rest."""
+        rest: list[Any] = []
+        writes, deliveries = self._writes, self._deliveries
+        for action in actions:
+            kind = type(action)
+            if kind is Push:
+                writes.append(action)
+            elif kind is Deliver:
+                deliveries.extend(action.deliveries)
+            else:
+                rest.append(action)
+        return rest
+
     def _evaluate(self) -> None:
         if self._batch_depth:
             self._batch_pending = True
@@ -930,18 +981,23 @@ class Replica:
             self._take_replies()  # before an install can replace the streams that hold them
         while True:
             epoch = self.epoch
+            if len(self.reads):
+                self._writes.extend(self.reads.start())
             if self.transfer.arrived:
                 self._events.extend(self.transfer.take_state())
             suspected = False
+            actions: list[Any] = []
             try:
-                actions = self._predicates.evaluate(self)
+                self._predicates.evaluate(self, actions)
             except PeerProtocolError as e:
                 # A trigger met a peer's bad input half-way through its work: what it changed
                 # cannot be trusted, so this member stops (and rejoins with state transfer);
                 # decoders that can drop an input whole report it as PeerMisbehaved instead.
+                self._take_effects(actions)
                 self._events.append(PeerMisbehaved(e.peer or 0, self.epoch, str(e)))
                 self.halt(f"member {self.me} halted on a peer's bad input: {e}")
                 return
+            actions = self._take_effects(actions)
             if actions and type(actions[-1]) in FINAL_ACTIONS:
                 # The epoch ends (or the member stops) before what the earlier triggers returned
                 # is taken: their actions follow the install's, as they always have.

@@ -57,12 +57,11 @@ from smr.core.codec import WORD, WordReader, pack_words
 from smr.core.errors import LayoutError, PeerProtocolError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.predicates import Kind, Predicate
-from smr.core.ready import LogMeta
+from smr.core.ready import LogMeta, Push
 from smr.core.table import Column, byte_slots, counter, flag, vector
 
 if TYPE_CHECKING:
     from smr.core.replica import Replica
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +495,7 @@ class ViewChange:
         self.table.bset("join_offers", 8 * words * i, mask.to_bytes(8 * words, "little"))
         self.table.bset("joins", 8 * i, WORD.pack(joiner))
         self.table.set("joins_num", i + 1)
-        self._push_in_order("join_offers", "joins", "joins_num")
+        self.replica.push_writes(self._pushes_in_order("join_offers", "joins", "joins_num"))
 
     def leave(self) -> None:
         if not self.mine("leaving"):
@@ -504,11 +503,11 @@ class ViewChange:
             self.table.set("leaving", 1)
             self.replica.push_all(("leaving",))
 
-    def _push_in_order(self, *names: str) -> None:
-        """Push columns one write each, in this order: bytes before the counter that announces
-        them (per-link FIFO then guarantees a reader never sees the counter without them)."""
-        for name in names:
-            self.replica.push_all((name,))
+    def _pushes_in_order(self, *names: str) -> list[Push]:
+        """Pushes of columns one write each, in this order: bytes before the counter that
+        announces them (per-link FIFO then guarantees a reader never sees the counter without
+        them)."""
+        return [p for name in names for p in self.replica.pushes((name,))]
 
     # -- predicates -----------------------------------------------------------------------------
 
@@ -571,8 +570,7 @@ class ViewChange:
     def _merge(self, r_: Any = None) -> list[Any]:
         for j in self._to_merge():
             self.table.vset("suspected", j, 1)
-        self.replica.push_all(("suspected",))
-        return []
+        return self.replica.pushes(("suspected",))
 
     def _wedge_needed(self, _: Any = None) -> bool:
         if self.is_quiet():
@@ -583,8 +581,7 @@ class ViewChange:
         self.table.set("wedged", 1)
         # Everyone needs every shard's counters now (the leader computes the ragged trim): one
         # write of the whole row, which also shows the wedge.
-        self.replica.push_row_all()
-        return []
+        return [self.replica.row_push()]
 
     def _in_minority(self, _: Any = None) -> bool:
         if self.is_quiet():
@@ -612,8 +609,7 @@ class ViewChange:
 
     def _follow(self, r_: Any = None) -> list[Any]:
         self.table.set("ballot", self.leader_row() + 1)
-        self.replica.push_all(("ballot",))
-        return []
+        return self.replica.pushes(("ballot",))
 
     def _ballot_if_leader(self) -> int:
         b = self.mine("ballot")
@@ -729,8 +725,7 @@ class ViewChange:
         # The leader acknowledges its own proposal, logged first like everyone's.
         t.bset("acked", 0, data)
         t.set("acked_ballot", b)
-        self._push_in_order("prop", "acked", "acked_ballot")
-        return [self._log(proposal)]
+        return [*self._pushes_in_order("prop", "acked", "acked_ballot"), self._log(proposal)]
 
     def _heard_lately(self, row: int) -> bool:
         heard = self.last_heard_ns[row]
@@ -762,8 +757,7 @@ class ViewChange:
         self._check_proposal(proposal)
         self.table.bset("acked", 0, proposal.encode())
         self.table.set("acked_ballot", b)
-        self._push_in_order("acked", "acked_ballot")
-        return [self._log(proposal)]
+        return [*self._pushes_in_order("acked", "acked_ballot"), self._log(proposal)]
 
     def _check_proposal(self, p: Proposal) -> None:
         shards = self.replica.shards
@@ -790,8 +784,7 @@ class ViewChange:
         assert self.decided is not None
         self.table.bset("decided", 0, self.decided.encode())
         self.table.set("committed", b)
-        self._push_in_order("decided", "committed")
-        return []
+        return self._pushes_in_order("decided", "committed")
 
     def _can_learn(self, _: Any = None) -> bool:
         if self.is_quiet():
@@ -810,8 +803,7 @@ class ViewChange:
         self.decided = proposal
         t.bset("decided", 0, proposal.encode())
         t.set("committed", t.get(row, "committed"))
-        self._push_in_order("decided", "committed")
-        return []
+        return self._pushes_in_order("decided", "committed")
 
     def _can_trim(self, _: Any = None) -> bool:
         return self.decided is not None and not self.trimmed

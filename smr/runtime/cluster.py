@@ -44,6 +44,7 @@ class LocalCluster:
         timeouts: dict[str, float] | None = None,
         config_path: str | None = None,
         spares: int = 0,
+        metrics: bool = False,
     ):
         if transport == "verbs":
             from smr.transport.verbs import check_available
@@ -60,6 +61,7 @@ class LocalCluster:
                 transport=transport,
                 timeouts=timeouts,
                 spares=spares,
+                metrics=metrics,
             )
         self.config_path = config_path
         self.config: ClusterConfig = load(config_path)

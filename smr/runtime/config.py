@@ -24,6 +24,7 @@ message names the file, the key and what to change; nothing starts on a bad file
     host = "127.0.0.1"
     port = 7101                     # member-to-member (tcp, verbs bootstrap)
     client_port = 7201              # clients (always tcp)
+    metrics_port = 7301             # optional: Prometheus metrics, GET /metrics (off when absent)
 
     [[subgroups]]
     type = "smr.statemachines:KVStore"   # module:class of a StateMachine subclass
@@ -65,6 +66,7 @@ class MemberConfig:
     host: str
     port: int
     client_port: int
+    metrics_port: int | None = None  # GET /metrics over HTTP; None: not served
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "timeouts": ("heartbeat_ms", "suspect_ms", "peer_failed_ms", "submit_ms"),
     "limits": ("frame_bytes_max", "slot_bytes", "window_max"),
-    "members": ("id", "host", "port", "client_port"),
+    "members": ("id", "host", "port", "client_port", "metrics_port"),
     "subgroups": ("type", "shards", "mode", "min_size", "max_size"),
 }
 
@@ -283,13 +285,25 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
             if not 0 < port < 65536:
                 raise ConfigError(f"{w}: {key} {port} is not a TCP port")
             ports.append(port)
-        members[mid] = MemberConfig(mid, _opt(m, "host", str, "127.0.0.1", w), *ports)
+        metrics_port = _opt(m, "metrics_port", int, None, w)
+        if metrics_port is not None and not 0 < metrics_port < 65536:
+            raise ConfigError(
+                f"{w}: metrics_port {metrics_port} is not a TCP port (1-65535; leave it out to "
+                "serve no metrics)"
+            )
+        host = _opt(m, "host", str, "127.0.0.1", w)
+        members[mid] = MemberConfig(mid, host, ports[0], ports[1], metrics_port)
     if not members:
         raise ConfigError(f"{path}: [[members]] lists no member")
     users: dict[tuple[str, int], list[str]] = {}
     for m in members.values():
-        for key, port in (("port", m.port), ("client_port", m.client_port)):
-            users.setdefault((m.host, port), []).append(f"member {m.id} {key}")
+        for key, port in (
+            ("port", m.port),
+            ("client_port", m.client_port),
+            ("metrics_port", m.metrics_port),
+        ):
+            if port is not None:
+                users.setdefault((m.host, port), []).append(f"member {m.id} {key}")
     for (host, port), which in users.items():
         if len(which) > 1:
             raise ConfigError(
@@ -406,19 +420,26 @@ def write_local(
     shards: int = 1,
     timeouts: dict[str, float] | None = None,
     spares: int = 0,
+    metrics: bool = False,
+    hosts: list[str] | None = None,
 ) -> str:
     """Write a configuration (and a fresh random secret) for a cluster on this host; return its
-    path. `base_port` 0 picks free ports."""
+    path. `base_port` 0 picks free ports; `metrics` gives each member a `metrics_port` too.
+    `hosts`: each member's address, in id order (default 127.0.0.1 for all; `smr chaos` puts
+    each on its own loopback address so that a firewall rule can cut one pair)."""
+    if hosts is not None and len(hosts) != nodes + spares:
+        raise ValueError(f"{len(hosts)} hosts for {nodes + spares} members")
     os.makedirs(directory, exist_ok=True)
     secret_path = os.path.join(directory, "secret")
     if not os.path.exists(secret_path):
         fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(os.urandom(32).hex())
+    per = 3 if metrics else 2  # ports per member
     ports = (
-        _free_ports(2 * (nodes + spares))
+        _free_ports(per * (nodes + spares))
         if base_port == 0
-        else [base_port + i for i in range(2 * (nodes + spares))]
+        else [base_port + i for i in range(per * (nodes + spares))]
     )
     name = "c" + os.urandom(4).hex()
     lines = [
@@ -438,9 +459,10 @@ def write_local(
         lines += [
             "[[members]]",
             f"id = {i + 1}",
-            'host = "127.0.0.1"',
-            f"port = {ports[2 * i]}",
-            f"client_port = {ports[2 * i + 1]}",
+            f'host = "{hosts[i] if hosts else "127.0.0.1"}"',
+            f"port = {ports[per * i]}",
+            f"client_port = {ports[per * i + 1]}",
+            *([f"metrics_port = {ports[per * i + 2]}"] if metrics else []),
             "",
         ]
     for t in types:

@@ -24,10 +24,10 @@ The order, for one `Ready`:
 5. `events`, in list order: answers, state transfers (snapshot now: after every delivery of the
    ended epoch, before any of the next), restores, the view installed (shards this member left
    are dropped only now, after it provided their state), halts;
-6. rule A: **a Ready that completes commands answers them before it pushes** (the answers depend
-   on the table as it is, not on these pushes, and the doorbells of the pushes would wake the
-   peers, a context switch, before the client heard). Nothing durable-before-visible is at
-   stake: the persist step is done either way.
+6. rule A: **a Ready that completes commands or reads answers them before it pushes** (the
+   answers depend on the table as it is, not on these pushes, and the doorbells of the pushes
+   would wake the peers, a context switch, before the client heard). Nothing
+   durable-before-visible is at stake: the persist step is done either way.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, assert_never
 
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import (
     Delivery,
     LogAppend,
@@ -107,6 +108,10 @@ class Host(Protocol):
         """A submission is answered: `results` is the reply map, or this member's own result
         for a command sent without one (`{me: result}`, or `{}` if it was not kept)."""
 
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        """A linearizable read is confirmed (run it now against the shard's state machine and
+        answer it) or failed (answer that it may be asked again)."""
+
     def flush_answers(self) -> None:
         """Send the answers given so far now (rule A)."""
 
@@ -152,7 +157,7 @@ class Executor:
             if type(event) is ViewInstalled:
                 host.prepare_view(event)
         self._persist(ready)
-        answers = any(type(e) is Completed for e in ready.events)
+        answers = any(type(e) is Completed or type(e) is ReadConfirmed for e in ready.events)
         if not answers:
             self._push(ready)
         if ready.deliveries:
@@ -220,6 +225,8 @@ class Executor:
                 host.answer(event, self._own_result(event.version) if results is None else results)
             case SubmitFailed():
                 host.answer(event, None)
+            case ReadConfirmed() | ReadFailed():
+                host.answer_read(event)
             case StateTransfer():
                 version, data = host.state_of(event.subgroup, event.shard)
                 if event.version and version != event.version:

@@ -21,8 +21,15 @@ on their own threads and talk to the loop only through a queue and `Transport.wa
 sleeps in `Transport.poll` until something arrives or the core's next deadline (a heartbeat, a
 timeout).
 
-Logs are structured: one JSON object per line on stderr (`event`, `member`, fields). The cluster
-secret never appears in them.
+Logs are structured: one JSON object per line on stderr (`t`, the wall clock; `mono`, the
+monotonic clock; `member`, `event`, fields; see `json_logger`). The cluster secret never appears
+in them.
+
+Metrics (`smr.runtime.metrics`): counters and histograms are updated where things happen (one
+counter increment and one histogram observation per answered command; the group-commit writers
+hand their fsync durations over through a queue, like their completions); gauges are read from
+the loop's state at each scrape. With a `metrics_port`, a `MetricsServer` answers `GET /metrics`
+from the transport's poll, on the loop thread, with no thread of its own.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from typing import Any
 
 from smr.core.errors import UsageError, WindowFullError
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
 from smr.core.replica import (
     ACTIVE,
@@ -62,12 +70,14 @@ from smr.runtime.clients import ClientServer
 from smr.runtime.config import ClusterConfig
 from smr.runtime.executor import Executor
 from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, wrap
+from smr.runtime.metrics import MEMBER_STATUSES, MetricsServer, NodeMetrics
 from smr.transport.base import Transport
 
 QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
 SWITCH_INTERVAL_S = 0.0002
 SHARD_DIR = re.compile(r"subgroup-(\d+)-shard-(\d+)")
 INBOX_MAX = 100_000  # client requests queued for the loop
+FSYNCS_MAX = 4096  # fsync durations handed over by the writers between two passes (older dropped)
 BUSY_RETRY_MS = 5  # a client whose command found the submit queue full sends it again after this
 
 
@@ -140,8 +150,12 @@ class Node:
         self._registered: set[int] = set()
         self._inbox: deque[tuple[int, Any]] = deque()  # client requests, taken by the loop
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
-        self._pending: dict[int, tuple[int, int]] = {}  # ticket -> (connection, request id)
+        # ticket -> (connection, request id, taken at (ns), the shard's metrics)
+        self._pending: dict[int, tuple[int, int, int, Any]] = {}
+        self.metrics = NodeMetrics()
+        self._fsyncs: deque[tuple[tuple[int, int], float]] = deque(maxlen=FSYNCS_MAX)
         self._queries: list[tuple[float, int, protocol.Query]] = []  # waiting for a version
+        self._reads: dict[int, tuple[int, protocol.Query]] = {}  # linearizable: ticket -> query
         self._start_ns = self.now_ns()
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
@@ -165,6 +179,17 @@ class Node:
             frame_bytes_max=config.frame_bytes_max,
             log=self.log,
         )
+        self.metrics_server: MetricsServer | None = None
+        if member.metrics_port is not None:
+            try:
+                self.metrics_server = MetricsServer(
+                    member.host, member.metrics_port, self.render_metrics, log=self.log
+                )
+            except OSError as e:
+                self.clients.stop()
+                raise OSError(
+                    e.errno, f"metrics_port {member.host}:{member.metrics_port}: {e.strerror}"
+                ) from None
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -259,7 +284,7 @@ class Node:
         self.writers.clear()
         self._persisted.clear()
         others = [m for m in self.config.members if m != self.me]
-        for conn_id, request_id in self._pending.values():
+        for conn_id, request_id, _, _ in self._pending.values():
             # the command may or may not have been delivered: the client sends it again to
             # another member with the same (client, seq), and the replicas apply it once
             self.clients.respond(
@@ -272,6 +297,7 @@ class Node:
                 ),
             )
         self._pending.clear()
+        self._fail_reads(f"member {self.me} left the view; read elsewhere", others)
         self.executor.reset()
         self.meta = None
         self.replica = self._make_replica()
@@ -309,12 +335,21 @@ class Node:
                 # `smr log replay` reads snapshots and envelopes the way Hosted writes them
                 log.meta_put(SNAPSHOT_FORMAT, b"hosted")
             self.logs[key] = log
-            self.writers[key] = self._writer(log, functools.partial(self._on_durable, key))
+            on_durable = functools.partial(self._on_durable, key)
+            if self._writer is GroupCommitWriter:  # ours: it reports its fsyncs' durations
+                on_fsync = functools.partial(self._on_fsync, key)
+                self.writers[key] = GroupCommitWriter(log, on_durable, on_fsync=on_fsync)
+            else:
+                self.writers[key] = self._writer(log, on_durable)
         return log
 
     def _on_durable(self, key: tuple[int, int], version: int) -> None:
         self._persisted.append((key, version))  # a writer thread: hand over to the loop
         self.transport.wake()
+
+    def _on_fsync(self, key: tuple[int, int], seconds: float) -> None:
+        # a writer thread: the loop observes it (an _on_durable that wakes it follows)
+        self._fsyncs.append((key, seconds))
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -332,7 +367,10 @@ class Node:
         self.transport.start(self)
         self._register_epoch()
         self.clients.attach(self.transport)
-        self.log("listening", clients=self.config.members[self.me].client_port)
+        if self.metrics_server is not None:
+            self.metrics_server.attach(self.transport)
+        member = self.config.members[self.me]
+        self.log("listening", clients=member.client_port, metrics=member.metrics_port)
 
     def run(self) -> int:
         """Run until stopped (SIGTERM/SIGINT or `stop()`) or halted; return the exit status."""
@@ -385,6 +423,11 @@ class Node:
         if self._queries:
             self._answer_waiting_queries()
         self.clients.flush()  # the responses of this pass, one send per client
+        while self._fsyncs:
+            key, seconds = self._fsyncs.popleft()
+            self.metrics.shard(key).fsync.observe(seconds)
+        if self.metrics_server is not None and self.metrics_server.open:
+            self.metrics_server.expire()
 
     def _take_requests(self) -> None:
         budget = 256  # requests per pass: heartbeats and the table keep moving under load
@@ -490,6 +533,7 @@ class Node:
 
     def view_installed(self, event: ViewInstalled) -> None:
         self.views.append((event.epoch, event.members))
+        self.metrics.view_changes.labels().inc()
         self.log(
             "view",
             epoch=event.epoch,
@@ -510,6 +554,31 @@ class Node:
             assert isinstance(event, SubmitFailed)
             response = protocol.Response(0, False, error=event.reason)
         self._answer(event.ticket, response)
+
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        waiter = self._reads.pop(event.ticket, None)
+        if waiter is None:
+            return
+        conn_id, q = waiter
+        key = (q.subgroup, q.shard)
+        h = self.hosted.get(key) if type(event) is ReadConfirmed else None
+        if h is not None:
+            response = protocol.Response(q.id, True, version=h.version, value=h.query(q.payload))
+        elif type(event) is ReadFailed and event.busy:
+            response = protocol.Response(q.id, False, error=event.reason, retry_ms=BUSY_RETRY_MS)
+        else:
+            # not confirmed here (a view change, a partition, a pause): nothing old is served;
+            # another member of the shard may confirm it
+            reason = event.reason if type(event) is ReadFailed else self._not_here(key)
+            response = protocol.Response(q.id, False, error=reason, redirect=self._hosts_of(key))
+        self.clients.respond(conn_id, response)
+
+    def _fail_reads(self, error: str, redirect: list[int]) -> None:
+        for conn_id, q in self._reads.values():
+            self.clients.respond(
+                conn_id, protocol.Response(q.id, False, error=error, redirect=redirect)
+            )
+        self._reads.clear()
 
     def flush_answers(self) -> None:
         self.clients.flush()
@@ -573,9 +642,26 @@ class Node:
             except UsageError as e:
                 self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
                 return
-            self._pending[ticket] = (conn_id, request.id)
-        else:
+            self._pending[ticket] = (conn_id, request.id, self.now_ns(), self.metrics.shard(key))
+        elif request.consistency == protocol.READ_LINEARIZABLE:
+            try:
+                ticket = replica.read(request.subgroup, request.shard)
+            except UsageError as e:
+                self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
+                return
+            self._reads[ticket] = (conn_id, request)
+        elif request.consistency == protocol.READ_SEQUENTIAL:
             self._query(conn_id, request, self._now_s() + QUERY_WAIT_S)
+        else:
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"unknown read consistency {request.consistency!r} "
+                    f"(known: {', '.join(protocol.READ_CONSISTENCIES)})",
+                ),
+            )
 
     def _query(self, conn_id: int, q: protocol.Query, deadline_s: float) -> None:
         h = self.hosted[(q.subgroup, q.shard)]
@@ -615,7 +701,12 @@ class Node:
         waiter = self._pending.pop(ticket, None)
         if waiter is None:
             return
-        conn_id, request_id = waiter
+        conn_id, request_id, taken_ns, shard_metrics = waiter
+        if response.ok:
+            shard_metrics.answered.inc()
+            shard_metrics.commit.observe((self.now_ns() - taken_ns) / 1e9)
+        else:
+            shard_metrics.failed.inc()
         self.clients.respond(
             conn_id,
             protocol.Response(
@@ -643,6 +734,79 @@ class Node:
                 return [m for m in shard.members if m != self.me]
         return []
 
+    def collect_metrics(self) -> None:
+        """Refill the gauges from the loop's state (at each scrape and status; loop thread)."""
+        m = self.metrics
+        r = self.replica
+        m.epoch.labels().set(r.epoch)
+        m.members.labels().set(len(r.members) if r.status == ACTIVE else 0)
+        for name in MEMBER_STATUSES:
+            m.status.labels(name).set(1 if r.status == name else 0)
+        m.view_changes.labels()  # reported from 0
+        for family in (m.delivered, m.persisted, m.queue_depth, m.queue_max):
+            family.clear()  # a shard that left this member stops being reported
+        depth, bound = m.queue_depth.labels, m.queue_max.labels
+        depth("inbox", "", "").set(len(self._inbox))
+        bound("inbox", "", "").set(INBOX_MAX)
+        depth("pending", "", "").set(len(self._pending))
+        depth("queries", "", "").set(len(self._queries))
+        depth("reads", "", "").set(len(self._reads))
+        for (sg, sh), h in sorted(self.hosted.items()):
+            m.delivered.labels(sg, sh).set(h.version)
+            m.shard((sg, sh))  # answered/failed and the histograms reported from 0
+            writer = self.writers.get((sg, sh))
+            if writer is not None:
+                m.persisted.labels(sg, sh).set(max(0, writer.durable_version))
+                stats = getattr(writer, "statistics", None)
+                if stats is not None:
+                    depth("log", sg, sh).set(stats()["queued_records"])
+                    bound("log", sg, sh).set(writer.queue_records_max)
+            st = r.stream(sg, sh) if r.status == ACTIVE else None
+            if st is not None:
+                depth("submit", sg, sh).set(len(st.queue))
+                bound("submit", sg, sh).set(st.config.submit_queue_max)
+
+    def render_metrics(self) -> str:
+        """The Prometheus text exposition of this member (`GET /metrics`)."""
+        self.collect_metrics()
+        return self.metrics.registry.render()
+
+    def metrics_summary(self) -> dict[str, Any]:
+        """The headline figures for `smr cluster status`: latencies in milliseconds (None
+        before any observation), versions as numbers."""
+        self.collect_metrics()
+        m = self.metrics
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        shards = []
+        for (sg, sh), sm in sorted(m.shards().items()):
+            delivered = m.delivered.series.get((str(sg), str(sh)))
+            persisted = m.persisted.series.get((str(sg), str(sh)))
+            shards.append(
+                {
+                    "subgroup": sg,
+                    "shard": sh,
+                    "delivered": int(delivered.value) if delivered is not None else None,
+                    "persisted": int(persisted.value) if persisted is not None else None,
+                    "answered": int(sm.answered.value),
+                    "failed": int(sm.failed.value),
+                    "commit_p50_ms": ms(sm.commit.quantile(0.5)),
+                    "commit_p99_ms": ms(sm.commit.quantile(0.99)),
+                    "fsync_p50_ms": ms(sm.fsync.quantile(0.5)),
+                    "fsync_p99_ms": ms(sm.fsync.quantile(0.99)),
+                }
+            )
+        return {
+            "view_changes": int(m.view_changes.labels().value),
+            "inbox": len(self._inbox),
+            "inbox_max": INBOX_MAX,
+            "pending": len(self._pending),
+            "shards": shards,
+            "metrics_port": self.config.members[self.me].metrics_port,
+        }
+
     def status(self) -> dict[str, Any]:
         r = self.replica
         shards = []
@@ -668,6 +832,7 @@ class Node:
             "views": [[e, list(m)] for e, m in self.views],
             "shards": shards,
             "uptime_s": round((self.now_ns() - self._start_ns) / 1e9, 3),
+            "metrics": self.metrics_summary(),
         }
 
     # -- transport handler (called from poll, on the loop thread) ----------------------------------
@@ -697,7 +862,7 @@ class Node:
 
     def _shutdown(self) -> None:
         others = [m for m in self.config.members if m != self.me]
-        for conn_id, request_id in self._pending.values():
+        for conn_id, request_id, _, _ in self._pending.values():
             self.clients.respond(
                 conn_id,
                 protocol.Response(
@@ -708,7 +873,10 @@ class Node:
                 ),
             )
         self._pending.clear()
+        self._fail_reads(f"member {self.me} is shutting down", others)
         try:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
             self.clients.stop()
         finally:
             self._close_logs()

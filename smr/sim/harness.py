@@ -31,6 +31,7 @@ from typing import Any
 from smr.core.errors import PeerProtocolError
 from smr.core.layout import allocate
 from smr.core.multicast import Completed, MulticastConfig, PeerMisbehaved, SubmitFailed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
 from smr.core.replica import (
     ACTIVE,
@@ -135,6 +136,8 @@ class SimNode:
     machines: dict[tuple[int, int], Any] = field(default_factory=dict)  # (sg, sh) -> machine
     submitted: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> count
     open_tickets: dict[int, tuple[int, int]] = field(default_factory=dict)  # ticket -> key
+    # linearizable reads not answered: (incarnation, ticket) -> (step issued in, key)
+    open_reads: dict[tuple[int, int], tuple[int, tuple[int, int]]] = field(default_factory=dict)
     digests: dict[tuple[tuple[int, int], int], str] = field(default_factory=dict)
     halted: str = ""
     # the node's disk and, per incarnation, a log per durable shard and one for metadata
@@ -276,6 +279,8 @@ class Simulation:
             "corruptions": 0,
             "corruption_detected": 0,
             "views": 0,
+            "reads": 0,
+            "reads_confirmed": 0,
         }
         self.timeline: list[tuple[int, str]] = []  # faults, views and phases in plain words
 
@@ -433,6 +438,9 @@ class Simulation:
         raise AssertionError(f"unknown event {kind}")
 
     def _submit(self, node: SimNode) -> None:
+        if self.workload.reads and self.rng.random() < self.workload.reads:
+            self._read(node)
+            return
         choices = [
             (st.subgroup, st.shard_index) for st in node.replica.streams.values() if st.my_rank >= 0
         ]
@@ -450,6 +458,23 @@ class Simulation:
         node.submitted[key] = index + 1
         self.nonces[nonce] = Submission(node.id, node.incarnation, key, index, ticket)
         node.open_tickets[ticket] = key
+        self._drain(node)
+
+    def _read(self, node: SimNode) -> None:
+        """A linearizable read of one of the node's ordered or durable shards (the checker
+        `invariants.Reads` compares what it saw with every answer given before it began)."""
+        choices = sorted(
+            (st.subgroup, st.shard_index)
+            for st in node.replica.streams.values()
+            if st.mode != "raw"
+        )
+        if not choices:
+            return
+        key = self.rng.choice(choices)
+        self._trace("read", node.id, key)
+        ticket = node.replica.read(*key)
+        node.open_reads[(node.incarnation, ticket)] = (self.steps, key)
+        self.stats["reads"] += 1
         self._drain(node)
 
     def _submit_gap(self) -> int:
@@ -1033,6 +1058,9 @@ class SimHost:
     def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
         self.node.events.append((self.sim.now_ns, event))
         self.node.open_tickets.pop(event.ticket, None)
+
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        self.node.events.append((self.sim.now_ns, event))
 
     def flush_answers(self) -> None:
         pass  # answers are the events recorded above

@@ -43,6 +43,13 @@ Restart after total failure:
   (`state.digest`, which also runs for restarting members), and later deliveries continue the
   same sequence (`multicast.agreement`).
 
+Reads:
+* `reads.linearizable`: a linearizable read confirmed at a member reads a state at a version at
+  or above that of every command answered, and every read confirmed, anywhere, in an earlier
+  step than the one the read was issued in (the writes are totally ordered, so this is
+  linearizability of the reads). An ordered shard keeps its state in memory only, so once no
+  live member holds it (a total failure) only what was answered since counts.
+
 State transfer:
 * `transfer.durability`: a member restores a durable shard's state (from a provider, a restart's
   provider, or a joiner providing it from its own log) at a version at or above every version
@@ -57,9 +64,12 @@ Liveness, checked at the end of the fault-free phase:
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
+from typing import Any
 
 from smr.core.multicast import SEQ_MAX, Completed
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Ready
 from smr.core.replica import ACTIVE, FrontierReached, RestoreState
 from smr.core.views import ViewInstalled
@@ -559,6 +569,83 @@ class RestartDurability(Checker):
                 )
 
 
+class Reads(Checker):
+    name = "reads.linearizable"
+
+    def attach(self, sim: Simulation) -> None:
+        # per shard, the steps in which answers were given and the highest version answered by
+        # then (steps only grow, so both lists are sorted)
+        self.steps: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        self.highest: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        # per shard kept in memory only: how many times every live copy of its state was lost
+        self.lost: dict[tuple[int, int], int] = {}
+        self.held: dict[tuple[int, int], bool] = {}
+
+    def _history(self, node: SimNode, subgroup: int, shard: int) -> tuple[Any, ...]:
+        key = (subgroup, shard)
+        st = node.replica.stream(subgroup, shard)
+        if st is not None and st.mode == "durable":
+            return (subgroup, shard, 0)
+        self.held.setdefault(key, True)
+        return (subgroup, shard, self.lost.setdefault(key, 0))
+
+    def after_step(self, sim: Simulation, node: SimNode | None) -> None:
+        for key, was in self.held.items():
+            held = False
+            for n in sim.nodes.values():
+                st = n.replica.stream(*key) if n.active else None
+                if st is not None and not st.awaiting_state:
+                    held = True
+                    break
+            if was and not held:
+                self.lost[key] += 1
+            self.held[key] = held
+
+    def _answered(self, key: tuple[Any, ...], step: int, version: int) -> None:
+        steps, highest = self.steps[key], self.highest[key]
+        top = max(version, highest[-1]) if highest else version
+        if steps and steps[-1] == step:
+            highest[-1] = top
+        else:
+            steps.append(step)
+            highest.append(top)
+
+    def _answered_before(self, key: tuple[Any, ...], step: int) -> int:
+        i = bisect.bisect_left(self.steps[key], step)
+        return self.highest[key][i - 1] if i else 0
+
+    def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
+        if not ready.events:
+            return
+        now: dict[tuple[int, int], int] = {}  # the state's version as the executor goes
+        for d in ready.deliveries:
+            now[(d.subgroup, d.shard)] = d.version
+        for event in ready.events:
+            kind = type(event)
+            if kind is Completed:
+                history = self._history(node, event.subgroup, event.shard)
+                self._answered(history, sim.steps, event.version)
+            elif kind is RestoreState:
+                now[(event.subgroup, event.shard)] = event.version
+            elif kind is ReadFailed:
+                node.open_reads.pop((node.incarnation, event.ticket), None)
+            elif kind is ReadConfirmed:
+                key = (event.subgroup, event.shard)
+                issued = node.open_reads.pop((node.incarnation, event.ticket), None)
+                assert issued is not None, f"member {node.id} confirmed a read never issued"
+                version = now.get(key, node.applied.get(key, 0))
+                history = self._history(node, *key)
+                required = self._answered_before(history, issued[0])
+                if version < required:
+                    raise Violation(
+                        self.name,
+                        f"member {node.id} confirmed a read of shard {key} at version "
+                        f"{version:#x}, below {required:#x}, answered before the read began",
+                    )
+                sim.stats["reads_confirmed"] += 1
+                self._answered(history, sim.steps, version)
+
+
 def default_checkers() -> list[Checker]:
     return [
         TableMonotone(),
@@ -568,4 +655,5 @@ def default_checkers() -> list[Checker]:
         Multicast(),
         Views(),
         RestartDurability(),
+        Reads(),
     ]

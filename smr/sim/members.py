@@ -86,9 +86,7 @@ class LocalClients:
 class SimMembers:
     """`config`'s members as simulated Node instances on one simulated world, from `seed`."""
 
-    def __init__(
-        self, config: ClusterConfig, seed: int, *, log: Callable[..., None] | None = None
-    ):
+    def __init__(self, config: ClusterConfig, seed: int, *, log: Callable[..., None] | None = None):
         self.config = config
         self.world = SimWorld(random.Random(seed))
         self.disks = {m: FaultyDisk() for m in config.members}

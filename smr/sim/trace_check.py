@@ -143,6 +143,8 @@ class Checker:
         self.running: set[int] = set()  # members running in a view (not crashed, halted, booting)
         self.down = False  # a total failure happened and no member resumed yet
         self.boots: dict[int, dict] = {}  # member -> the summary it booted with (this failure)
+        # boots while a group ran, by members that have not entered a view or crashed since
+        self.early_boots: dict[int, dict] = {}
         self.entered: dict[int, int] = {}  # member -> the last epoch it entered
         self.views: dict[int, list[int]] = {}  # epoch -> members, from every source
         # durable shard -> the highest persistence frontier seen: (epoch, shard index, count)
@@ -221,12 +223,19 @@ class Checker:
             self.down = True  # Restart.tla Crash of the last member up: the restart phase
             self.boots = {}
             self.took("TotalFailure")
+            # A member that booted while a group still ran and has waited since (nobody
+            # admitted it, and then the group stopped) has not written its disk since: its boot
+            # is this phase's Boot.
+            early, self.early_boots = self.early_boots, {}
+            for boot in early.values():
+                self._boot(boot)
 
     def _crash(self, ev: dict) -> None:
         for ep in self.epochs.values():
             if ev["m"] in ep.members and ev["m"] not in ep.installed:
                 ep.dead.add(ev["m"])
         self.resuming.pop(ev["m"], None)
+        self.early_boots.pop(ev["m"], None)
         self._stopped(ev["m"])
         self.took("Crash")
 
@@ -252,6 +261,7 @@ class Checker:
             # answers NEWER) and joins it, offering what its logs hold; joiners are not modelled
             # (its logs are dropped on admission, or provide a lost shard's state: checked by
             # the simulator's invariants, not here).
+            self.early_boots[m] = ev
             self._restart(ev)
             return
         e, members = ev["last"]
@@ -422,6 +432,7 @@ class Checker:
             self.cut_due[(m, key)] = (e, c)
         self.entered[m] = e
         self.running.add(m)
+        self.early_boots.pop(m, None)
         self.down = False
         self.took("Resume")
 
@@ -485,6 +496,7 @@ class Checker:
                 self.fail("Join", f"member {ev['m']} joins epoch {ev['next']}: no decision has it")
         self.entered[ev["m"]] = ev["next"]
         self.running.add(ev["m"])
+        self.early_boots.pop(ev["m"], None)
         self.took("Join")  # joiners and state transfer are not modelled beyond this
 
     def _install(self, ev: dict) -> None:

@@ -82,6 +82,7 @@ from smr.core.multicast import (
     PeerMisbehaved,
     SubmitFailed,
 )
+from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import (
     Delivery,
     LogAppend,
@@ -718,6 +719,12 @@ class _Member:
     def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
         if isinstance(event, Completed):
             self.t.out.append(f"{self.m}: answered, {_seq(event.version)}")
+
+    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
+        if isinstance(event, ReadConfirmed):
+            self.t.out.append(f"{self.m}: read {event.ticket} confirmed")
+        else:
+            self.t.out.append(f"{self.m}: read {event.ticket} failed: {event.reason}")
 
     def flush_answers(self) -> None:
         pass

@@ -36,6 +36,7 @@ class Op:
 class Workload:
     name = "frontier"
     submits = False
+    reads = 0.0  # the share of a member's requests that are linearizable reads
 
     def __init__(self, nodes: int):
         self.nodes = nodes
@@ -96,6 +97,7 @@ class _MachineWorkload(Workload):
 class KVWorkload(_MachineWorkload):
     name = "kv"
     classes = ("KVStore", "Counter")
+    reads = 0.3
     KEYS = ("a", "b", "c", "d", "e")
 
     def layout(self) -> list[SubgroupSpec]:
@@ -127,6 +129,7 @@ class KVWorkload(_MachineWorkload):
 class BankWorkload(_MachineWorkload):
     name = "bank"
     classes = ("Bank", "KVStore")
+    reads = 0.2
     ACCOUNTS = ("alice", "bob", "carol", "dave")
     TELLERS = (1, 2, 3)
 

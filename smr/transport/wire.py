@@ -1,7 +1,8 @@
 """The wire format of every TCP connection in the toolkit: frames and the authenticated handshake.
 
 This module owns the bytes on a TCP stream, for member-to-member links (`smr.transport.tcp`) and
-for the client protocol alike. It is sans-I/O except `connect`, a blocking helper for clients.
+for the client protocol alike. It is sans-I/O except `connect`, a blocking helper for clients, and
+`open_connection`, the same steps over asyncio streams (for `smr.aio`).
 
 **Frames.** A header `<IB` (body length in bytes, kind byte) then the body. `FrameDecoder` turns
 any split of the stream back into `(kind, body)` pairs and refuses a length above its
@@ -30,6 +31,10 @@ import hmac
 import secrets
 import socket
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 HEADER = struct.Struct("<IB")  # body length in bytes, kind
 
@@ -270,11 +275,7 @@ def connect(
             # read exactly what the handshake needs, so no frame byte is consumed here
             data = sock.recv(hs.bytes_needed)
             if not data and hs.peer_id is not None:
-                # the peer had our proof: it found it wrong (or refuses our role or id)
-                raise AuthError(
-                    f"{host}:{port} refused the handshake "
-                    f"(a different cluster secret, or it does not accept this {role})"
-                )
+                raise _refused(host, port, role)
             if not data:
                 raise ConnectionError(f"{host}:{port} closed the connection during the handshake")
             reply = hs.feed(data)
@@ -291,3 +292,70 @@ def connect(
         sock.close()
         raise ConnectionError(f"connection to {host}:{port} failed: {e.strerror or e}") from None
     return sock
+
+
+def _refused(host: str, port: int, role: str) -> AuthError:
+    # the peer had our proof and closed: it found it wrong (or refuses our role or id)
+    return AuthError(
+        f"{host}:{port} refused the handshake "
+        f"(a different cluster secret, or it does not accept this {role})"
+    )
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    my_id: int,
+    role: str,
+    timeout_s: float,
+    limit: int = 1 << 20,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """`connect` over asyncio streams: an authenticated connection to `host:port`, the streams
+    positioned at the first frame (`limit`: the reader's buffer). Raises `AuthError` if the peer
+    fails the handshake, `ConnectionError` if it cannot be reached or does not finish the
+    handshake within `timeout_s`."""
+    import asyncio  # here: the members, which import this module, never need it
+
+    hs = Handshake(secret, server=False, my_id=my_id, role=role)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            try:
+                reader, writer = await asyncio.open_connection(host, port, limit=limit)
+            except OSError as e:
+                raise ConnectionError(
+                    f"cannot connect to {host}:{port}: {e.strerror or e}"
+                ) from None
+            writer.write(hs.initial())
+            while not hs.done:
+                # read at most what the handshake needs: no frame byte is consumed here
+                data = await reader.read(hs.bytes_needed)
+                if not data and hs.peer_id is not None:
+                    raise _refused(host, port, role)
+                if not data:
+                    raise ConnectionError(
+                        f"{host}:{port} closed the connection during the handshake"
+                    )
+                reply = hs.feed(data)
+                if reply:
+                    writer.write(reply)
+    except (ConnectionError, FrameError):
+        if writer is not None:
+            writer.close()
+        raise
+    except TimeoutError:
+        if writer is not None:
+            writer.close()
+        why = f"{host}:{port} did not complete the handshake in {timeout_s}s"
+        raise ConnectionError(why) from None
+    except OSError as e:
+        if writer is not None:
+            writer.close()
+        raise ConnectionError(f"connection to {host}:{port} failed: {e.strerror or e}") from None
+    except BaseException:  # cancelled: no half-open connection is left behind
+        if writer is not None:
+            writer.close()
+        raise
+    return reader, writer

@@ -1,0 +1,736 @@
+"""The asyncio client: the threaded client's operations, failover, exactly-once retries and read
+consistency levels, on one event loop.
+
+This module owns the asyncio side of the client: its streams, tasks, timers and futures. What it
+decides is `smr.client_core`'s, the same core the threaded client (`smr.client`) drives, so the
+two behave alike: a request refused as busy goes again after `retry_ms`, a redirect is followed a
+bounded number of times, a broken connection fails over to another member and its unanswered
+commands go again with the same (client id, seq), and a failure is a `NotAppliedError` or an
+`OutcomeUnknownError` by what is known of it.
+
+    import smr.aio
+    from smr.statemachines import KVStore
+
+    async with smr.aio.connect("cluster.toml") as client:  # or client = await smr.aio.connect()
+        kv = client.subgroup(KVStore)
+        await kv.put("a", b"1")                # {member: result} of every replica
+        await kv.get("a")                      # the value (linearizable by default)
+        call = kv.submit("put", "b", b"2")     # sent at once, awaited later: pipelining
+        await asyncio.gather(*(kv.submit("put", f"k{i}", b"v") for i in range(1000)))
+        await kv.query("get", "a", consistency="sequential")
+        await client.status()
+
+Every operation sends its request when it is called and returns a `Call`, an `asyncio.Future`;
+awaiting it gives the answer. An operation called as a method (`kv.put(...)`) gives up after
+`timeout_s` like the threaded client's blocking calls; `submit` and `query` wait as long as it
+takes (use `asyncio.wait_for` or `asyncio.timeout`). With `window_max` requests outstanding a
+call waits for room (at most `window_max` of them, each for up to `timeout_s`, then
+`NotAppliedError`).
+
+Cancellation never leaves a command half-known. Cancelling a `Call` (directly, or through
+`wait_for`, a timeout or a cancelled task) withdraws a command that was not yet written to a
+connection: it is not applied. One that was sent stays tracked: it may still be applied, and
+`await client.outcome(call)` (or `client.outcome(seq)`, `seq` from `call.seq` or from
+`OutcomeUnknownError.seq`) gives its outcome once known: the {member: result}, or
+`NotAppliedError`, `OutcomeUnknownError` (the client gave up on it: no member reachable, or
+closed), `CommandError`. The client keeps the outcomes of the last `window_max` commands whose
+callers stopped waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+from collections.abc import Callable, Generator
+from typing import Any
+
+from smr.api import StateMachine
+from smr.client_core import (
+    REDIAL,
+    WAKE,
+    ClientCore,
+    ClientError,
+    Finished,
+    NotAppliedError,
+    OutcomeUnknownError,
+    RequestTooLargeError,
+    check_consistency,
+)
+from smr.runtime import protocol
+from smr.runtime.config import ClusterConfig, load
+from smr.runtime.hosted import CommandError
+from smr.transport.wire import FrameDecoder, FrameError, open_connection
+
+__all__ = [
+    "Call",
+    "Client",
+    "ClientError",
+    "CommandError",
+    "NotAppliedError",
+    "OutcomeUnknownError",
+    "RequestTooLargeError",
+    "SubgroupClient",
+    "connect",
+]
+
+_REPLIES = {"all": protocol.REPLIES_ALL, "one": protocol.REPLIES_ONE}
+_READ_BYTES_MAX = 1 << 20  # one read of a connection, and its stream's buffer
+_DIAL_PAUSE_S = 0.05  # between rounds of dialing every member
+
+
+class Call(asyncio.Future[Any]):
+    """One request, sent: an `asyncio.Future` of its answer ({member: result} for a command, the
+    value for a query). `seq` is a command's sequence number (None for a query): with it,
+    `client.outcome(seq)` gives the outcome of a command whose call was cancelled or timed out.
+
+    `cancel()` stops waiting, and never leaves the command half-known: a command not yet written
+    to a connection is withdrawn (not applied); one that was sent stays tracked by the client."""
+
+    __slots__ = ("_client", "_detached", "_rid", "_timer", "operation", "seq")
+
+    def __init__(self, client: Client, seq: int | None, operation: str | None, loop: Any) -> None:
+        super().__init__(loop=loop)
+        self._client = client
+        self._rid = 0  # the request's id once made (0: waiting for room in the window)
+        self._timer: asyncio.TimerHandle | None = None  # a method call's timeout_s
+        self._detached = False  # the caller stopped waiting: the outcome is the client's
+        self.seq = seq
+        self.operation = operation
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._client._on_cancelled(self)
+        return True
+
+
+class _Connection:
+    """One authenticated connection to a member: its streams and its reader task."""
+
+    __slots__ = ("member", "reader", "task", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, member: int):
+        self.reader = reader
+        self.writer = writer
+        self.member = member
+        self.task: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Client:
+    """An asyncio connection to a cluster, made by `await smr.aio.connect(...)`:
+    `subgroup(T)` gives the operations of a hosted type. Close it (`await client.close()`, or
+    `async with`) when done. Use it from the event loop that made it."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        member: int | None = None,
+        timeout_s: float = 10.0,
+        window_max: int = 4096,
+        consistency: str = protocol.READ_LINEARIZABLE,
+    ):
+        self.config = config
+        self._core = ClientCore(
+            list(config.members),
+            rng=random.Random(),
+            frame_bytes_max=config.frame_bytes_max,
+            timeout_s=timeout_s,
+            window_max=window_max,
+            consistency=consistency,
+            preferred=member,
+            config_path=config.path,
+        )
+        self._loop = asyncio.get_running_loop()
+        # frames made since the last flush, by request id: written together once per pass of the
+        # loop (one system call for a gather of a thousand), and a request still here when it is
+        # cancelled was never sent
+        self._unflushed: dict[int, bytes] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._retry_at: float | None = None
+        # calls waiting for room in the window, oldest first: (deadline, call, make, args);
+        # at most window_max (waiting_max), each for up to timeout_s
+        self._waiting: collections.deque[tuple[float, Call, Callable[..., Any], tuple]] = (
+            collections.deque()
+        )
+        self._waiting_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # dials and readers: cancelled by close
+        self._outcome_tasks: set[asyncio.Task[Any]] = set()  # outcome waits: they end by close
+
+    async def _start(self) -> None:
+        conn = await self._dial(None)
+        sends = self._core.on_connected(conn, conn.member)
+        assert sends == [], "nothing is pending before the first connection"
+        conn.task = self._spawn(self._read(conn))
+
+    # the core's settings and state, read here
+    @property
+    def timeout_s(self) -> float:
+        return self._core.timeout_s
+
+    @property
+    def window_max(self) -> int:
+        return self._core.window_max
+
+    @property
+    def frame_bytes_max(self) -> int:
+        return self._core.frame_bytes_max
+
+    @property
+    def client_id(self) -> int:
+        return self._core.client_id
+
+    @property
+    def consistency(self) -> str:
+        """The read consistency level of queries that do not name one."""
+        return self._core.consistency
+
+    @property
+    def member(self) -> int | None:
+        """The member this client is connected to."""
+        return self._core.member
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered (or waiting for room in the window)."""
+        return self._core.outstanding + len(self._waiting)
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, tasks: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro)
+        tasks = self._tasks if tasks is None else tasks
+        tasks.add(task)  # a reference, so that it is not collected while it runs
+        task.add_done_callback(tasks.discard)
+        return task
+
+    async def _dial(self, avoid: int | None) -> _Connection:
+        """A new authenticated connection to some member (`avoid` not in the first round), trying
+        for `timeout_s`."""
+        core = self._core
+        deadline = self._loop.time() + core.timeout_s
+        errors: list[str] = []
+        while self._loop.time() < deadline and not core.closed:
+            for m in core.dial_order(avoid):
+                cfg = self.config.members[m]
+                try:
+                    reader, writer = await open_connection(
+                        cfg.host,
+                        cfg.client_port,
+                        self.config.secret,
+                        my_id=core.client_id & 0x7FFFFFFF,
+                        role="client",
+                        timeout_s=min(2.0, core.timeout_s),
+                        limit=_READ_BYTES_MAX,
+                    )
+                except (OSError, FrameError) as e:
+                    errors.append(f"member {m}: {e}")
+                    continue
+                if core.closed:
+                    writer.close()
+                    break
+                return _Connection(reader, writer, m)
+            avoid = None
+            await asyncio.sleep(_DIAL_PAUSE_S)
+        raise core.dial_error(errors)
+
+    async def _read(self, conn: _Connection) -> None:
+        decoder = FrameDecoder(self.config.frame_bytes_max + 4096)
+        decode = protocol.decode_response
+        try:
+            while True:
+                data = await conn.reader.read(_READ_BYTES_MAX)
+                if not data:
+                    break
+                for kind, body in decoder.feed(data):
+                    if kind == protocol.FRAME_RESPONSE:
+                        self._on_response(decode(body), conn)
+        except (OSError, FrameError, ValueError):
+            pass
+        if not self._core.closed:
+            self._failover(conn)
+
+    def _failover(self, conn: _Connection) -> None:
+        """`conn` broke, or is given up after a redirect: dial another member in a task, while
+        requests made meanwhile wait in the core (sent once a connection is up)."""
+        if not self._core.on_disconnected(conn):
+            return  # an old connection, or one already given up
+        conn.close()
+        self._spawn(self._redial(self._core.member))
+
+    async def _redial(self, avoid: int | None) -> None:
+        try:
+            conn = await self._dial(avoid)
+        except ClientError as e:
+            self._complete(self._core.on_dial_failed(str(e)))
+            self._admit()
+            return
+        sends = self._core.on_connected(conn, conn.member)
+        if sends is None:  # closed meanwhile
+            conn.close()
+            return
+        conn.task = self._spawn(self._read(conn))
+        for rid, frame in sends:
+            self._write(rid, frame)
+        self._schedule_retry()
+
+    def _write(self, rid: int, frame: bytes) -> None:
+        self._unflushed[rid] = frame
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        frames, self._unflushed = self._unflushed, {}
+        conn = self._core.connection
+        if conn is None or not frames or conn.writer.is_closing():
+            return  # failing over: every unanswered request is sent again once connected
+        # no drain: the window bounds what the transport buffers
+        conn.writer.write(b"".join(frames.values()))
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def _on_response(self, response: protocol.Response, conn: _Connection) -> None:
+        finished, action = self._core.on_response(response, conn, self._loop.time())
+        if finished:
+            self._complete(finished)
+            if self._waiting:
+                self._admit()
+        if action == WAKE:
+            self._schedule_retry()
+        elif action == REDIAL:
+            self._failover(conn)
+
+    def _complete(self, finished: list[Finished]) -> None:
+        for future, value, error in finished:
+            if type(future) is Call:
+                timer = future._timer
+                if timer is not None:
+                    timer.cancel()
+                    future._timer = None
+            if future.done():  # cancelled, or timed out: its outcome is the client's now
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def _schedule_retry(self) -> None:
+        due = self._core.next_due()
+        if due is None or (self._retry_at is not None and self._retry_at <= due):
+            return
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        self._retry_at = due
+        self._retry_handle = self._loop.call_at(due, self._send_due)
+
+    def _send_due(self) -> None:
+        self._retry_handle = self._retry_at = None
+        for rid, frame in self._core.due(self._loop.time()):
+            self._write(rid, frame)
+        self._schedule_retry()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _request(
+        self, seq: int | None, operation: str | None, make: Callable[..., Any], *args: Any
+    ) -> Call:
+        """A call of `make(call, *args)` (the core's command, query or status), made now if the
+        window has room, else when it has."""
+        core = self._core
+        if core.closed:
+            raise NotAppliedError("the client is closed")
+        call = Call(self, seq, operation, self._loop)
+        if self._waiting or not core.has_room():
+            if len(self._waiting) >= core.window_max:  # waiting_max
+                raise NotAppliedError(
+                    f"{core.window_max} requests outstanding and as many waiting for room; "
+                    "this one was not sent"
+                )
+            self._waiting.append((self._loop.time() + core.timeout_s, call, make, args))
+            if self._waiting_handle is None:
+                self._waiting_handle = self._loop.call_at(self._waiting[0][0], self._expire_waiting)
+            return call
+        self._made(call, make(call, *args))
+        return call
+
+    def _made(self, call: Call, made: tuple[int, bytes | None]) -> None:
+        rid, frame = made
+        call._rid = rid
+        if frame is not None:
+            self._write(rid, frame)
+        elif self._core.start_dial():
+            # no connection, none being dialed (a dial failed): this request starts one
+            self._spawn(self._redial(None))
+
+    def _admit(self) -> None:
+        """Make the calls waiting for room, oldest first, while the window has it."""
+        waiting, core = self._waiting, self._core
+        while waiting and core.has_room() and not core.closed:
+            _, call, make, args = waiting.popleft()
+            try:
+                self._made(call, make(call, *args))
+            except ClientError as e:  # a request over the frame limit
+                if call.seq is not None:
+                    core.keep_outcome(call.seq, None, e)
+                call.set_exception(e)
+                continue
+            if call._timer is not None:  # a method call: timeout_s for the answer from now on
+                call._timer.cancel()
+                call._timer = self._loop.call_later(core.timeout_s, self._expire, call)
+
+    def _expire_waiting(self) -> None:
+        self._waiting_handle = None
+        now = self._loop.time()
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= now:
+            _, call, _, _ = waiting.popleft()
+            self._withdraw_waiting(call, self._core.window_full_error())
+        if waiting:
+            self._waiting_handle = self._loop.call_at(waiting[0][0], self._expire_waiting)
+
+    def _withdraw_waiting(self, call: Call, error: ClientError) -> None:
+        """A call that never left the queue for room fails (or was cancelled): not applied."""
+        if call.seq is not None:
+            self._core.keep_outcome(call.seq, None, error)
+        if call._timer is not None:
+            call._timer.cancel()
+            call._timer = None
+        if not call.done():
+            call.set_exception(error)
+
+    def _on_cancelled(self, call: Call) -> None:
+        """`call` was cancelled: its request is given up (withdrawn if it was never written,
+        else tracked for `outcome`)."""
+        self._give_up(call, "cancelled")
+
+    def _expire(self, call: Call) -> None:
+        """A method call got no answer within timeout_s: it fails with what is known."""
+        call._timer = None
+        if not call.done():
+            self._give_up(call, f"no answer within {self._core.timeout_s} s")
+
+    def _give_up(self, call: Call, why: str) -> None:
+        if call._detached:
+            return
+        call._detached = True
+        if call._timer is not None:
+            call._timer.cancel()
+            call._timer = None
+        if call._rid == 0:  # still waiting for room in the window
+            for entry in self._waiting:
+                if entry[1] is call:
+                    self._waiting.remove(entry)
+                    break
+            self._withdraw_waiting(
+                call, NotAppliedError(f"{why}; it was not sent (waiting for room in the window)")
+            )
+            return
+        rid = call._rid
+        finished = self._core.abandon(rid, why, sent=rid not in self._unflushed)
+        if not self._core.is_pending(rid):
+            self._unflushed.pop(rid, None)  # withdrawn: it must not be written after all
+        self._complete(finished)  # the call's own error, unless it is cancelled
+        if self._waiting:
+            self._admit()
+
+    def _method_call(self, call: Call) -> Call:
+        """`call` as a method call (`kv.put(...)`): it fails after timeout_s without an answer,
+        as the threaded client's blocking calls do (a command sent: `OutcomeUnknownError`)."""
+        if not call.done():
+            call._timer = self._loop.call_later(self._core.timeout_s, self._expire, call)
+        return call
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def subgroup(
+        self,
+        cls: type[StateMachine],
+        shard: int = 0,
+        *,
+        replies: str = "all",
+        consistency: str | None = None,
+    ) -> SubgroupClient:
+        """Operations of `cls` in `shard`. `replies="all"`: a command's answer maps every
+        replica to its result; `"one"`: only the result of the member this client talks to.
+        `consistency`: the read level of its queries (default: the client's)."""
+        if replies not in _REPLIES:
+            raise ValueError(f"replies must be 'all' or 'one', not {replies!r}")
+        if consistency is not None:
+            check_consistency(consistency)
+        return SubgroupClient(
+            self, cls, self.config.subgroup_index(cls), shard, _REPLIES[replies], consistency
+        )
+
+    def command(
+        self,
+        subgroup: int,
+        shard: int,
+        payload: bytes,
+        cls: type[StateMachine],
+        operation: str | None = None,
+        replies: int = protocol.REPLIES_ALL,
+    ) -> Call:
+        seq = self._core.next_seq()
+        return self._request(
+            seq,
+            operation,
+            self._core.command,
+            subgroup,
+            shard,
+            payload,
+            cls,
+            operation,
+            replies,
+            seq,
+        )
+
+    def query(
+        self,
+        subgroup: int,
+        shard: int,
+        payload: bytes,
+        cls: type[StateMachine],
+        operation: str | None = None,
+        min_version: int | None = None,
+        consistency: str | None = None,
+    ) -> Call:
+        if consistency is not None:
+            check_consistency(consistency)
+        return self._request(
+            None,
+            operation,
+            self._core.query,
+            subgroup,
+            shard,
+            payload,
+            cls,
+            operation,
+            min_version,
+            consistency,
+        )
+
+    async def status(self) -> dict[str, Any]:
+        """The connected member's status: its view, shards and the views it went through.
+        Raises TimeoutError after timeout_s without an answer."""
+        call = self._request(None, None, self._core.status)
+        status: dict[str, Any] = await asyncio.wait_for(call, self._core.timeout_s)
+        return status
+
+    async def views(self) -> list[tuple[int, tuple[int, ...]]]:
+        """Views seen so far (epoch, members), as reported by the members this client asked."""
+        with contextlib.suppress(ClientError, TimeoutError):
+            await self.status()
+        return sorted(self._core.views)
+
+    def outcome(self, call: Call | int) -> asyncio.Future[Any]:
+        """The outcome of a command this client made (its `Call`, or its `seq`), once known:
+        a future of its {member: result}, or of `NotAppliedError`, `OutcomeUnknownError` (the
+        client gave up on it), `CommandError`. For a command whose call was cancelled or timed
+        out, this is how its outcome is learnt; for any other, it is the call's own answer.
+        Raises ValueError for a query, or for a seq of which nothing is known (never made by
+        this client, answered to a call that was not given up, or more than `window_max` given
+        up commands ago)."""
+        if isinstance(call, Call):
+            if call.seq is None:
+                raise ValueError("a query has no outcome to learn: it changes nothing")
+            if not call.done():
+                # its answer is the outcome, unless it is cancelled or times out first
+                return self._spawn(self._outcome_after(call), self._outcome_tasks)
+            if not call.cancelled() and not call._detached:
+                return _settled(self._loop, call)
+            seq = call.seq
+        else:
+            seq = call
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._core.watch(seq, future):
+            return future
+        kept = self._core.outcome(seq)
+        if kept is None:
+            raise ValueError(
+                f"no outcome known of command {seq}: not made by this client, answered to its "
+                f"call, or more than {self._core.outcomes_max} given-up commands ago"
+            )
+        value, error = kept
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+        return future
+
+    async def _outcome_after(self, call: Call) -> Any:
+        await asyncio.wait((call,))
+        return await self.outcome(call)
+
+    async def close(self) -> None:
+        """Disconnect; requests still unanswered fail: `OutcomeUnknownError` for a command that
+        was sent, `NotAppliedError` for one that was not and for queries (a given-up command's
+        outcome, for `outcome`, likewise)."""
+        core = self._core
+        if core.closed:
+            return
+        finished = core.close()
+        waiting, self._waiting = self._waiting, collections.deque()
+        for _, call, _, _ in waiting:
+            self._withdraw_waiting(
+                call, NotAppliedError("the client was closed; it was not sent, so not applied")
+            )
+        self._complete(finished)
+        for handle in (self._flush_handle, self._retry_handle, self._waiting_handle):
+            if handle is not None:
+                handle.cancel()
+        self._unflushed.clear()
+        conn = core.connection
+        if conn is not None:
+            conn.close()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _settled(loop: Any, call: Call) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = loop.create_future()
+    error = call.exception()
+    if error is None:
+        future.set_result(call.result())
+    else:
+        future.set_exception(error)
+    return future
+
+
+class SubgroupClient:
+    """Operations of one shard: every operation of the type is a method returning a `Call`
+    (a command's {member: result}, a query's value) that fails after timeout_s without an
+    answer; `submit` and `query` return one that waits as long as it takes."""
+
+    def __init__(
+        self,
+        client: Client,
+        cls: type[StateMachine],
+        subgroup: int,
+        shard: int,
+        replies: int = protocol.REPLIES_ALL,
+        consistency: str | None = None,
+    ):
+        self._client = client
+        self._cls = cls
+        self._subgroup = subgroup
+        self._shard = shard
+        self._replies = replies
+        self._consistency = consistency
+
+    def submit(self, operation: str, /, *args: Any, **kwargs: Any) -> Call:
+        """Send a command now, without waiting: a `Call` of {member: result}."""
+        payload = self._cls.encode_command(operation, *args, **kwargs)
+        return self._client.command(
+            self._subgroup, self._shard, payload, self._cls, operation, self._replies
+        )
+
+    def query(
+        self,
+        operation: str,
+        /,
+        *args: Any,
+        consistency: str | None = None,
+        min_version: int | None = None,
+        **kwargs: Any,
+    ) -> Call:
+        """Send a query now, without waiting: a `Call` of its value, read at the connected
+        member at `consistency` ("linearizable" or "sequential"; default: the subgroup
+        client's, else the client's) and at or after `min_version` (default: the version of
+        this client's last answered command in the shard: read your writes)."""
+        payload = self._cls.encode_query(operation, *args, **kwargs)
+        return self._client.query(
+            self._subgroup,
+            self._shard,
+            payload,
+            self._cls,
+            operation,
+            min_version,
+            self._consistency if consistency is None else consistency,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        op = self._cls._by_name.get(name)
+        if op is None:
+            raise AttributeError(f"{self._cls.__name__} has no operation {name!r}")
+        client = self._client
+
+        def call(*args: Any, **kwargs: Any) -> Call:
+            if op.kind == "command":
+                return client._method_call(self.submit(name, *args, **kwargs))
+            return client._method_call(self.query(name, *args, **kwargs))
+
+        return call
+
+
+class _Connecting:
+    """What `connect` returns: awaited, the connected `Client`; or an async context manager
+    that closes it at the end of the block."""
+
+    __slots__ = ("_client", "_kwargs")
+
+    def __init__(self, **kwargs: Any):
+        self._kwargs = kwargs
+        self._client: Client | None = None
+
+    async def _connect(self) -> Client:
+        kwargs = dict(self._kwargs)
+        config = kwargs.pop("config")
+        if isinstance(config, str):
+            config = load(config)
+        client = Client(config, **kwargs)
+        await client._start()
+        return client
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._connect()
+        return self._client
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._client is not None
+        await self._client.close()
+
+
+def connect(
+    config: str | ClusterConfig,
+    *,
+    member: int | None = None,
+    timeout_s: float = 10.0,
+    window_max: int = 4096,
+    consistency: str = protocol.READ_LINEARIZABLE,
+) -> _Connecting:
+    """An asyncio client of the cluster described by `config` (a path or a loaded
+    configuration): `client = await smr.aio.connect(...)`, or `async with smr.aio.connect(...)
+    as client:`. At most `window_max` requests are outstanding; queries read at `consistency`
+    ("linearizable", the default, or "sequential") unless they name their own level. Raises
+    ValueError for an unknown level, `ClientError` (when awaited) if no member answers within
+    `timeout_s`."""
+    check_consistency(consistency)
+    return _Connecting(
+        config=config,
+        member=member,
+        timeout_s=timeout_s,
+        window_max=window_max,
+        consistency=consistency,
+    )
