@@ -56,6 +56,7 @@ from smr.client_core import (
     NotAppliedError,
     OutcomeUnknownError,
     RequestTooLargeError,
+    ShardOperations,
     check_consistency,
 )
 from smr.runtime import protocol
@@ -615,70 +616,13 @@ def _settled(loop: Any, call: Call) -> asyncio.Future[Any]:
     return future
 
 
-class SubgroupClient:
+class SubgroupClient(ShardOperations):
     """Operations of one shard: every operation of the type is a method returning a `Call`
     (a command's {member: result}, a query's value) that fails after timeout_s without an
     answer; `submit` and `query` return one that waits as long as it takes."""
 
-    def __init__(
-        self,
-        client: Client,
-        cls: type[StateMachine],
-        subgroup: int,
-        shard: int,
-        replies: int = protocol.REPLIES_ALL,
-        consistency: str | None = None,
-    ):
-        self._client = client
-        self._cls = cls
-        self._subgroup = subgroup
-        self._shard = shard
-        self._replies = replies
-        self._consistency = consistency
-
-    def submit(self, operation: str, /, *args: Any, **kwargs: Any) -> Call:
-        """Send a command now, without waiting: a `Call` of {member: result}."""
-        payload = self._cls.encode_command(operation, *args, **kwargs)
-        return self._client.command(
-            self._subgroup, self._shard, payload, self._cls, operation, self._replies
-        )
-
-    def query(
-        self,
-        operation: str,
-        /,
-        *args: Any,
-        consistency: str | None = None,
-        min_version: int | None = None,
-        **kwargs: Any,
-    ) -> Call:
-        """Send a query now, without waiting: a `Call` of its value, read at the connected
-        member at `consistency` ("linearizable" or "sequential"; default: the subgroup
-        client's, else the client's) and at or after `min_version` (default: the version of
-        this client's last answered command in the shard: read your writes)."""
-        payload = self._cls.encode_query(operation, *args, **kwargs)
-        return self._client.query(
-            self._subgroup,
-            self._shard,
-            payload,
-            self._cls,
-            operation,
-            min_version,
-            self._consistency if consistency is None else consistency,
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        op = self._cls._by_name.get(name)
-        if op is None:
-            raise AttributeError(f"{self._cls.__name__} has no operation {name!r}")
-        client = self._client
-
-        def call(*args: Any, **kwargs: Any) -> Call:
-            if op.kind == "command":
-                return client._method_call(self.submit(name, *args, **kwargs))
-            return client._method_call(self.query(name, *args, **kwargs))
-
-        return call
+    def _wait(self, pending: Any) -> Any:
+        return self._client._method_call(pending)
 
 
 class _Connecting:

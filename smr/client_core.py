@@ -34,11 +34,14 @@ import bisect
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from smr.runtime import protocol
 from smr.runtime.hosted import decode_result
 from smr.transport.wire import encode_frame
+
+if TYPE_CHECKING:
+    from smr.api import StateMachine
 
 __all__ = [
     "NOTHING",
@@ -618,3 +621,71 @@ class ClientCore:
                 self._unsent.discard(rid)  # on the wire from now on
                 sends.append((rid, _frame(entry[0])))
         return sends
+
+
+class ShardOperations:
+    """The operations of one shard as methods, for both clients: `submit` and `query` encode
+    the operation and hand it to the client (a threaded `Future`, an asyncio `Call`); calling
+    an operation by its name waits for its answer, the way the client's `_wait` does."""
+
+    def __init__(
+        self,
+        client: Any,
+        cls: type[StateMachine],
+        subgroup: int,
+        shard: int,
+        replies: int = protocol.REPLIES_ALL,
+        consistency: str | None = None,
+    ):
+        self._client = client
+        self._cls = cls
+        self._subgroup = subgroup
+        self._shard = shard
+        self._replies = replies
+        self._consistency = consistency
+
+    def _wait(self, pending: Any) -> Any:
+        raise NotImplementedError
+
+    def submit(self, operation: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Send a command without waiting: its {member: result} once answered."""
+        payload = self._cls.encode_command(operation, *args, **kwargs)
+        return self._client.command(
+            self._subgroup, self._shard, payload, self._cls, operation, self._replies
+        )
+
+    def query(
+        self,
+        operation: str,
+        /,
+        *args: Any,
+        consistency: str | None = None,
+        min_version: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Send a query without waiting: its value, read at the connected member at
+        `consistency` ("linearizable" or "sequential"; default: the subgroup client's, else the
+        client's) and at or after `min_version` (default: the version of this client's last
+        answered command in the shard: read your writes)."""
+        payload = self._cls.encode_query(operation, *args, **kwargs)
+        return self._client.query(
+            self._subgroup,
+            self._shard,
+            payload,
+            self._cls,
+            operation,
+            min_version,
+            self._consistency if consistency is None else consistency,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        op = self._cls._by_name.get(name)
+        if op is None:
+            raise AttributeError(f"{self._cls.__name__} has no operation {name!r}")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if op.kind == "command":
+                return self._wait(self.submit(name, *args, **kwargs))
+            return self._wait(self.query(name, *args, **kwargs))
+
+        return call
