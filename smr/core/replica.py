@@ -265,7 +265,9 @@ class Replica:
         self.reads = Reads(  # linearizable reads (smr.core.reads)
             self, timeout_ns=self.config.read_timeout_ns, reads_max=self.config.reads_max
         )
-        self._late: dict[int, _Late] = {}  # version -> a command answered late (see _carry_over)
+        # (shard index, version) -> a command answered late (see _carry_over); versions are per
+        # shard, so two shards' commands can share one
+        self._late: dict[tuple[int, int], _Late] = {}
         self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
         self._batch_pending = False
         self._restart: Restart | None = None
@@ -324,6 +326,7 @@ class Replica:
         self.view = view
         self.epoch = view.epoch
         self.shards: tuple[Shard, ...] = allocate(view.members, self.layout_specs)
+        self._index_of = {(s.subgroup, s.shard): s.index for s in self.shards}
         columns = list(HEARTBEAT_COLUMNS)
         columns.extend(views.columns(len(view.members), self.shards, self.config.views))
         for shard in self.shards:
@@ -364,7 +367,11 @@ class Replica:
         early, self._future_data = self._future_data, []
         for epoch, source, frame in early:
             if epoch == view.epoch and source in self._row_of:
-                self._on_frame(source, frame)
+                kind, g, number, _ = FRAME.unpack_from(frame)
+                if kind == FRAME_REPLY:  # a late reply for the epoch that just ended
+                    self._late_reply(source, g, number, frame[FRAME.size :])
+                else:
+                    self._on_frame(source, frame)
             elif epoch > view.epoch:
                 self._future_data.append((epoch, source, frame))
 
@@ -491,18 +498,26 @@ class Replica:
             if self.status == JOINING:
                 self.transfer.on_join_ok(source, epoch, payload[FRAME.size :])
             return False
+        if kind == FRAME_REPLY:
+            # A survivor's result for my command delivered at the end of epoch `epoch` (see
+            # `reply`), sent once it installed the next view. It can beat my own install of that
+            # view: it is then kept, and taken when the view is built (when `_late` waits for it).
+            if epoch < self.epoch:
+                if self._late:
+                    _, g, number, _ = FRAME.unpack_from(payload)
+                    self._late_reply(source, g, number, payload[FRAME.size :])
+            elif len(self._future_data) < 4 * self.config.multicast.window_max:
+                self._future_data.append((epoch + 1, source, payload))
+            return False
         if self.status == JOINING or epoch > self.epoch:
             if len(self._future_data) < 4 * self.config.multicast.window_max:
                 self._future_data.append((epoch, source, payload))
             return False
         if epoch < self.epoch:
-            if kind == FRAME_REPLY and self._late:
-                number = FRAME.unpack_from(payload)[2]
-                self._late_reply(source, number, payload[FRAME.size :])
-            elif kind == FRAME_REPLIES and self._late:
-                count = FRAME.unpack_from(payload)[2]
+            if kind == FRAME_REPLIES and self._late:
+                _, g, count, _ = FRAME.unpack_from(payload)
                 for version, result in parse_replies(count, memoryview(payload)[FRAME.size :]):
-                    self._late_reply(source, version, result)
+                    self._late_reply(source, g, version, result)
             return False
         if source not in self._row_of or source == self.me:
             raise PeerProtocolError(f"a data frame from {source}, who is not a peer in the view")
@@ -604,10 +619,12 @@ class Replica:
             return
         if delivery.version >> 32 != self.epoch:
             # delivered in the epoch that just ended: the sender waits for survivors' results
+            # a shard's index is the same in every epoch (declaration order)
+            g = self._index_of[(delivery.subgroup, delivery.shard)]
             if delivery.sender == self.me:
-                self._late_reply(self.me, delivery.version, result)
+                self._late_reply(self.me, g, delivery.version, result)
             elif delivery.sender in self._row_of and delivery.version >> 32 == self.epoch - 1:
-                frame = FRAME.pack(FRAME_REPLY, 0, delivery.version, delivery.version >> 32)
+                frame = FRAME.pack(FRAME_REPLY, g, delivery.version, delivery.version >> 32)
                 self._sends.append(Send(delivery.sender, frame + result))
             return
         st = self._stream(delivery.subgroup, delivery.shard)
@@ -894,7 +911,9 @@ class Replica:
         (every survivor delivered them and, in durable shards, persisted them)."""
         carried: dict[tuple[int, int], list[tuple[int, bytes, bool]]] = {}
         completed: list[Any] = []
-        survivors = set(decided.members)
+        # a member that rejoins in this view is a new incarnation: it delivered nothing of the
+        # old epoch and sends no result for it
+        survivors = set(decided.members) - set(decided.joiners)
         for st in old_streams.values():
             items, done = st.carry_over()
             carried[(st.subgroup, st.shard_index)] = items
@@ -905,34 +924,34 @@ class Replica:
                 else:
                     # Delivered by every survivor, whose results may still be on their way (or
                     # not yet computed): wait for them a little, not for the departed.
-                    self._late[event.version] = _Late(
+                    self._late[(st.g, event.version)] = _Late(
                         event,
                         dict(event.results),
                         expected,
                         self.now_ns + self.config.late_reply_timeout_ns,
                     )
         while len(self._late) > self.config.late_replies_max:
-            oldest = min(self._late)
+            oldest = min(self._late, key=lambda k: k[1])
             completed.append(self._late.pop(oldest).completed())
         return carried, completed
 
-    def _late_reply(self, member: int, version: int, result: bytes) -> None:
-        late = self._late.get(version)
+    def _late_reply(self, member: int, g: int, version: int, result: bytes) -> None:
+        late = self._late.get((g, version))
         if late is None or member not in late.expected:
             return
         late.results[member] = result
         if late.expected <= late.results.keys():
-            del self._late[version]
+            del self._late[(g, version)]
             self._events.append(late.completed())
 
     def _expire_late(self, members: Sequence[int] | None = None) -> None:
         """Late replies from members no longer in the view, or after the timeout, are not
         waited for."""
-        for version, late in list(self._late.items()):
+        for key, late in list(self._late.items()):
             if members is not None:
                 late.expected = late.expected & frozenset(members)
             if late.expected <= late.results.keys() or self.now_ns >= late.deadline_ns:
-                del self._late[version]
+                del self._late[key]
                 self._events.append(late.completed())
 
     @contextlib.contextmanager
