@@ -79,7 +79,10 @@ class FaultyDisk:
     def listdir(self, path: str) -> list[str]:
         if path not in self._dirs:
             raise FileNotFoundError(path)
-        return sorted(p.rpartition("/")[2] for p in self._names if parent(p) == path)
+        # files and subdirectories, as os.listdir gives them
+        names = {p.rpartition("/")[2] for p in self._names if parent(p) == path}
+        names.update(d.rpartition("/")[2] for d in self._dirs if "/" in d and parent(d) == path)
+        return sorted(names)
 
     def create(self, path: str) -> AppendFile:
         self._need_dir(path)
@@ -104,8 +107,41 @@ class FaultyDisk:
         inode.durable = bytes(inode.data)
 
     def rename(self, src: str, dst: str) -> None:
+        if src in self._dirs:
+            self._rename_dir(src, dst)
+            return
         self._need_dir(dst)
         self._names[dst] = self._names.pop(src) if src in self._names else self._inode(src)
+
+    def _rename_dir(self, src: str, dst: str) -> None:
+        """A directory and everything under it moves, replacing `dst` (durable at once, as
+        directories are here)."""
+        self._need_dir(dst)
+
+        def under(p: str, top: str) -> bool:
+            return p == top or p.startswith(top + "/")
+
+        def moved(p: str) -> str:
+            return dst + p[len(src) :]
+
+        for table in (self._names, self._durable_names):
+            for p in [p for p in table if under(p, dst)]:
+                del table[p]
+            for p in [p for p in table if under(p, src)]:
+                table[moved(p)] = table.pop(p)
+        self._dirs = {d for d in self._dirs if not under(d, dst)}
+        self._dirs = {moved(d) if under(d, src) else d for d in self._dirs}
+
+    def lose(self, path: str) -> None:
+        """A fault: everything under `path` is gone (the device under it was replaced)."""
+
+        def under(p: str) -> bool:
+            return p == path or p.startswith(path + "/")
+
+        for table in (self._names, self._durable_names):
+            for p in [p for p in table if under(p)]:
+                del table[p]
+        self._dirs = {d for d in self._dirs if not under(d)}
 
     def remove(self, path: str) -> None:
         self._inode(path)
