@@ -86,9 +86,9 @@ def test_a_member_process_drops_a_bad_frame_suspects_its_peer_and_goes_on(tmp_pa
 def test_the_simulator_fails_the_run_on_the_same_input():
     sim = Simulation(SimConfig(nodes=3, seed=1))
     node = sim.nodes[1]
-    sim._drain(node)
+    sim._step_member(node)
     node.replica.on_data(2, BAD_FRAME)
     with pytest.raises(Violation, match="peer-protocol: member 1 dropped input from 2"):
-        sim._drain(node)
+        sim._step_member(node)
     r = node.replica
     assert r.vc.suspects(r.table.my_row, r.members.index(2))  # the same state as the node's

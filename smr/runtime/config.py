@@ -95,6 +95,10 @@ class ClusterConfig:
     frame_bytes_max: int = 64 << 20
     slot_bytes: int = 1152
     window_max: int = 256
+    # Set by code, not by the file: the simulator gives its own core timing and small segments
+    # (so that rolling happens in its short runs).
+    core: CoreConfig | None = None
+    segment_bytes_max: int = 64 << 20
 
     def __repr__(self) -> str:  # the secret never reaches a log line
         return (
@@ -113,6 +117,8 @@ class ClusterConfig:
         return os.path.join(self.data_dir, f"member-{member}")
 
     def core_config(self) -> CoreConfig:
+        if self.core is not None:
+            return self.core
         return CoreConfig(
             heartbeat_period_ns=int(self.heartbeat_ms * 1e6),
             multicast=MulticastConfig(
@@ -385,7 +391,10 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         frame_bytes_max=frame_bytes_max,
         slot_bytes=slot_bytes,
         window_max=window_max,
-        **values,
+        heartbeat_ms=values["heartbeat_ms"],
+        suspect_ms=values["suspect_ms"],
+        peer_failed_ms=values["peer_failed_ms"],
+        submit_ms=values["submit_ms"],
     )
 
 

@@ -51,7 +51,16 @@ from typing import Any
 from smr.core.errors import UsageError, WindowFullError
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
 from smr.core.reads import ReadConfirmed, ReadFailed
-from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Send
+from smr.core.ready import (
+    Delivery,
+    LogAppend,
+    LogMeta,
+    LogSnapshot,
+    LogTruncate,
+    Push,
+    Ready,
+    Send,
+)
 from smr.core.replica import (
     ACTIVE,
     HALTED,
@@ -61,6 +70,7 @@ from smr.core.replica import (
     RestoreState,
     StateTransfer,
 )
+from smr.core.restart import Recovered
 from smr.core.views import Halted, ViewBlocked, ViewInstalled
 from smr.log import GroupCommitWriter, Log, LogConfig, LogCorruptionError, Record
 from smr.log.fs import FileSystem, OsFileSystem
@@ -124,12 +134,20 @@ class Node:
         clock_ns: Callable[[], int] | None = None,
         clients: Any = None,
         writer: Callable[[Log, Callable[[int], None]], Any] | None = None,
+        observe: Callable[[Ready], None] | None = None,
+        strict: bool = False,
+        replica_class: type[Replica] = Replica,
     ):
         """A member. Its I/O can be given, so that a simulated member runs this same code:
         `transport` (default: the configured provider), `fs` (the logs' file system), `clock_ns`
         (a monotonic clock in ns; default: the wall clock's), `clients` (the client port:
         `attach`, `respond`, `flush`, `stop`), `writer` (what makes a shard log's appends durable
-        and reports it: default a `GroupCommitWriter` thread)."""
+        and reports it: default a `GroupCommitWriter` thread).
+
+        For the simulator: `observe` sees every `Ready` before the executor carries it out (its
+        checkers), `strict` makes a peer's bad table write raise instead of being reported (every
+        simulated peer runs the real core, so one is a bug), and `replica_class` is the core's
+        class (`smr.sim.bugs` breaks a rule on purpose in a subclass)."""
         if me not in config.members:
             raise UsageError(f"member {me} is not listed in {config.path}")
         self.config = config
@@ -140,6 +158,10 @@ class Node:
         self._clock_base_ns = time.time_ns() - time.monotonic_ns()
         self._clock_ns = clock_ns
         self._writer = writer or GroupCommitWriter
+        self.observe = observe
+        self._strict = strict
+        self._replica_class = replica_class
+        self.recovered: Recovered | None = None  # what the last restart found on this disk
         self._stopping = False
         self.exit_reason = ""
         self.hosted: dict[tuple[int, int], Hosted] = {}
@@ -220,7 +242,13 @@ class Node:
         if self.meta is None:
             self.meta = self._open(meta_path)
         if self.me in cfg.founders and not fs.exists(self.dir + ".previous"):
-            replica = Replica(self.me, cfg.founders, layout=cfg.layout, config=cfg.core_config())
+            replica = self._replica_class(
+                self.me,
+                cfg.founders,
+                layout=cfg.layout,
+                config=cfg.core_config(),
+                strict=self._strict,
+            )
             self.log("start", role="founder", members=list(cfg.founders))
             self.views.append((replica.epoch, replica.members))
             self._open_shards([(st.subgroup, st.shard_index) for st in replica.streams.values()])
@@ -241,15 +269,20 @@ class Node:
                 key = (int(m.group(1)), int(m.group(2)))
                 if key[0] < len(cfg.subgroups):
                     self._open_log(key)
-        recovered = recover_member(self.me, self.meta, self.logs, cfg.founders)
+        recovered = self.recovered = recover_member(self.me, self.meta, self.logs, cfg.founders)
         for key, log in self.logs.items():
             h = self.hosted[key] = Hosted(cfg.subgroups[key[0]].machine())
             version = replay(log, h.apply_record, h.restore)
             self.log("replayed", shard=list(key), version=version, records=len(log))
         contacts = [m for m in cfg.members if m != self.me]
         self.log("start", role="restarting", epoch=recovered.epoch, members=list(recovered.members))
-        return Replica.restarting(
-            self.me, recovered, contacts, layout=cfg.layout, config=cfg.core_config()
+        return self._replica_class.restarting(
+            self.me,
+            recovered,
+            contacts,
+            layout=cfg.layout,
+            config=cfg.core_config(),
+            strict=self._strict,
         )
 
     def _move_aside(self) -> None:
@@ -259,11 +292,8 @@ class Node:
         if isinstance(fs, OsFileSystem):
             shutil.rmtree(old, ignore_errors=True)
             os.rename(self.dir, old)
-        else:  # a file system of names (the simulator's disk): move each file
-            for path in _files_under(fs, old):
-                fs.remove(path)
-            for path in _files_under(fs, self.dir):
-                fs.rename(path, old + path[len(self.dir) :])
+        else:  # the simulator's disk: a directory's rename replaces the destination
+            fs.rename(self.dir, old)
         fs.makedirs(self.dir)
         self.meta = None
 
@@ -271,7 +301,9 @@ class Node:
         cfg = self.config
         contacts = [m for m in cfg.members if m != self.me]
         self.log("start", role="joiner", contacts=contacts)
-        return Replica.joiner(self.me, contacts, layout=cfg.layout, config=cfg.core_config())
+        return self._replica_class.joiner(
+            self.me, contacts, layout=cfg.layout, config=cfg.core_config(), strict=self._strict
+        )
 
     def _rejoin(self) -> None:
         """After a halt: this incarnation is over (its state may be stale); a new one starts
@@ -314,7 +346,9 @@ class Node:
                 log.close()
 
     def _log_config(self) -> LogConfig:
-        return LogConfig(sync_policy=self.config.sync_policy)
+        return LogConfig(
+            sync_policy=self.config.sync_policy, segment_bytes_max=self.config.segment_bytes_max
+        )
 
     def _open(self, path: str) -> Log:
         return Log.open(path, self._log_config(), fs=self.fs)
@@ -444,7 +478,7 @@ class Node:
 
     def _drain(self) -> None:
         replica = self.replica
-        self.executor.drain(replica)
+        self.executor.drain(replica, self.observe)
         if replica.status == HALTED:
             if not self.rejoin_after_halt:
                 raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", 3)
@@ -882,16 +916,6 @@ class Node:
             self._close_logs()
             self.transport.close()
         self.log("stopped", reason=self.exit_reason or "stopped")
-
-
-def _files_under(fs: FileSystem, path: str) -> list[str]:
-    if not fs.exists(path):
-        return []
-    out = []
-    for name in fs.listdir(path):
-        full = f"{path}/{name}"
-        out.extend(_files_under(fs, full) if fs.is_dir(full) else [full])
-    return out
 
 
 def main(config_path: str, me: int) -> int:

@@ -1,4 +1,5 @@
-"""The deterministic simulator: the real core, N replicas in one process, one seed per run."""
+"""The deterministic simulator: N member processes' code (the node runtime) in one process, one
+seed per run."""
 
 from smr.sim.harness import (
     BUGS,

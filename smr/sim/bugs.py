@@ -25,7 +25,8 @@ class CounterDownReplica(Replica):
             self.push_all(("heartbeat",))
 
 
-def buggy_replica(bugs: frozenset[str], me: int, members: Sequence[int], **kwargs) -> Replica:
-    if "counter-down" in bugs and me == members[0]:
-        return CounterDownReplica(me, members, **kwargs)
-    return Replica(me, members, **kwargs)
+def replica_class_for(bugs: frozenset[str], me: int, founders: Sequence[int]) -> type[Replica]:
+    """The core's class for member `me`'s Node in a run with `bugs`."""
+    if "counter-down" in bugs and me == founders[0]:
+        return CounterDownReplica
+    return Replica

@@ -12,11 +12,16 @@ the faults) in which the group must install one view of every live process and a
 submitted. Invariant checkers (`smr.sim.invariants`) run after every step; the first violation
 stops the run and is reported with the command that reproduces it.
 
-The simulated driver does what the node runtime does: it executes each `Ready` (pushes and sends
-onto the network, log requests onto a disk that makes appends durable after a delay, deliveries
-into the state machines, results back as replies, snapshots for state transfer) and advances.
-Payloads carry an 8-byte nonce (the simulator's own envelope, stripped before a state machine sees
-the command) so that checkers can tell every submission apart.
+Each simulated process is the node runtime itself (`smr.runtime.node.Node`, the code a member
+process runs), with its I/O replaced and nothing else: the network is the sim transport
+(`smr.transport.sim`) over this run's `Network`, its disk a `FaultyDisk`, its group commit a
+writer whose syncs are events here, its clock the simulated one, and its clients are calls that
+hand it protocol requests and keep its answers. A crash ends the Node (its transport closes, its
+disk loses what was not synced); a restart is a new Node on the same disk, which decides by
+itself, as a process does, whether it resumes from its logs or joins afresh; a halted Node rejoins
+by itself. The workloads' state machines are `StateMachine` types the Node hosts. Every client
+command carries the node runtime's own envelope (client id, sequence number), which the checkers
+use to tell submissions apart.
 """
 
 from __future__ import annotations
@@ -29,28 +34,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smr.core.errors import PeerProtocolError
-from smr.core.layout import allocate
-from smr.core.multicast import Completed, MulticastConfig, PeerMisbehaved, SubmitFailed
-from smr.core.reads import ReadConfirmed, ReadFailed
-from smr.core.ready import Delivery, LogAppend, LogMeta, LogSnapshot, LogTruncate, Push, Ready, Send
-from smr.core.replica import (
-    ACTIVE,
-    HALTED,
-    RESTARTING,
-    CoreConfig,
-    FrontierReached,
-    Replica,
-    RestoreState,
-    StateTransfer,
-)
+from smr.core.multicast import MulticastConfig, PeerMisbehaved
+from smr.core.ready import LogSnapshot, LogTruncate, Ready
+from smr.core.replica import ACTIVE, HALTED, RESTARTING, CoreConfig, Replica, StateTransfer
 from smr.core.restart import Recovered
-from smr.core.views import Halted, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, ViewInstalled
 from smr.log import Log, LogConfig, LogCorruptionError, Record
-from smr.recovery import perform, recover_member, replay
-from smr.runtime.executor import Executor, StateVersionError
+from smr.runtime import protocol
+from smr.runtime.config import ClusterConfig, MemberConfig, SubgroupConfig
+from smr.runtime.executor import StateVersionError
+from smr.runtime.hosted import ENVELOPE, wrap
+from smr.runtime.node import Node, NodeExit
 from smr.sim.disk import FaultyDisk
-from smr.sim.network import Message, Network
-from smr.sim.workloads import WORKLOADS, Workload, apply_delivery, make_workload
+from smr.sim.network import Network
+from smr.sim.workloads import WORKLOADS, make_workload
+from smr.transport.base import Handler
+from smr.transport.sim import SimTransport, SimWorld
 
 # `total` crashes every live member at once; each restarts later from its own disk (it implies
 # restarts, whether or not `restart` is in the set). `restart` also restarts a crashed member from
@@ -59,7 +58,8 @@ FAULTS = ("delay", "partition", "break", "crash", "restart", "join", "leave", "t
 BUGS = ("counter-down",)
 
 MS = 1_000_000
-NONCE_BYTES = 8
+NONCE_BYTES = ENVELOPE.size  # a submission is told apart by its envelope: (client id, seq)
+DATA_DIR = "/sim"
 LOG_CONFIG = LogConfig(segment_bytes_max=64 << 10)  # small segments: rolling happens in runs
 
 
@@ -119,37 +119,58 @@ class Submission:
     incarnation: int
     key: tuple[int, int]  # (subgroup, shard)
     index: int  # the member incarnation's n-th submission to this shard
-    ticket: int
+    request: int  # the client request's id
 
 
 @dataclass
 class SimNode:
-    """A simulated process: one incarnation of a member id at a time."""
+    """A simulated process: one `Node` at a time for a member id, on the member's disk.
+
+    `incarnation` counts the member's replicas (a restart or a rejoin after a halt starts a new
+    one; checkers keep their per-replica state under it); `process` counts its Nodes (a crash
+    ends one), and events scheduled for an ended Node are stale."""
 
     id: int
-    replica: Replica
+    proc: Node | None = None
     alive: bool = True
     incarnation: int = 0
+    process: int = 0
+    client: int = 0  # the client id this incarnation's commands carry
     tick_at_ns: int = -1
+    rejoins: int = 0  # the Node's own rejoins seen so far
     events: list[tuple[int, Any]] = field(default_factory=list)  # (time, event)
     deliveries: list[Any] = field(default_factory=list)
-    machines: dict[tuple[int, int], Any] = field(default_factory=dict)  # (sg, sh) -> machine
     submitted: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> count
-    open_tickets: dict[int, tuple[int, int]] = field(default_factory=dict)  # ticket -> key
-    # linearizable reads not answered: (incarnation, ticket) -> (step issued in, key)
-    open_reads: dict[tuple[int, int], tuple[int, tuple[int, int]]] = field(default_factory=dict)
+    open_tickets: dict[int, tuple[int, int]] = field(default_factory=dict)  # request -> key
+    # linearizable reads not answered: request id -> (step issued in, key)
+    open_reads: dict[int, tuple[int, tuple[int, int]]] = field(default_factory=dict)
     digests: dict[tuple[tuple[int, int], int], str] = field(default_factory=dict)
+    digested: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> version digested
     halted: str = ""
-    # the node's disk and, per incarnation, a log per durable shard and one for metadata
     disk: FaultyDisk = field(default_factory=FaultyDisk)
-    logs: dict[tuple[int, int], Log] = field(default_factory=dict)
+    # what this member's durable shard logs were asked to hold and reported synced, for the
+    # recovery check after a crash
     appended: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # versions, in order
-    synced: dict[tuple[int, int], int] = field(default_factory=dict)  # last durable version seen
-    sync_pending: set[tuple[int, int]] = field(default_factory=set)
-    meta: Log | None = None
-    dir_incarnation: int = 0  # the incarnation whose directory is this node's disk state
-    applied: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> machine version
-    executor: Executor | None = None  # one per incarnation (see _revive)
+    synced: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    @property
+    def replica(self) -> Replica:
+        assert self.proc is not None
+        return self.proc.replica
+
+    @property
+    def machines(self) -> dict[tuple[int, int], Any]:
+        """The state machines the Node hosts now, by shard."""
+        if self.proc is None:
+            return {}
+        return {key: h.machine for key, h in self.proc.hosted.items()}
+
+    @property
+    def applied(self) -> dict[tuple[int, int], int]:
+        """The version each hosted shard's state is at."""
+        if self.proc is None:
+            return {}
+        return {key: h.version for key, h in self.proc.hosted.items()}
 
     @property
     def active(self) -> bool:
@@ -198,25 +219,16 @@ class Checker:
     def after_recover(self, sim: Simulation, node: SimNode, recovered: Recovered) -> None:
         """`node` restarts from its own disk with this summary of its logs."""
 
+    def after_answer(
+        self, sim: Simulation, node: SimNode, request: Any, response: protocol.Response
+    ) -> None:
+        """`node` answered a client's `request` (a `protocol.Command` or `Query`)."""
+
     def at_liveness_start(self, sim: Simulation) -> None:
         """Faults have stopped and every link is healed."""
 
     def at_end(self, sim: Simulation) -> None:
         """The liveness phase is over."""
-
-
-ReplicaFactory = Callable[[int, Sequence[int], SimConfig, Workload], Replica]
-
-
-def default_factory(
-    me: int, members: Sequence[int], config: SimConfig, workload: Workload
-) -> Replica:
-    kwargs: dict[str, Any] = {"config": config.core, "strict": True, "layout": workload.layout()}
-    if config.bugs:
-        from smr.sim.bugs import buggy_replica
-
-        return buggy_replica(config.bugs, me, members, **kwargs)
-    return Replica(me, members, **kwargs)
 
 
 class Simulation:
@@ -225,7 +237,6 @@ class Simulation:
         config: SimConfig,
         *,
         checkers: Iterable[Checker] | None = None,
-        factory: ReplicaFactory = default_factory,
         tracer: Checker | None = None,
     ):
         from smr.sim import invariants  # the default checkers
@@ -246,12 +257,11 @@ class Simulation:
         self.members = tuple(range(1, config.nodes + 1))
         self.initial_members = self.members
         self.workload = make_workload(config.workload, config.nodes)
-        self.nodes: dict[int, SimNode] = {
-            m: SimNode(m, factory(m, self.members, config, self.workload)) for m in self.members
-        }
-        for node in self.nodes.values():
-            for st in node.replica.streams.values():
-                self._new_machine(node, (st.subgroup, st.shard_index))
+        self.world = SimWorld(network=self.network, on_due=self._on_due)
+        self.cluster = self._cluster_config()
+        self._clients = 0
+        self._requests = 0
+        self.nodes: dict[int, SimNode] = {m: SimNode(m) for m in self.members}
         self.checkers = list(invariants.default_checkers() if checkers is None else checkers)
         if tracer is not None:  # smr.sim.trace.Tracer: an observer, so it costs nothing when off
             self.checkers.append(tracer)
@@ -283,6 +293,33 @@ class Simulation:
             "reads_confirmed": 0,
         }
         self.timeline: list[tuple[int, str]] = []  # faults, views and phases in plain words
+        for node in self.nodes.values():
+            self._spawn(node, step=False)  # the first pass is the first tick of the run
+
+    def _cluster_config(self) -> ClusterConfig:
+        """The configuration every simulated Node reads: founders 1..nodes, the ids a `join`
+        fault may add as spares, the workload's subgroups, and this run's core timing."""
+        config, workload = self.config, self.workload
+        ids = range(1, config.nodes + config.joiners_max + 1)
+        types = workload.machine_types()
+        layout = workload.layout()
+        assert len(types) == len(layout), f"workload {workload.name}: a type per subgroup"
+        return ClusterConfig(
+            path="<sim>",
+            name="sim",
+            secret=bytes(32),
+            transport="sim",
+            data_dir=DATA_DIR,
+            sync_policy="batch",
+            founders=self.members,
+            rejoin=self._restarts(),
+            members={m: MemberConfig(m, "127.0.0.1", 20_000 + m, 30_000 + m) for m in ids},
+            subgroups=tuple(
+                SubgroupConfig(spec.name, t, spec) for spec, t in zip(layout, types, strict=True)
+            ),
+            core=config.core,
+            segment_bytes_max=LOG_CONFIG.segment_bytes_max,
+        )
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -296,7 +333,13 @@ class Simulation:
         at = max(node.replica.next_tick_ns(), self.now_ns)
         if node.tick_at_ns < 0 or at < node.tick_at_ns or node.tick_at_ns < self.now_ns:
             node.tick_at_ns = at
-            self._at(at, "tick", (node.id, node.incarnation))
+            self._at(at, "tick", (node.id, node.process))
+
+    def _on_due(self, time_ns: int, member: int) -> None:
+        """The sim transport has something for `member` to poll at `time_ns`."""
+        node = self.nodes.get(member)
+        if node is not None and node.alive:
+            self._at(max(time_ns, self.now_ns), "poll", (member, node.process))
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -333,15 +376,13 @@ class Simulation:
         if self.config.faults - {"delay"}:
             self._at(self._fault_gap(), "fault", None)
         self._at(safety_end, "liveness", None)
-        if self.workload.submits:
-            for m in self.members:
-                self._at(self._submit_gap(), "submit", (m, 0))
         while self._heap:
             time_ns, _, kind, arg = heapq.heappop(self._heap)
             if time_ns > end:
                 break
             assert time_ns >= self.now_ns
             self.now_ns = time_ns
+            self.world.advance_to(time_ns)
             node = self._step(kind, arg)
             if node is not False:
                 self.steps += 1
@@ -352,9 +393,9 @@ class Simulation:
             c.at_end(self)
 
     def _current(self, arg: tuple[int, int]) -> SimNode | None:
-        member, incarnation = arg
+        member, process = arg
         node = self.nodes[member]
-        if not node.alive or node.incarnation != incarnation:
+        if not node.alive or node.process != process:
             return None
         return node
 
@@ -367,26 +408,14 @@ class Simulation:
                 return False
             node.tick_at_ns = -1
             self._trace("tick", node.id)
-            node.replica.tick(self.now_ns)
-            self._drain(node)
+            self._step_member(node)
             return node
-        if kind == "msg":
-            message: Message = arg
-            if not self.network.arrive(message):
+        if kind == "poll":
+            node = self._current(arg)
+            if node is None or not self.world.has_due(node.id):
                 return False
-            node = self.nodes[message.target]
-            if not node.alive:
-                return False
-            self._trace(message.kind, message.source, message.target)
-            if message.kind == "write":
-                offset, data, epoch = message.body
-                node.replica.on_write(message.source, offset, data, epoch)
-                for c in self.checkers:
-                    c.after_write(self, node, message.source, offset, data, epoch)
-            else:
-                (payload,) = message.body
-                node.replica.on_data(message.source, payload)
-            self._drain(node)
+            self._trace("poll", node.id)
+            self._step_member(node)
             return node
         if kind == "fault":
             if self.in_liveness:
@@ -424,20 +453,19 @@ class Simulation:
             self._submit(node)
             return node
         if kind == "sync":
-            member, incarnation, key = arg
-            node = self._current((member, incarnation))
-            if node is None:
+            member, process, writer = arg
+            node = self._current((member, process))
+            if node is None or not writer.pending:
                 return False
-            node.sync_pending.discard(key)
-            version = node.logs[key].sync()
-            node.synced[key] = version
-            self._trace("sync", member, key, version)
-            node.replica.on_persisted(key[0], key[1], version)
-            self._drain(node)
+            self._trace("sync", member, writer.key)
+            writer.sync()
+            self._step_member(node)
             return node
         raise AssertionError(f"unknown event {kind}")
 
     def _submit(self, node: SimNode) -> None:
+        """A client command (or, for the workload's share, a linearizable read) handed to the
+        node's client port, which the node takes in its next pass (made at once)."""
         if self.workload.reads and self.rng.random() < self.workload.reads:
             self._read(node)
             return
@@ -450,15 +478,20 @@ class Simulation:
         if op is None:
             return
         key = (op.subgroup, op.shard)
-        self._nonce += 1
-        nonce = self._nonce.to_bytes(NONCE_BYTES, "big")
+        self._requests += 1
+        rid = self._requests
         self._trace("submit", node.id, key, len(op.payload))
-        ticket = node.replica.submit(op.subgroup, op.shard, nonce + op.payload, reply=op.reply)
+        replies = protocol.REPLIES_ALL if op.reply else protocol.REPLIES_ONE
+        command = protocol.Command(
+            rid, op.subgroup, op.shard, node.client, rid, op.payload, replies
+        )
         index = node.submitted.get(key, 0)
         node.submitted[key] = index + 1
-        self.nonces[nonce] = Submission(node.id, node.incarnation, key, index, ticket)
-        node.open_tickets[ticket] = key
-        self._drain(node)
+        self.nonces[wrap(node.client, rid, b"")] = Submission(
+            node.id, node.incarnation, key, index, rid
+        )
+        node.open_tickets[rid] = key
+        self._request(node, command)
 
     def _read(self, node: SimNode) -> None:
         """A linearizable read of one of the node's ordered or durable shards (the checker
@@ -471,57 +504,214 @@ class Simulation:
         if not choices:
             return
         key = self.rng.choice(choices)
+        self._requests += 1
+        rid = self._requests
         self._trace("read", node.id, key)
-        ticket = node.replica.read(*key)
-        node.open_reads[(node.incarnation, ticket)] = (self.steps, key)
+        payload = self.workload.read_op(self.rng, key[0])
+        node.open_reads[rid] = (self.steps, key)
         self.stats["reads"] += 1
-        self._drain(node)
+        self._request(node, protocol.Query(rid, key[0], key[1], payload))
+
+    def _request(self, node: SimNode, request: Any) -> None:
+        assert node.proc is not None
+        port = node.proc.clients
+        assert isinstance(port, _ClientPort)
+        port.requests[request.id] = request
+        node.proc._on_request(request.id, request)
+        self._step_member(node)
+
+    def _answered(self, node: SimNode, request: Any, response: protocol.Response) -> None:
+        """The node answered a client (called from its client port, during its pass)."""
+        for c in self.checkers:
+            c.after_answer(self, node, request, response)
+        if isinstance(request, protocol.Command):
+            node.open_tickets.pop(request.id, None)
+        else:
+            node.open_reads.pop(request.id, None)
 
     def _submit_gap(self) -> int:
         return 1 + int(self.rng.expovariate(1.0 / self.config.submit_interval_ns_mean))
 
-    def _drain(self, node: SimNode) -> None:
-        replica = node.replica
-        if node.alive:
-            if node.executor is None:
-                node.executor = Executor(node.id, SimHost(self, node))
-            checkers = self.checkers
+    # -- the processes ----------------------------------------------------------------------
 
-            def observe(ready: Ready) -> None:
-                for c in checkers:
-                    c.after_ready(self, node, ready)
+    def _spawn(self, node: SimNode, *, step: bool = True) -> None:
+        """Start a Node for `node`'s member on its disk: a founder's first start, a restart
+        from its logs, or a joiner (the Node decides from what the disk holds)."""
+        member = node.id
+        node.process += 1
+        node.alive = True
+        node.halted = ""
+        node.tick_at_ns = -1
+        node.rejoins = 0
+        writers: list[_SyncWriter] = []
+        process = node.process
 
-            node.executor.drain(replica, observe)
-        if node.alive and replica.status == HALTED and not node.halted:
-            self._on_halt(node)
-        self._schedule_tick(node)
+        def writer(log: Log, on_durable: Callable[[int], None]) -> _SyncWriter:
+            w = _SyncWriter(self, node, process, log, on_durable)
+            writers.append(w)
+            return w
 
-    def _dir(self, node: SimNode) -> str:
-        return f"/member-{node.id}/incarnation-{node.dir_incarnation}"
+        def observe(ready: Ready) -> None:
+            self._observe(node, ready)
 
-    def _log(self, node: SimNode, key: tuple[int, int]) -> Log:
-        log = node.logs.get(key)
-        if log is None:
-            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
-            log = node.logs[key] = Log.open(path, LOG_CONFIG, fs=node.disk)
+        replica_class = Replica
+        if self.config.bugs:
+            from smr.sim.bugs import replica_class_for
+
+            replica_class = replica_class_for(self.config.bugs, member, self.members)
+        transport = _Transport(
+            self, node, member, self.cluster.addresses(), self.cluster.transport_config()
+        )
+        proc = Node(
+            self.cluster,
+            member,
+            transport=transport,
+            log=self._logger(node),
+            fs=node.disk,
+            clock_ns=lambda: self.now_ns,
+            clients=_ClientPort(self, node),
+            writer=writer,
+            observe=observe,
+            strict=True,
+            replica_class=replica_class,
+        )
+        node.proc = proc
+        self._new_incarnation(node)
+        proc.start()
+        if step:
+            self._step_member(node)
+
+    def _logger(self, node: SimNode) -> Callable[..., None]:
+        def log(event: str, **fields: Any) -> None:
+            if event == "log-corrupt":
+                # a damaged log the Node refused to trust: only a byte this run flipped may do it
+                if node.id not in self._corrupted:
+                    raise Violation("log.recovery", f"member {node.id}: {fields.get('error')}")
+                self._corrupted.discard(node.id)
+                self.stats["corruption_detected"] += 1
+
         return log
 
-    def _meta(self, node: SimNode) -> Log:
-        if node.meta is None:
-            node.meta = Log.open(f"{self._dir(node)}/meta", LOG_CONFIG, fs=node.disk)
-        return node.meta
+    def _new_incarnation(self, node: SimNode) -> None:
+        """The Node made a new replica (it started, or rejoined after a halt): the checkers'
+        per-replica state starts again, and what its logs hold is what was appended."""
+        proc = node.proc
+        assert proc is not None
+        node.incarnation += 1
+        self._clients += 1
+        node.client = self._clients
+        node.open_tickets.clear()
+        node.open_reads.clear()
+        node.submitted.clear()
+        node.digested = {}
+        node.appended = {key: log.versions() for key, log in proc.logs.items()}
+        node.synced = {key: log.durable_version for key, log in proc.logs.items()}
+        status = proc.replica.status
+        if proc.recovered is not None and status == RESTARTING:
+            for c in self.checkers:
+                c.after_recover(self, node, proc.recovered)
+        self._digest(node)
+        if self.workload.submits:
+            self._at(self.now_ns + self._submit_gap(), "submit", (node.id, node.process))
+
+    def _step_member(self, node: SimNode) -> None:
+        """One pass of the node's loop (what its poll has, a tick if due, log completions,
+        client requests), then its state's digests and its next timer."""
+        proc = node.proc
+        assert proc is not None and node.alive
+        try:
+            proc.step()
+        except NodeExit as e:
+            # it halted and does not rejoin (members do not restart in this run): it exits
+            node.halted = str(e)
+            proc.transport.close()
+        if proc.rejoins != node.rejoins:
+            # it halted and rejoined by itself, as a member process does by default
+            node.rejoins = proc.rejoins
+            self.stats["restarts"] += 1
+            self._new_incarnation(node)
+        self._digest(node)
+        self._schedule_tick(node)
+
+    def _observe(self, node: SimNode, ready: Ready) -> None:
+        """A Ready of `node`'s replica, before the Node carries it out."""
+        now = self.now_ns
+        node.deliveries.extend(ready.deliveries)
+        joined: tuple[int, ...] = ()
+        for event in ready.events:
+            if type(event) is ViewInstalled:
+                joined = event.joined
+        for event in ready.events:
+            node.events.append((now, event))
+            kind = type(event)
+            if kind is StateTransfer and node.id in joined:
+                # a joiner provides a shard's state from its own log (the group had lost it)
+                self.stats["state_from_joiner"] = self.stats.get("state_from_joiner", 0) + 1
+                self.note(f"joiner {node.id} provides shard {event.subgroup, event.shard}")
+            elif kind is ViewInstalled:
+                self._view_installed(node, event)
+            elif kind is Halted:
+                self.stats["halts"] += 1
+                self.note(f"member {node.id} halts: {event.reason}")
+            elif kind is PeerMisbehaved:
+                # every simulated peer runs the real core: a protocol error is a bug in it
+                raise Violation(
+                    "peer-protocol",
+                    f"member {node.id} dropped input from {event.peer}: {event.reason}",
+                )
+        for request in ready.persist:
+            if isinstance(request, LogTruncate):
+                key = (request.subgroup, request.shard)
+                node.appended[key] = [v for v in node.appended.get(key, []) if v <= request.version]
+            elif isinstance(request, LogSnapshot):
+                node.appended[(request.subgroup, request.shard)] = []
+        for c in self.checkers:
+            c.after_ready(self, node, ready)
+
+    def _view_installed(self, node: SimNode, event: ViewInstalled) -> None:
+        self.stats["views"] += 1
+        for victim, t in list(self._crashed_at):
+            if victim in event.departed:
+                # the first view installed without a crashed member: what failover costs
+                self.view_change_ns.append(self.now_ns - t)
+                self._crashed_at.remove((victim, t))
+        if node.id == event.members[0]:
+            self.note(
+                f"view {event.epoch} installed: members {list(event.members)}"
+                + (f", joined {list(event.joined)}" if event.joined else "")
+                + (f", departed {list(event.departed)}" if event.departed else "")
+            )
+
+    def _digest(self, node: SimNode) -> None:
+        """Note the digest of every ordered or durable shard whose state moved on."""
+        proc = node.proc
+        assert proc is not None
+        subgroups = self.cluster.subgroups
+        for key, h in proc.hosted.items():
+            version = h.version
+            if (
+                version
+                and node.digested.get(key) != version
+                and subgroups[key[0]].spec.mode_of(key[1]) != "raw"
+            ):
+                node.digested[key] = version
+                node.digests[(key, version)] = h.machine.digest()
+
+    def _shard_dir(self, node: SimNode, key: tuple[int, int]) -> str:
+        return f"{self.cluster.member_dir(node.id)}/subgroup-{key[0]}-shard-{key[1]}"
 
     def _recover_disk(self, node: SimNode) -> None:
         """After a crash: every log must reopen holding every record it reported synced, and
         nothing the faulty disk could not explain (a flipped byte is reported, never skipped)."""
         for key, versions in node.appended.items():
-            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
+            path = self._shard_dir(node, key)
+            if not node.disk.exists(path):
+                continue
             try:
                 log = Log.open(path, LOG_CONFIG, fs=node.disk)
             except LogCorruptionError as e:
                 if node.id in self._corrupted:
-                    self.stats["corruption_detected"] += 1
-                    continue
+                    continue  # the Node must find it too, and join afresh
                 raise Violation("log.recovery", f"member {node.id}: {e}") from None
             durable = node.synced.get(key, -1)
             present = set(log.versions())
@@ -540,35 +730,9 @@ class Simulation:
                     "never appended",
                 )
             log.close()
-        self._corrupted.discard(node.id)
-
-    def _new_machine(self, node: SimNode, key: tuple[int, int]) -> Any:
-        machine = self.workload.machine(key[0])
-        if machine is not None:
-            node.machines[key] = machine
-        return machine
-
-    def _on_halt(self, node: SimNode) -> None:
-        self.stats["halts"] += 1
-        self.note(f"member {node.id} halts: {node.replica.halt_reason}")
-        node.halted = node.replica.halt_reason or "halted"
-        # A halted process starts again from its disk, as the node runtime does by default
-        # (`rejoin`); that is its own doing, not a fault, so it happens after faults stop too.
-        if self._restarts():
-            self._at(
-                self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", node.id
-            )
 
     def _restarts(self) -> bool:
         return bool({"restart", "total"} & self.config.faults)
-
-    def _transmit(self, source: int, target: int, kind: str, body: tuple) -> None:
-        if target not in self.nodes:
-            return
-        message = Message(source, target, kind, self.network.generation(source, target), body)
-        arrival = self.network.transit(self.now_ns, message)
-        if arrival is not None:
-            self._at(arrival, "msg", message)
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -685,10 +849,10 @@ class Simulation:
             self._next_id += 1
             self._trace("join", new_id)
             self.note(f"process {new_id} starts and asks to join")
-            self.nodes[new_id] = SimNode(new_id, self._joiner(new_id))
+            self.nodes[new_id] = SimNode(new_id)
             self.members = (*self.members, new_id)
             self.stats["joins"] += 1
-            self._drain(self.nodes[new_id])
+            self._spawn(self.nodes[new_id])
         elif kind == "leave" and spare >= 1:
             leaver = self.rng.choice(healthy)
             if not self._keeps_every_shard({leaver}, healthy):
@@ -697,7 +861,7 @@ class Simulation:
             self.note(f"member {leaver} leaves")
             self.stats["leaves"] += 1
             self.nodes[leaver].replica.leave()
-            self._drain(self.nodes[leaver])
+            self._step_member(self.nodes[leaver])
 
     def schedule(self, at_ns: int, what: str, member: int) -> None:
         """Script a fault: `what` is "crash" or "restart" of `member` at simulated `at_ns`."""
@@ -727,15 +891,13 @@ class Simulation:
         node = self.nodes[member]
         sole = not self._keeps_every_shard({member}, self._healthy(), held=True)
         node.alive = False
+        assert node.proc is not None
+        node.proc.transport.close()  # its links end with it
         node.disk.crash(self.rng)  # unsynced writes lost, the last one maybe torn
         if corrupt and self.rng.random() < 0.1 and not sole:
             self._corrupt_sector(node)
         self.stats["crashes"] += 1
         self._crashed_at.append((member, self.now_ns))
-        for other in self.nodes:
-            if other != member:
-                self.network.set_up(member, other, False)
-                self.network.set_up(other, member, False)
         if self._restarts() and not self.in_liveness:
             self._at(
                 self.now_ns + self.rng.randint(MS, self.config.restart_ns_max), "restart", member
@@ -745,7 +907,7 @@ class Simulation:
         """Flip a byte of a synced record: the restart must report it, not skip it."""
         choices = []
         for key in sorted(node.appended):
-            path = f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"
+            path = self._shard_dir(node, key)
             if node.disk.exists(path):
                 for name in sorted(node.disk.listdir(path)):
                     full = f"{path}/{name}"
@@ -757,141 +919,28 @@ class Simulation:
             self._corrupted.add(node.id)
             self.stats["corruptions"] += 1
 
-    def _joiner(self, member: int) -> Replica:
-        contacts = [m for m in self.nodes if m != member]
-        self.rng.shuffle(contacts)
-        return Replica.joiner(
-            member, contacts, layout=self.workload.layout(), config=self.config.core, strict=True
-        )
-
     def _restart(self, node: SimNode) -> None:
-        """A stopped process (crashed, or halted) starts again, as the node runtime does: from
-        its own disk with `Replica.restarting` when the disk says which view it was in; the core
-        then finds the group running (and joins it, offering the state its logs hold) or agrees
-        with the other restarted members on a view to resume in. Without a view on its disk: a
-        new incarnation with a fresh directory that joins with state transfer."""
-        if self._has_view(node):
-            self._restart_from_disk(node)
-            return
+        """A stopped process (crashed, or halted) starts again on its disk, as a member process
+        does: after the disk's check, a new Node, which resumes from its logs when they say which
+        view it was in (the core then finds the group running and joins it, offering the state
+        its logs hold, or agrees with the other restarted members on a view to resume in), and
+        otherwise joins with state transfer."""
+        if not node.alive and node.appended:
+            self._recover_disk(node)
+        self.stats["restarts"] += 1
         self._trace("restart", node.id)
-        self.note(f"member {node.id} restarts and asks to join")
-        self.stats["restarts"] += 1
-        if node.logs:
-            self._recover_disk(node)
-        node.logs = {}
-        node.appended = {}
-        node.synced = {}
-        node.sync_pending = set()
-        node.meta = None
-        node.incarnation += 1
-        node.dir_incarnation = node.incarnation
-        node.applied = {}
-        node.replica = self._joiner(node.id)
-        node.machines.clear()
-        self._revive(node)
-
-    def _has_view(self, node: SimNode) -> bool:
-        """The node's disk says which view it was in: a founding member's first directory, or a
-        logged view (a joiner that never entered the group has nothing to restart from)."""
-        if node.id in self.initial_members and node.dir_incarnation == 0:
-            return True
-        meta = f"{self._dir(node)}/meta"
-        return node.disk.exists(meta) and any(
-            name.startswith("view.") for name in node.disk.listdir(meta)
-        )
-
-    def _shard_logs(self, node: SimNode) -> dict[tuple[int, int], Log]:
-        logs: dict[tuple[int, int], Log] = {}
-        for shard in allocate(self.initial_members, self.workload.layout()):
-            key = (shard.subgroup, shard.shard)
-            if node.disk.is_dir(f"{self._dir(node)}/subgroup-{key[0]}-shard-{key[1]}"):
-                logs[key] = self._log(node, key)
-        return logs
-
-    def _restart_from_disk(self, node: SimNode) -> None:
-        """Recover the logs (the faulty disk lost what was not synced), replay them into fresh
-        state machines and restart the replica from what they say."""
-        self._trace("restart-from-disk", node.id)
-        self.note(f"member {node.id} restarts from its disk")
-        self.stats["restarts"] += 1
-        corrupted = node.id in self._corrupted
-        if node.appended:
-            self._recover_disk(node)
-        node.logs = {}
-        node.meta = None
-        node.sync_pending = set()
-        node.incarnation += 1
-        node.machines.clear()
-        node.applied = {}
-        try:
-            logs = self._shard_logs(node)
-            meta = self._meta(node)
-        except LogCorruptionError as e:
-            if not corrupted:
-                raise Violation("log.recovery", f"member {node.id}: {e}") from None
-            # a flipped byte the log refuses to open: start as a fresh process that joins
-            self.stats["corruption_detected"] += 1
-            self._corrupted.discard(node.id)
-            node.incarnation += 1
-            node.dir_incarnation = node.incarnation
-            node.logs, node.meta, node.appended, node.synced = {}, None, {}, {}
-            node.replica = self._joiner(node.id)
-            self._revive(node)
-            return
-        recovered = recover_member(node.id, meta, logs, self.initial_members)
-        node.appended, node.synced = {}, {}
-        for key, log in logs.items():
-            node.appended[key] = log.versions()
-            node.synced[key] = log.durable_version
-            machine = self._new_machine(node, key)
-            if machine is None:
-                continue
-            sg, sh = key
-
-            def apply(record: Record, machine: Any = machine, sg: int = sg, sh: int = sh) -> None:
-                d = Delivery(sg, sh, record.version, record.timestamp_ns, 0, record.payload)
-                apply_delivery(machine, d, NONCE_BYTES)
-
-            version = replay(log, apply, machine.restore)
-            node.applied[key] = version
-            if version:
-                node.digests[(key, version)] = machine.digest()
-        for c in self.checkers:
-            c.after_recover(self, node, recovered)
-        contacts = [m for m in self.nodes if m != node.id]
-        node.replica = Replica.restarting(
-            node.id,
-            recovered,
-            contacts,
-            layout=self.workload.layout(),
-            config=self.config.core,
-            strict=True,
-        )
-        self._revive(node)
-
-    def _revive(self, node: SimNode) -> None:
-        node.executor = None
-        node.alive = True
-        node.halted = ""
-        node.tick_at_ns = -1
-        node.open_tickets.clear()
-        node.submitted.clear()
+        self._spawn(node, step=False)
+        how = "from its disk" if node.replica.status == RESTARTING else "and asks to join"
+        self.note(f"member {node.id} restarts {how}")
         for other in self.nodes:
             if other != node.id and self.nodes[other].alive:
                 for a, b in ((node.id, other), (other, node.id)):
-                    self._set_link(a, b, True)
-        if self.workload.submits:
-            self._at(self.now_ns + self._submit_gap(), "submit", (node.id, node.incarnation))
-        self._drain(node)
+                    self._set_link(a, b, True)  # a new process: new connections
+        self._step_member(node)
 
     def _set_link(self, a: int, b: int, up: bool) -> None:
-        if up and not (self.nodes[a].alive and self.nodes[b].alive):
-            return
-        if self.network.set_up(a, b, up) and up:
-            # A new connection: the writer's row at the peer may be stale (writes were lost).
-            self._trace("link-up", a, b)
-            self.nodes[a].replica.on_link_up(b)
-            self._drain(self.nodes[a])
+        if self.world.set_link(a, b, up) and up:
+            self._trace("link-up", a, b)  # the sim transport reports it to `a`'s next poll
 
     def _start_liveness(self) -> None:
         self._trace("liveness")
@@ -900,9 +949,8 @@ class Simulation:
             + (" and every stopped member restarts" if self._restarts() else "")
         )
         self.in_liveness = True
-        for (a, b), link in sorted(self.network.links.items()):
-            if not link.up:
-                self._set_link(a, b, True)
+        for a, b in sorted(self.network.links):
+            self._set_link(a, b, True)
         if self._restarts():
             for node in list(self.nodes.values()):
                 if not node.alive or node.replica.status == HALTED:
@@ -930,149 +978,121 @@ class Simulation:
         return [n for n in self.nodes.values() if n.active]
 
 
-class SimHost:
-    """The executor's host for a simulated member (`smr.runtime.executor`): the node's faulty
-    disk, the simulated network and the workload's state machines. Appends become durable a
-    little later, in one sync per shard that covers everything appended by then (group commit);
-    metadata, truncations and snapshots are durable at once."""
+class _SyncWriter:
+    """A durable shard log's group commit in simulated time: appends are written at once and
+    made durable by one sync, a little later, that covers everything appended by then (an event
+    of the run); `flush` syncs at once. Reports to the Node as its `GroupCommitWriter` does."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        node: SimNode,
+        process: int,
+        log: Log,
+        on_durable: Callable[[int], None],
+    ):
+        self.sim = sim
+        self.node = node
+        self.process = process
+        self.log = log
+        self.on_durable = on_durable
+        self.pending = False
+        name = log.path.rsplit("/", 1)[-1]
+        sg, sh = name.removeprefix("subgroup-").split("-shard-")
+        self.key = (int(sg), int(sh))
+
+    def submit(self, records: Sequence[Record], timeout_s: float | None = None) -> None:
+        self.log.append(records)
+        self.node.appended.setdefault(self.key, []).extend(r.version for r in records)
+        if not self.pending:
+            self.pending = True
+            sim = self.sim
+            at = sim.now_ns + sim.rng.randint(MS // 20, sim.config.persist_ns_max)
+            sim._at(at, "sync", (self.node.id, self.process, self))
+
+    def sync(self) -> None:
+        if self.pending:
+            self.pending = False
+            version = self.log.sync()
+            self.node.synced[self.key] = version
+            self.on_durable(version)
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        self.sync()
+        self.node.synced[self.key] = self.log.sync()
+        return self.log.durable_version
+
+    def close(self) -> None:
+        self.pending = False
+
+
+class _ClientPort:
+    """A simulated member's client port: the run hands requests in (`Simulation._request`);
+    each answer goes to the run's checkers at once."""
 
     def __init__(self, sim: Simulation, node: SimNode):
         self.sim = sim
         self.node = node
-        self._joined: tuple[int, ...] = ()  # of the view this Ready installs, until it is in force
+        self.requests: dict[int, Any] = {}  # connection (= request) id -> request
 
-    def prepare_view(self, event: ViewInstalled) -> None:
-        node = self.node
-        self._joined = event.joined
-        for sg, sh, _, _ in event.shards:
-            if (sg, sh) not in node.machines and node.id not in event.joined:
-                self.sim._new_machine(node, (sg, sh))
+    def attach(self, transport: Any) -> None:
+        pass
 
-    def persist_meta(self, request: LogMeta) -> None:
-        self.sim._meta(self.node).meta_put(request.name, request.data)
+    def respond(self, conn_id: int, response: protocol.Response) -> None:
+        request = self.requests.pop(conn_id, None)
+        if request is not None and self.sim.nodes[self.node.id] is self.node and self.node.alive:
+            self.sim._answered(self.node, request, response)
 
-    def persist_append(self, request: LogAppend) -> None:
-        sim, node = self.sim, self.node
-        key = (request.subgroup, request.shard)
-        sim._log(node, key).append(
-            Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
-            for d in request.entries
-        )
-        node.appended.setdefault(key, []).extend(d.version for d in request.entries)
-        if key not in node.sync_pending:
-            node.sync_pending.add(key)
-            at = sim.now_ns + sim.rng.randint(MS // 20, sim.config.persist_ns_max)
-            sim._at(at, "sync", (node.id, node.incarnation, key))
+    def flush(self) -> None:
+        pass
 
-    def persist_flush(self, subgroup: int, shard: int) -> None:
-        key = (subgroup, shard)
-        self.node.synced[key] = self.sim._log(self.node, key).sync()
+    def stop(self) -> None:
+        pass
 
-    def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
-        node = self.node
-        key = (request.subgroup, request.shard)
-        perform(self.sim._log(node, key), request)
-        if isinstance(request, LogTruncate):
-            node.appended[key] = [v for v in node.appended.get(key, []) if v <= request.version]
-        else:
-            node.appended[key] = []
 
-    def push(self, push: Push) -> None:
-        sim = self.sim
-        for target in push.targets:
-            sim._transmit(self.node.id, target, "write", (push.offset, push.data, push.epoch))
-            sim.stats["writes"] += 1
+class _Transport(SimTransport):
+    """The sim transport, counted, with the checkers told of each table write it hands over."""
 
-    def send(self, send: Send) -> None:
-        self.sim._transmit(self.node.id, send.target, "data", (send.payload,))
+    def __init__(self, sim: Simulation, node: SimNode, *args: Any):
+        super().__init__(*args, world=sim.world)
+        self.sim = sim
+        self.node = node
+
+    def start(self, handler: Handler) -> None:
+        super().start(_Observed(self.sim, self.node, handler))
+
+    def write(self, targets: Sequence[int], epoch: int, offset: int, data: bytes) -> None:
+        self.sim.stats["writes"] += len(targets)
+        super().write(targets, epoch, offset, data)
+
+    def send(self, target: int, payload: bytes) -> None:
         self.sim.stats["data"] += 1
+        super().send(target, payload)
 
-    def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
-        node = self.node
-        results = []
-        touched: dict[tuple[int, int], int] = {}
-        for d in deliveries:
-            node.deliveries.append(d)
-            key = (d.subgroup, d.shard)
-            machine = node.machines.get(key)
-            if machine is not None:
-                results.append(apply_delivery(machine, d, NONCE_BYTES))
-                touched[key] = d.version
-                node.applied[key] = d.version
-            else:
-                results.append(b"%d" % len(d.payload))
-        for key, version in touched.items():
-            st = node.replica.stream(*key)
-            if st is None or st.mode != "raw":
-                node.digests[(key, version)] = node.machines[key].digest()
-        return results
 
-    def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:
-        node = self.node
-        machine = node.machines.get((subgroup, shard))
-        data = machine.snapshot() if machine is not None else b""
-        return node.applied.get((subgroup, shard), 0), data
+class _Observed:
+    """A Node's transport handler, with `Checker.after_write` after each write it applies."""
 
-    def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
-        sim, node = self.sim, self.node
-        node.events.append((sim.now_ns, event))
-        if node.id in self._joined:
-            # a joiner provides a shard's state from its own log (the group had lost it)
-            sim.stats["state_from_joiner"] = sim.stats.get("state_from_joiner", 0) + 1
-            sim.note(f"joiner {node.id} provides shard {event.subgroup, event.shard}")
+    def __init__(self, sim: Simulation, node: SimNode, handler: Handler):
+        self.sim = sim
+        self.node = node
+        self.handler = handler
 
-    def restore(self, event: RestoreState) -> None:
-        sim, node = self.sim, self.node
-        node.events.append((sim.now_ns, event))
-        key = (event.subgroup, event.shard)
-        machine = sim._new_machine(node, key)
-        if machine is not None:
-            if event.data:  # empty: the initial state (a provider with nothing logged)
-                machine.restore(event.data)
-            node.applied[key] = event.version
-            st = node.replica.stream(*key)
-            if event.version and (st is None or st.mode != "raw"):
-                node.digests[(key, event.version)] = machine.digest()
+    def on_write(self, source: int, epoch: int, offset: int, data: bytes) -> None:
+        self.sim._trace("write", source, self.node.id)
+        self.handler.on_write(source, epoch, offset, data)
+        for c in self.sim.checkers:
+            c.after_write(self.sim, self.node, source, offset, data, epoch)
 
-    def view_installed(self, event: ViewInstalled) -> None:
-        sim, node = self.sim, self.node
-        node.events.append((sim.now_ns, event))
-        self._joined = ()
-        sim.stats["views"] += 1
-        mine = {(sg, sh) for sg, sh, _, _ in event.shards}
-        for key in list(node.machines):
-            if key not in mine:
-                del node.machines[key]  # a shard this member left (its state went on)
-        for victim, t in list(sim._crashed_at):
-            if victim in event.departed:
-                # the first view installed without a crashed member: what failover costs
-                sim.view_change_ns.append(sim.now_ns - t)
-                sim._crashed_at.remove((victim, t))
-        if node.id == event.members[0]:
-            sim.note(
-                f"view {event.epoch} installed: members {list(event.members)}"
-                + (f", joined {list(event.joined)}" if event.joined else "")
-                + (f", departed {list(event.departed)}" if event.departed else "")
-            )
+    def on_data(self, source: int, payload: bytes) -> None:
+        self.sim._trace("data", source, self.node.id)
+        self.handler.on_data(source, payload)
 
-    def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
-        self.node.events.append((self.sim.now_ns, event))
-        self.node.open_tickets.pop(event.ticket, None)
+    def on_link_up(self, peer: int) -> None:
+        self.handler.on_link_up(peer)
 
-    def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
-        self.node.events.append((self.sim.now_ns, event))
-
-    def flush_answers(self) -> None:
-        pass  # answers are the events recorded above
-
-    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
-        self.node.events.append((self.sim.now_ns, event))
-        if type(event) is PeerMisbehaved:
-            # every simulated peer runs the real core: a protocol error is a bug in it
-            raise Violation(
-                "peer-protocol",
-                f"member {self.node.id} dropped input from {event.peer}: {event.reason}",
-            )
+    def on_peer_failed(self, peer: int) -> None:
+        self.handler.on_peer_failed(peer)
 
 
 def run_seed(config: SimConfig, **kwargs: Any) -> SimResult:

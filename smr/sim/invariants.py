@@ -69,10 +69,10 @@ from collections import defaultdict
 from typing import Any
 
 from smr.core.multicast import SEQ_MAX, Completed
-from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import Ready
 from smr.core.replica import ACTIVE, FrontierReached, RestoreState
 from smr.core.views import ViewInstalled
+from smr.runtime import protocol
 from smr.sim.harness import NONCE_BYTES, Checker, SimNode, Simulation, Violation
 
 MS = 1_000_000
@@ -150,6 +150,8 @@ class TableApplied(Checker):
 
     def at_end(self, sim: Simulation) -> None:
         for (a, b), link in sim.network.links.items():
+            if a not in sim.nodes or b not in sim.nodes:
+                continue  # a spare id no process has used
             na, nb = sim.nodes[a], sim.nodes[b]
             if not (link.up and na.active and nb.active) or link.in_flight:
                 continue
@@ -540,8 +542,8 @@ class RestartDurability(Checker):
 
     def _check_restored(self, sim: Simulation, node: SimNode, event: RestoreState) -> None:
         key = (event.subgroup, event.shard)
-        if key not in self.durable or sim.workload.machine(event.subgroup) is None:
-            return  # without a state machine the driver has no state, nor a version, to send
+        if key not in self.durable:
+            return
         durable = self._durable_before(key, node.replica.epoch)
         if event.version < durable:
             raise Violation(
@@ -615,35 +617,29 @@ class Reads(Checker):
         return self.highest[key][i - 1] if i else 0
 
     def after_ready(self, sim: Simulation, node: SimNode, ready: Ready) -> None:
-        if not ready.events:
-            return
-        now: dict[tuple[int, int], int] = {}  # the state's version as the executor goes
-        for d in ready.deliveries:
-            now[(d.subgroup, d.shard)] = d.version
         for event in ready.events:
-            kind = type(event)
-            if kind is Completed:
+            if type(event) is Completed:
                 history = self._history(node, event.subgroup, event.shard)
                 self._answered(history, sim.steps, event.version)
-            elif kind is RestoreState:
-                now[(event.subgroup, event.shard)] = event.version
-            elif kind is ReadFailed:
-                node.open_reads.pop((node.incarnation, event.ticket), None)
-            elif kind is ReadConfirmed:
-                key = (event.subgroup, event.shard)
-                issued = node.open_reads.pop((node.incarnation, event.ticket), None)
-                assert issued is not None, f"member {node.id} confirmed a read never issued"
-                version = now.get(key, node.applied.get(key, 0))
-                history = self._history(node, *key)
-                required = self._answered_before(history, issued[0])
-                if version < required:
-                    raise Violation(
-                        self.name,
-                        f"member {node.id} confirmed a read of shard {key} at version "
-                        f"{version:#x}, below {required:#x}, answered before the read began",
-                    )
-                sim.stats["reads_confirmed"] += 1
-                self._answered(history, sim.steps, version)
+
+    def after_answer(
+        self, sim: Simulation, node: SimNode, request: Any, response: protocol.Response
+    ) -> None:
+        if not isinstance(request, protocol.Query) or not response.ok:
+            return
+        key = (request.subgroup, request.shard)
+        issued = node.open_reads.get(request.id)
+        assert issued is not None, f"member {node.id} answered a read never issued"
+        history = self._history(node, *key)
+        required = self._answered_before(history, issued[0])
+        if response.version < required:
+            raise Violation(
+                self.name,
+                f"member {node.id} answered a read of shard {key} at version "
+                f"{response.version:#x}, below {required:#x}, answered before the read began",
+            )
+        sim.stats["reads_confirmed"] += 1
+        self._answered(history, sim.steps, response.version)
 
 
 def default_checkers() -> list[Checker]:

@@ -39,7 +39,7 @@ from smr.core.ready import LogMeta, LogSnapshot, LogTruncate, Ready
 from smr.core.replica import HALTED
 from smr.core.restart import Recovered, RestartDecision
 from smr.core.views import Proposal, ViewInstalled
-from smr.sim.harness import Checker, SimNode, Simulation
+from smr.sim.harness import NONCE_BYTES, Checker, SimNode, Simulation
 
 SEQ_BITS = 32
 PROPOSAL_COLUMNS = ("prop", "acked", "decided")
@@ -270,7 +270,7 @@ class Tracer(Checker):
                 sh=d.shard,
                 seq=d.version & ((1 << SEQ_BITS) - 1),
                 sender=d.sender,
-                nonce=bytes(d.payload[:8]).hex(),
+                nonce=bytes(d.payload[:NONCE_BYTES]).hex(),
             )
         for e in installs:
             if e.epoch == resume:

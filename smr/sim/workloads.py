@@ -2,12 +2,13 @@
 
 This module owns the workloads behind `smr sim --workload`. A workload declares the group layout
 (several subgroups and shards, mixing delivery modes), generates submissions from the run's seeded
-generator, applies every delivery to a per-member state machine through the public StateMachine
-path (`encode_command`, `apply`, `digest`), and adds its own invariant (the bank's conservation).
+generator, names the `StateMachine` type each subgroup hosts (the simulated members are node
+runtimes, which host them as a member process does) and what a read asks, and adds its own
+invariant (the bank's conservation).
 
 * `frontier`: no multicast, only the heartbeat-frontier protocol (the foundation's first protocol).
 * `bytes`: opaque payloads of random sizes (some larger than a slot, so they take the data plane)
-  in an ordered, a durable and a raw shard; no state machine.
+  in an ordered, a durable and a raw shard, appended to a `BlobLog`.
 * `kv`: `KVStore` in two shards (ordered and durable) and a `Counter` in a raw shard.
 * `bank`: `Bank` transfers in a durable shard with designated senders, plus a `KVStore` shard.
 * `counter`: `Counter` in an ordered shard and a raw shard.
@@ -19,8 +20,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from smr.api import StateMachine
 from smr.core.layout import SubgroupSpec
-from smr.core.ready import Delivery
 
 WORKLOADS = ("frontier", "bytes", "kv", "bank", "counter")
 
@@ -44,12 +45,16 @@ class Workload:
     def layout(self) -> list[SubgroupSpec]:
         return []
 
-    def machine(self, subgroup: int) -> Any | None:
-        """A fresh state machine for a shard of `subgroup`, or None to apply nothing."""
-        return None
+    def machine_types(self) -> list[type[StateMachine]]:
+        """The state machine type of each subgroup of `layout()`, in order."""
+        return []
 
     def next_op(self, rng: random.Random, member: int, shards: list[tuple[int, int]]) -> Op | None:
         return None
+
+    def read_op(self, rng: random.Random, subgroup: int) -> bytes:
+        """The query payload of a read of a shard of `subgroup`."""
+        raise NotImplementedError(f"the {self.name} workload does not read")
 
     def check_machine(self, subgroup: int, machine: Any) -> str | None:
         """A workload invariant over one machine's state; a message if it does not hold."""
@@ -71,11 +76,23 @@ class BytesWorkload(Workload):
             SubgroupSpec("raw", mode="raw"),
         ]
 
+    def machine_types(self) -> list[type[StateMachine]]:
+        from smr.statemachines import BlobLog
+
+        return [_checked(BlobLog)] * 3
+
     def next_op(self, rng: random.Random, member: int, shards: list[tuple[int, int]]) -> Op | None:
+        from smr.statemachines import BlobLog
+
         sg, sh = rng.choice(shards)
         size = rng.choice((0, 1, 10, 100, 200, 1000, 5000))
-        payload = rng.randbytes(size)
+        payload = BlobLog.encode_command("append", rng.randbytes(size))
         return Op(sg, sh, payload, rng.random() < 0.3)
+
+
+def _checked(cls: type[StateMachine]) -> type[StateMachine]:
+    """`cls` with `check_queries` on: a query that changes the state's digest raises."""
+    return type(cls.__name__, (cls,), {"check_queries": True, "__module__": cls.__module__})
 
 
 class _MachineWorkload(Workload):
@@ -87,11 +104,10 @@ class _MachineWorkload(Workload):
         from smr import statemachines
 
         self.types = [getattr(statemachines, name) for name in self.classes]
+        self._checked = [_checked(t) for t in self.types]
 
-    def machine(self, subgroup: int) -> Any:
-        sm = self.types[subgroup]()
-        sm.check_queries = True
-        return sm
+    def machine_types(self) -> list[type[StateMachine]]:
+        return list(self._checked)
 
 
 class KVWorkload(_MachineWorkload):
@@ -124,6 +140,11 @@ class KVWorkload(_MachineWorkload):
         else:
             payload = kv.encode_command("append", key, b"+")
         return Op(sg, sh, payload, rng.random() < 0.5)
+
+    def read_op(self, rng: random.Random, subgroup: int) -> bytes:
+        if subgroup == 1:
+            return self.types[1].encode_query("value")
+        return self.types[0].encode_query("get", rng.choice(self.KEYS))
 
 
 class BankWorkload(_MachineWorkload):
@@ -160,6 +181,11 @@ class BankWorkload(_MachineWorkload):
             payload = bank.encode_command("transfer", a, b, rng.randint(1, 150))
         return Op(sg, sh, payload, True)
 
+    def read_op(self, rng: random.Random, subgroup: int) -> bytes:
+        if subgroup == 1:
+            return self.types[1].encode_query("get", rng.choice("xyz"))
+        return self.types[0].encode_query("total")
+
     def check_machine(self, subgroup: int, machine: Any) -> str | None:
         if subgroup == 0 and not machine.check_conservation():
             return "the bank's total is not deposits minus withdrawals"
@@ -187,12 +213,3 @@ def make_workload(name: str, nodes: int) -> Workload:
         "counter": CounterWorkload,
     }[name]
     return cls(nodes)
-
-
-def apply_delivery(machine: Any, d: Delivery, envelope_bytes: int = 0) -> bytes:
-    """Apply a delivery through the public StateMachine path; return the encoded result.
-    The first `envelope_bytes` of the payload are the simulator's own (a nonce)."""
-    from smr.api import Entry
-
-    result = machine.apply(d.payload[envelope_bytes:], Entry(d.version, d.timestamp_ns))
-    return machine.encode_result(result)

@@ -170,6 +170,11 @@ class SimWorld:
             best = t if best is None else min(best, t)
         return best
 
+    def has_due(self, member: int) -> bool:
+        """Whether running member `member` has something to poll now (or was woken)."""
+        ep = self._endpoints.get(member)
+        return ep is not None and (ep.woken or bool(ep.queue and ep.queue[0][0] <= self._now_ns))
+
     def ready_members(self) -> list[int]:
         """The running members with something due by `now_ns` (or woken), in id order: poll
         each of them."""
