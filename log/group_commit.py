@@ -34,7 +34,9 @@ class GroupCommitWriter:
 
     `submit` blocks while the queue is full (`queue_records_max`, `queue_bytes_max`); a failure of
     the thread (or of `on_durable`) is raised as LogWriterError by the next `submit`, `flush` or
-    `close`, and nothing more is written after it.
+    `close`, and nothing more is written after it: a failed write or fsync is never retried (after
+    an fsync error the kernel may have dropped the dirty pages it could not write, and a second
+    fsync can then succeed over lost data, as PostgreSQL learned in 2018).
     """
 
     def __init__(
@@ -47,13 +49,17 @@ class GroupCommitWriter:
         batch_records_max: int = 65536,
         clock: Callable[[], float] = time.monotonic,
         on_fsync: Callable[[float], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """`on_fsync(seconds)`, if given, is called on the writer's thread after each fsync
-        with how long it took (by `clock`): the runtime's fsync latency metric."""
+        with how long it took (by `clock`): the runtime's fsync latency metric. `on_error(e)`,
+        if given, is called on the writer's thread once, when it fails: an owner that waits for
+        `on_durable` would otherwise learn of it only at its next call."""
         assert queue_records_max > 0 and queue_bytes_max > 0 and batch_records_max > 0
         self.log = log
         self._on_durable = on_durable
         self._on_fsync = on_fsync
+        self._on_error = on_error
         self._kind, self._interval_s = parse_sync_policy(log.config.sync_policy)
         self.queue_records_max = queue_records_max
         self.queue_bytes_max = queue_bytes_max
@@ -217,6 +223,8 @@ class GroupCommitWriter:
             with self._cond:
                 self._error = e
                 self._cond.notify_all()
+            if self._on_error is not None:
+                self._on_error(e)
 
     def _interval_due(self, written: int, last_fsync: float) -> bool:
         return (

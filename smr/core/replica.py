@@ -495,6 +495,13 @@ class Replica:
                 source, payload[FRAME.size :]
             )
         if kind == FRAME_JOIN_OK:
+            rs = self._restart
+            if self.status == RESTARTING and rs is not None and epoch > rs.recovered.epoch:
+                # A running group admitted me without my asking: a view-change leader brings a
+                # suspected member it heard lately back when the view needs it, and I am a later
+                # incarnation of it, restarted from my disk. That is a group found running, as a
+                # `restart-newer` answer says: I join it, my logs kept aside as for any joiner.
+                self.transfer.restart_to_joiner(())
             if self.status == JOINING:
                 self.transfer.on_join_ok(source, epoch, payload[FRAME.size :])
             return False

@@ -72,7 +72,14 @@ from smr.core.replica import (
 )
 from smr.core.restart import Recovered
 from smr.core.views import Halted, ViewBlocked, ViewInstalled
-from smr.log import GroupCommitWriter, Log, LogConfig, LogCorruptionError, Record
+from smr.log import (
+    GroupCommitWriter,
+    Log,
+    LogConfig,
+    LogCorruptionError,
+    LogWriterError,
+    Record,
+)
 from smr.log.fs import FileSystem, OsFileSystem
 from smr.recovery import perform, recover_member, replay
 from smr.runtime import protocol
@@ -97,6 +104,28 @@ class NodeExit(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+EXIT_HALTED = 3  # halted, and `rejoin` is off
+EXIT_DISK = 4  # a log write or fsync failed
+
+
+class DiskFailed(NodeExit):
+    """A write or fsync of this member's logs failed. The member stops at once and whatever the
+    `rejoin` setting: a failed write or fsync is never retried, since what reached the disk is
+    unknown (after an fsync error the kernel may drop the pages it could not write, and a retried
+    fsync then succeeds over lost data). Nothing it had not reported durable was acknowledged:
+    a durable command is answered only once every member of its shard persisted it. Restarted
+    once the disk is fixed, the member recovers from what its disk holds and from its peers."""
+
+    def __init__(self, me: int, what: str, error: BaseException):
+        cause = error.__cause__ if isinstance(error, LogWriterError) and error.__cause__ else error
+        super().__init__(
+            f"member {me} stops: {what} failed ({cause!r}); a failed write or fsync is not "
+            "retried. Fix the disk and start the member again: it recovers from its disk and "
+            "its peers",
+            EXIT_DISK,
+        )
 
 
 def json_logger(member: int, stream: Any = None) -> Callable[..., None]:
@@ -172,6 +201,7 @@ class Node:
         self._registered: set[int] = set()
         self._inbox: deque[tuple[int, Any]] = deque()  # client requests, taken by the loop
         self._persisted: deque[tuple[tuple[int, int], int]] = deque()
+        self._log_failures: deque[tuple[tuple[int, int], BaseException]] = deque(maxlen=16)
         # ticket -> (connection, request id, taken at (ns), the shard's metrics)
         self._pending: dict[int, tuple[int, int, int, Any]] = {}
         self.metrics = NodeMetrics()
@@ -343,7 +373,10 @@ class Node:
                 self.log("log-close-failed", error=str(e))
         for log in [*self.logs.values(), self.meta]:
             if log is not None:
-                log.close()
+                try:
+                    log.close()
+                except OSError as e:  # a failed disk: nothing more can be kept
+                    self.log("log-close-failed", error=str(e))
 
     def _log_config(self) -> LogConfig:
         return LogConfig(
@@ -370,15 +403,23 @@ class Node:
                 log.meta_put(SNAPSHOT_FORMAT, b"hosted")
             self.logs[key] = log
             on_durable = functools.partial(self._on_durable, key)
-            if self._writer is GroupCommitWriter:  # ours: it reports its fsyncs' durations
-                on_fsync = functools.partial(self._on_fsync, key)
-                self.writers[key] = GroupCommitWriter(log, on_durable, on_fsync=on_fsync)
+            if self._writer is GroupCommitWriter:  # ours: it reports fsync times and failures
+                self.writers[key] = GroupCommitWriter(
+                    log,
+                    on_durable,
+                    on_fsync=functools.partial(self._on_fsync, key),
+                    on_error=functools.partial(self._on_log_failed, key),
+                )
             else:
                 self.writers[key] = self._writer(log, on_durable)
         return log
 
     def _on_durable(self, key: tuple[int, int], version: int) -> None:
         self._persisted.append((key, version))  # a writer thread: hand over to the loop
+        self.transport.wake()
+
+    def _on_log_failed(self, key: tuple[int, int], error: BaseException) -> None:
+        self._log_failures.append((key, error))  # a writer thread: the loop stops at once
         self.transport.wake()
 
     def _on_fsync(self, key: tuple[int, int], seconds: float) -> None:
@@ -453,6 +494,9 @@ class Node:
                 (sg, sh), version = self._persisted.popleft()
                 replica.on_persisted(sg, sh, version)
             self._take_requests()
+        if self._log_failures:
+            (sg, sh), error = self._log_failures[0]
+            raise DiskFailed(self.me, f"the log of subgroup {sg} shard {sh}", error)
         self._drain()
         if self._queries:
             self._answer_waiting_queries()
@@ -481,7 +525,7 @@ class Node:
         self.executor.drain(replica, self.observe)
         if replica.status == HALTED:
             if not self.rejoin_after_halt:
-                raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", 3)
+                raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", EXIT_HALTED)
             self.log("halted", reason=replica.halt_reason, then="rejoining")
             self._rejoin()
 
@@ -504,28 +548,42 @@ class Node:
 
     def persist_meta(self, request: LogMeta) -> None:
         assert self.meta is not None
-        self.meta.meta_put(request.name, request.data)  # atomic and fsynced
+        try:
+            self.meta.meta_put(request.name, request.data)  # atomic and fsynced
+        except (OSError, LogWriterError) as e:
+            raise DiskFailed(self.me, f"writing {request.name!r} to the metadata log", e) from e
 
     def persist_append(self, request: LogAppend) -> None:
         writer = self.writers.get((request.subgroup, request.shard))
         if writer is not None:
-            writer.submit(
-                [
-                    Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
-                    for d in request.entries
-                ]
-            )
+            records = [
+                Record(d.version, d.timestamp_ns, d.subgroup, d.shard, d.payload)
+                for d in request.entries
+            ]
+            try:
+                writer.submit(records)
+            except (OSError, LogWriterError) as e:
+                where = f"the log of subgroup {request.subgroup} shard {request.shard}"
+                raise DiskFailed(self.me, where, e) from e
 
     def persist_flush(self, subgroup: int, shard: int) -> None:
         writer = self.writers.get((subgroup, shard))
         if writer is not None:
-            writer.flush()
+            try:
+                writer.flush()
+            except (OSError, LogWriterError) as e:
+                raise DiskFailed(self.me, f"the log of subgroup {subgroup} shard {shard}", e) from e
 
     def persist_rewrite(self, request: LogTruncate | LogSnapshot) -> None:
         key = (request.subgroup, request.shard)
-        self._open_log(key)
-        self.writers[key].flush()  # nothing queued may land after the cut
-        perform(self.logs[key], request)  # durable when it returns
+        try:
+            self._open_log(key)
+            self.writers[key].flush()  # nothing queued may land after the cut
+            perform(self.logs[key], request)  # durable when it returns
+        except (OSError, LogWriterError) as e:
+            raise DiskFailed(
+                self.me, f"rewriting the log of subgroup {key[0]} shard {key[1]}", e
+            ) from e
 
     def push(self, push: Push) -> None:
         self.transport.write(push.targets, push.epoch, push.offset, push.data)
