@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from smr.chaos import disk as chaos_disk
 from smr.chaos import netfilter, schedule
 from smr.chaos.run import ChaosOptions, judge, run
 from smr.check import History, Operation
@@ -193,3 +194,36 @@ def test_judge_sees_members_that_disagree():
     assert judge(History(ops), {1: {"k0": b"a"}, 2: {"k0": b"a"}}).ok
     verdict = judge(History(ops), {1: {"k0": b"a"}, 2: {"k0": None}})
     assert not verdict.ok and "differ" in verdict.problems[0]
+
+
+def _disks_work() -> str | None:
+    try:
+        chaos_disk.check_full_available()
+    except chaos_disk.DiskFaultUnavailable as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(_disks_work() is not None, reason=f"no disk faults: {_disks_work()}")
+def test_a_real_run_with_a_full_disk_and_failing_fsyncs_passes(tmp_path):
+    # seed 6 draws a full disk first, then a kill and failing fsyncs
+    options = ChaosOptions(
+        seed=6,
+        duration_s=20,
+        faults=("disk-full", "fsync-error", "kill", "restart-all"),
+        out=str(tmp_path / "out"),
+    )
+    result = run(options, echo=lambda line: None)
+    assert result.verdict.ok, result.verdict.problems
+    kinds = {r.step.kind for r in result.records}
+    assert {"disk-full", "fsync-error"} <= kinds, kinds
+    # each disk fault made its member stop with the disk's error, not hang or retry
+    exits = []
+    for name in os.listdir(result.kept):
+        if name.startswith("member-") and name.endswith(".log"):
+            with open(os.path.join(result.kept, name)) as f:
+                exits += [line for line in f if '"event": "exit"' in line]
+    assert any("No space left on device" in line for line in exits)
+    assert any("Input/output error" in line for line in exits)
+    assert "smr-chaos" not in os.popen("mount").read(), "a tmpfs outlived the run"

@@ -1,8 +1,9 @@
 """The nemesis: carries out a schedule's faults on a real cluster, one at a time.
 
 This module owns doing the faults (SIGKILL and restart, SIGSTOP and SIGCONT, iptables cuts,
-a restart of every member) and undoing them: `heal_all()` resumes every paused member, deletes
-every rule and starts every member that is not running, and is safe to call at any time (the
+a restart of every member, a full disk, failing fsyncs) and undoing them: `heal_all()` resumes
+every paused member, deletes every rule, frees every disk and starts every member that is not
+running (a member whose disk failed exited), and is safe to call at any time (the
 run calls it in `finally`). Each fault is recorded with when it began, when it was healed and
 when the cluster was whole again, for the report's availability figures.
 """
@@ -15,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from smr.chaos.disk import DiskFaults
 from smr.chaos.netfilter import Partitioner
-from smr.chaos.schedule import KILL, PARTITION, PAUSE, RESTART_ALL, Step
+from smr.chaos.schedule import DISK_FULL, FSYNC_ERROR, KILL, PARTITION, PAUSE, RESTART_ALL, Step
 from smr.runtime.cluster import ClusterError, LocalCluster
 
 
@@ -44,9 +46,11 @@ class Nemesis:
         *,
         recover_timeout_s: float,
         echo: Callable[[str], None] = lambda line: None,
+        disk: DiskFaults | None = None,
     ) -> None:
         self.cluster = cluster
         self.partitioner = partitioner
+        self.disk = disk
         self.recover_timeout_s = recover_timeout_s
         self.echo = echo
         self.records: list[FaultRecord] = []
@@ -83,6 +87,13 @@ class Nemesis:
         elif step.kind == RESTART_ALL:
             for m in sorted(c.pids):
                 c.kill(m)
+        elif step.kind in (DISK_FULL, FSYNC_ERROR):
+            assert self.disk is not None, "a disk fault needs smr.chaos.disk"
+            if step.kind == DISK_FULL:
+                self.disk.fill(step.members[0])
+            else:
+                self.disk.fail_fsync(step.members[0])
+            time.sleep(step.hold_s)
         else:
             raise AssertionError(f"unknown fault {step.kind!r}")
         self.heal_all()
@@ -104,6 +115,8 @@ class Nemesis:
         self._paused.clear()
         if self.partitioner is not None:
             problems += self.partitioner.heal()
+        if self.disk is not None:
+            problems += self.disk.heal()
         for m in self.cluster.config.founders:
             p = self.cluster.procs.get(m)
             if p is None or p.poll() is not None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from smr.chaos import disk as chaos_disk
 from smr.chaos import netfilter, schedule
 from smr.chaos.nemesis import FaultRecord, Nemesis
 from smr.chaos.workload import Workload, final_reads, key_names, member_states
@@ -152,6 +153,13 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
             echo(f"smr chaos: partition faults cannot run: {why}; the others still run")
             skipped[schedule.PARTITION] = why
             faults = tuple(f for f in faults if f != schedule.PARTITION)
+    if schedule.DISK_FULL in faults:
+        try:
+            chaos_disk.check_full_available()
+        except chaos_disk.DiskFaultUnavailable as e:
+            echo(f"smr chaos: disk-full faults cannot run: {e}; the others still run")
+            skipped[schedule.DISK_FULL] = str(e)
+            faults = tuple(f for f in faults if f != schedule.DISK_FULL)
     data_dir = tempfile.mkdtemp(prefix=f"smr-chaos-{options.seed}-")
     config_path = write_local(
         data_dir,
@@ -161,6 +169,25 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         hosts=member_hosts(options.nodes),
     )
     config = load(config_path)
+    disk = None
+    if schedule.DISK_FULL in faults or schedule.FSYNC_ERROR in faults:
+        dirs = {m: config.member_dir(m) for m in config.founders}
+        full, fsync = schedule.DISK_FULL in faults, schedule.FSYNC_ERROR in faults
+        try:
+            disk = chaos_disk.DiskFaults(dirs, data_dir, full=full, fsync=fsync)
+        except chaos_disk.DiskFaultUnavailable as e:
+            if fsync and full:  # try them one at a time: which one cannot run?
+                try:
+                    disk = chaos_disk.DiskFaults(dirs, data_dir, full=False, fsync=True)
+                    lost = schedule.DISK_FULL
+                except chaos_disk.DiskFaultUnavailable:
+                    lost = ""
+            else:
+                lost = schedule.DISK_FULL if full else schedule.FSYNC_ERROR
+            for kind in (lost,) if lost else (schedule.DISK_FULL, schedule.FSYNC_ERROR):
+                echo(f"smr chaos: {kind} faults cannot run: {e}; the others still run")
+                skipped[kind] = str(e)
+            faults = tuple(f for f in faults if f not in skipped)
     failure_timeout_s = max(config.peer_failed_ms, config.suspect_ms) / 1000
     steps = (
         schedule.plan(
@@ -184,8 +211,15 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
     history = History()
     problems: list[str] = []
     states: dict[int, Any] | None = None
-    cluster = LocalCluster(options.nodes, data_dir=data_dir, config_path=config_path)
-    nemesis = Nemesis(cluster, partitioner, recover_timeout_s=RECOVER_TIMEOUT_S, echo=echo)
+    cluster = LocalCluster(
+        options.nodes,
+        data_dir=data_dir,
+        config_path=config_path,
+        member_env={m: disk.env(m) for m in config.founders} if disk is not None else None,
+    )
+    nemesis = Nemesis(
+        cluster, partitioner, recover_timeout_s=RECOVER_TIMEOUT_S, echo=echo, disk=disk
+    )
     workload = Workload(
         config_path, history, clients=options.clients, keys=options.keys, seed=options.seed
     )
@@ -193,32 +227,41 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
     echo(f"  members {', '.join(member_hosts(options.nodes))}; data in {data_dir}")
     end_ns = time.monotonic_ns()
     try:
-        cluster.start()
-        cluster.wait_ready(timeout_s=30.0)
-        started = time.monotonic()
-        workload.start()
-        time.sleep(min(schedule.WARMUP_S, options.duration_s))
-        nemesis.run(steps, started + options.duration_s)
-        if any(r.whole_ns is None for r in nemesis.records):
-            problems.append(f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s of a heal")
-        time.sleep(max(0.0, started + options.duration_s - time.monotonic()))
+        try:
+            cluster.start()
+            cluster.wait_ready(timeout_s=30.0)
+            started = time.monotonic()
+            workload.start()
+            time.sleep(min(schedule.WARMUP_S, options.duration_s))
+            nemesis.run(steps, started + options.duration_s)
+            if any(r.whole_ns is None for r in nemesis.records):
+                problems.append(
+                    f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s of a heal"
+                )
+            time.sleep(max(0.0, started + options.duration_s - time.monotonic()))
+        finally:
+            problems += nemesis.heal_all()  # nothing paused, no rule left, whatever happened
+            workload.join(timeout_s=30.0)
+            end_ns = time.monotonic_ns()
+        try:
+            if not nemesis.wait_whole(RECOVER_TIMEOUT_S):
+                problems.append(
+                    f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s at the end"
+                )
+            else:
+                keys = key_names(options.keys)
+                final_reads(config_path, history, keys)
+                states = member_states(config_path, list(config.founders), keys)
+        except Exception as e:
+            problems.append(f"the final reads failed: {type(e).__name__}: {e}")
+        finally:
+            cluster.stop()
+    except BaseException:
+        cluster.stop()  # a run that raised leaves no member behind
+        raise
     finally:
-        problems += nemesis.heal_all()  # nothing paused, no rule left, whatever happened
-        workload.join(timeout_s=30.0)
-        end_ns = time.monotonic_ns()
-    try:
-        if not nemesis.wait_whole(RECOVER_TIMEOUT_S):
-            problems.append(
-                f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s at the end"
-            )
-        else:
-            keys = key_names(options.keys)
-            final_reads(config_path, history, keys)
-            states = member_states(config_path, list(config.founders), keys)
-    except Exception as e:
-        problems.append(f"the final reads failed: {type(e).__name__}: {e}")
-    finally:
-        cluster.stop()
+        if disk is not None:
+            problems += disk.close()  # idempotent; unmounts once the members stopped
     problems += [f"replicas answered differently: {d}" for d in workload.divergent]
     verdict = judge(history, states)
     verdict.problems[:0] = problems

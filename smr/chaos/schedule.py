@@ -19,7 +19,9 @@ KILL = "kill"
 PAUSE = "pause"
 PARTITION = "partition"
 RESTART_ALL = "restart-all"
-FAULTS: tuple[str, ...] = (KILL, PAUSE, PARTITION, RESTART_ALL)
+DISK_FULL = "disk-full"  # a member's file system fills up (smr.chaos.disk)
+FSYNC_ERROR = "fsync-error"  # a member's fsyncs fail with EIO (smr.chaos.disk)
+FAULTS: tuple[str, ...] = (KILL, PAUSE, PARTITION, RESTART_ALL, DISK_FULL, FSYNC_ERROR)
 
 # partition shapes: one member cut from every other one; a minority cut from the majority (with
 # three members the minority is one member, the same cut as `isolate`, reached another way)
@@ -47,6 +49,10 @@ class Step:
             return f"partition ({self.shape} {who}) for {self.hold_s:.1f} s"
         if self.kind == RESTART_ALL:
             return "restart every member at once"
+        if self.kind == DISK_FULL:
+            return f"fill member {who}'s disk for {self.hold_s:.1f} s"
+        if self.kind == FSYNC_ERROR:
+            return f"fail member {who}'s fsyncs (EIO) for {self.hold_s:.1f} s"
         return f"{self.kind} member {who} for {self.hold_s:.1f} s"
 
 
@@ -86,7 +92,7 @@ def plan(
         kind = rng.choice(kinds)
         quiet_s = round(rng.uniform(1.0, 2.5), 3)
         shape = ""
-        if kind == KILL:
+        if kind in (KILL, DISK_FULL, FSYNC_ERROR):
             who: tuple[int, ...] = (rng.choice(members),)
             hold_s = rng.uniform(0.5, 3.0)
         elif kind == PAUSE:

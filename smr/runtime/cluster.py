@@ -45,7 +45,10 @@ class LocalCluster:
         config_path: str | None = None,
         spares: int = 0,
         metrics: bool = False,
+        member_env: dict[int, dict[str, str]] | None = None,
     ):
+        """`member_env`: extra environment variables of a member's process (`smr chaos` runs
+        its fsync-fault shim this way)."""
         if transport == "verbs":
             from smr.transport.verbs import check_available
 
@@ -66,6 +69,7 @@ class LocalCluster:
         self.config_path = config_path
         self.config: ClusterConfig = load(config_path)
         self.procs: dict[int, subprocess.Popen] = {}
+        self.member_env = member_env or {}
 
     @property
     def pids(self) -> dict[int, int]:
@@ -98,6 +102,7 @@ class LocalCluster:
                 stderr=out,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **self.member_env.get(member, {})},
             )
 
     def _write_pids(self) -> None:
