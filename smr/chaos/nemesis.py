@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 from smr.chaos.disk import DiskFaults
 from smr.chaos.netfilter import Partitioner
-from smr.chaos.schedule import DISK_FULL, FSYNC_ERROR, KILL, PARTITION, PAUSE, RESTART_ALL, Step
+from smr.chaos.schedule import (
+    BRIDGE,
+    DISK_FULL,
+    FSYNC_ERROR,
+    KILL,
+    PARTITION,
+    PAUSE,
+    RESTART_ALL,
+    Step,
+)
 from smr.runtime.cluster import ClusterError, LocalCluster
 
 
@@ -82,7 +91,10 @@ class Nemesis:
             time.sleep(step.hold_s)
         elif step.kind == PARTITION:
             assert self.partitioner is not None, "a partition step needs a partitioner"
-            self.partitioner.isolate(step.members)
+            if step.shape == BRIDGE:
+                self.partitioner.cut(*step.members)
+            else:
+                self.partitioner.isolate(step.members)
             time.sleep(step.hold_s)
         elif step.kind == RESTART_ALL:
             for m in sorted(c.pids):

@@ -24,9 +24,11 @@ FSYNC_ERROR = "fsync-error"  # a member's fsyncs fail with EIO (smr.chaos.disk)
 FAULTS: tuple[str, ...] = (KILL, PAUSE, PARTITION, RESTART_ALL, DISK_FULL, FSYNC_ERROR)
 
 # partition shapes: one member cut from every other one; a minority cut from the majority (with
-# three members the minority is one member, the same cut as `isolate`, reached another way)
+# three members the minority is one member, the same cut as `isolate`, reached another way); a
+# bridge: the link between two members cut, everyone else still seeing both (not transitive)
 ISOLATE = "isolate"
 SPLIT = "split"
+BRIDGE = "bridge"
 
 WARMUP_S = 2.0  # clients run this long before the first fault
 STEPS_MAX = 1000  # a plan never has more steps than this, whatever the duration
@@ -41,10 +43,12 @@ class Step:
     members: tuple[int, ...]
     hold_s: float
     quiet_s: float
-    shape: str = ""  # partitions only: ISOLATE or SPLIT
+    shape: str = ""  # partitions only: ISOLATE, SPLIT or BRIDGE
 
     def describe(self) -> str:
         who = ",".join(map(str, self.members))
+        if self.kind == PARTITION and self.shape == BRIDGE:
+            return f"partition (bridge: {who} cut from each other) for {self.hold_s:.1f} s"
         if self.kind == PARTITION:
             return f"partition ({self.shape} {who}) for {self.hold_s:.1f} s"
         if self.kind == RESTART_ALL:
@@ -99,9 +103,9 @@ def plan(
             who = (rng.choice(members),)
             hold_s = failure_timeout_s * rng.uniform(1.5, 3.0)
         elif kind == PARTITION:
-            shape = rng.choice((ISOLATE, SPLIT))
+            shape = rng.choice((ISOLATE, SPLIT, BRIDGE))
             minority_max = (len(members) - 1) // 2
-            size = 1 if shape == ISOLATE else rng.randint(1, minority_max)
+            size = 2 if shape == BRIDGE else 1 if shape == ISOLATE else rng.randint(1, minority_max)
             who = tuple(sorted(rng.sample(members, size)))
             hold_s = failure_timeout_s * rng.uniform(1.5, 4.0)
         else:
