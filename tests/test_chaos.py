@@ -36,13 +36,16 @@ def test_the_schedule_is_a_pure_function_of_the_seed_and_options():
     for s in _plan(11):
         if s.kind == "pause":
             assert s.hold_s > 1.0, "a pause outlasts the failure timeout"
-        if s.kind == "partition":
+        if s.kind == "partition" and s.shape == "bridge":
+            assert len(s.members) == 2  # the pair cut from each other
+        elif s.kind == "partition":
             assert len(s.members) == 1 and s.shape in ("isolate", "split")
         if s.kind == "restart-all":
             assert s.members == MEMBERS
     # across seeds every member and every fault comes up
     many = [s for seed in range(20) for s in _plan(seed)]
     assert {s.kind for s in many} == set(schedule.FAULTS)
+    assert {s.shape for s in many if s.kind == "partition"} == {"isolate", "split", "bridge"}
     assert {s.members[0] for s in many if s.kind == "kill"} == set(MEMBERS)
 
 
