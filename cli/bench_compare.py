@@ -33,8 +33,15 @@ from smr.cli.bench_options import (
     "`make bench-deps` installs them).",
 )
 @workload_options
+@click.option(
+    "--reads",
+    is_flag=True,
+    help="Also reads at each level, at the smallest size: lin-read (smr linearizable, etcd's "
+    "default Range, ZooKeeper sync+get) and seq-read (smr sequential, etcd serializable, "
+    "ZooKeeper get).",
+)
 def bench_compare(
-    systems, transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot
+    systems, transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, reads
 ) -> None:
     """smr, pysyncobj, raw loopback, etcd and ZooKeeper side by side (3 replicas each, one
     client process)."""
@@ -58,6 +65,7 @@ def bench_compare(
                 warmup_s=warmup_s,
                 window=window,
                 replies=replies,
+                reads=reads,
             )
         except RuntimeError as error:  # a system that is not installed or did not start
             raise click.ClickException(str(error)) from error

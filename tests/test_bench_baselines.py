@@ -136,6 +136,7 @@ def _real_run(system: str) -> dict:
             "0.1",
             "--window",
             "16",
+            "--reads",
             "--json",
         ],
     )
@@ -145,6 +146,11 @@ def _real_run(system: str) -> dict:
 
 def _check(results: dict, system: str) -> None:
     assert list(results) == [system]
+    # reads at each level, beside smr's (`--reads`)
+    assert set(results[system]) == {"durable", "lin-read", "seq-read"}
+    for level in ("lin-read", "seq-read"):
+        read = results[system][level]["100"]
+        assert read["count"] > 0 and read["w1_p50_ms"] > 0 and read["agreed"] is True
     sizes = results[system]["durable"]
     assert set(sizes) == {"100", "1048576"}
     for fig in sizes.values():

@@ -48,9 +48,9 @@ def open_submitter(target: dict) -> Submitter:
     if system == "etcd":
         from smr.bench import etcd_ref
 
-        return etcd_ref.etcd_submitter(target["endpoint"])
+        return etcd_ref.etcd_submitter(target["endpoint"], target.get("reads", ""))
     if system == "zookeeper":
         from smr.bench import zookeeper_ref
 
-        return zookeeper_ref.zookeeper_submitter(target["hosts"])
+        return zookeeper_ref.zookeeper_submitter(target["hosts"], target.get("reads", ""))
     raise ValueError(f"unknown system {system!r}: expected smr, pysyncobj, raw, etcd or zookeeper")

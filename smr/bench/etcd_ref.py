@@ -136,10 +136,19 @@ class Stub:
         self.channel.close()
 
 
-def etcd_submitter(endpoint: str):
+def etcd_submitter(endpoint: str, reads: str = ""):
     """The client process's side: `submit(payload)` puts it under KEY with `Put.future`
-    (a grpc.Future: `add_done_callback`, `exception`)."""
+    (a grpc.Future: `add_done_callback`, `exception`). With `reads`, a Range of KEY instead
+    (the payload is not sent): "linearizable" is etcd's default read (a read index through the
+    leader), "sequential" a serializable one (served by the member from its own store)."""
     stub = Stub(endpoint)
+    if reads:
+        range_request = stub.m["RangeRequest"](key=KEY, serializable=reads == "sequential")
+
+        def read(payload: bytes):
+            return stub.range.future(range_request, timeout=PUT_TIMEOUT_S)
+
+        return read, stub.close
     put_request = stub.m["PutRequest"]
 
     def submit(payload: bytes):

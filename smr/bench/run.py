@@ -261,12 +261,19 @@ def missing_baseline(systems) -> str | None:
 
 
 def run_baseline(
-    system: str, sizes, duration_s: float, warmup_s: float, window: int = window_max
+    system: str,
+    sizes,
+    duration_s: float,
+    warmup_s: float,
+    window: int = window_max,
+    reads: bool = False,
 ) -> dict:
     """etcd or zookeeper: a fresh 3-member cluster in a temporary directory, the throughput
     workloads and the w1 run on it, then the members' agreement (`agreed`, `agreement` in
     every figure; a disagreement is also printed on stderr at once). Its non-default settings
-    are in every figure's `settings`."""
+    are in every figure's `settings`. With `reads`, also reads of the key at each level, as
+    smr's (modes "lin-read" and "seq-read", at the smallest payload's row): etcd's default and
+    serializable Range, ZooKeeper's sync+get and get."""
     module = BASELINES[system]
     payload_max = max(sizes)
     _note(f"{system}: starting 3 members")
@@ -280,13 +287,22 @@ def run_baseline(
             target = {"system": "zookeeper", "hosts": cluster.leader_hosts}
         figures = _workloads(target, sizes, duration_s, warmup_s, window, dict(cluster.pids))
         _add_w1(figures, target, sizes, duration_s, warmup_s)
+        out = {BASELINE_MODE: figures}
+        if reads:
+            for level, name in (("linearizable", "lin-read"), ("sequential", "seq-read")):
+                _note(f"{system} {name}: reads of the key")
+                reader = {**target, "reads": level}
+                pids = dict(cluster.pids)
+                out[name] = _workloads(reader, [min(sizes)], duration_s, warmup_s, window, pids)
+                _add_w1(out[name], reader, [min(sizes)], duration_s, warmup_s)
         _note(f"{system}: checking that the members agree")
         agreed, described = cluster.agree()
     if not agreed:
         _warn(f"{system}: THE MEMBERS DISAGREE after the run: {described}")
-    for fig in figures.values():
-        fig.update(settings=module.settings(payload_max), agreed=agreed, agreement=described)
-    return {BASELINE_MODE: figures}
+    for mode_figures in out.values():
+        for fig in mode_figures.values():
+            fig.update(settings=module.settings(payload_max), agreed=agreed, agreement=described)
+    return out
 
 
 def open_cluster(transport: str, mode: str, data_dir: str):
@@ -487,7 +503,7 @@ def compare(
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
         elif system in BASELINES:
-            results[system] = run_baseline(system, sizes, duration_s, warmup_s, window)
+            results[system] = run_baseline(system, sizes, duration_s, warmup_s, window, reads)
         else:
             results["raw"] = run_raw(sizes, duration_s, warmup_s, window)
     return results, failover

@@ -86,8 +86,11 @@ class _Result:
         return self._async.exception
 
 
-def zookeeper_submitter(hosts: str):
-    """The client process's side: `submit(payload)` is `set_async(ZNODE, payload)`."""
+def zookeeper_submitter(hosts: str, reads: str = ""):
+    """The client process's side: `submit(payload)` is `set_async(ZNODE, payload)`. With
+    `reads`, a `get_async(ZNODE)` instead (the payload is not sent), preceded for
+    "linearizable" by a `sync_async(ZNODE)`: ZooKeeper's way to read the latest write (a
+    session's requests are served in order, so the get comes after the sync)."""
     from kazoo.client import KazooClient
 
     client = KazooClient(hosts=hosts, timeout=30.0)
@@ -95,6 +98,14 @@ def zookeeper_submitter(hosts: str):
 
     def submit(payload: bytes):
         return _Result(client.set_async(ZNODE, payload))
+
+    def read(payload: bytes):
+        if reads == "linearizable":
+            client.sync_async(ZNODE)
+        return _Result(client.get_async(ZNODE))
+
+    if reads:
+        submit = read
 
     def close() -> None:
         client.stop()
