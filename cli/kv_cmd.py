@@ -1,4 +1,4 @@
-"""`smr kv put|get|delete|cas`: the key-value store of a running cluster, from the shell.
+"""`smr kv put|get|delete|cas|watch`: the key-value store of a running cluster, from the shell.
 
 Values are taken and shown as UTF-8 text (bytes that are not text are shown as a Python bytes
 literal). A command prints every replica's result; a query prints the value.
@@ -111,3 +111,53 @@ def cas(config_path: str, key: str, expected: str, new: str) -> None:
         config_path,
         lambda kv: kv.compare_and_set(key, expected.encode() if expected else None, new.encode()),
     )
+
+
+@kv.command()
+@click.pass_obj
+@click.argument("prefix", default="")
+@click.option(
+    "--from-version",
+    type=str,
+    default="0",
+    show_default=True,
+    help="Start after this version (decimal or 0x hex): the last one a previous watch printed.",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N changes.")
+def watch(config_path: str, prefix: str, from_version: str, count: int | None) -> None:
+    """Print every change to keys starting with PREFIX, in order, as it is applied: its
+    version, the operation, the key and its argument. Follows the cluster across failovers
+    (Ctrl-C stops)."""
+    from smr.client import ClientError
+    from smr.watch import WatchTrimmedError
+
+    try:
+        start = int(from_version, 0)
+    except ValueError:
+        raise click.BadParameter(
+            f"{from_version!r} is not a version", param_hint="--from-version"
+        ) from None
+    client, kv = _kv(config_path)
+    shown = 0
+    try:
+        with kv.watch(from_version=start) as changes:
+            for event in changes:
+                key = event.args.get("key")
+                if not isinstance(key, str) or not key.startswith(prefix):
+                    continue
+                rest = [_show(v) for name, v in event.args.items() if name != "key"]
+                outcome = f"  ({event.error})" if event.error else ""
+                click.echo(f"{event.version:#x} {event.operation} {key} {' '.join(rest)}{outcome}")
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+    except WatchTrimmedError as e:
+        click.echo(f"smr kv: {e}; watch again with --from-version {e.oldest:#x}", err=True)
+        sys.exit(1)
+    except ClientError as e:
+        click.echo(f"smr kv: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()

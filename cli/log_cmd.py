@@ -230,19 +230,8 @@ def _operations(cls: type) -> dict[type, Any] | None:
 def _decode_operation(cls: type, payload: bytes) -> tuple[str, dict[str, Any]]:
     """(operation name, {argument: value}) of a command of `cls`; OperationError if the
     payload is not one (a record this type did not write)."""
-    import msgspec
-
-    from smr.api import OperationError
-
-    ops = _operations(cls)
-    assert ops is not None
-    try:
-        args = cls._decode_command(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, OperationError) as e:
-        raise cls._malformed(payload, "command", e) from None
-    op = ops[type(args)]
-    values = msgspec.structs.astuple(args)
-    return op.name, dict(zip(op.params, values, strict=True))
+    assert _operations(cls) is not None
+    return cls.decode_command(payload)
 
 
 def _not_this_type(cls: type, version: int, error: Exception) -> click.ClickException:

@@ -482,6 +482,20 @@ class StateMachine(metaclass=_StateMachineType):
         """The payload of query `name` called with these arguments."""
         return cls._op(name, "query").encode(args, kwargs)
 
+    @classmethod
+    def decode_command(cls, payload: bytes | memoryview) -> tuple[str, dict[str, Any]]:
+        """(operation name, {parameter: value}) of a command payload of this type (what
+        `encode_command` made): for watches and `smr log dump`. `OperationError` if it is not
+        one of this type's commands."""
+        try:
+            args = cls._decode_command(payload)
+        except _DECODE_ERRORS as e:
+            raise cls._malformed(payload, "command", e) from None
+        for op in cls.operations:
+            if op.kind == "command" and type(args) is op.args_type:
+                return op.name, dict(zip(op.params, astuple(args), strict=True))
+        raise OperationError(f"{cls.__name__}: a payload of no known command")  # pragma: no cover
+
     @staticmethod
     def encode_result(value: Any) -> bytes:
         """A result as bytes, to travel from the replica to the caller."""

@@ -62,6 +62,7 @@ from smr.runtime.config import ClusterConfig, load
 from smr.runtime.hosted import CommandError
 from smr.transport.wire import FrameDecoder, FrameError
 from smr.transport.wire import connect as wire_connect
+from smr.watch import Watch
 
 __all__ = [
     "Client",
@@ -559,6 +560,21 @@ class SubgroupClient(ShardOperations):
 
     def _wait(self, pending: Any) -> Any:
         return self._client._call(pending)
+
+    def watch(self, from_version: int = 0, *, member: int | None = None) -> Watch:
+        """Every command applied to this shard after `from_version`, in order, each once, as
+        `smr.watch.WatchEvent`s, across failovers (`smr.watch`). Its own connection; close it
+        (or use it as a context manager) when done."""
+        client = self._client
+        return Watch(
+            client.config,
+            self._cls,
+            self._subgroup,
+            self._shard,
+            from_version=from_version,
+            member=client.member if member is None else member,
+            timeout_s=client.timeout_s,
+        )
 
 
 def connect(

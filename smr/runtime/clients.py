@@ -115,6 +115,16 @@ class ClientServer:
             self._dirty.append(conn)
         conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, body))
 
+    def is_open(self, conn_id: int) -> bool:
+        """Whether the connection is still there (a watch ends with its connection)."""
+        conn = self._conns.get(conn_id)
+        return conn is not None and not conn.draining_s
+
+    def pending_bytes(self, conn_id: int) -> int:
+        """Bytes queued for the connection and not yet taken by the client's socket."""
+        conn = self._conns.get(conn_id)
+        return 0 if conn is None else conn.out_bytes + sum(len(f) for f in conn.ready)
+
     def _too_large(self, response: protocol.Response, size: int) -> protocol.Response:
         """An answer the client would refuse unread (over the frame limit): an error it can
         raise instead, saying what happened (a command was applied; only its answer is lost)."""

@@ -41,6 +41,13 @@ def unwrap(payload: bytes) -> tuple[int, int, bytes]:
     return 0, 0, payload
 
 
+def operation_of(payload: bytes) -> bytes | memoryview:
+    """An entry's operation without its client envelope, as a view (no copy)."""
+    if len(payload) >= ENVELOPE.size and payload[0] == ENVELOPE_MAGIC:
+        return memoryview(payload)[ENVELOPE.size :]
+    return payload
+
+
 class Hosted:
     """A state machine and its sessions; `apply` returns the result bytes for the reply map."""
 

@@ -86,8 +86,9 @@ from smr.runtime import protocol
 from smr.runtime.clients import ClientServer
 from smr.runtime.config import ClusterConfig
 from smr.runtime.executor import Executor
-from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, wrap
+from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, operation_of, wrap
 from smr.runtime.metrics import MEMBER_STATUSES, MetricsServer, NodeMetrics
+from smr.runtime.watches import Watches
 from smr.transport.base import Transport
 
 QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
@@ -212,6 +213,16 @@ class Node:
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
         self.executor = Executor(me, self)
+        self.watches = Watches(
+            lambda conn_id, response: self.clients.respond(conn_id, response),
+            pending_bytes=lambda conn_id: self._client_port_call("pending_bytes", conn_id, 0),
+            is_open=lambda conn_id: self._client_port_call("is_open", conn_id, True),
+        )
+        self._watchable = {
+            (sg, sh): s.spec.mode_of(sh) != "raw"
+            for sg, s in enumerate(config.subgroups)
+            for sh in range(s.spec.shards)
+        }
         self.replica = self._make_replica()
         if transport is None:
             from smr.transport.auto import make_transport
@@ -303,6 +314,7 @@ class Node:
         for key, log in self.logs.items():
             h = self.hosted[key] = Hosted(cfg.subgroups[key[0]].machine())
             version = replay(log, h.apply_record, h.restore)
+            self.watches.reset(key, version)  # watches resume after what the log replayed
             self.log("replayed", shard=list(key), version=version, records=len(log))
         contacts = [m for m in cfg.members if m != self.me]
         self.log("start", role="restarting", epoch=recovered.epoch, members=list(recovered.members))
@@ -360,6 +372,7 @@ class Node:
             )
         self._pending.clear()
         self._fail_reads(f"member {self.me} left the view; read elsewhere", others)
+        self.watches.fail_all(f"member {self.me} left the view; watch elsewhere", others)
         self.executor.reset()
         self.meta = None
         self.replica = self._make_replica()
@@ -390,6 +403,7 @@ class Node:
         for key in keys:
             if key not in self.hosted:
                 self.hosted[key] = Hosted(self.config.subgroups[key[0]].machine())
+                self.watches.reset(key, 0)
             if self.config.subgroups[key[0]].spec.mode_of(key[1]) == "durable":
                 self._open_log(key)
 
@@ -500,6 +514,8 @@ class Node:
         self._drain()
         if self._queries:
             self._answer_waiting_queries()
+        if len(self.watches):
+            self.watches.pump()
         self.clients.flush()  # the responses of this pass, one send per client
         while self._fsyncs:
             key, seconds = self._fsyncs.popleft()
@@ -593,13 +609,22 @@ class Node:
 
     def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
         hosted = self.hosted
+        watchable = self._watchable
+        watches = self.watches
         results = []
         for d in deliveries:
-            h = hosted.get((d.subgroup, d.shard))
+            key = (d.subgroup, d.shard)
+            h = hosted.get(key)
             if h is None:
                 results.append(RESULT_ERROR + b"shard not hosted here")
-            else:
-                results.append(h.apply(d.payload, d.version, d.timestamp_ns))
+                continue
+            applied = h.applied
+            result = h.apply(d.payload, d.version, d.timestamp_ns)
+            results.append(result)
+            if h.applied != applied and watchable.get(key):
+                # what a watcher sees: the operation (a view: no copy) and its result; a retry
+                # answered from the session table changed nothing and is not shown
+                watches.applied(key, d.version, operation_of(d.payload), result)
         return results
 
     def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:
@@ -621,6 +646,7 @@ class Node:
         if event.data:
             h.restore(event.data)
         self.hosted[key] = h
+        self.watches.reset(key, event.version)
         self.log("state-restored", shard=list(key), version=event.version, bytes=len(event.data))
 
     def view_installed(self, event: ViewInstalled) -> None:
@@ -638,6 +664,7 @@ class Node:
         mine = {(sg, sh) for sg, sh, _, _ in event.shards}
         for key in [k for k in self.hosted if k not in mine]:
             del self.hosted[key]  # a shard that moved on without this member (state provided)
+            self.watches.drop(key, self._not_here(key), self._hosts_of(key))
 
     def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
         if type(event) is Completed:
@@ -683,6 +710,10 @@ class Node:
         elif type(event) is PeerMisbehaved:
             self.log("peer-protocol-error", peer=event.peer, epoch=event.epoch, error=event.reason)
 
+    def _client_port_call(self, name: str, conn_id: int, default: Any) -> Any:
+        method = getattr(self.clients, name, None)  # a simulated client port may lack it
+        return default if method is None else method(conn_id)
+
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)
         self._open_shards(keys)
@@ -715,6 +746,20 @@ class Node:
                     request.id, False, error=self._not_here(key), redirect=self._hosts_of(key)
                 ),
             )
+            return
+        if isinstance(request, protocol.Watch):
+            if not self._watchable.get(key):
+                self.clients.respond(
+                    conn_id,
+                    protocol.Response(
+                        request.id,
+                        False,
+                        error=f"subgroup {key[0]} shard {key[1]} is raw (not totally ordered): "
+                        "it has no order of commands to watch",
+                    ),
+                )
+            else:
+                self.watches.add(conn_id, request)
             return
         if isinstance(request, protocol.Command):
             try:
@@ -966,6 +1011,7 @@ class Node:
             )
         self._pending.clear()
         self._fail_reads(f"member {self.me} is shutting down", others)
+        self.watches.fail_all(f"member {self.me} is shutting down", others)
         try:
             if self.metrics_server is not None:
                 self.metrics_server.stop()

@@ -19,6 +19,14 @@ order (a query answers before an earlier command is stable).
   served locally once this member has applied `min_version` (0: now), the client's
   read-your-writes.
 - `Status`: the member's view, status and shards.
+- `Watch`: every command applied to one shard (ordered or durable) after `from_version`, in
+  order, each once: answered by a stream of responses with the request's id, each holding
+  `events` (`[version, operation, result]`: the command's payload without the client envelope,
+  and its result bytes of `smr.runtime.hosted`), until the member cannot go on (it is leaving
+  the shard, restarting, stopping, or the watcher fell too far behind: `ok` false, with
+  `redirect`); a watch resumes anywhere from the last version it saw. `from_version` below what
+  the member still keeps is refused with `trimmed` set to the oldest version it can resume
+  after.
 
 A refused request says what the client should do: `redirect` names members to try instead (this
 one does not host the shard, is joining, left the view or is stopping), `retry_ms` asks it to send
@@ -69,7 +77,14 @@ class Status(msgspec.Struct, tag="status", frozen=True):
     id: int
 
 
-Request = Command | Query | Status
+class Watch(msgspec.Struct, tag="watch", frozen=True):
+    id: int
+    subgroup: int
+    shard: int
+    from_version: int = 0
+
+
+Request = Command | Query | Status | Watch
 
 
 class Response(msgspec.Struct, frozen=True):
@@ -85,6 +100,10 @@ class Response(msgspec.Struct, frozen=True):
     # a frame above this member's limit (id 0: its body, with the request id, was not read):
     # the client fails its requests larger than this, and then the connection closes
     frame_bytes_max: int = 0
+    # watch: [version, operation, result] of commands applied, in order
+    events: list[tuple[int, bytes, bytes]] = []
+    # watch refused: the versions up to here are no longer kept by this member (resume after it)
+    trimmed: int = 0
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)
@@ -92,7 +111,7 @@ _response_decoder = msgspec.msgpack.Decoder(Response)
 encode = msgspec.msgpack.encode
 
 
-def decode_request(body: bytes) -> Command | Query | Status:
+def decode_request(body: bytes) -> Command | Query | Status | Watch:
     """Raises `msgspec.ValidationError`/`DecodeError` on a malformed request."""
     return _request_decoder.decode(body)
 
