@@ -152,6 +152,9 @@ def test_a_real_run_with_kills_and_pauses_passes(kill_pause_run):
     assert result.verdict.ok, result.verdict.problems
     assert {r.step.kind for r in result.records} == {"kill", "pause"}
     assert result.counts["ok"] > 100
+    # what the survivors took while one member was paused was answered by the next view, not
+    # when the paused member came back (the verdict fails otherwise)
+    assert 0 < result.in_flight_s["pause"] < 2.0
     assert os.path.exists(os.path.join(result.kept, "history.jsonl"))
     assert os.path.exists(os.path.join(result.kept, "member-1.log"))
 

@@ -39,6 +39,9 @@ from smr.runtime.config import load, write_local
 
 TRANSPORTS = ("tcp", "shm")
 RECOVER_TIMEOUT_S = 60.0  # after a fault healed, the cluster must be whole again within this
+# a command in flight at a survivor when a member is paused is answered within the failure
+# timeout (the next view) and this much more
+IN_FLIGHT_SLACK_S = 1.0
 CHECK_TIMEOUT_S = 300.0  # the linearizability search gives up (verdict: undecided) after this
 
 
@@ -85,6 +88,9 @@ class ChaosResult:
     counts: dict[str, int]
     gaps_s: dict[str, float]  # per fault kind: the longest stretch without a successful op
     skipped: dict[str, str] = field(default_factory=dict)  # fault -> why it did not run
+    # per fault kind: the longest wait, from the fault's start, of a command that was in flight
+    # then at a member the fault did not strike, and was answered
+    in_flight_s: dict[str, float] = field(default_factory=dict)
     kept: str | None = None  # the directory the run's evidence was kept in
 
 
@@ -133,6 +139,26 @@ def longest_gaps(history: History, records: list[FaultRecord], end_ns: int) -> d
         longest = max(b - a for a, b in itertools.pairwise(edges)) / 1e9
         gaps[r.step.kind] = max(gaps.get(r.step.kind, 0.0), longest)
     return gaps
+
+
+def in_flight_waits(
+    history: History, records: list[FaultRecord], member_of: dict[int, int | None]
+) -> dict[str, float]:
+    """Per fault kind, the longest wait for the answer of an operation at a member the fault did
+    not strike, in flight when it began or called while it was in force, counted from the later
+    of the two (one paused member must not hold up what the others take: the next view answers
+    it)."""
+    waits: dict[str, float] = {}
+    ops = [op for op in history if op.status == OK and op.ret is not None]
+    for r in records:
+        if r.step.kind not in (schedule.PAUSE, schedule.KILL) or r.healed_ns is None:
+            continue
+        struck = set(r.step.members)
+        for op in ops:
+            if op.call < r.healed_ns and op.ret > r.start_ns and member_of.get(op.id) not in struck:
+                wait = (op.ret - max(op.call, r.start_ns)) / 1e9
+                waits[r.step.kind] = max(waits.get(r.step.kind, 0.0), wait)
+    return waits
 
 
 def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosResult:
@@ -263,6 +289,14 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         if disk is not None:
             problems += disk.close()  # idempotent; unmounts once the members stopped
     problems += [f"replicas answered differently: {d}" for d in workload.divergent]
+    in_flight = in_flight_waits(history, nemesis.records, workload.member_of)
+    bound_s = failure_timeout_s + IN_FLIGHT_SLACK_S
+    for kind, wait in sorted(in_flight.items()):
+        if wait > bound_s:
+            problems.append(
+                f"a command in flight at a survivor when a {kind} struck was answered only "
+                f"{wait:.2f} s later (more than the failure timeout and {IN_FLIGHT_SLACK_S} s)"
+            )
     verdict = judge(history, states)
     verdict.problems[:0] = problems
     verdict.ok = verdict.ok and not problems
@@ -274,6 +308,7 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         counts=counts(history),
         gaps_s=longest_gaps(history, nemesis.records, end_ns),
         skipped=skipped,
+        in_flight_s=in_flight,
     )
     if not verdict.ok or options.out:
         result.kept = keep(result, cluster, options.out or f"chaos-seed-{options.seed}")
@@ -311,10 +346,16 @@ def report(result: ChaosResult) -> str:
         if not records:
             continue
         recoveries = [r.recovery_s for r in records if r.recovery_s is not None]
+        in_flight = result.in_flight_s.get(kind)
         lines.append(
             f"  {kind:<12} x{len(records)}: longest stretch without a successful operation "
             f"{result.gaps_s.get(kind, 0.0):.2f} s; whole again after a heal in at most "
             f"{max(recoveries, default=float('nan')):.2f} s"
+            + (
+                f"; commands in flight at the others answered within {in_flight:.2f} s"
+                if in_flight is not None
+                else ""
+            )
         )
     if result.verdict.check is not None:
         lines.append(f"check: {result.verdict.check.summary().splitlines()[0]}")

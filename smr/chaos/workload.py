@@ -54,6 +54,8 @@ class Workload:
         self.clients = clients
         self.stop = threading.Event()
         self.divergent: list[str] = []  # replicas that answered one command differently
+        # operation id -> the member its client was attached to when it was called
+        self.member_of: dict[int, int | None] = {}
         self._threads = [
             threading.Thread(target=self._run, args=(i,), daemon=True, name=f"chaos-client-{i}")
             for i in range(clients)
@@ -98,6 +100,7 @@ class Workload:
                     args = (key, seen.get(key), value)
                     written += 1
                 handle = self.history.invoke(process, op, *args)
+                self.member_of[handle.id] = client.member
                 try:
                     output = kv.get(key) if op == "get" else _one(getattr(kv, op)(*args))
                 except NotAppliedError:
