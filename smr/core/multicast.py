@@ -947,10 +947,14 @@ class ShardStream:
 
     # -- the end of the epoch -------------------------------------------------------------------
 
-    def carry_over(self) -> tuple[list[tuple[int, bytes, bool]], list[Any]]:
+    def carry_over(
+        self, covered: int | None = None
+    ) -> tuple[list[tuple[int, bytes, bool]], list[Any]]:
         """At the end of the epoch: my messages to submit again in the next one (discarded by
-        the trim, or never placed), in order, and the events answering those it delivered."""
-        delivered = self._mine(self.w_delivered)
+        the trim, or never placed), in order, and the events answering those it delivered.
+        `covered`: the trim's count, for a member that did not deliver it itself (it waited
+        for the shard's state, which brings the trim's deliveries with it)."""
+        delivered = max(self._mine(self.w_delivered), covered or 0)
         done: list[Any] = []
         again: list[tuple[int, bytes, bool]] = []
         own = self.pending[self.my_rank] if self.my_rank >= 0 and self.mode != "raw" else ()

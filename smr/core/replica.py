@@ -86,6 +86,7 @@ from smr.core.views import (
     ViewChange,
     ViewConfig,
     ViewInstalled,
+    trim_count,
 )
 
 ACTIVE, JOINING, HALTED, RESTARTING = "active", "joining", "halted", "restarting"
@@ -921,10 +922,22 @@ class Replica:
         # a member that rejoins in this view is a new incarnation: it delivered nothing of the
         # old epoch and sends no result for it
         survivors = set(decided.members) - set(decided.joiners)
+        from_joiner = self.vc.from_joiner
         for st in old_streams.values():
-            items, done = st.carry_over()
+            # A member still waiting for the shard's state delivered nothing of the trim (the
+            # next view's state includes it), but the survivors did: its own messages below the
+            # trim are delivered, not to be sent again (unless that state is a joiner's log from
+            # before this epoch, which lacks them)
+            covered = None
+            if st.awaiting_state and st.g not in from_joiner:
+                covered = trim_count(decided.trims[st.g])
+            items, done = st.carry_over(covered)
             carried[(st.subgroup, st.shard_index)] = items
-            expected = frozenset(m for m in st.shard.members if m in survivors)
+            expected = frozenset(
+                m
+                for m in st.shard.members
+                if m in survivors and not (m == self.me and covered is not None)
+            )
             for event in done:
                 if event.results is None or expected <= event.results.keys():
                     completed.append(event)
