@@ -135,6 +135,7 @@ class Client:
         timeout_s: float = 10.0,
         window_max: int = 4096,
         consistency: str = protocol.READ_LINEARIZABLE,
+        silence_s: float | None = 1.0,
     ):
         self.config = config
         self._core = ClientCore(
@@ -146,6 +147,7 @@ class Client:
             consistency=consistency,
             preferred=member,
             config_path=config.path,
+            silence_s=silence_s,
         )
         self._loop = asyncio.get_running_loop()
         # frames made since the last flush, by request id: written together once per pass of the
@@ -294,6 +296,7 @@ class Client:
             return  # failing over: every unanswered request is sent again once connected
         # no drain: the window bounds what the transport buffers
         conn.writer.write(b"".join(frames.values()))
+        self._schedule_retry()  # the silence check of the member, now that requests are out
 
     # -- answers ----------------------------------------------------------------------------------
 
@@ -333,8 +336,17 @@ class Client:
 
     def _send_due(self) -> None:
         self._retry_handle = self._retry_at = None
-        for rid, frame in self._core.due(self._loop.time()):
+        now = self._loop.time()
+        for rid, frame in self._core.due(now):
             self._write(rid, frame)
+        probe, give_up = self._core.check_silence(now)
+        for rid, frame in probe:
+            self._write(rid, frame)
+        conn = self._core.connection
+        if give_up and conn is not None:
+            # the member said nothing, even to a status request: it hangs (its connection
+            # stays open); the unanswered requests go to another member
+            self._failover(conn)
         self._schedule_retry()
 
     # -- requests ---------------------------------------------------------------------------------
@@ -663,13 +675,15 @@ def connect(
     timeout_s: float = 10.0,
     window_max: int = 4096,
     consistency: str = protocol.READ_LINEARIZABLE,
+    silence_s: float | None = 1.0,
 ) -> _Connecting:
     """An asyncio client of the cluster described by `config` (a path or a loaded
     configuration): `client = await smr.aio.connect(...)`, or `async with smr.aio.connect(...)
     as client:`. At most `window_max` requests are outstanding; queries read at `consistency`
     ("linearizable", the default, or "sequential") unless they name their own level. Raises
     ValueError for an unknown level, `ClientError` (when awaited) if no member answers within
-    `timeout_s`."""
+    `timeout_s`. A member silent for `silence_s` while requests are outstanding is asked for its
+    status and given up after as long again (None: wait for `timeout_s`), as in `smr.connect`."""
     check_consistency(consistency)
     return _Connecting(
         config=config,
@@ -677,4 +691,5 @@ def connect(
         timeout_s=timeout_s,
         window_max=window_max,
         consistency=consistency,
+        silence_s=silence_s,
     )

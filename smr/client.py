@@ -205,6 +205,7 @@ class Client:
         timeout_s: float = 10.0,
         window_max: int = 4096,
         consistency: str = protocol.READ_LINEARIZABLE,
+        silence_s: float | None = 1.0,
     ):
         self.config = config
         self._core = ClientCore(
@@ -216,6 +217,7 @@ class Client:
             consistency=consistency,
             preferred=member,
             config_path=config.path,
+            silence_s=silence_s,
         )
         self._lock = threading.Lock()  # around every call of the core
         # room in the window: waited on only when it is full (a semaphore per request cost more
@@ -367,12 +369,9 @@ class Client:
         out = self._out
         core = self._core
         while True:
-            timeout = None
-            if core.retrying:  # read without the lock: a retry made later wakes this thread
-                with self._lock:
-                    due = core.next_due()
-                if due is not None:
-                    timeout = max(0.0, due - time.monotonic())
+            with self._lock:  # a retry, or the silence check of the member (check_silence)
+                due = core.next_due()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
             try:
                 frame = out.get(timeout=timeout)
             except queue.Empty:
@@ -385,9 +384,19 @@ class Client:
                 if frame is None:
                     return
                 frames.append(frame)
-            if core.retrying:
+            silent = None
+            if due is not None:
                 with self._lock:
-                    frames.extend(frame for _, frame in core.due(time.monotonic()))
+                    now = time.monotonic()
+                    frames.extend(frame for _, frame in core.due(now))
+                    probe, give_up = core.check_silence(now)
+                    frames.extend(frame for _, frame in probe)
+                    if give_up:
+                        silent = core.connection
+            if silent is not None:
+                # the member said nothing, even to a status request: it hangs (its connection
+                # stays open); the unanswered requests go to another member
+                threading.Thread(target=self._failover, args=(silent,), daemon=True).start()
             if not frames:
                 continue
             sock = core.connection
@@ -584,11 +593,14 @@ def connect(
     timeout_s: float = 10.0,
     window_max: int = 4096,
     consistency: str = protocol.READ_LINEARIZABLE,
+    silence_s: float | None = 1.0,
 ) -> Client:
     """A client of the cluster described by `config` (a path or a loaded configuration), with at
     most `window_max` requests outstanding, reading at `consistency` ("linearizable", the
     default, or "sequential") unless a query names its own level. Raises ValueError for an
-    unknown level."""
+    unknown level. A member silent for `silence_s` while requests are outstanding is asked for
+    its status, and given up after as long again (a hung member keeps its connection open);
+    None waits for `timeout_s`."""
     check_consistency(consistency)
     if isinstance(config, str):
         config = load(config)
@@ -598,4 +610,5 @@ def connect(
         timeout_s=timeout_s,
         window_max=window_max,
         consistency=consistency,
+        silence_s=silence_s,
     )

@@ -144,8 +144,14 @@ class ClientCore:
         preferred: int | None = None,
         config_path: str = "the configuration",
         outcomes_max: int | None = None,
+        silence_s: float | None = 1.0,
     ):
+        """`silence_s`: a member that says nothing this long while requests are outstanding is
+        asked for its status, and given up (the requests go to another member, applied once)
+        if it says nothing for as long again: a hung process (SIGSTOP, a stalled host) keeps
+        its connections open. None: wait for `timeout_s`."""
         assert members, "a cluster has at least one member"
+        assert silence_s is None or silence_s > 0
         if window_max < 1:
             raise ValueError(f"window_max must be at least 1, not {window_max}")
         self.members = tuple(members)
@@ -188,6 +194,10 @@ class ClientCore:
         self._watchers: dict[int, list[Any]] = {}
         self.last_version: dict[tuple[int, int], int] = {}  # (subgroup, shard) -> version
         self.views: list[tuple[int, tuple[int, ...]]] = []  # (epoch, members) seen in statuses
+        self.silence_s = silence_s
+        self._heard_at: float | None = None  # when the current member last said something
+        self._probed_at: float | None = None  # when it was asked for its status, unanswered
+        self.silences = 0  # members given up for their silence (a figure for tests and logs)
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -220,6 +230,7 @@ class ClientCore:
         if self.closed:
             return None
         self.connection, self.member = conn, member
+        self._heard_at = self._probed_at = None
         waiting = {rid for _, rid in self._retry}
         sends = []
         for rid, entry in self._pending.items():
@@ -455,6 +466,8 @@ class ClientCore:
     ) -> tuple[list[Finished], int]:
         """An answer that came on `conn` (which may no longer be current): what completes, and
         `NOTHING`, `WAKE` or `REDIAL` (see the module docstring)."""
+        if conn is self.connection:
+            self._heard_at, self._probed_at = now, None
         rid = response.id
         entry = self._pending.get(rid)
         if entry is None:  # a late or second answer (a resend's), or a refused frame
@@ -601,8 +614,35 @@ class ClientCore:
         return bool(self._retry)
 
     def next_due(self) -> float | None:
-        """When the next retry is due (the driver's clock), or None."""
-        return self._retry[0][0] if self._retry else None
+        """When the next retry or silence check is due (the driver's clock), or None."""
+        due = self._retry[0][0] if self._retry else None
+        if self.silence_s is not None and self.connection is not None and self._pending:
+            since = self._probed_at if self._probed_at is not None else self._heard_at
+            check = 0.0 if since is None else since + self.silence_s
+            due = check if due is None else min(due, check)
+        return due
+
+    def check_silence(self, now: float) -> tuple[list[Send], bool]:
+        """Is the current member silent while requests are outstanding? Returns a status
+        request to send (asking it to show it is alive) and whether to give it up (then the
+        driver fails over, as after a broken connection)."""
+        if self.silence_s is None or self.connection is None:
+            return [], False
+        if not any(rid not in self._unsent for rid in self._pending):
+            self._heard_at, self._probed_at = now, None  # idle: nothing to hear about
+            return [], False
+        if self._heard_at is None:
+            self._heard_at = now
+        if self._probed_at is None:
+            if now - self._heard_at < self.silence_s:
+                return [], False
+            self._probed_at = now
+            rid = next(self._ids)  # not pending: its answer only shows the member is alive
+            return [(rid, _frame(protocol.Status(rid)))], False
+        if now - self._probed_at < self.silence_s:
+            return [], False
+        self.silences += 1
+        return [], True
 
     def due(self, now: float) -> list[Send]:
         """The requests whose retry is due: send them now (on no connection, they stay unsent
