@@ -16,8 +16,10 @@ a leader's heartbeat round:
    it and are not wedged. The read's index is then the shard's stable count as the member sees
    it.
 4. **Answer.** Once the member holds the shard's state (a member new to the shard waits for its
-   state transfer) and has delivered up to the index, the read is `ReadConfirmed`: the driver
-   runs the query against the state machine (after this Ready's deliveries).
+   state transfer) and has delivered up to the index, and in a durable shard once every member
+   persisted what it delivered (durable before visible: a total restart may cut away what is
+   not), the read is `ReadConfirmed`: the driver runs the query against the state machine
+   (after this Ready's deliveries).
 
 Why it is linearizable. A command is answered only after it is stable, in truth, at every shard
 member (received by all), and each member's `seq` counter showing it was pushed before the
@@ -256,8 +258,14 @@ class Reads:
     @staticmethod
     def _answerable(st: Any, rd: _Read) -> bool:
         # a member new to the shard counts this epoch's deliveries from 0 before its state
-        # arrives: it answers nothing until it holds the state
-        return not st.awaiting_state and st.delivered_count() >= rd.index
+        # arrives: it answers nothing until it holds the state. A durable shard applies entries
+        # when they are stable and answers them once every member persisted them; a read must
+        # not show one before that either (a total failure may cut it away: kv seed 5 with
+        # `total`), so it waits until the persistence frontier covers what was delivered
+        delivered = st.delivered_count()
+        if st.awaiting_state or delivered < rd.index:
+            return False
+        return st.mode != "durable" or st.persisted_frontier() >= delivered
 
     def _answer(self, _: Any = None) -> list[Any]:
         streams = self.r.streams
