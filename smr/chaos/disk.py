@@ -95,12 +95,14 @@ def build_shim(directory: str) -> str:
 class DiskFaults:
     """The disk faults of one run over members `dirs` (member -> data directory)."""
 
-    def __init__(self, dirs: dict[int, str], scratch: str, *, full: bool, fsync: bool):
+    def __init__(self, dirs: dict[int, str], scratch: str, *, full: bool, shim: str | None):
+        """`full`: mount a tmpfs on every directory (`DiskFaultUnavailable` if one fails);
+        `shim`: the fsync library of `build_shim`, or None (no fsync faults)."""
         self.dirs = dirs
         self.scratch = scratch
         self.mounted: list[str] = []
         self.ballasts: list[str] = []
-        self.shim = build_shim(scratch) if fsync else None
+        self.shim = shim
         if full:
             for d in dirs.values():
                 self._mount(d)

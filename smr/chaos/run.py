@@ -161,6 +161,19 @@ def in_flight_waits(
     return waits
 
 
+def _skip(
+    faults: tuple[str, ...],
+    skipped: dict[str, str],
+    kind: str,
+    why: str,
+    echo: Callable[[str], None],
+) -> tuple[str, ...]:
+    """A fault that cannot run here: say why, note it for the report, run the others."""
+    echo(f"smr chaos: {kind} faults cannot run: {why}; the others still run")
+    skipped[kind] = why
+    return tuple(f for f in faults if f != kind)
+
+
 def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosResult:
     if options.transport not in TRANSPORTS:
         raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}")
@@ -176,16 +189,12 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
             except netfilter.PartitionUnavailable as e:
                 why = str(e)
         if why is not None:
-            echo(f"smr chaos: partition faults cannot run: {why}; the others still run")
-            skipped[schedule.PARTITION] = why
-            faults = tuple(f for f in faults if f != schedule.PARTITION)
+            faults = _skip(faults, skipped, schedule.PARTITION, why, echo)
     if schedule.DISK_FULL in faults:
         try:
             chaos_disk.check_full_available()
         except chaos_disk.DiskFaultUnavailable as e:
-            echo(f"smr chaos: disk-full faults cannot run: {e}; the others still run")
-            skipped[schedule.DISK_FULL] = str(e)
-            faults = tuple(f for f in faults if f != schedule.DISK_FULL)
+            faults = _skip(faults, skipped, schedule.DISK_FULL, str(e), echo)
     data_dir = tempfile.mkdtemp(prefix=f"smr-chaos-{options.seed}-")
     config_path = write_local(
         data_dir,
@@ -195,25 +204,21 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         hosts=member_hosts(options.nodes),
     )
     config = load(config_path)
-    disk = None
-    if schedule.DISK_FULL in faults or schedule.FSYNC_ERROR in faults:
-        dirs = {m: config.member_dir(m) for m in config.founders}
-        full, fsync = schedule.DISK_FULL in faults, schedule.FSYNC_ERROR in faults
+    shim = None
+    if schedule.FSYNC_ERROR in faults:
         try:
-            disk = chaos_disk.DiskFaults(dirs, data_dir, full=full, fsync=fsync)
+            shim = chaos_disk.build_shim(data_dir)
         except chaos_disk.DiskFaultUnavailable as e:
-            if fsync and full:  # try them one at a time: which one cannot run?
-                try:
-                    disk = chaos_disk.DiskFaults(dirs, data_dir, full=False, fsync=True)
-                    lost = schedule.DISK_FULL
-                except chaos_disk.DiskFaultUnavailable:
-                    lost = ""
-            else:
-                lost = schedule.DISK_FULL if full else schedule.FSYNC_ERROR
-            for kind in (lost,) if lost else (schedule.DISK_FULL, schedule.FSYNC_ERROR):
-                echo(f"smr chaos: {kind} faults cannot run: {e}; the others still run")
-                skipped[kind] = str(e)
-            faults = tuple(f for f in faults if f not in skipped)
+            faults = _skip(faults, skipped, schedule.FSYNC_ERROR, str(e), echo)
+    disk = None
+    dirs = {m: config.member_dir(m) for m in config.founders}
+    if schedule.DISK_FULL in faults:
+        try:
+            disk = chaos_disk.DiskFaults(dirs, data_dir, full=True, shim=shim)
+        except chaos_disk.DiskFaultUnavailable as e:  # a mount failed
+            faults = _skip(faults, skipped, schedule.DISK_FULL, str(e), echo)
+    if disk is None and shim is not None:
+        disk = chaos_disk.DiskFaults(dirs, data_dir, full=False, shim=shim)
     failure_timeout_s = max(config.peer_failed_ms, config.suspect_ms) / 1000
     steps = (
         schedule.plan(

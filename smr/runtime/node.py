@@ -171,8 +171,8 @@ class Node:
         """A member. Its I/O can be given, so that a simulated member runs this same code:
         `transport` (default: the configured provider), `fs` (the logs' file system), `clock_ns`
         (a monotonic clock in ns; default: the wall clock's), `clients` (the client port:
-        `attach`, `respond`, `flush`, `stop`), `writer` (what makes a shard log's appends durable
-        and reports it: default a `GroupCommitWriter` thread).
+        `attach`, `respond`, `flush`, `stop`, `is_open`, `pending_bytes`), `writer` (what makes
+        a shard log's appends durable and reports it: default a `GroupCommitWriter` thread).
 
         For the simulator: `observe` sees every `Ready` before the executor carries it out (its
         checkers), `strict` makes a peer's bad table write raise instead of being reported (every
@@ -215,8 +215,8 @@ class Node:
         self.executor = Executor(me, self)
         self.watches = Watches(
             lambda conn_id, response: self.clients.respond(conn_id, response),
-            pending_bytes=lambda conn_id: self._client_port_call("pending_bytes", conn_id, 0),
-            is_open=lambda conn_id: self._client_port_call("is_open", conn_id, True),
+            pending_bytes=lambda conn_id: self.clients.pending_bytes(conn_id),
+            is_open=lambda conn_id: self.clients.is_open(conn_id),
         )
         self._watchable = {
             (sg, sh): s.spec.mode_of(sh) != "raw"
@@ -709,10 +709,6 @@ class Node:
             self.log("view-blocked", epoch=event.epoch, reason=event.reason)
         elif type(event) is PeerMisbehaved:
             self.log("peer-protocol-error", peer=event.peer, epoch=event.epoch, error=event.reason)
-
-    def _client_port_call(self, name: str, conn_id: int, default: Any) -> Any:
-        method = getattr(self.clients, name, None)  # a simulated client port may lack it
-        return default if method is None else method(conn_id)
 
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)

@@ -1049,6 +1049,12 @@ class _ClientPort:
     def stop(self) -> None:
         pass
 
+    def is_open(self, conn_id: int) -> bool:
+        return True  # in-process: a connection never breaks
+
+    def pending_bytes(self, conn_id: int) -> int:
+        return 0  # an answer is taken as it is given
+
 
 class _Transport(SimTransport):
     """The sim transport, counted, with the checkers told of each table write it hands over."""

@@ -82,6 +82,12 @@ class LocalClients:
     def stop(self) -> None:
         pass
 
+    def is_open(self, conn_id: int) -> bool:
+        return True  # in-process: a connection never breaks
+
+    def pending_bytes(self, conn_id: int) -> int:
+        return 0  # an answer is taken as it is given
+
 
 class SimMembers:
     """`config`'s members as simulated Node instances on one simulated world, from `seed`."""
