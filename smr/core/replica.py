@@ -245,6 +245,7 @@ class Replica:
         self.strict = strict
         self.status = ACTIVE
         self.halt_reason = ""
+        self._built = False  # an epoch was built (`_build`): a view, a table, predicates
         self.now_ns = 0
         self.hlc_ns = 0
         self._next_ticket = 1
@@ -324,6 +325,7 @@ class Replica:
     # -- building an epoch ----------------------------------------------------------------------
 
     def _build(self, view: View) -> None:
+        self._built = True
         self.view = view
         self.epoch = view.epoch
         self.shards: tuple[Shard, ...] = allocate(view.members, self.layout_specs)
@@ -766,7 +768,8 @@ class Replica:
             return
         self.status = HALTED
         self.halt_reason = reason
-        self._predicates.stop()
+        if self._built:  # a joiner or a restarting member has no epoch (nor predicates) yet
+            self._predicates.stop()
         self._events.extend(self.reads.fail_all(f"member {self.me} halted"))
         self._events.append(Halted(reason))
 
@@ -842,6 +845,22 @@ class Replica:
             body = encode_members(self.view.members)
             self._sends.append(
                 Send(source, FRAME.pack(FRAME_RESTART_NEWER, 0, 0, self.epoch) + body)
+            )
+        elif (
+            self.status == JOINING
+            and kind == FRAME_RESTART_PREPARE
+            and self.transfer.offer is not None
+        ):
+            # This member was restarting and turned to join when a member of a running group
+            # answered NEWER; a PREPARE says that group is restarting now (its members halted:
+            # a two-member view whose members suspected each other, say), and this member's
+            # promise may be needed for a majority of its last view: a joiner never gives one,
+            # so the restart would wait for it forever. It starts again from its own logs, as a
+            # restarted process would (a halt, which the driver follows with a new incarnation);
+            # they were marked stale when it turned to join, so it is never taken as a holder.
+            self.halt(
+                f"member {self.me} was joining a group that is restarting now (member {source} "
+                "prepares a restart): it restarts with it from its own logs"
             )
 
     def _restart_step(self) -> None:
