@@ -152,3 +152,31 @@ def test_a_member_whose_disk_fills_up_stops_says_why_and_recovers_when_it_is_fre
                     assert kv3.get(f"k{i}", consistency="sequential") == b"v%d" % i
     finally:
         subprocess.run(["umount", "-l", member_dir], capture_output=True)
+
+
+def test_the_chaos_nemesis_fills_a_disk_whatever_was_on_it(tmp_path):
+    """`smr chaos`'s full disk: the ballast fills the file system however much was already on
+    it (a last chunk written in part), heals without a trace, and can fill it again. A buffered
+    ballast raised ENOSPC again at its close, which ended a 10-minute run."""
+    from smr.chaos.disk import DiskFaults, DiskFaultUnavailable
+
+    member_dir = str(tmp_path / "member-1")
+    try:
+        faults = DiskFaults({1: member_dir}, str(tmp_path), full=True, shim=None)
+    except DiskFaultUnavailable as e:
+        pytest.skip(f"mounting a tmpfs needs root: {e}")
+    try:
+        # one page: the free space ends 4 KiB short of a whole chunk, so the last chunk is cut
+        # 4 KiB short (a buffered file kept those 4 KiB, and failed at its close)
+        Path(member_dir, "log").write_bytes(b"x" * 100)
+        for _ in range(2):
+            faults.fill(1)
+            more = os.path.join(member_dir, "more")
+            with pytest.raises(OSError) as full, open(more, "wb", buffering=0) as f:
+                f.write(b"y" * 4096)
+            assert full.value.errno == errno.ENOSPC
+            assert faults.heal() == []
+            assert sorted(os.listdir(member_dir)) == ["log", "more"]
+            os.remove(more)
+    finally:
+        faults.close()

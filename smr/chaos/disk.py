@@ -136,11 +136,13 @@ class DiskFaults:
         path = os.path.join(self.dirs[member], "chaos-ballast")
         self.ballasts.append(path)
         chunk = b"\0" * (1 << 20)
-        with open(path, "wb") as f:
+        # unbuffered: a buffered file keeps the tail of the last chunk and raises ENOSPC again
+        # when it is closed (which stopped a 10-minute run with the full disk as the nemesis's
+        # own error)
+        with open(path, "wb", buffering=0) as f:
             try:
-                while True:
-                    f.write(chunk)
-                    f.flush()
+                while f.write(chunk):
+                    pass
             except OSError as e:
                 if e.errno != errno.ENOSPC:
                     raise
