@@ -80,8 +80,9 @@ native-check: $(STAMP)
 	cd native && PYO3_PYTHON=$(abspath $(BIN))/python cargo clippy --locked --all-targets --features python -- -D warnings
 	cd native && cargo test --locked -q
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz@0.13.2
-	cd native/fuzz && mkdir -p target && cargo fuzz run -s none apply_write -- -max_total_time=20 > target/fuzz.log 2>&1 \
-	    || { tail -40 target/fuzz.log; exit 1; }; tail -1 target/fuzz.log
+	cd native/fuzz && mkdir -p target && for t in apply_write take_slots; do \
+	    cargo fuzz run -s none $$t -- -max_total_time=15 > target/fuzz-$$t.log 2>&1 \
+	        || { tail -40 target/fuzz-$$t.log; exit 1; }; tail -1 target/fuzz-$$t.log; done
 
 # import-linter reads packages from the file system: lint a copy laid out as installed.
 lint-imports: $(STAMP)

@@ -19,6 +19,7 @@ import click
 
 from smr.core.layout import SubgroupSpec
 from smr.core.multicast import MulticastConfig
+from smr.core.pending import native_wanted
 from smr.core.replica import CoreConfig, Replica
 
 LAYOUT = [SubgroupSpec("bench", mode="ordered", senders=((2, 3),))]
@@ -72,18 +73,59 @@ def replay(inbox: list[tuple[int, int, bytes]], config: CoreConfig) -> tuple[int
 @click.option("--payload-bytes", default=100, show_default=True)
 @click.option("--window", default=256, show_default=True, help="Send window (messages).")
 @click.option("--repeat", default=3, show_default=True, help="Timed replays; the best is kept.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_core(messages: int, payload_bytes: int, window: int, repeat: int, as_json: bool) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "native", "python", "both"]),
+    default="both",
+    show_default=True,
+    help="The streams' receive side: native (smr._native), the pure-Python reference, auto "
+    "(native unless SMR_NATIVE=0), or both, side by side in one run.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (keyed by engine for both)."
+)
+def bench_core(
+    messages: int, payload_bytes: int, window: int, repeat: int, engine: str, as_json: bool
+) -> None:
     """Messages/s through one replica's receive-and-deliver path (3-member shard, batching on)."""
-    slot = max(256, (payload_bytes + 24 + 7) // 8 * 8)
-    config = CoreConfig(
-        multicast=MulticastConfig(window_max=window, slot_bytes=slot, submit_queue_max=messages)
+    engines = ["python", "native"] if engine == "both" else [engine]
+    results = [_run(messages, payload_bytes, window, repeat, e) for e in engines]
+    if as_json:
+        keyed = {r["engine"]: r for r in results}
+        click.echo(json.dumps(keyed if engine == "both" else results[0]))
+        return
+    click.echo(f"receive-and-deliver at one member of a 3-member shard, {payload_bytes} B payloads")
+    for result in results:
+        click.echo(
+            f"  {result['engine']:>6}: {result['messages']} messages in {result['seconds']:.3f} s: "
+            f"{result['messages_per_s']:,} messages/s"
+        )
+    if len(results) == 2:
+        ratio = results[1]["messages_per_s"] / results[0]["messages_per_s"]
+        click.echo(f"  native / python: {ratio:.2f}")
+    result = results[0]
+    click.echo(
+        f"  {result['writes_applied']} one-sided writes applied, {result['messages_per_write']} "
+        "messages per write (batching)"
     )
-    inbox = record(messages, payload_bytes, config)
-    runs = [replay(inbox, config) for _ in range(repeat)]
+
+
+def _run(messages: int, payload_bytes: int, window: int, repeat: int, engine: str) -> dict:
+    slot = max(256, (payload_bytes + 24 + 7) // 8 * 8)
+
+    def config(engine: str) -> CoreConfig:
+        return CoreConfig(
+            multicast=MulticastConfig(
+                window_max=window, slot_bytes=slot, submit_queue_max=messages, engine=engine
+            )
+        )
+
+    inbox = record(messages, payload_bytes, config("python"))  # the same writes for either
+    runs = [replay(inbox, config(engine)) for _ in range(repeat)]
     delivered, seconds = min(runs, key=lambda x: x[1])
     assert delivered == messages // 2 * 2, (delivered, messages)
-    result = {
+    return {
+        "engine": "native" if native_wanted(engine) else "python",
         "messages_per_s": round(delivered / seconds),
         "messages": delivered,
         "payload_bytes": payload_bytes,
@@ -94,14 +136,3 @@ def bench_core(messages: int, payload_bytes: int, window: int, repeat: int, as_j
         "slot_bytes": slot,
         "python": platform.python_version(),
     }
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"receive-and-deliver at one member of a 3-member shard, {payload_bytes} B payloads")
-    click.echo(
-        f"  {delivered} messages in {seconds:.3f} s: {result['messages_per_s']:,} messages/s"
-    )
-    click.echo(
-        f"  {len(inbox)} one-sided writes applied, {result['messages_per_write']} "
-        "messages per write (batching)"
-    )

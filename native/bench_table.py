@@ -110,20 +110,25 @@ def bench_core(messages: int) -> None:
         print(f"bench core replay on the {impl} table: {messages / best:,.0f} messages/s")
 
 
-def replay_once(impl: str, messages: int) -> None:
+def replay_once(impl: str, messages: int, engine: str = "python") -> None:
     """Record on the reference, then (unless impl is "none": the baseline) one replay on the
-    chosen table: for callgrind, the difference of two runs is the replay's instructions."""
+    chosen table, with the streams' receive side of `engine` (smr.core.pending): for callgrind,
+    the difference of two runs is the replay's instructions."""
     from smr.cli.bench_core import record, replay
     from smr.core import replica as replica_module
     from smr.core.multicast import MulticastConfig
 
-    config = CoreConfig(
-        multicast=MulticastConfig(window_max=256, slot_bytes=256, submit_queue_max=messages)
-    )
-    inbox = record(messages, 100, config)
+    def config(engine: str) -> CoreConfig:
+        return CoreConfig(
+            multicast=MulticastConfig(
+                window_max=256, slot_bytes=256, submit_queue_max=messages, engine=engine
+            )
+        )
+
+    inbox = record(messages, 100, config("python"))
     if impl != "none":
         replica_module.Table = Table if impl == "py" else _native.Table
-        delivered, _ = replay(inbox, config)
+        delivered, _ = replay(inbox, config(engine))
         assert delivered == messages, delivered
 
 
@@ -135,9 +140,10 @@ def main() -> None:
     ap.add_argument("--core", action="store_true")
     ap.add_argument("--replay", choices=["py", "native", "none"])
     ap.add_argument("--messages", type=int, default=50_000)
+    ap.add_argument("--engine", choices=["python", "native"], default="python")
     args = ap.parse_args()
     if args.replay:
-        replay_once(args.replay, args.messages)
+        replay_once(args.replay, args.messages, args.engine)
         return
     if args.only:
         stmt, env = ops(args.impl)[args.only]

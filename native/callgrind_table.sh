@@ -21,11 +21,17 @@ done
 # `smr bench core`'s replay (apply each recorded write, evaluate the predicates, make the Ready)
 # of M messages on each table, less the recording alone
 M=${2:-20000}
-replay() {
+replay() {  # table engine
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PY" native/bench_table.py \
-        --replay "$1" --messages "$M" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,
+        --replay "$1" --engine "${2:-python}" --messages "$M" 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,
 }
 base=$(replay none)
 py=$(( ($(replay py) - base) / M ))
 nat=$(( ($(replay native) - base) / M ))
 printf '%-34s %10d %10d %6s\n' "bench core replay, per message" "$py" "$nat" "$(echo "scale=2; $py / $nat" | bc)"
+# and with the streams' receive side native too (smr._native.Pending), on either table
+for table in py native; do
+    both=$(( ($(replay "$table" native) - base) / M ))
+    printf '%-34s %10d %10d %6s\n' "  + native receive side ($table table)" "$py" "$both" \
+        "$(echo "scale=2; $py / $both" | bc)"
+done

@@ -14,6 +14,8 @@ which would add a fifth to the start-up of `smr sim` and `smr --version` (measur
 (`smr.aio.connect`), imported on first use of `smr.aio` likewise.
 """
 
+import os as _os
+
 # `typing.TYPE_CHECKING` without importing typing (a few ms on a bare `import smr`): type
 # checkers treat a name spelled TYPE_CHECKING as true.
 TYPE_CHECKING = False
@@ -28,6 +30,15 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
+
+# The engine of the stream's receive side when a configuration says "auto" (the default): the
+# native one (smr._native) unless SMR_NATIVE=0 asks for the pure-Python reference. Read once, here,
+# because smr.core reads no environment (it is sans-I/O); `os` is imported by every interpreter
+# at start-up, so this costs nothing.
+_SMR_NATIVE = _os.environ.get("SMR_NATIVE", "1")
+if _SMR_NATIVE not in ("0", "1"):
+    raise ValueError(f"SMR_NATIVE must be 0 (pure Python) or 1 (native), not {_SMR_NATIVE!r}")
+_NATIVE_DEFAULT = _SMR_NATIVE == "1"
 
 __all__ = [
     "Client",

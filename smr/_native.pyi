@@ -1,7 +1,8 @@
 """Type stubs of the native extension (native/, built by setuptools-rust): see native/README.md."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from smr.core.ready import Delivery
 from smr.core.table import Layout, Write
 
 WORD_BYTES: int
@@ -47,5 +48,30 @@ class Table:
     def push_row(self) -> Write: ...
     def apply_write(self, row: int, offset: int, data: bytes | bytearray | memoryview) -> None: ...
     def _check(self) -> None: ...
+
+class Pending:
+    """The receive side of a shard's stream; see `smr.core.pending.Pending`, the reference."""
+
+    def __init__(
+        self, sender_ids: Sequence[int], g: int, window_max: int, slot_bytes: int
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def append(
+        self, k: int, index: int, count: int, kind: int, ts: int, payload: bytes | None, reply: bool
+    ) -> None: ...
+    def own(self, k: int) -> list[tuple[int, int, int, int, bytes | None, bool]]: ...
+    def take(
+        self,
+        k: int,
+        buf: bytearray | memoryview,
+        ring: int,
+        got: int,
+        sent: int,
+        large_inbox: dict[tuple[int, int], bytes],
+    ) -> tuple[int, int, bool]: ...
+    def drain(self, k: int, subgroup: int, shard: int, epoch_bits: int) -> list[Delivery]: ...
+    def deliver(
+        self, seq: int, stable: int, subgroup: int, shard: int, epoch_bits: int
+    ) -> list[Delivery]: ...
 
 def _panic_for_test() -> None: ...

@@ -385,3 +385,17 @@ def test_smr_reads_are_measured_at_both_consistency_levels():
         figures = results[level]["100"]
         assert figures["ops_per_s"] > 0 and figures["w1_p50_ms"] > 0, (level, figures)
     assert run.format_table({"smr": results}).count("-read") == 2
+
+
+def test_bench_core_runs_both_engines_side_by_side():
+    """`smr bench core` replays the same recorded writes on the pure-Python and the native
+    receive side; each delivers every message."""
+    args = ["bench", "core", "--messages", "2000", "--repeat", "1"]
+    out = json.loads(_invoke([*args, "--json"]).output)
+    assert set(out) == {"python", "native"}
+    for engine, r in out.items():
+        assert r["engine"] == engine and r["messages"] == 2000 and r["messages_per_s"] > 0
+        assert r["writes_applied"] == out["python"]["writes_applied"]
+    assert "native / python:" in _invoke(args).output
+    one = json.loads(_invoke([*args, "--engine", "python", "--json"]).output)
+    assert one["engine"] == "python"

@@ -39,6 +39,8 @@ def test_a_good_configuration_parses():
     assert cfg.founders == (1, 2) and cfg.types == (KVStore,)
     assert cfg.layout[0].mode == "durable"
     assert cfg.core_config().views.suspect_timeout_ns == 100_000_000
+    assert cfg.core_config().multicast.engine == "auto"
+    assert parse(_with(cluster__engine="python")).core_config().multicast.engine == "python"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,7 @@ def test_a_good_configuration_parses():
         ({"cluster__secret_hex": None}, "set secret_file"),
         ({"cluster__secret_hex": "abcd"}, "at least 16 bytes"),
         ({"cluster__transport": "carrier-pigeon"}, "transport 'carrier-pigeon'"),
+        ({"cluster__engine": "turbo"}, "engine 'turbo' is not one of auto, native, python"),
         ({"cluster__founders": [1, 9]}, "founder 9"),
         ({"members": [{"id": 1, "port": 70000, "client_port": 7101}]}, "port 70000"),
         (

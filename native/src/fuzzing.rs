@@ -68,3 +68,60 @@ pub fn apply_write_one(data: &[u8]) {
 fn snapshot(t: &Table) -> Vec<Vec<u8>> {
     (0..t.n_rows() as i64).map(|r| t.row_bytes_of(r).expect("a row")).collect()
 }
+
+/// Decode `data` as a 2-sender shard's traffic and run it through `Pending`: a header of two
+/// bytes (the counters' spread), then the ring bytes of sender 0 and sender 1 (8 slots of 40
+/// bytes each, zero-filled when the input is short; a slot is whatever the input says). Each
+/// sender's `take` from 0 up to an announced count, then the delivery of every sequence number
+/// both queues cover. The property: `take` returns a peer error that queues nothing, or takes
+/// entries whose counts add up to what it reports; deliveries come in increasing sequence order,
+/// each sender's in increasing index order; nothing panics.
+pub fn take_slots_one(data: &[u8]) {
+    use crate::stream::{Pending, StreamError};
+    const WINDOW: i64 = 8;
+    const SLOT: usize = 40;
+    let ring = (WINDOW as usize) * SLOT;
+    let Some((&spread, rest)) = data.split_first() else {
+        return;
+    };
+    let mut rings = vec![0u8; 2 * ring];
+    let n = rest.len().min(rings.len());
+    rings[..n].copy_from_slice(&rest[..n]);
+    let mut p: Pending<Vec<u8>> = Pending::new(&[2, 3], 0, WINDOW, SLOT as i64).expect("valid");
+    let mut received = [0i64; 2];
+    for k in 0..2 {
+        // announce 0..=10 messages: past the window sometimes (a peer error)
+        let sent = i64::from((spread >> (4 * k)) & 0x0F).min(10);
+        let before = p.len();
+        let r = p.take(
+            k,
+            &rings[k * ring..(k + 1) * ring],
+            0,
+            0,
+            sent,
+            |i| Ok::<_, StreamError>((i % 2 == 0).then(|| (vec![1; 3], 3))),
+            |r: &[u8], at, len| Ok(r[at..at + len].to_vec()),
+        );
+        match r {
+            Ok(t) => {
+                assert!(t.got <= sent && (t.got == sent || t.blocked));
+                let counts: i64 = p.own(k).expect("rank").map(|e| e.count).sum();
+                assert_eq!(counts, t.got);
+                received[k] = t.got;
+            }
+            Err(StreamError::Peer(_)) => assert_eq!(p.len(), before, "a failed take queued"),
+            Err(e) => panic!("a peer's ring gave a non-peer error: {e:?}"),
+        }
+    }
+    let m = received[0].min(received[1]);
+    let stable = m * 2 + i64::from(received[0] > m);
+    let mut last = [-1i64; 2];
+    let mut last_seq = -1;
+    p.deliver(0, stable, |seq, k, e| {
+        assert!(seq > last_seq && e.index > last[k]);
+        last_seq = seq;
+        last[k] = e.index;
+        Ok::<(), StreamError>(())
+    })
+    .expect("every stable sequence number was received");
+}

@@ -28,14 +28,16 @@ use crate::table::{ColumnSpec, Kind, Layout, Table, TableError};
 static PEER_PROTOCOL_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static WRITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
+pub(crate) fn peer_error(py: Python<'_>, message: String) -> PyErr {
+    match PEER_PROTOCOL_ERROR.import(py, "smr.core.errors", "PeerProtocolError") {
+        Ok(t) => PyErr::from_type(t.clone(), message),
+        Err(import_error) => import_error,
+    }
+}
+
 fn to_pyerr(py: Python<'_>, e: TableError) -> PyErr {
     match e {
-        TableError::Peer(m) => {
-            match PEER_PROTOCOL_ERROR.import(py, "smr.core.errors", "PeerProtocolError") {
-                Ok(t) => PyErr::from_type(t.clone(), m),
-                Err(import_error) => import_error,
-            }
-        }
+        TableError::Peer(m) => peer_error(py, m),
         TableError::Assertion(m) => PyAssertionError::new_err(m),
         TableError::Index(m) => PyIndexError::new_err(m),
         TableError::Key(m) => PyKeyError::new_err(m),
@@ -465,6 +467,7 @@ fn _panic_for_test() {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeTable>()?;
+    m.add_class::<crate::python_stream::NativePending>()?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add("WORD_BYTES", crate::table::WORD_BYTES)?;
     m.add("ROW_ALIGN_BYTES", crate::table::ROW_ALIGN_BYTES)?;

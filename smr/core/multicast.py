@@ -63,6 +63,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from smr.core.codec import FRAME, FRAME_BLOCK, FRAME_LARGE, FRAME_REPLIES
 from smr.core.errors import PeerProtocolError, UsageError, WindowFullError
 from smr.core.layout import Shard
+from smr.core.pending import (
+    ENGINES,
+    FLAG_REPLY,
+    KIND_DATA,
+    KIND_LARGE,
+    KIND_NULLS,
+    SEQ_MAX,
+    SLOT_HEADER,
+    new_pending,
+)
 from smr.core.rdmc import BLOCKS_MAX, SCHEDULES, schedule
 from smr.core.ready import Delivery, LogAppend, Push, Send
 from smr.core.table import Column, byte_slots, counter, flag, vector
@@ -70,13 +80,6 @@ from smr.core.table import Column, byte_slots, counter, flag, vector
 if TYPE_CHECKING:
     from smr.core.replica import Replica
 
-# index, timestamp_ns, length (payload bytes, or the run length of a null run), kind | flags
-SLOT_HEADER = struct.Struct("<qqiI")
-KIND_DATA = 1
-KIND_NULLS = 2
-KIND_LARGE = 3
-FLAG_REPLY = 1 << 8
-KIND_MASK = 0xFF
 
 # Data-plane frames (FRAME and the kinds: smr.core.codec). A replies frame carries every reply a
 # member has for a sender after one batch of deliveries (REPLY_ITEM and a result, repeated): a
@@ -86,8 +89,6 @@ REPLY_ITEM = struct.Struct("<qI")  # version, result length
 REPLIES_FRAME_BYTES = 1 << 18  # a replies frame is cut after this many bytes of results
 # sender rank, block number, block size, total size: enough to preallocate and place the block
 BLOCK_HEADER = struct.Struct("<HIIq")
-
-SEQ_MAX = (1 << 32) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class MulticastConfig:
     block_bytes: int = 1 << 17  # RDMC block size, measured (docs/performance.md, RDMC data plane)
     schedule: str = "binomial"  # RDMC block schedule: binomial, chain or sequential
     large_bytes_max: int = 1 << 30  # the largest payload a member may submit
+    # the receive side's implementation (smr.core.pending): "auto" is native unless SMR_NATIVE=0
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         assert 2 <= self.window_max <= 1 << 15
@@ -112,6 +115,8 @@ class MulticastConfig:
             raise ValueError(
                 f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
             )
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
 
     @property
     def slot_payload_max(self) -> int:
@@ -199,8 +204,6 @@ class _Transfer:
 # A received message waiting for delivery, as a plain tuple (one is built per message):
 # (first index, count: 1 or a null run's length, kind, timestamp_ns, payload, reply)
 
-_new_tuple = tuple.__new__  # builds a Delivery without NamedTuple's Python-level __new__
-
 
 class ShardStream:
     """One shard's ordered stream at one member."""
@@ -249,7 +252,9 @@ class ShardStream:
         self.row_words = table.row_words
         self.row_bytes = table.row_bytes
         # local state
-        self.pending: list[deque[tuple]] = [deque() for _ in shard.senders]
+        self.pending = new_pending(
+            tuple(shard.senders), g, config.window_max, config.slot_bytes, config.engine
+        )
         self.queue: deque[_Waiting] = deque()
         self.large_inbox: dict[tuple[int, int], bytes] = {}  # (sender rank, index) -> payload
         # What the data plane may have to send again after a link comes back (a broken
@@ -391,7 +396,7 @@ class ShardStream:
                     )
                     self._set_mine(self.w_delivered, self._mine(self.w_delivered) + 1)
                 else:
-                    self.pending[rank].append((sent, 1, KIND_DATA, ts, w.payload, w.reply))
+                    self.pending.append(rank, sent, 1, KIND_DATA, ts, w.payload, w.reply)
                 self.awaiting[seq] = w.ticket
                 if w.reply:
                     self.want_reply.add(seq)
@@ -402,7 +407,7 @@ class ShardStream:
                 break
             self._write_slot(sent, 0, nulls, KIND_NULLS, b"")
             if self.mode != "raw":
-                self.pending[rank].append((sent, nulls, KIND_NULLS, 0, None, False))
+                self.pending.append(rank, sent, nulls, KIND_NULLS, 0, None, False)
             sent += nulls
         if own:
             sends.append(Deliver(own))
@@ -446,33 +451,28 @@ class ShardStream:
         to suspect it) and nothing it announced in this call is taken; the others go on."""
         words, rw = self.table.words, self.row_words
         mine = self.my_row * rw + self.w_received
-        window = self.window_max
         out: list[Any] = []
         bad: list[Any] = []
         replica = self.replica
+        pending, buf, inbox = self.pending, self.table.buf, self.large_inbox
+        raw = self.mode == "raw"
         for k, r in enumerate(self.sender_rows):
             got = words[mine + k]
             sent = words[r * rw + self.w_sent]
             if sent <= got or self.blocked[k] == got:
                 continue
-            pending = self.pending[k]
-            pending_before, out_before = len(pending), len(out)
+            ring = r * self.row_bytes + self.slots_offset
             try:
-                if sent > got + window:
-                    raise PeerProtocolError(
-                        f"sender {self.sender_ids[k]} announced {sent} messages in shard "
-                        f"{self.g} but a window holds {window} past the {got} received"
-                    )
-                ring = r * self.row_bytes + self.slots_offset
-                taken, ts_max = self._take_slots(k, got, sent, ring, pending, out)
+                taken, ts_max, blocked = pending.take(k, buf, ring, got, sent, inbox)
             except PeerProtocolError as e:
                 # its row is blocked at the last message taken, and no later read of it helps
-                while len(pending) > pending_before:
-                    pending.pop()
-                del out[out_before:]
                 self.blocked[k] = got
                 bad.append(PeerMisbehaved(self.sender_ids[k], self.epoch, str(e)))
                 continue
+            if blocked:
+                self.blocked[k] = taken  # the data plane has not brought its payload yet
+            if raw:
+                out.extend(pending.drain(k, self.subgroup, self.shard_index, self.epoch_bits))
             if ts_max:
                 replica.observe_timestamp(ts_max)
             if taken != got:
@@ -483,69 +483,6 @@ class ShardStream:
             self._set_mine(self.w_delivered, self._mine(self.w_delivered) + len(out))
             bad.append(Deliver(out))
         return bad
-
-    def _take_slots(
-        self, k: int, got: int, sent: int, ring: int, pending: deque[tuple], out: list[Any]
-    ) -> tuple[int, int]:
-        """Read sender rank `k`'s slots from message `got` up to `sent` into `pending` (into
-        `out` in raw mode); return the next message to read and the largest timestamp seen."""
-        buf = self.table.buf
-        unpack = SLOT_HEADER.unpack_from
-        hsize = SLOT_HEADER.size
-        window, slot_bytes = self.window_max, self.slot_bytes
-        raw = self.mode == "raw"
-        ts_max = 0
-        while got < sent:
-            base = ring + (got % window) * slot_bytes
-            index, ts, length, kind_flags = unpack(buf, base)
-            if index != got:
-                raise PeerProtocolError(
-                    f"slot for message {got} of sender {self.sender_ids[k]} in shard {self.g} "
-                    f"holds message {index}"
-                )
-            kind = kind_flags & KIND_MASK
-            reply = bool(kind_flags & FLAG_REPLY)
-            if kind == KIND_DATA:
-                if not 0 <= length <= slot_bytes - hsize:
-                    raise PeerProtocolError(f"slot payload length {length} in shard {self.g}")
-                payload = bytes(buf[base + hsize : base + hsize + length])
-                count = 1
-            elif kind == KIND_NULLS:
-                if not 1 <= length <= sent - got:
-                    raise PeerProtocolError(f"null run of {length} in shard {self.g}")
-                payload, count = None, length
-            elif kind == KIND_LARGE:
-                data = self.large_inbox.pop((k, got), None)
-                if data is None:
-                    self.blocked[k] = got  # the data plane has not brought it yet
-                    break
-                if len(data) != length:
-                    raise PeerProtocolError(
-                        f"large message {got} in shard {self.g}: {len(data)} bytes, "
-                        f"its slot says {length}"
-                    )
-                payload, count, kind = data, 1, KIND_DATA
-            else:
-                raise PeerProtocolError(f"unknown slot kind {kind} in shard {self.g}")
-            if ts > ts_max:
-                ts_max = ts
-            if raw:
-                if payload is not None:
-                    out.append(
-                        Delivery(
-                            self.subgroup,
-                            self.shard_index,
-                            self.version_of(got * self.n_senders + k),
-                            ts,
-                            self.sender_ids[k],
-                            payload,
-                            reply,
-                        )
-                    )
-            else:
-                pending.append((got, count, kind, ts, payload, reply))
-            got += count
-        return got, ts_max
 
     def _update_seq(self) -> None:
         words = self.table.words
@@ -723,36 +660,16 @@ class ShardStream:
         return self._deliver_to(count)
 
     def _deliver_to(self, stable: int) -> list[Any]:
-        seq = self._mine(self.w_delivered)
-        n = self.n_senders
-        pending = self.pending
-        out: list[Delivery] = []
-        append = out.append
-        sg, sh, ep = self.subgroup, self.shard_index, self.epoch_bits
-        senders = self.sender_ids
-        new = _new_tuple
-        while seq < stable:
-            k = seq % n if n > 1 else 0
-            q = pending[k]
-            e = q[0]
-            index = seq // n if n > 1 else seq
-            if e[2] == KIND_NULLS:
-                if index == e[0] + e[1] - 1:
-                    q.popleft()
-                seq += 1
-                continue
-            assert e[0] == index, (e[0], index)
-            q.popleft()
-            append(new(Delivery, (sg, sh, ep | seq, e[3], senders[k], e[4], e[5])))
-            seq += 1
-        assert seq <= SEQ_MAX
+        out = self.pending.deliver(
+            self._mine(self.w_delivered), stable, self.subgroup, self.shard_index, self.epoch_bits
+        )
         self._set_mine(self.w_delivered, stable)
         actions: list[Any] = [Deliver(out)] if out else []
         if self.mode == "durable":
             last = out[-1].version if out else -1
             self.persist_batches.append((last, stable))
             if out:
-                actions.append(LogAppend(sg, sh, tuple(out)))
+                actions.append(LogAppend(self.subgroup, self.shard_index, tuple(out)))
             self._advance_persisted()
         return actions
 
@@ -957,7 +874,7 @@ class ShardStream:
         delivered = max(self._mine(self.w_delivered), covered or 0)
         done: list[Any] = []
         again: list[tuple[int, bytes, bool]] = []
-        own = self.pending[self.my_rank] if self.my_rank >= 0 and self.mode != "raw" else ()
+        own = self.pending.own(self.my_rank) if self.my_rank >= 0 and self.mode != "raw" else ()
         by_seq = {}
         for e in own:
             if e[2] != KIND_NULLS:

@@ -12,6 +12,7 @@ message names the file, the key and what to change; nothing starts on a bad file
     founders = [1, 2, 3]            # the first view (default: every member listed)
     rejoin = true                   # after a halt (removed from the view, a minority), ask to
                                     # join again as a new incarnation instead of exiting
+    engine = "auto"                 # auto | native | python: the streams' receive side
 
     [timeouts]
     heartbeat_ms = 5
@@ -46,6 +47,7 @@ from typing import Any
 from smr.api import StateMachine
 from smr.core.layout import SubgroupSpec
 from smr.core.multicast import MulticastConfig
+from smr.core.pending import ENGINES
 from smr.core.replica import CoreConfig
 from smr.core.views import ViewConfig
 from smr.transport.base import Address, TransportConfig
@@ -92,6 +94,7 @@ class ClusterConfig:
     suspect_ms: float = 100.0
     peer_failed_ms: float = 1000.0
     submit_ms: float = 5000.0
+    engine: str = "auto"
     frame_bytes_max: int = 64 << 20
     slot_bytes: int = 1152
     window_max: int = 256
@@ -125,6 +128,7 @@ class ClusterConfig:
                 window_max=self.window_max,
                 slot_bytes=self.slot_bytes,
                 submit_timeout_ns=int(self.submit_ms * 1e6),
+                engine=self.engine,
             ),
             views=ViewConfig(
                 suspect_timeout_ns=int(self.suspect_ms * 1e6),
@@ -171,6 +175,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "sync_policy",
         "founders",
         "rejoin",
+        "engine",
     ),
     "timeouts": ("heartbeat_ms", "suspect_ms", "peer_failed_ms", "submit_ms"),
     "limits": ("frame_bytes_max", "slot_bytes", "window_max"),
@@ -318,6 +323,9 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
             )
     founders = tuple(_opt(cluster, "founders", list, sorted(members), where))
     rejoin = _opt(cluster, "rejoin", bool, True, where)
+    engine = _opt(cluster, "engine", str, "auto", where)
+    if engine not in ENGINES:
+        raise ConfigError(f"{where}: engine {engine!r} is not one of {', '.join(ENGINES)}")
     for f in founders:
         if f not in members:
             raise ConfigError(f"{where}: founder {f!r} is not a listed member")
@@ -386,6 +394,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         sync_policy=sync_policy,
         founders=founders,
         rejoin=rejoin,
+        engine=engine,
         members=members,
         subgroups=tuple(subgroups),
         frame_bytes_max=frame_bytes_max,

@@ -50,6 +50,7 @@ from typing import Any
 
 from smr.core.errors import UsageError, WindowFullError
 from smr.core.multicast import Completed, PeerMisbehaved, SubmitFailed
+from smr.core.pending import native_wanted
 from smr.core.reads import ReadConfirmed, ReadFailed
 from smr.core.ready import (
     Delivery,
@@ -256,6 +257,10 @@ class Node:
 
     # -- start-up -------------------------------------------------------------------------------
 
+    def _engine(self) -> str:
+        """Which receive side the streams run (`MulticastConfig.engine`, `SMR_NATIVE`)."""
+        return "native" if native_wanted(self.config.core_config().multicast.engine) else "python"
+
     def _make_replica(self) -> Replica:
         """A founder's first start, a restart from this member's own logs (after a crash, or after
         the whole group went down), or a joiner's start."""
@@ -290,7 +295,7 @@ class Node:
                 config=cfg.core_config(),
                 strict=self._strict,
             )
-            self.log("start", role="founder", members=list(cfg.founders))
+            self.log("start", role="founder", members=list(cfg.founders), engine=self._engine())
             self.views.append((replica.epoch, replica.members))
             self._open_shards([(st.subgroup, st.shard_index) for st in replica.streams.values()])
             return replica
@@ -317,7 +322,13 @@ class Node:
             self.watches.reset(key, version)  # watches resume after what the log replayed
             self.log("replayed", shard=list(key), version=version, records=len(log))
         contacts = [m for m in cfg.members if m != self.me]
-        self.log("start", role="restarting", epoch=recovered.epoch, members=list(recovered.members))
+        self.log(
+            "start",
+            role="restarting",
+            epoch=recovered.epoch,
+            members=list(recovered.members),
+            engine=self._engine(),
+        )
         return self._replica_class.restarting(
             self.me,
             recovered,
@@ -342,7 +353,7 @@ class Node:
     def _joiner(self) -> Replica:
         cfg = self.config
         contacts = [m for m in cfg.members if m != self.me]
-        self.log("start", role="joiner", contacts=contacts)
+        self.log("start", role="joiner", contacts=contacts, engine=self._engine())
         return self._replica_class.joiner(
             self.me, contacts, layout=cfg.layout, config=cfg.core_config(), strict=self._strict
         )
