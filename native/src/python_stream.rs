@@ -216,10 +216,10 @@ impl NativePending {
         epoch_bits: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = Deliveries::new(py, subgroup, shard, epoch_bits)?;
-        let sender = match self.core.own(k) {
-            Ok(_) => self.core.sender_id(k),
-            Err(e) => return Err(PyAssertionError::new_err(e.to_string())),
-        };
+        if let Err(e) = self.core.own(k) {
+            return Err(PyAssertionError::new_err(e.to_string())); // no sender rank k
+        }
+        let sender = self.core.sender_id(k);
         self.core
             .drain(k, |seq, e| -> Result<(), Failure> { Ok(out.push(seq, sender, e)?) })
             .map_err(|f| f.into_pyerr(py))?;
