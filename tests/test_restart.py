@@ -298,6 +298,18 @@ def test_a_member_vouches_for_an_offer_only_when_the_log_is_the_shards_state():
         r.transfer.offer_mask(4, _offer(1, {(0, 1): 0})[:-8])
 
 
+def test_a_member_of_the_view_whose_log_is_older_never_installed_it():
+    r = Replica(1, (1, 2, 3, 4), layout=TWO_SHARDS)  # view 1
+    # 4's last logged view is 0: a view is logged before it is installed, so 4 never installed
+    # view 1 and delivered nothing in it; the leader may then take offers for 4's shards
+    assert r.transfer.never_installed(4, _offer(0, {(0, 1): v(0, 0)}))
+    assert not r.transfer.never_installed(4, _offer(1, {(0, 1): v(0, 0)}))  # it did
+    assert not r.transfer.never_installed(5, _offer(0, {}))  # not a member of this view
+    assert not r.transfer.never_installed(4, b"")  # no offer, no claim
+    with pytest.raises(PeerProtocolError):
+        r.transfer.never_installed(4, _offer(0, {(0, 1): 0})[:-8])
+
+
 def test_after_a_restart_only_a_log_ending_at_the_cut_is_vouched_for():
     logs = {1: v(1, 6), 2: v(1, 6), 3: v(1, 2)}
     replicas = {

@@ -504,7 +504,7 @@ class Replica:
                 # suspected member it heard lately back when the view needs it, and I am a later
                 # incarnation of it, restarted from my disk. That is a group found running, as a
                 # `restart-newer` answer says: I join it, my logs kept aside as for any joiner.
-                self.transfer.restart_to_joiner(())
+                self.transfer.restart_to_joiner(epoch, ())
             if self.status == JOINING:
                 self.transfer.on_join_ok(source, epoch, payload[FRAME.size :])
             return False
@@ -850,9 +850,10 @@ class Replica:
             self.status == JOINING
             and kind == FRAME_RESTART_PREPARE
             and self.transfer.offer is not None
+            and self._restart_needs_me(source, FRAME.unpack_from(payload)[3])
         ):
             # This member was restarting and turned to join when a member of a running group
-            # answered NEWER; a PREPARE says that group is restarting now (its members halted:
+            # answered NEWER; this PREPARE says that group is restarting now (its members halted:
             # a two-member view whose members suspected each other, say), and this member's
             # promise may be needed for a majority of its last view: a joiner never gives one,
             # so the restart would wait for it forever. It starts again from its own logs, as a
@@ -862,6 +863,20 @@ class Replica:
                 f"member {self.me} was joining a group that is restarting now (member {source} "
                 "prepares a restart): it restarts with it from its own logs"
             )
+
+    def _restart_needs_me(self, source: int, instance: int) -> bool:
+        """Whether a PREPARE for restart `instance` from `source` may need this joiner's promise.
+
+        Only if the group it turned to join (view `epoch`) is what restarts: the preparer was a
+        member of that view and this member is one too (else its promise counts for no majority
+        of the instance), or the preparer knows a later view than this member found. A PREPARE of
+        an older instance, or from a member that does not know the running view yet (it will
+        hear NEWER from that view's members), is no reason to halt: two joiners that restarted
+        on each other's PREPAREs would never be admitted."""
+        epoch, members = self.transfer.found
+        if instance > epoch:
+            return True
+        return instance == epoch and self.me in members and source in members
 
     def _restart_step(self) -> None:
         """Take the restart's actions; install its decision, or join the group found running."""
@@ -876,7 +891,7 @@ class Replica:
         if rs.chosen is not None:
             self._install_restart(rs.chosen)
         elif rs.newer is not None:
-            self.transfer.restart_to_joiner(rs.newer[1])
+            self.transfer.restart_to_joiner(*rs.newer)
 
     def _view_meta(self) -> LogMeta:
         return self.transfer.view_meta()

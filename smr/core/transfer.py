@@ -117,6 +117,8 @@ class Transfer:
         # restarted with (dropped on admission unless it provides from it).
         self.offer: tuple[int, dict[Key, int]] | None = None
         self.restart_logs: tuple[Key, ...] = ()
+        # (epoch, members) of the running view such a member turned to join, as it learned of it
+        self.found: tuple[int, tuple[int, ...]] = (0, ())
         # (shard index, member) -> the state frame sent in this epoch, to send again after a
         # reconnection (the driver snapshots once; the shard does not move until it arrives)
         self.sent: dict[tuple[int, int], bytes] = {}
@@ -145,7 +147,7 @@ class Transfer:
             r._sends.append(Send(self.join_contacts[i], frame))
             self.next_join_ns = now_ns + r.config.join_retry_ns
 
-    def restart_to_joiner(self, members: Sequence[int]) -> None:
+    def restart_to_joiner(self, epoch: int, members: Sequence[int]) -> None:
         """A group resumed without this member: join it with state transfer. Its shard logs stay
         as they are until it is admitted: a log that holds a shard's state the group lost (its
         only holder failed while a newcomer waited for it) is offered in the join request
@@ -184,6 +186,7 @@ class Transfer:
         r._restart = None
         r.status = JOINING
         self.join_contacts = tuple(m for m in members if m != r.me) or rs.contacts
+        self.found = (epoch, tuple(members))
         self.next_join_ns = r.now_ns
 
     def offer_body(self) -> bytes:
@@ -215,8 +218,29 @@ class Transfer:
             # the state its logs hold); answering now could let a new incarnation take over the
             # old one's row in the middle of the epoch.
             return False
-        r.vc.relay_join(source, self.offer_mask(source, body))
+        r.vc.relay_join(source, self.offer_mask(source, body), self.never_installed(source, body))
         return True
+
+    def _decode_offer(self, joiner: int, body: bytes) -> tuple[int, dict[Key, int]]:
+        """A join request's offer: (epoch of the joiner's last view, last logged version of each
+        shard log it offers)."""
+        w = WordReader(body, f"join offer from {joiner}", words_max=2 + 3 * len(self.r.shards))
+        epoch, n = w.take(2)
+        if n < 0 or w.left != 3 * n:
+            raise PeerProtocolError(f"a malformed join offer from {joiner}")
+        logged = {}
+        for _ in range(n):
+            subgroup, shard, version = w.take(3)
+            logged[(subgroup, shard)] = version
+        return epoch, logged
+
+    def never_installed(self, joiner: int, body: bytes) -> bool:
+        """Whether the joiner is a member of this view whose own log shows it never installed
+        it: the last view it logged is older (a view is logged before it is installed)."""
+        if not body or joiner not in self.r.view.members:
+            return False
+        epoch, _ = self._decode_offer(joiner, body)
+        return epoch < self.r.epoch
 
     def offer_mask(self, joiner: int, body: bytes) -> list[int]:
         """The shards of this view whose state, as of the start of this epoch, the joiner's log
@@ -240,14 +264,7 @@ class Transfer:
         if not body:
             return []
         r = self.r
-        w = WordReader(body, f"join offer from {joiner}", words_max=2 + 3 * len(r.shards))
-        epoch, n = w.take(2)
-        if n < 0 or w.left != 3 * n:
-            raise PeerProtocolError(f"a malformed join offer from {joiner}")
-        logged = {}
-        for _ in range(n):
-            subgroup, shard, version = w.take(3)
-            logged[(subgroup, shard)] = version
+        epoch, logged = self._decode_offer(joiner, body)
         d = r.restart_decision
         restarted = d is not None and d.epoch == r.epoch
         out = []

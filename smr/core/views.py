@@ -159,8 +159,9 @@ def trim_count(trim: Sequence[int]) -> int:
 
 
 def offer_words(shards: Sequence[Shard]) -> int:
-    """Words of one joiner's offer mask: one bit per shard of the view."""
-    return max(1, (len(shards) + 63) // 64)
+    """Words of one joiner's offer mask: one bit per shard of the view, and bit `len(shards)`
+    for a joiner that is a member of this view and never installed it (`relay_join`)."""
+    return (len(shards) + 64) // 64
 
 
 def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column, ...]:
@@ -177,7 +178,8 @@ def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column
         byte_slots(
             "join_offers",
             8 * config.joins_max * offer_words(shards),
-            "per relayed joiner, a bitmask of the shards whose state its own log holds",
+            "per relayed joiner, a bitmask of the shards whose state its own log holds, and "
+            "whether it is a member of this view that never installed it",
         ),
         byte_slots("prop", prop_bytes, "the proposal this member made as leader"),
         byte_slots("acked", prop_bytes, "the proposal this member acknowledged"),
@@ -473,9 +475,12 @@ class ViewChange:
             self.table.vset("suspected", row, 1)
         self.replica.push_all(("suspected",))
 
-    def relay_join(self, joiner: int, offered: Sequence[int] = ()) -> None:
+    def relay_join(
+        self, joiner: int, offered: Sequence[int] = (), never_installed: bool = False
+    ) -> None:
         """Relay a join request; `offered` are the indices of this view's shards whose state the
-        joiner's own log holds (checked by the caller)."""
+        joiner's own log holds, and `never_installed` says the joiner is a member of this view
+        whose log shows it never installed it (both checked by the caller)."""
         if joiner in self.join_requests:
             return
         members = self.table.members
@@ -492,6 +497,9 @@ class ViewChange:
         for g in offered:
             assert 0 <= g < len(self.replica.shards), g
             mask |= 1 << g
+        if never_installed:
+            assert joiner in members, joiner
+            mask |= 1 << len(self.replica.shards)
         self.table.bset("join_offers", 8 * words * i, mask.to_bytes(8 * words, "little"))
         self.table.bset("joins", 8 * i, WORD.pack(joiner))
         self.table.set("joins_num", i + 1)
@@ -684,6 +692,15 @@ class ViewChange:
                 if any(r in rows and not t.words[r * t.row_words + ready] for r in shard_rows):
                     waiting.add(shard.index)
             offers = self.offers_relayed()
+            # Members that never installed this view (their logs, offered in a join, say so):
+            # they received nothing in it and persisted nothing, so a shard with one among its
+            # members delivered nothing acknowledged, as a shard with a member waiting did.
+            # A restart may name a member that crashes before installing; when it was the only
+            # one holding a shard, the offers of that shard's state are all there is.
+            absent = 1 << len(self.replica.shards)
+            for shard in self.replica.shards:
+                if any(offers.get(m, 0) & absent for m in shard.members):
+                    waiting.add(shard.index)
 
             def offered(m: int, shard: Shard) -> bool:
                 # The joiner's log holds exactly the shard's state as of the start of this epoch
