@@ -40,8 +40,26 @@ from smr.cli.bench_options import (
     "default Range, ZooKeeper sync+get) and seq-read (smr sequential, etcd serializable, "
     "ZooKeeper get).",
 )
+@click.option(
+    "--watches",
+    is_flag=True,
+    help="Also a watch workload (smr and etcd): one watcher process on the key while a writer "
+    "writes; its row gives the events/s the watcher received and ms from a write's submission "
+    "to its event.",
+)
 def bench_compare(
-    systems, transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, reads
+    systems,
+    transport,
+    modes,
+    sizes,
+    duration_s,
+    warmup_s,
+    window,
+    replies,
+    as_json,
+    plot,
+    reads,
+    watches,
 ) -> None:
     """smr, pysyncobj, raw loopback, etcd and ZooKeeper side by side (3 replicas each, one
     client process)."""
@@ -66,6 +84,7 @@ def bench_compare(
                 window=window,
                 replies=replies,
                 reads=reads,
+                watches=watches,
             )
         except RuntimeError as error:  # a system that is not installed or did not start
             raise click.ClickException(str(error)) from error

@@ -387,6 +387,32 @@ def test_smr_reads_are_measured_at_both_consistency_levels():
     assert run.format_table({"smr": results}).count("-read") == 2
 
 
+@pytest.mark.cluster
+def test_smr_watch_sees_every_write_with_its_latency():
+    results, _ = run.run_smr(["durable"], [100], "tcp", 0.5, 0.2, window=64, watches=True)
+    watch = results["watch"]["100"]
+    assert watch["count"] > 0 and watch["p50_ms"] > 0 and watch["writes_per_s"] > 0, watch
+    assert watch["missed"] == watch["repeats"] == 0, watch
+    assert watch["stamped_total"] == watch["expected_total"]
+    assert "watch" in run.format_table({"smr": results})
+
+
+def test_the_watcher_counts_repeats_and_skips(monkeypatch):
+    from smr.bench import harness, watcher
+
+    now = time.perf_counter_ns()
+    stamps = [harness.STAMP.pack(now - 5_000_000 + i) for i in range(4)]
+    changes = [(1, stamps[0]), (2, stamps[1]), (2, stamps[1]), (4, stamps[2]), (5, stamps[3])]
+    monkeypatch.setattr(watcher, "open_events", lambda target: (iter(changes), lambda: None))
+    seen = []
+    result = watcher.run(
+        {"target": {"system": "etcd"}, "warmup_s": 0}, iter(["stop 4\n"]), seen.append
+    )
+    assert seen == ["ready"]
+    assert (result["events_total"], result["repeats"], result["skips"]) == (5, 1, 1)
+    assert result["stamped_total"] == 5 and result["p50_ms"] >= 4.0
+
+
 def test_bench_core_runs_both_engines_side_by_side():
     """`smr bench core` replays the same recorded writes on the pure-Python and the native
     receive side; each delivers every message."""

@@ -137,6 +137,7 @@ def _real_run(system: str) -> dict:
             "--window",
             "16",
             "--reads",
+            "--watches",
             "--json",
         ],
     )
@@ -146,8 +147,14 @@ def _real_run(system: str) -> dict:
 
 def _check(results: dict, system: str) -> None:
     assert list(results) == [system]
-    # reads at each level, beside smr's (`--reads`)
-    assert set(results[system]) == {"durable", "lin-read", "seq-read"}
+    # reads at each level, beside smr's (`--reads`); a watch row where the system can watch
+    # every change (`--watches`: etcd, not ZooKeeper's one-shot watches)
+    watched = {"watch"} if system == "etcd" else set()
+    assert set(results[system]) == {"durable", "lin-read", "seq-read", *watched}
+    if watched:
+        watch = results[system]["watch"]["100"]
+        assert watch["count"] > 0 and watch["p50_ms"] > 0 and watch["writes_per_s"] > 0
+        assert watch["missed"] == watch["repeats"] == watch["skips"] == 0, watch
     for level in ("lin-read", "seq-read"):
         read = results[system][level]["100"]
         assert read["count"] > 0 and read["w1_p50_ms"] > 0 and read["agreed"] is True

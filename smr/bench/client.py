@@ -1,8 +1,8 @@
 """The bench client process: `python -m smr.bench.client SPEC_JSON` measures one workload
 against one running system and prints its figures as one JSON line. SPEC_JSON has `target`
 (see `adapters.open_submitter`), `payload_bytes`, `window`, `duration_s`, `warmup_s` and
-optionally `count_max`. It runs apart from the system's processes so client work never shares
-their interpreter."""
+optionally `count_max` and `stamp` (payloads carry their submission time, for a watcher). It
+runs apart from the system's processes so client work never shares their interpreter."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def run(spec: dict) -> dict:
             float(spec["duration_s"]),
             float(spec.get("warmup_s", 0.5)),
             int(spec.get("count_max", samples_max)),
+            stamp=bool(spec.get("stamp", False)),
         )
     finally:
         close()

@@ -102,6 +102,9 @@ def messages() -> dict:
                 "StatusResponse",
                 "HashKVRequest",
                 "HashKVResponse",
+                "WatchRequest",
+                "WatchCreateRequest",
+                "WatchResponse",
             )
         }
     return _messages

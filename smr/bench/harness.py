@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import queue
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 from smr.bench.stats import summarize
 
+STAMP = struct.Struct("<q")  # a stamped payload's first bytes: its submission time, ns
 samples_max = 2_000_000  # latencies kept per run; a run stops submitting when it is reached
 
 
@@ -22,17 +24,23 @@ def drive(
     warmup_s: float = 0.5,
     count_max: int = samples_max,
     timeout_s: float = 60.0,
+    stamp: bool = False,
 ) -> dict:
     """Submit `payload_bytes`-byte commands for `warmup_s` + `duration_s` (or until `count_max`
     measured ones) keeping at most `window` outstanding; returns `stats.summarize` figures of
     the commands submitted after the warm-up. `submit` returns anything with
-    `add_done_callback(fn)` and `exception()` (a concurrent.futures.Future)."""
+    `add_done_callback(fn)` and `exception()` (a concurrent.futures.Future). With `stamp`, each
+    payload starts with its submission time (`STAMP`, `time.perf_counter_ns`), for a watcher in
+    another process to time the change's arrival (`smr.bench.watcher`)."""
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
     if duration_s <= 0 or warmup_s < 0:
         raise ValueError("duration_s must be positive and warmup_s not negative")
     count_max = min(count_max, samples_max)
     payload = b"\x5a" * payload_bytes
+    if stamp and payload_bytes < STAMP.size:
+        raise ValueError(f"a stamped payload needs at least {STAMP.size} bytes")
+    filler = payload[STAMP.size :]
     # One token per window slot. SimpleQueue is implemented in C: a Semaphore or Condition
     # (pure Python) cost more per command than the 100-byte round trip itself.
     tokens: queue.SimpleQueue = queue.SimpleQueue()
@@ -74,6 +82,8 @@ def drive(
             break
         measured = start_ns >= measure_from_ns
         submitted_measured += measured
+        if stamp:
+            payload = STAMP.pack(start_ns) + filler
         submit(payload).add_done_callback(lambda f, s=start_ns, m=measured: done(s, m, f))
     # Every slot's token back means nothing is outstanding.
     for returned in range(window):

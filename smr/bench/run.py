@@ -66,6 +66,9 @@ etcd, zookeeper    3 members each in their default durable configuration (fsync 
                    answer), their own client protocol (gRPC, kazoo), mode "durable" only
 % raw tcp          MiB/s as a percentage of the raw reference's: the same client and frames
                    against a loopback TCP echo, the ceiling for one connection
+watch              (with --watches) events per second one watcher process received while a
+                   writer process wrote with the window outstanding, and in the load columns ms
+                   from a write's submission to its event's arrival at the watcher
 -                  not measured in this run"""
 
 
@@ -91,10 +94,12 @@ def measure(
     duration_s: float,
     warmup_s: float,
     pids: dict[int, int] | None = None,
+    stamp: bool = False,
 ) -> dict:
     """One workload, measured by a separate bench client process. With `pids` (member ->
     process), the figures include each member's CPU per command (`member_cpu_us_per_op`, over
-    the client's whole run, warm-up included)."""
+    the client's whole run, warm-up included). `stamp`: payloads carry their submission time
+    (for `measure_watch`)."""
     mode = f" {target['mode']}" if target.get("mode") else ""
     _note(
         f"{target['system']}{mode}: {payload_bytes} B payloads, {window} outstanding, "
@@ -107,6 +112,7 @@ def measure(
         "window": window,
         "duration_s": duration_s,
         "warmup_s": warmup_s,
+        "stamp": stamp,
     }
     done = subprocess.run(
         [sys.executable, "-m", "smr.bench.client", json.dumps(spec)],
@@ -139,6 +145,74 @@ def _workloads(
             target, size, throughput_window(size, window), duration_s, warmup_s, pids
         )
     return figures
+
+
+WATCH_SYSTEMS = ("smr", "etcd")  # ZooKeeper's watches are one-shot: no watcher sees every write
+WATCH_START_TIMEOUT_S = 30.0
+
+
+def measure_watch(
+    target: dict, payload_bytes: int, window: int, duration_s: float, warmup_s: float
+) -> dict:
+    """A watcher process (`smr.bench.watcher`) on the key while a writer process writes
+    stamped payloads with `window` outstanding. The figures are the watcher's: events per
+    second it received of the writes measured (`ops_per_s`), and ms from a write's submission
+    to the event's arrival (`p50_ms`, `p99_ms`, `max_ms`), with the writer's own rate and
+    latency beside them (`writes_per_s`, `write_p50_ms`) and what the watch missed or repeated
+    (`missed`: writes completed whose events never came, `repeats`, `skips`)."""
+    import select
+
+    _note(f"{target['system']} watch: one watcher, {payload_bytes} B writes, {window} outstanding")
+    spec = {"target": target, "warmup_s": warmup_s}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "smr.bench.watcher", json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stdin is not None
+        ready, _, _ = select.select([watcher.stdout], [], [], WATCH_START_TIMEOUT_S)
+        line = watcher.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            watcher.kill()
+            _, err = watcher.communicate(timeout=10)
+            raise RuntimeError(f"the {target['system']} watcher did not start:\n{err[-2000:]}")
+        writes = measure(target, payload_bytes, window, duration_s, warmup_s, stamp=True)
+        watcher.stdin.write(f"stop {writes['completed_total']}\n")
+        watcher.stdin.flush()
+        out, err = watcher.communicate(timeout=duration_s + warmup_s + 120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    if watcher.returncode != 0:
+        raise RuntimeError(f"the {target['system']} watcher failed:\n{err[-2000:]}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures.update(
+        mib_per_s=figures["ops_per_s"] * payload_bytes / MIB,
+        payload_bytes=payload_bytes,
+        window=window,
+        writes_per_s=writes["ops_per_s"],
+        write_p50_ms=writes["p50_ms"],
+        missed=max(0, writes["completed_total"] - figures["stamped_total"]),
+    )
+    if figures["missed"] or figures["repeats"] or figures["skips"]:
+        _warn(
+            f"{target['system']} watch: {figures['missed']} writes never seen, "
+            f"{figures['repeats']} events repeated, {figures['skips']} revisions skipped"
+        )
+    return figures
+
+
+def _add_watch(out: dict, target: dict, sizes, duration_s: float, warmup_s: float, window) -> None:
+    size = max(min(sizes), 8)  # a stamp is 8 bytes
+    out["watch"] = {
+        str(size): measure_watch(
+            target, size, throughput_window(size, window), duration_s, warmup_s
+        )
+    }
 
 
 def _add_w1(figures: dict, target: dict, sizes, duration_s: float, warmup_s: float) -> None:
@@ -267,13 +341,15 @@ def run_baseline(
     warmup_s: float,
     window: int = window_max,
     reads: bool = False,
+    watches: bool = False,
 ) -> dict:
     """etcd or zookeeper: a fresh 3-member cluster in a temporary directory, the throughput
     workloads and the w1 run on it, then the members' agreement (`agreed`, `agreement` in
     every figure; a disagreement is also printed on stderr at once). Its non-default settings
     are in every figure's `settings`. With `reads`, also reads of the key at each level, as
     smr's (modes "lin-read" and "seq-read", at the smallest payload's row): etcd's default and
-    serializable Range, ZooKeeper's sync+get and get."""
+    serializable Range, ZooKeeper's sync+get and get. With `watches` (etcd), first the watch
+    workload (`measure_watch`, mode "watch")."""
     module = BASELINES[system]
     payload_max = max(sizes)
     _note(f"{system}: starting 3 members")
@@ -285,9 +361,12 @@ def run_baseline(
             target = {"system": "etcd", "endpoint": cluster.leader_endpoint}
         else:
             target = {"system": "zookeeper", "hosts": cluster.leader_hosts}
+        watched: dict = {}
+        if watches and system in WATCH_SYSTEMS:
+            _add_watch(watched, target, sizes, duration_s, warmup_s, window)
         figures = _workloads(target, sizes, duration_s, warmup_s, window, dict(cluster.pids))
         _add_w1(figures, target, sizes, duration_s, warmup_s)
-        out = {BASELINE_MODE: figures}
+        out = {BASELINE_MODE: figures, **watched}
         if reads:
             for level, name in (("linearizable", "lin-read"), ("sequential", "seq-read")):
                 _note(f"{system} {name}: reads of the key")
@@ -328,10 +407,12 @@ def run_smr(
     window: int = window_max,
     replies: str = "all",
     reads: bool = False,
+    watches: bool = False,
 ) -> tuple[dict, dict | None]:
     """Figures per mode, and failover figures from the first mode if asked for. With `reads`,
     also queries at each consistency level (as modes "lin-read" and "seq-read", measured in
-    the first mode's cluster after its commands, at the smallest payload's row)."""
+    the first mode's cluster after its commands, at the smallest payload's row). With
+    `watches`, the watch workload first, in the first mode's fresh cluster (mode "watch")."""
     results, failover = {}, None
     for mode in modes:
         _note(f"smr {mode}: starting 3 members")
@@ -345,6 +426,9 @@ def run_smr(
                 "replies": replies,
             }
             pids = dict(cluster.pids)
+            if watches and "watch" not in results:
+                _add_watch(results, target, sizes, duration_s, warmup_s, window)
+                results["watch"][next(iter(results["watch"]))]["watched_mode"] = mode
             results[mode] = _workloads(target, sizes, duration_s, warmup_s, window, pids)
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
             for figures in results[mode].values():
@@ -463,6 +547,7 @@ def compare(
     window: int = window_max,
     replies: str = "all",
     reads: bool = False,
+    watches: bool = False,
 ) -> tuple[dict, dict | None]:
     """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover.
     `replies`: smr commands answered with every replica's result ("all") or the answering
@@ -499,11 +584,14 @@ def compare(
                 window,
                 replies,
                 reads,
+                watches,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
         elif system in BASELINES:
-            results[system] = run_baseline(system, sizes, duration_s, warmup_s, window, reads)
+            results[system] = run_baseline(
+                system, sizes, duration_s, warmup_s, window, reads, watches
+            )
         else:
             results["raw"] = run_raw(sizes, duration_s, warmup_s, window)
     return results, failover
