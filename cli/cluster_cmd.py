@@ -122,6 +122,12 @@ def cluster() -> None:
     default=False,
     help="Give each member a metrics_port (Prometheus GET /metrics) in a new configuration.",
 )
+@click.option(
+    "--tls/--no-tls",
+    default=False,
+    help="A new configuration with mutual TLS: a local CA in DATA_DIR/tls, a certificate per "
+    "member and one for clients (smr-client-admin); `smr tls` issues and revokes more.",
+)
 def up(
     nodes: int,
     transport: str,
@@ -130,6 +136,7 @@ def up(
     types: tuple[str, ...],
     watch: bool,
     metrics: bool,
+    tls: bool,
 ) -> None:
     """Start a local cluster and wait until it forms."""
     from smr.runtime.cluster import ClusterError, LocalCluster
@@ -157,6 +164,7 @@ def up(
             types=types,
             config_path=config_path if os.path.exists(config_path) else None,
             metrics=metrics,
+            tls=tls,
         )
         cluster.start()
         click.echo(f"started {len(cluster.pids)} members from {cluster.config_path}")
@@ -176,6 +184,11 @@ def up(
     ]
     if scrapes:
         click.echo(f"metrics: {' '.join(scrapes)}")
+    if cluster.config.tls is not None:
+        tls_dir = os.path.dirname(cluster.config.tls.ca)
+        click.echo(
+            f"tls: CA and certificates in {tls_dir}; `smr tls issue {tls_dir} NAME` for a client"
+        )
     if watch:
         watch_status(cluster.config_path, 1.0)
 

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "kv": "smr.cli.kv_cmd:kv",
     "chaos": "smr.cli.chaos_cmd:chaos",
     "check": "smr.cli.check_cmd:check",
+    "tls": "smr.cli.tls_cmd:tls",
 }
 
 

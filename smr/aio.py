@@ -35,6 +35,9 @@ connection: it is not applied. One that was sent stays tracked: it may still be 
 `NotAppliedError`, `OutcomeUnknownError` (the client gave up on it: no member reachable, or
 closed), `CommandError`. The client keeps the outcomes of the last `window_max` commands whose
 callers stopped waiting.
+
+With a `[tls]` section the connections are mutual TLS (asyncio's own), with the certificate and
+the checks of `smr.connect`: `tls_cert=` and `tls_key=`, or the section's `client_cert`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,14 @@ from smr.client_core import (
 from smr.runtime import protocol
 from smr.runtime.config import ClusterConfig, load
 from smr.runtime.hosted import CommandError
-from smr.transport.wire import FrameDecoder, FrameError, open_connection
+from smr.transport.tls import TlsError
+from smr.transport.wire import (
+    FrameDecoder,
+    FrameError,
+    close_writer,
+    dial_settings,
+    open_connection,
+)
 
 __all__ = [
     "Call",
@@ -119,7 +129,7 @@ class _Connection:
         self.task: asyncio.Task[None] | None = None
 
     def close(self) -> None:
-        self.writer.close()
+        close_writer(self.writer)
 
 
 class Client:
@@ -136,8 +146,12 @@ class Client:
         window_max: int = 4096,
         consistency: str = protocol.READ_LINEARIZABLE,
         silence_s: float | None = 1.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ):
         self.config = config
+        # the handshake's key and the TLS context (None: plaintext), as in `smr.connect`
+        self._secret, self._tls = dial_settings(config.secret, config.tls, tls_cert, tls_key)
         self._core = ClientCore(
             list(config.members),
             rng=random.Random(),
@@ -220,25 +234,37 @@ class Client:
         deadline = self._loop.time() + core.timeout_s
         errors: list[str] = []
         while self._loop.time() < deadline and not core.closed:
-            for m in core.dial_order(avoid):
+            order = core.dial_order(avoid)
+            refused = 0
+            for m in order:
                 cfg = self.config.members[m]
                 try:
                     reader, writer = await open_connection(
                         cfg.host,
                         cfg.client_port,
-                        self.config.secret,
+                        self._secret,
                         my_id=core.client_id & 0x7FFFFFFF,
                         role="client",
                         timeout_s=min(2.0, core.timeout_s),
                         limit=_READ_BYTES_MAX,
+                        tls=self._tls,
+                        member=m,
                     )
+                except TlsError as e:
+                    errors.append(f"member {m}: {e}")
+                    refused += 1
+                    continue
                 except (OSError, FrameError) as e:
                     errors.append(f"member {m}: {e}")
                     continue
                 if core.closed:
-                    writer.close()
+                    close_writer(writer)
                     break
                 return _Connection(reader, writer, m)
+            if refused == len(order):
+                # every member refused us at TLS: a certificate or configuration problem that
+                # dialing again for timeout_s does not fix
+                raise core.dial_error(errors, refused=True)
             avoid = None
             await asyncio.sleep(_DIAL_PAUSE_S)
         raise core.dial_error(errors)
@@ -676,6 +702,8 @@ def connect(
     window_max: int = 4096,
     consistency: str = protocol.READ_LINEARIZABLE,
     silence_s: float | None = 1.0,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> _Connecting:
     """An asyncio client of the cluster described by `config` (a path or a loaded
     configuration): `client = await smr.aio.connect(...)`, or `async with smr.aio.connect(...)
@@ -683,7 +711,14 @@ def connect(
     ("linearizable", the default, or "sequential") unless they name their own level. Raises
     ValueError for an unknown level, `ClientError` (when awaited) if no member answers within
     `timeout_s`. A member silent for `silence_s` while requests are outstanding is asked for its
-    status and given up after as long again (None: wait for `timeout_s`), as in `smr.connect`."""
+    status and given up after as long again (None: wait for `timeout_s`), as in `smr.connect`.
+
+    With a `[tls]` section in the configuration the connections are mutual TLS, as in
+    `smr.connect`: the client presents `tls_cert` with its key `tls_key` (default: the section's
+    `client_cert` and `client_key`) and checks each member's certificate. When awaited, raises
+    `smr.transport.tls.TlsError` when no certificate is configured or given or it cannot be
+    loaded, ValueError for `tls_cert` or `tls_key` with a configuration without `[tls]`, and
+    `ClientError` at once when every member refuses the certificate or does not use TLS."""
     check_consistency(consistency)
     return _Connecting(
         config=config,
@@ -692,4 +727,6 @@ def connect(
         window_max=window_max,
         consistency=consistency,
         silence_s=silence_s,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )

@@ -30,6 +30,12 @@ when it was sent and no answer came (the connection was lost, or the call timed 
 been applied, and a new call is a new command (a new sequence number), so read the state before
 making it again. A query changes nothing, so its failures are `NotAppliedError`. Both are
 `ClientError`s.
+
+With a `[tls]` section in the configuration the client dials every member over TLS, presents a
+certificate (the section's `client_cert`, or `tls_cert=` and `tls_key=`) and checks that each
+member's certificate names the member dialed; the cluster secret is not needed. When every member
+refuses the client at TLS (its certificate unknown, expired or revoked, members without TLS), the
+dial fails at once with a `ClientError` that says why, rather than after `timeout_s`.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ from smr.client_core import (
 from smr.runtime import protocol
 from smr.runtime.config import ClusterConfig, load
 from smr.runtime.hosted import CommandError
-from smr.transport.wire import FrameDecoder, FrameError
+from smr.transport.tls import TlsError
+from smr.transport.wire import FrameDecoder, FrameError, Stream, dial_settings
 from smr.transport.wire import connect as wire_connect
 from smr.watch import Watch
 
@@ -206,8 +213,12 @@ class Client:
         window_max: int = 4096,
         consistency: str = protocol.READ_LINEARIZABLE,
         silence_s: float | None = 1.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ):
         self.config = config
+        # the handshake's key and the TLS context (None: plaintext), per `connect`'s rules
+        self._secret, self._tls = dial_settings(config.secret, config.tls, tls_cert, tls_key)
         self._core = ClientCore(
             list(config.members),
             rng=random.Random(),
@@ -273,7 +284,7 @@ class Client:
 
     # -- connection -------------------------------------------------------------------------------
 
-    def _dial(self, avoid: int | None = None) -> tuple[socket.socket, int]:
+    def _dial(self, avoid: int | None = None) -> tuple[Stream, int]:
         """A new authenticated connection to some member (`avoid` not in the first round), trying
         for `timeout_s`. Called without the lock held but for the order of members: the rest
         touches nothing the other threads use."""
@@ -283,28 +294,39 @@ class Client:
         while time.monotonic() < deadline and not core.closed:
             with self._lock:
                 order = core.dial_order(avoid)
+            refused = 0
             for m in order:
                 cfg = self.config.members[m]
                 try:
                     sock = wire_connect(
                         cfg.host,
                         cfg.client_port,
-                        self.config.secret,
+                        self._secret,
                         my_id=core.client_id & 0x7FFFFFFF,
                         role="client",
                         timeout_s=min(2.0, core.timeout_s),
+                        tls=self._tls,
+                        member=m,
                     )
+                except TlsError as e:
+                    errors.append(f"member {m}: {e}")
+                    refused += 1
+                    continue
                 except (OSError, FrameError) as e:
                     errors.append(f"member {m}: {e}")
                     continue
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 return sock, m
+            if refused == len(order):
+                # every member refused us at TLS: a certificate or configuration problem that
+                # dialing again for timeout_s does not fix
+                raise core.dial_error(errors, refused=True)
             avoid = None
             time.sleep(0.05)
         raise core.dial_error(errors)
 
-    def _attach_locked(self, sock: socket.socket, member: int) -> bool:
+    def _attach_locked(self, sock: Stream, member: int) -> bool:
         """Make `sock` current and send it every unanswered request; False if the client was
         closed meanwhile (`sock` is closed)."""
         sends = self._core.on_connected(sock, member)
@@ -325,7 +347,7 @@ class Client:
         """The member this client is connected to."""
         return self._core.member
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: Stream) -> None:
         decoder = FrameDecoder(self.config.frame_bytes_max + 4096)
         try:
             while True:
@@ -340,7 +362,7 @@ class Client:
         if not self._core.closed:
             self._failover(sock)
 
-    def _failover(self, dead: socket.socket) -> None:
+    def _failover(self, dead: Stream) -> None:
         """The connection `dead` broke (or was given up after a redirect): dial another member,
         without the lock, so that requests made meanwhile only wait in the core. Of the threads
         that see the same dead connection (its reader, a redirected response) only the first
@@ -406,7 +428,7 @@ class Client:
             with contextlib.suppress(OSError):
                 sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
 
-    def _on_response(self, response: protocol.Response, sock: socket.socket) -> None:
+    def _on_response(self, response: protocol.Response, sock: Stream) -> None:
         """An answer that came on `sock` (which may already have been replaced)."""
         with self._lock:
             finished, action = self._core.on_response(response, sock, time.monotonic())
@@ -583,6 +605,7 @@ class SubgroupClient(ShardOperations):
             from_version=from_version,
             member=client.member if member is None else member,
             timeout_s=client.timeout_s,
+            dial=(client._secret, client._tls),
         )
 
 
@@ -594,13 +617,24 @@ def connect(
     window_max: int = 4096,
     consistency: str = protocol.READ_LINEARIZABLE,
     silence_s: float | None = 1.0,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Client:
     """A client of the cluster described by `config` (a path or a loaded configuration), with at
     most `window_max` requests outstanding, reading at `consistency` ("linearizable", the
     default, or "sequential") unless a query names its own level. Raises ValueError for an
     unknown level. A member silent for `silence_s` while requests are outstanding is asked for
     its status, and given up after as long again (a hung member keeps its connection open);
-    None waits for `timeout_s`."""
+    None waits for `timeout_s`.
+
+    When the configuration has a `[tls]` section, every connection is mutual TLS: the client
+    presents the certificate `tls_cert` with its key `tls_key` (paths; default: the section's
+    `client_cert` and `client_key`), signed by the cluster's CA, and checks that each member
+    presents its own (`smr-member-<id>`); certificates authenticate the client, so the cluster
+    secret is not used. Raises `smr.transport.tls.TlsError` (a `ConnectionError`) when no
+    certificate is configured or given or it cannot be loaded, ValueError for `tls_cert` or
+    `tls_key` given with a configuration without `[tls]`, and `ClientError` at once when every
+    member refuses the certificate (another CA, expired, revoked) or does not use TLS."""
     check_consistency(consistency)
     if isinstance(config, str):
         config = load(config)
@@ -611,4 +645,6 @@ def connect(
         window_max=window_max,
         consistency=consistency,
         silence_s=silence_s,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )

@@ -214,11 +214,18 @@ class ClientCore:
             members.remove(avoid)
         return members
 
-    def dial_error(self, errors: Sequence[str]) -> ClientError:
-        """The error of a dial that gave up (`errors`: one line per failed attempt)."""
+    def dial_error(self, errors: Sequence[str], *, refused: bool = False) -> ClientError:
+        """The error of a dial that gave up (`errors`: one line per failed attempt). `refused`:
+        it gave up at once because every member it tried refused the client at TLS (a
+        certificate unknown, expired or revoked, a member without TLS: dialing again for
+        `timeout_s` would not change that)."""
         if self.closed:
             return ClientError("the client was closed")
         detail = "; ".join(errors[-len(self.members) :]) or "closed"
+        if refused:
+            return ClientError(
+                f"the members of {self.config_path} refused the connection: {detail}"
+            )
         return ClientError(f"no member of {self.config_path} answered: {detail}")
 
     def on_connected(self, conn: Any, member: int) -> list[Send] | None:

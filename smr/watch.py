@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -37,7 +38,14 @@ from smr.client_core import ClientError, NotAppliedError
 from smr.runtime import protocol
 from smr.runtime.config import ClusterConfig
 from smr.runtime.hosted import CommandError, decode_result
-from smr.transport.wire import FrameDecoder, FrameError, connect, encode_frame
+from smr.transport.wire import (
+    FrameDecoder,
+    FrameError,
+    Stream,
+    connect,
+    dial_settings,
+    encode_frame,
+)
 
 RETRY_S = 0.05  # between attempts to find a member to watch from
 
@@ -75,8 +83,12 @@ class Watch:
         from_version: int = 0,
         member: int | None = None,
         timeout_s: float = 10.0,
+        dial: tuple[bytes, ssl.SSLContext | None] | None = None,
     ):
+        """`dial`: the handshake's secret and the TLS context to connect with (the client's;
+        default: the configuration's, `smr.transport.wire.dial_settings`)."""
         self.config = config
+        self._secret, self._tls = dial_settings(config.secret, config.tls) if dial is None else dial
         self.cls = cls
         self.subgroup = subgroup
         self.shard = shard
@@ -85,7 +97,7 @@ class Watch:
         self.member: int | None = None  # the member watched now
         self.resumes = 0  # reconnections after the first
         self._prefer = member
-        self._sock: socket.socket | None = None
+        self._sock: Stream | None = None
         self._decoder: FrameDecoder | None = None
         self._events: deque[WatchEvent] = deque()
         self._frames: deque[bytes] = deque()  # responses read and not yet taken
@@ -167,10 +179,12 @@ class Watch:
                 sock = connect(
                     cfg.host,
                     cfg.client_port,
-                    self.config.secret,
+                    self._secret,
                     my_id=self._rng.getrandbits(63) | 1,
                     role="client",
                     timeout_s=min(self.timeout_s, 5.0),
+                    tls=self._tls,
+                    member=m,
                 )
             except (ConnectionError, FrameError) as e:
                 why = str(e)
@@ -203,7 +217,7 @@ class Watch:
                 self._prefer = self._rng.choice(first.redirect)
         return why
 
-    def _next_response(self, sock: socket.socket, decoder: FrameDecoder) -> protocol.Response:
+    def _next_response(self, sock: Stream, decoder: FrameDecoder) -> protocol.Response:
         pending = self._frames
         while not pending:
             data = sock.recv(1 << 20)

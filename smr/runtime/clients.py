@@ -10,6 +10,16 @@ a lock per command). Responses queue per connection and go out in one send per c
 node calls `flush()` after each pass of its loop. A malformed, oversized or unauthenticated client
 gets an error response where one can be framed and its connection closed; the node goes on
 serving everyone else.
+
+With TLS (`tls`, this member's `TlsEndpoint`) every connection is TLS first: a `TlsSession` per
+connection takes the bytes received and gives the plaintext, and everything sent goes through
+it, the handshake and the frames alike (inside TLS the handshake is keyed with the public
+`CLIENT_PORT_SECRET`: certificates authenticate the clients). A connection whose TLS fails (a
+plaintext client, a certificate of another CA, expired or revoked) is sent TLS's alert, closed
+and counted (`stats["tls_failed"]`); any certificate the CA signed and did not revoke is
+accepted, a member's too (tools on its host). Once a second at most (`flush`), the revocation
+list is read again if it changed, and the connections of certificates revoked since they
+connected are closed (`stats["revoked"]`). Without TLS nothing of this runs.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import msgspec
 
 from smr.runtime import protocol
 from smr.transport.base import Transport
+from smr.transport.tls import TlsEndpoint, TlsError, TlsSession
 from smr.transport.wire import FrameDecoder, FrameError, Handshake, encode_frame
 
 HANDSHAKE_TIMEOUT_S = 5.0
@@ -48,13 +59,23 @@ class _Conn:
         "peer",
         "ready",
         "sock",
+        "tls",
         "writing",
     )
 
-    def __init__(self, cid: int, sock: socket.socket, handshake: Handshake, frame_bytes_max: int):
+    def __init__(
+        self,
+        cid: int,
+        sock: socket.socket,
+        handshake: Handshake,
+        frame_bytes_max: int,
+        tls: TlsSession | None,
+    ):
         self.id = cid
         self.sock = sock
         self.handshake: Handshake | None = handshake
+        # TLS under everything (None: plaintext); the handshake's hello goes once it is done
+        self.tls = tls
         self.decoder = FrameDecoder(frame_bytes_max)
         self.out: deque[memoryview] = deque()
         self.out_bytes = 0
@@ -80,8 +101,12 @@ class ClientServer:
         log: Callable[..., None],
         connections_max: int = 1024,
         out_bytes_max: int = 256 << 20,
+        tls: TlsEndpoint | None = None,
     ):
+        """`secret` keys the handshake (`CLIENT_PORT_SECRET` with TLS: the node passes it);
+        `tls`: this member's certificate, CA and revocation list (None: plaintext clients)."""
         self._secret = secret
+        self._tls = tls
         self._me = me
         self._deliver = deliver
         self._frame_bytes_max = frame_bytes_max
@@ -96,7 +121,7 @@ class ClientServer:
         self._handshaking = 0
         self._draining = 0
         self._next_id = 1
-        self.stats = {"accepted": 0, "rejected": 0, "requests": 0}
+        self.stats = {"accepted": 0, "rejected": 0, "requests": 0, "tls_failed": 0, "revoked": 0}
 
     def attach(self, transport: Transport) -> None:
         """Serve clients from `transport`'s poll (after its start)."""
@@ -149,7 +174,9 @@ class ClientServer:
         return protocol.Response(response.id, False, error=what, version=response.version)
 
     def flush(self) -> None:
-        """Send the responses of this pass, one send per connection; expire silent handshakes."""
+        """Send the responses of this pass, one send per connection; expire silent handshakes;
+        with TLS, close the connections of certificates revoked since they connected (the
+        revocation list is looked at once a second at most)."""
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             frames, conn.ready = conn.ready, []
@@ -157,6 +184,23 @@ class ClientServer:
                 self._queue(conn, frames[0] if len(frames) == 1 else b"".join(frames))
         if self._handshaking or self._draining:
             self._expire_handshakes()
+        if self._tls is not None and self._tls.refresh():
+            self._close_revoked(self._tls.revoked)
+
+    def _close_revoked(self, revoked: frozenset[int]) -> None:
+        """The revocation list changed: new handshakes already refuse what it revokes; the
+        connections made before with such a certificate are closed now."""
+        self._log("client-tls-crl", revoked=len(revoked))
+        for conn in list(self._conns.values()):
+            if conn.tls is not None and conn.tls.peer_serial in revoked:
+                self.stats["revoked"] += 1
+                self._log(
+                    "client-revoked",
+                    peer=conn.peer,
+                    name=conn.tls.peer_name,
+                    serial=f"{conn.tls.peer_serial:x}",
+                )
+                self._drop(conn, None)
 
     def stop(self) -> None:
         self.flush()
@@ -191,14 +235,17 @@ class ClientServer:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hs = Handshake(self._secret, server=True, my_id=self._me, role="member")
-            conn = _Conn(self._next_id, sock, hs, self._frame_bytes_max)
+            session = None if self._tls is None else self._tls.session(server=True)
+            conn = _Conn(self._next_id, sock, hs, self._frame_bytes_max, session)
             conn.peer = f"{addr[0]}:{addr[1]}"
             self._next_id += 1
             self._conns[conn.id] = conn
             self._handshaking += 1
             self._transport.watch(sock, functools.partial(self._on_event, conn))
             self.stats["accepted"] += 1
-            self._queue(conn, hs.initial())
+            if session is None:
+                self._queue(conn, hs.initial())
+            # with TLS the client speaks first (its ClientHello); the hello goes inside, later
 
     def _read(self, conn: _Conn) -> None:
         try:
@@ -212,6 +259,10 @@ class ClientServer:
             return
         if conn.draining_s:
             return  # the rest of a refused frame, or what followed it: discarded
+        if conn.tls is not None:
+            data = self._read_tls(conn, conn.tls, data)
+            if not data:
+                return
         try:
             if conn.handshake is not None:
                 hs = conn.handshake
@@ -245,6 +296,34 @@ class ClientServer:
                 return
             self.stats["requests"] += 1
             self._deliver(conn.id, request)
+
+    def _read_tls(self, conn: _Conn, session: TlsSession, data: bytes) -> bytes:
+        """The plaintext `data` completes (b"": none yet, or the connection was closed)."""
+        done = session.done
+        try:
+            data = session.feed(data)
+        except TlsError as e:
+            self.stats["tls_failed"] += 1
+            self._log("client-tls-failed", peer=conn.peer, error=str(e)[:200])
+            alert = session.take_output()
+            if not alert:  # not TLS at all (a plaintext client): nothing to tell it in TLS
+                self._drop(conn, None)
+                return b""
+            # TLS's alert tells the client why (its certificate unknown, expired, revoked); then
+            # the end of stream, and what it still sends is discarded until it closes (closed
+            # at once, a reset could overtake the alert), within the handshake's timeout
+            conn.draining_s = time.monotonic()
+            self._draining += 1
+            self._queue(conn, alert, raw=True)
+            return b""
+        if session.closed:  # the client ended TLS: it sends nothing more and waits for the end
+            self._drop(conn, None)
+            return b""
+        self._queue(conn, session.take_output(), raw=True)
+        if not done and session.done and conn.id in self._conns:
+            assert conn.handshake is not None, "the handshake waits for TLS"
+            self._queue(conn, conn.handshake.initial())
+        return data if conn.id in self._conns else b""
 
     def _reject(self, conn: _Conn, request_id: int, error: str) -> None:
         self.stats["rejected"] += 1
@@ -287,7 +366,12 @@ class ClientServer:
         conn.sock.close()
         conn.ready.clear()
 
-    def _queue(self, conn: _Conn, data: bytes) -> None:
+    def _queue(self, conn: _Conn, data: bytes, *, raw: bool = False) -> None:
+        """Queue plaintext (encrypted here with TLS; `raw`: bytes as they go on the socket, TLS's
+        own) and send what the socket takes."""
+        if conn.tls is not None and not raw and data:
+            conn.tls.send(data)
+            data = conn.tls.take_output()
         if not data:
             return
         conn.out.append(memoryview(data))

@@ -46,9 +46,12 @@ class LocalCluster:
         spares: int = 0,
         metrics: bool = False,
         member_env: dict[int, dict[str, str]] | None = None,
+        tls: bool = False,
     ):
         """`member_env`: extra environment variables of a member's process (`smr chaos` runs
-        its fsync-fault shim this way)."""
+        its fsync-fault shim this way). `tls`: a local CA and certificates in `data_dir/tls`
+        and a `[tls]` section (mutual TLS on the member links and client ports; clients present
+        `smr-client-admin`, the configuration's `client_cert`)."""
         if transport == "verbs":
             from smr.transport.verbs import check_available
 
@@ -65,6 +68,7 @@ class LocalCluster:
                 timeouts=timeouts,
                 spares=spares,
                 metrics=metrics,
+                tls=tls,
             )
         self.config_path = config_path
         self.config: ClusterConfig = load(config_path)

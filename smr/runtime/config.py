@@ -32,7 +32,16 @@ message names the file, the key and what to change; nothing starts on a bad file
     shards = 1
     mode = "durable"                # ordered | durable | raw, or one per shard
 
-Members listed but not founders are spares: they join when started (`smr node`).
+    [tls]                           # optional: mutual TLS on tcp member links and client ports
+    ca = "tls/ca.crt"               # the CA every certificate is signed by
+    cert = "tls/smr-member-{id}.crt"  # each member's certificate and key; {id} is its id
+    key = "tls/smr-member-{id}.key"
+    crl = "tls/crl.pem"             # optional: revoked certificates, re-read when it changes
+    client_cert = "tls/smr-client-admin.crt"  # optional: what clients and tools present
+    client_key = "tls/smr-client-admin.key"
+
+Members listed but not founders are spares: they join when started (`smr node`). With `[tls]`,
+the secret is optional (certificates authenticate every party; clients never need it).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from smr.core.pending import ENGINES
 from smr.core.replica import CoreConfig
 from smr.core.views import ViewConfig
 from smr.transport.base import Address, TransportConfig
+from smr.transport.tls import CLIENT_PORT_SECRET, TlsConfig
 
 TRANSPORTS = ("auto", "shm", "tcp", "verbs")
 SECRET_BYTES_MIN = 16
@@ -95,6 +105,7 @@ class ClusterConfig:
     peer_failed_ms: float = 1000.0
     submit_ms: float = 5000.0
     engine: str = "auto"
+    tls: TlsConfig | None = None
     frame_bytes_max: int = 64 << 20
     slot_bytes: int = 1152
     window_max: int = 256
@@ -138,9 +149,12 @@ class ClusterConfig:
             ),
         )
 
-    def transport_config(self) -> TransportConfig:
+    def transport_config(self, me: int | None = None) -> TransportConfig:
+        """The member links' settings; `me` is the member whose TLS certificate they present
+        (None: no TLS, as in the simulator)."""
         return TransportConfig(
             secret=self.secret,
+            tls=self.tls.for_member(me) if self.tls is not None and me is not None else None,
             cluster=self.name,
             frame_bytes_max=self.frame_bytes_max,
             peer_failed_after_s=self.peer_failed_ms / 1000,
@@ -165,7 +179,7 @@ class ClusterConfig:
 # every key each section may hold: anything else is a mistake (a misspelt key would otherwise be
 # ignored and its default used silently)
 KEYS: dict[str, tuple[str, ...]] = {
-    "": ("cluster", "timeouts", "limits", "members", "subgroups"),
+    "": ("cluster", "timeouts", "limits", "members", "subgroups", "tls"),
     "cluster": (
         "name",
         "secret_file",
@@ -181,6 +195,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "limits": ("frame_bytes_max", "slot_bytes", "window_max"),
     "members": ("id", "host", "port", "client_port", "metrics_port"),
     "subgroups": ("type", "shards", "mode", "min_size", "max_size"),
+    "tls": ("ca", "cert", "key", "crl", "client_cert", "client_key"),
 }
 
 
@@ -265,7 +280,8 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
     name = _opt(cluster, "name", str, "smr", where)
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}: name {name!r} may hold only letters, digits, - and _")
-    secret = _secret(cluster, base, where)
+    tls = _tls(raw, base, path)
+    secret = _secret(cluster, base, where, tls is not None)
     transport = _opt(cluster, "transport", str, "auto", where)
     if transport not in TRANSPORTS:
         raise ConfigError(f"{where}: transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -395,6 +411,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         founders=founders,
         rejoin=rejoin,
         engine=engine,
+        tls=tls,
         members=members,
         subgroups=tuple(subgroups),
         frame_bytes_max=frame_bytes_max,
@@ -407,7 +424,36 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
     )
 
 
-def _secret(cluster: dict[str, Any], base: str, where: str) -> bytes:
+def _tls(raw: dict[str, Any], base: str, path: str) -> TlsConfig | None:
+    if "tls" not in raw:
+        return None
+    where = f"{path} [tls]"
+    table = _need(raw, "tls", dict, path)
+    _check_keys(table, "tls", where)
+
+    def file(key: str, needed: bool) -> str | None:
+        value = _need(table, key, str, where) if needed else _opt(table, key, str, None, where)
+        if value is None:
+            return None
+        full = os.path.join(base, value)
+        # a member's own files are checked when it starts (`{id}`); the shared ones here
+        if "{id}" not in full and not os.path.isfile(full):
+            raise ConfigError(f"{where}: {key} {value!r}: no such file")
+        return full
+
+    ca, cert, key = file("ca", True), file("cert", True), file("key", True)
+    assert ca is not None and cert is not None and key is not None
+    client_cert, client_key = file("client_cert", False), file("client_key", False)
+    if (client_cert is None) != (client_key is None):
+        raise ConfigError(f"{where}: set both client_cert and client_key, or neither")
+    return TlsConfig(ca, cert, key, file("crl", False), client_cert, client_key)
+
+
+def _secret(cluster: dict[str, Any], base: str, where: str, tls: bool = False) -> bytes:
+    if tls and "secret_hex" not in cluster and "secret_file" not in cluster:
+        # certificates authenticate every party: the handshake inside TLS is keyed with a
+        # public constant, so that the secret's absence is no weaker than its presence
+        return CLIENT_PORT_SECRET
     if "secret_hex" in cluster:
         try:
             secret = bytes.fromhex(_need(cluster, "secret_hex", str, where))
@@ -440,11 +486,14 @@ def write_local(
     spares: int = 0,
     metrics: bool = False,
     hosts: list[str] | None = None,
+    tls: bool = False,
 ) -> str:
     """Write a configuration (and a fresh random secret) for a cluster on this host; return its
     path. `base_port` 0 picks free ports; `metrics` gives each member a `metrics_port` too.
     `hosts`: each member's address, in id order (default 127.0.0.1 for all; `smr chaos` puts
-    each on its own loopback address so that a firewall rule can cut one pair)."""
+    each on its own loopback address so that a firewall rule can cut one pair). `tls`: a local
+    CA in `directory/tls` with a certificate per member and one for clients (`smr-client-admin`),
+    and the `[tls]` section that uses them."""
     if hosts is not None and len(hosts) != nodes + spares:
         raise ValueError(f"{len(hosts)} hosts for {nodes + spares} members")
     os.makedirs(directory, exist_ok=True)
@@ -485,6 +534,24 @@ def write_local(
         ]
     for t in types:
         lines += ["[[subgroups]]", f'type = "{t}"', f"shards = {shards}", f'mode = "{mode}"', ""]
+    if tls:
+        from smr.transport import tls as tlsgen
+
+        tls_dir = os.path.join(directory, "tls")
+        tlsgen.init_ca(tls_dir)
+        for i in range(nodes + spares):
+            tlsgen.issue(tls_dir, tlsgen.member_name(i + 1))
+        tlsgen.issue(tls_dir, tlsgen.CLIENT_PREFIX + "admin")
+        lines += [
+            "[tls]",
+            'ca = "tls/ca.crt"',
+            'cert = "tls/smr-member-{id}.crt"',
+            'key = "tls/smr-member-{id}.key"',
+            'crl = "tls/crl.pem"',
+            'client_cert = "tls/smr-client-admin.crt"',
+            'client_key = "tls/smr-client-admin.key"',
+            "",
+        ]
     path = os.path.join(directory, "cluster.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -91,6 +91,7 @@ from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, operation_
 from smr.runtime.metrics import MEMBER_STATUSES, MetricsServer, NodeMetrics
 from smr.runtime.watches import Watches
 from smr.transport.base import Transport
+from smr.transport.tls import CLIENT_PORT_SECRET
 
 QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
 SWITCH_INTERVAL_S = 0.0002
@@ -229,19 +230,22 @@ class Node:
             from smr.transport.auto import make_transport
 
             transport, why = make_transport(
-                config.transport, me, config.addresses(), config.transport_config()
+                config.transport, me, config.addresses(), config.transport_config(me)
             )
             self.log("transport", choice=why)
         self.transport = transport
         member = config.members[me]
+        # with TLS, certificates authenticate the clients: the handshake inside TLS is keyed
+        # with a public constant, so that a client needs no cluster secret
         self.clients = clients or ClientServer(
             member.host,
             member.client_port,
-            config.secret,
+            config.secret if config.tls is None else CLIENT_PORT_SECRET,
             me,
             self._on_request,
             frame_bytes_max=config.frame_bytes_max,
             log=self.log,
+            tls=None if config.tls is None else config.tls.for_member(me),
         )
         self.metrics_server: MetricsServer | None = None
         if member.metrics_port is not None:

@@ -103,7 +103,11 @@ def choose(name: str, me: int, addresses: Mapping[int, Address]) -> tuple[type[T
 def make_transport(
     name: str, me: int, addresses: Mapping[int, Address], config: TransportConfig
 ) -> tuple[Transport, str]:
-    """A constructed (not started) transport for `name`, and the line saying which and why."""
+    """A constructed (not started) transport for `name`, and the line saying which and why.
+    With TLS, `auto` is tcp: TLS protects tcp links, and a user who asked for it expects every
+    link to have it (shm would be chosen on one host, verbs where a device is)."""
+    if name == "auto" and config.tls is not None:
+        return provider("tcp")(me, addresses, config), "transport: tcp (the cluster uses TLS)"
     cls, why = choose(name, me, addresses)
     try:
         return cls(me, addresses, config), why

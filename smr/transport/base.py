@@ -77,6 +77,8 @@ class TransportConfig:
     peer_failed_after_s: float = 1.0  # unreachable this long: report on_peer_failed
     reconnect_backoff_s: float = 0.05  # first retry delay; doubles up to peer_failed_after_s
     send_queue_bytes_max: int = 256 << 20  # bytes queued for one peer before writes are dropped
+    # smr.transport.tls.TlsEndpoint: mutual TLS on tcp links (None: the HMAC handshake alone)
+    tls: Any = None
 
     def __post_init__(self) -> None:
         assert len(self.secret) >= 16, "the cluster secret must be at least 16 bytes"

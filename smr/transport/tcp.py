@@ -30,6 +30,20 @@ doing a `Ready`), or at once when a peer's queue passes `_FLUSH_BYTES`; one `sen
 many frames. A queue past `send_queue_bytes_max` resets the link. A connection that fails the
 handshake, says nothing for `connect_timeout_s`, or sends a malformed or oversized frame is
 closed and counted in `stats`; it never stalls the others, since every socket is non-blocking.
+
+TLS. With `TransportConfig.tls` (a `smr.transport.tls.TlsEndpoint`) every connection runs mutual
+TLS first, the dialer as the client, and the handshake and frames above run inside it unchanged:
+received bytes go through the connection's `TlsSession` before the handshake or the decoder, and
+queued plaintext is encrypted at flush time, up to `_SEAL_BYTES` at once, so the ciphertext held
+per connection stays about one batch and a queue's bytes (plaintext not yet encrypted plus
+ciphertext not yet taken by the socket) keep to `send_queue_bytes_max`, give or take the record
+overhead of one batch. Once the handshake proves the peer's member id, its certificate must name
+that member (`check_member`), or the connection is closed (`auth_failed`). A failed TLS handshake
+or a damaged record (another CA, an expired or revoked certificate, a plaintext peer) closes that
+connection with TLS's reason (`tls_failed`), within `connect_timeout_s` like any handshake. At most
+once a second the timers re-read the revocation list (an idle poll with a link up wakes for it),
+and when it changed the connections of certificates it now revokes are closed (`revoked`).
+Without TLS none of this runs: the plaintext path is the zero-copy one above.
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ from smr.transport.base import (
     TransportError,
     Watched,
 )
+from smr.transport.tls import CRL_CHECK_INTERVAL_S, TlsError, TlsSession, check_member
 from smr.transport.wire import HEADER, FrameDecoder, FrameError, Handshake
 
 KIND_WRITE = 1
@@ -68,12 +83,15 @@ _PENDING_MAX = 64  # connections in their handshake at once; more are refused
 _LISTEN_BACKLOG = 128
 _RECENT_DROPS_MAX = 32
 _REFUSED_MAX = 2  # a peer's dials refused in a row before they replace our link anyway
+# plaintext encrypted at once with TLS: large enough for full 16 KiB records and few calls, small
+# enough that the ciphertext a slow socket has not taken stays a small part of the queue bound
+_SEAL_BYTES = 256 << 10
 
 _DIALING, _HANDSHAKE, _UP = "dialing", "handshake", "up"
 
 
 class _Conn:
-    """One TCP connection: its handshake, decoder and send queue."""
+    """One TCP connection: its handshake, decoder and send queue (and its TLS session)."""
 
     __slots__ = (
         "deadline",
@@ -86,6 +104,8 @@ class _Conn:
         "peer",
         "sock",
         "state",
+        "tls",
+        "wire",
     )
 
     def __init__(self, sock: socket.socket, state: str, dialed_by: int | None, deadline: float):
@@ -96,9 +116,11 @@ class _Conn:
         self.peer: int | None = None
         self.handshake: Handshake | None = None
         self.decoder: FrameDecoder | None = None
-        self.out: deque[bytes | memoryview] = deque()
-        self.out_bytes = 0
+        self.out: deque[bytes | memoryview] = deque()  # with TLS: plaintext, not yet encrypted
+        self.out_bytes = 0  # bytes in `out` and `wire`
         self.events = 0
+        self.tls: TlsSession | None = None  # with TLS, from the start of the connection
+        self.wire: deque[bytes | memoryview] = deque()  # with TLS: ciphertext for the socket
 
 
 class _Peer:
@@ -176,6 +198,9 @@ class TcpTransport(Transport):
                 "queue_overflows",
                 "dropped_down",
                 "peer_failed",
+                "tls_handshakes",
+                "tls_failed",
+                "revoked",
             ),
             0,
         )
@@ -379,6 +404,9 @@ class TcpTransport(Transport):
             self._flush(dirty.pop())
 
     def _flush(self, conn: _Conn) -> None:
+        if conn.tls is not None:
+            self._flush_tls(conn, conn.tls)
+            return
         self._dirty.discard(conn)
         out = conn.out
         sock = conn.sock
@@ -402,6 +430,67 @@ class TcpTransport(Transport):
                     sent = 0
         self._want_write(conn, bool(out))
 
+    def _flush_tls(self, conn: _Conn, session: TlsSession) -> None:
+        """`_flush` through TLS: ciphertext already made goes first; then the queued plaintext
+        is encrypted a batch at a time, each batch only once the socket took the one before."""
+        self._dirty.discard(conn)
+        out, wire = conn.out, conn.wire
+        sock = conn.sock
+        while wire or out:
+            if not wire:
+                try:
+                    self._seal(conn, session)
+                except TlsError as e:
+                    self._tls_failed(conn, e)
+                    return
+            batch = [wire[0]] if len(wire) == 1 else list(islice(wire, _IOV_MAX))
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._drop(conn, f"send failed: {e.strerror or e}")
+                return
+            conn.out_bytes -= sent
+            while sent:
+                head = wire[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    wire.popleft()
+                else:
+                    wire[0] = memoryview(head)[sent:]
+                    sent = 0
+        self._want_write(conn, bool(wire or out))
+
+    def _seal(self, conn: _Conn, session: TlsSession) -> None:
+        """Encrypt up to `_SEAL_BYTES` of `conn.out` into `conn.wire`. Small pieces are joined
+        first (one record for many frames, not one each); large ones go in as they are."""
+        out = conn.out
+        small: list[bytes | memoryview] = []
+        taken = 0
+        while out and taken < _SEAL_BYTES:
+            piece = out[0]
+            room = _SEAL_BYTES - taken
+            if len(piece) > room:
+                view = memoryview(piece)
+                piece, out[0] = view[:room], view[room:]
+            else:
+                out.popleft()
+            taken += len(piece)
+            if len(piece) <= _COPY_BYTES_MAX:
+                small.append(piece)
+                continue
+            if small:
+                session.send(small[0] if len(small) == 1 else b"".join(small))
+                small = []
+            session.send(piece)
+        if small:
+            session.send(small[0] if len(small) == 1 else b"".join(small))
+        sealed = session.take_output()
+        conn.out_bytes += len(sealed) - taken
+        if sealed:
+            conn.wire.append(sealed)
+
     def _want_write(self, conn: _Conn, on: bool) -> None:
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
         if conn.events != want:
@@ -410,13 +499,47 @@ class TcpTransport(Transport):
             conn.events = want
 
     def _queue_raw(self, conn: _Conn, data: bytes) -> None:
-        conn.out.append(data)
-        conn.out_bytes += len(data)
+        """Send handshake bytes (encrypted first with TLS: the handshake runs inside it)."""
+        session = conn.tls
+        if session is None:
+            conn.out.append(data)
+            conn.out_bytes += len(data)
+        else:
+            # nothing else is queued during the handshake, so this keeps the stream's order
+            assert not conn.out, "handshake bytes behind queued frames"
+            try:
+                session.send(data)
+            except TlsError as e:
+                self._tls_failed(conn, e)
+                return
+            self._queue_wire(conn, session.take_output())
+            return
         self._flush(conn)
+
+    def _queue_wire(self, conn: _Conn, sealed: bytes) -> None:
+        """Queue ciphertext (TLS's own records, or sealed handshake bytes) and send it."""
+        if sealed:
+            conn.wire.append(sealed)
+            conn.out_bytes += len(sealed)
+        self._flush(conn)
+
+    def _tls_failed(self, conn: _Conn, error: TlsError) -> None:
+        """Close a connection whose TLS failed, with TLS's reason; TLS's alert, if it has one,
+        is sent first (best effort) so the peer can tell why too."""
+        self.stats["tls_failed"] += 1
+        session = conn.tls
+        alert = session.take_output() if session is not None else b""
+        if alert and not conn.wire and conn.sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                conn.sock.send(alert)
+        self._drop(conn, str(error))
 
     # -- receiving -------------------------------------------------------------------------
 
     def _readable(self, conn: _Conn) -> None:
+        if conn.tls is not None:
+            self._readable_tls(conn, conn.tls)
+            return
         sock = conn.sock
         view = self._recv_view
         for _ in range(_RECV_ROUNDS_MAX):
@@ -455,6 +578,61 @@ class TcpTransport(Transport):
             if n < len(self._recv_buf):
                 return  # the socket is drained; skip the read that would say so
 
+    def _readable_tls(self, conn: _Conn, session: TlsSession) -> None:
+        """`_readable` through TLS: what arrives is decrypted, then handled as plaintext is
+        (the handshake's bytes, then frames). No zero-copy body reads: TLS copies anyway."""
+        sock = conn.sock
+        buf = self._recv_buf
+        view = self._recv_view
+        for _ in range(_RECV_ROUNDS_MAX):
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._drop(conn, f"receive failed: {e.strerror or e}")
+                return
+            if n == 0:
+                self._drop(conn, "closed by the peer")
+                return
+            was_done = session.done
+            try:
+                data = session.feed(view[:n])
+            except TlsError as e:
+                self._tls_failed(conn, e)
+                return
+            sealed = session.take_output()  # TLS's own answer: its handshake, a key update
+            if sealed:
+                self._queue_wire(conn, sealed)
+                if conn.sock.fileno() < 0:
+                    return
+            if session.done and not was_done:
+                self.stats["tls_handshakes"] += 1
+                assert conn.handshake is not None, "the handshake waits for TLS"
+                self._queue_raw(conn, conn.handshake.initial())
+                if conn.sock.fileno() < 0:
+                    return
+            if data and not self._plaintext(conn, data):
+                return
+            if session.closed:
+                self._drop(conn, "closed by the peer (TLS close_notify)")
+                return
+            if n < len(buf):
+                return  # the socket is drained; skip the read that would say so
+
+    def _plaintext(self, conn: _Conn, data: bytes) -> bool:
+        """Handle decrypted bytes; True while the connection is still open."""
+        try:
+            if conn.state == _HANDSHAKE:
+                return self._handshake_bytes(conn, data)
+            assert conn.decoder is not None
+            frames = conn.decoder.feed(data)
+        except FrameError as e:
+            self.stats["auth_failed" if conn.state == _HANDSHAKE else "bad_frames"] += 1
+            self._drop(conn, str(e))
+            return False
+        return self._dispatch(conn, frames)
+
     def _dispatch(self, conn: _Conn, frames: list[tuple[int, bytes]]) -> bool:
         """Report frames to the handler; False when the connection was closed for a bad one."""
         handler = self._handler
@@ -483,7 +661,7 @@ class TcpTransport(Transport):
                 return False  # the handler's writes overflowed and reset this link
         return True
 
-    def _handshake_bytes(self, conn: _Conn, data: memoryview) -> bool:
+    def _handshake_bytes(self, conn: _Conn, data: bytes | memoryview) -> bool:
         """Feed the handshake; True when the connection is still open (and now up if done)."""
         hs = conn.handshake
         assert hs is not None
@@ -504,6 +682,22 @@ class TcpTransport(Transport):
             self.stats["auth_failed"] += 1
             self._drop(conn, f"dialed member {conn.peer} but {peer_id} answered")
             return False
+        session = conn.tls
+        if session is not None:
+            # the secret proves a member, the certificate which one: they must agree, or a
+            # member's certificate (or key) would let its holder pose as any other member
+            try:
+                check_member(session.peer_name, peer_id)
+            except TlsError as e:
+                self.stats["auth_failed"] += 1
+                self._drop(conn, str(e))
+                return False
+            tls = self.config.tls
+            if session.peer_serial in tls.revoked:
+                # revoked after this handshake's context was made (a list read meanwhile)
+                self.stats["revoked"] += 1
+                self._drop(conn, _revoked_reason(session))
+                return False
         if conn.dialed_by is None:
             conn.dialed_by = peer_id
         conn.peer = peer_id
@@ -581,7 +775,12 @@ class TcpTransport(Transport):
             conn = self._new_conn(sock, _HANDSHAKE, None)
             hs = Handshake(self.config.secret, server=True, my_id=self.me, role="member")
             conn.handshake = hs
-            self._queue_raw(conn, conn.handshake.initial())
+            tls = self.config.tls
+            if tls is None:
+                self._queue_raw(conn, conn.handshake.initial())
+            else:
+                # the dialer speaks first (its ClientHello); our hello goes inside TLS, later
+                conn.tls = tls.session(server=True)
 
     def _new_conn(self, sock: socket.socket, state: str, dialed_by: int | None) -> _Conn:
         sock.setblocking(False)
@@ -653,7 +852,16 @@ class TcpTransport(Transport):
             return
         conn.state = _HANDSHAKE
         conn.handshake = Handshake(self.config.secret, server=False, my_id=self.me, role="member")
-        self._queue_raw(conn, conn.handshake.initial())
+        tls = self.config.tls
+        if tls is None:
+            self._queue_raw(conn, conn.handshake.initial())
+            return
+        try:
+            conn.tls = tls.session(server=False)
+        except TlsError as e:
+            self._tls_failed(conn, e)
+            return
+        self._queue_wire(conn, conn.tls.take_output())  # the ClientHello
 
     def _refused_after_loss(self, peer: _Peer) -> None:
         """The peer's host answered that nothing listens on its port, after a link to it broke:
@@ -701,6 +909,7 @@ class TcpTransport(Transport):
                     self._sel.unregister(conn.sock)
             conn.sock.close()
         conn.out.clear()
+        conn.wire.clear()
         conn.out_bytes = 0
 
     def _drain_wake(self) -> None:
@@ -714,17 +923,24 @@ class TcpTransport(Transport):
     # -- timers ----------------------------------------------------------------------------
 
     def _timers(self, now: float) -> float | None:
-        """Expire handshakes, report failed peers, dial; returns when the next timer is due."""
+        """Close revoked links, expire handshakes, report failed peers, dial; returns when the
+        next timer is due."""
         cfg = self.config
         next_at: float | None = None
+        tls = cfg.tls
+        if tls is not None and tls.refresh():
+            # first, so the peers whose links this closes get their timers below
+            self._close_revoked(tls.revoked)
         for conn in [c for c in self._pending if c.deadline <= now]:
             self.stats["handshake_timeouts"] += 1
             self._drop(conn, "no handshake in time")
         for c in self._pending:
             next_at = c.deadline if next_at is None else min(next_at, c.deadline)
         assert self._handler is not None
+        linked = False
         for peer in list(self._peers.values()):
             if peer.conn is not None:
+                linked = True
                 continue
             fail_at = peer.down_since + cfg.peer_failed_after_s
             if not peer.failed_reported:
@@ -743,7 +959,29 @@ class TcpTransport(Transport):
                 if peer.dial is not None:
                     continue  # its handshake deadline is a pending connection's timer
             next_at = peer.dial_at if next_at is None else min(next_at, peer.dial_at)
+        if linked and tls is not None and tls.crl is not None:
+            # an idle link must still end soon after its certificate is revoked
+            check_at = now + CRL_CHECK_INTERVAL_S
+            next_at = check_at if next_at is None else min(next_at, check_at)
         return next_at
+
+    def _close_revoked(self, revoked: frozenset[int]) -> None:
+        """The revocation list changed: new handshakes already refuse what it revokes; the
+        connections made before with such a certificate are closed now."""
+        conns = list(self._pending)
+        conns += [p.conn for p in self._peers.values() if p.conn is not None]
+        for conn in conns:
+            session = conn.tls
+            if session is None or not session.done or conn.sock.fileno() < 0:
+                continue
+            if session.peer_serial in revoked:
+                self.stats["revoked"] += 1
+                self._drop(conn, _revoked_reason(session))
+
+
+def _revoked_reason(session: TlsSession) -> str:
+    serial = session.peer_serial
+    return f"certificate revoked ({session.peer_name}, serial {serial or 0:x})"
 
 
 def _keepalive(sock: socket.socket, idle_s: float) -> None:
