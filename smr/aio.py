@@ -36,6 +36,10 @@ connection: it is not applied. One that was sent stays tracked: it may still be 
 closed), `CommandError`. The client keeps the outcomes of the last `window_max` commands whose
 callers stopped waiting.
 
+`kv.watch(from_version)` is the threaded `smr.watch` on the loop: `async for event in
+kv.watch(0):` gets every command applied to the shard after that version, in order, each once,
+across failovers (its own connection; `async with` closes it), or `WatchTrimmedError`.
+
 With a `[tls]` section the connections are mutual TLS (asyncio's own), with the certificate and
 the checks of `smr.connect`: `tls_cert=` and `tls_key=`, or the section's `client_cert`.
 """
@@ -71,8 +75,10 @@ from smr.transport.wire import (
     FrameError,
     close_writer,
     dial_settings,
+    encode_frame,
     open_connection,
 )
+from smr.watch import RETRY_S, WatchEvent, WatchTrimmedError, decode_event, watch_order
 
 __all__ = [
     "Call",
@@ -83,6 +89,9 @@ __all__ = [
     "OutcomeUnknownError",
     "RequestTooLargeError",
     "SubgroupClient",
+    "Watch",
+    "WatchEvent",
+    "WatchTrimmedError",
     "connect",
 ]
 
@@ -661,6 +670,199 @@ class SubgroupClient(ShardOperations):
 
     def _wait(self, pending: Any) -> Any:
         return self._client._method_call(pending)
+
+    def watch(self, from_version: int = 0, *, member: int | None = None) -> Watch:
+        """Every command applied to this shard after `from_version`, in order, each once, as
+        `smr.watch.WatchEvent`s, across failovers: `async for event in kv.watch(v):`. Its own
+        connection; close it (`await watch.close()`, or `async with`) when done."""
+        client = self._client
+        return Watch(
+            client,
+            self._cls,
+            self._subgroup,
+            self._shard,
+            from_version=from_version,
+            member=client.member if member is None else member,
+        )
+
+
+class Watch:
+    """`smr.watch.Watch` on the event loop: an async iterator of `WatchEvent`s. When its member
+    goes away it asks another from the last version it handed out, so nothing is missed and
+    nothing comes twice; `__anext__` raises `ClientError` after the client's `timeout_s` with no
+    member to watch from, and `WatchTrimmedError` for a version the members no longer keep."""
+
+    def __init__(
+        self,
+        client: Client,
+        cls: type[StateMachine],
+        subgroup: int,
+        shard: int,
+        *,
+        from_version: int = 0,
+        member: int | None = None,
+    ):
+        self._client = client
+        self.cls = cls
+        self.subgroup = subgroup
+        self.shard = shard
+        self.version = from_version  # the last version handed out (or started after)
+        self.member: int | None = None  # the member watched now
+        self.resumes = 0  # reconnections after the first
+        self._prefer = member
+        self._avoid: set[int] = set()
+        self._rng = random.Random()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._decoder: FrameDecoder | None = None
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._events: collections.deque[WatchEvent] = collections.deque()
+        self._closed = False
+        self._rid = 0
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while not self._events:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._fill()
+        event = self._events.popleft()
+        self.version = event.version
+        return event
+
+    async def close(self) -> None:
+        """End the watch: an iteration in progress ends."""
+        self._closed = True
+        self._drop()
+
+    async def __aenter__(self) -> Watch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _drop(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            close_writer(writer)
+
+    async def _fill(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout_s = self._client.timeout_s
+        deadline = loop.time() + timeout_s
+        while not self._events and not self._closed:
+            if self._reader is None:
+                why = await self._open()
+                if why is not None:
+                    if loop.time() > deadline:
+                        raise ClientError(
+                            f"no member to watch subgroup {self.subgroup} shard {self.shard} "
+                            f"from for {timeout_s} s: {why}"
+                        )
+                    await asyncio.sleep(RETRY_S)
+                continue
+            try:
+                await self._receive()
+            except (OSError, FrameError) as e:
+                if not self._closed:
+                    self._lost(f"connection to member {self.member} lost: {e}")
+            if self._reader is not None:
+                deadline = loop.time() + timeout_s  # a member is there: wait on
+
+    async def _open(self) -> str | None:
+        """Connect to a member and start the watch there; None once it is in place, else why
+        no member took it."""
+        client = self._client
+        why = "no member listed"
+        for m in watch_order(list(client.config.members), self._avoid, self._prefer, self._rng):
+            cfg = client.config.members[m]
+            try:
+                reader, writer = await open_connection(
+                    cfg.host,
+                    cfg.client_port,
+                    client._secret,
+                    my_id=self._rng.getrandbits(31) | 1,
+                    role="client",
+                    timeout_s=min(client.timeout_s, 5.0),
+                    limit=_READ_BYTES_MAX,
+                    tls=client._tls,
+                    member=m,
+                )
+            except (OSError, FrameError) as e:
+                why = str(e)
+                self._avoid.add(m)
+                continue
+            self._rid += 1
+            request = protocol.Watch(self._rid, self.subgroup, self.shard, self.version)
+            self._reader, self._writer = reader, writer
+            self._decoder = FrameDecoder(client.config.frame_bytes_max + 4096)
+            self._frames.clear()
+            try:
+                writer.write(encode_frame(protocol.FRAME_REQUEST, protocol.encode(request)))
+                first = await self._next_response()
+            except (OSError, FrameError) as e:
+                self._drop()
+                why = f"member {m}: {e}"
+                self._avoid.add(m)
+                continue
+            if first.ok:
+                self.member = m
+                self._prefer = None
+                self._avoid.clear()
+                self._take(first)
+                return None
+            self._drop()
+            if first.trimmed:
+                raise WatchTrimmedError(first.error, first.trimmed)
+            why = f"member {m}: {first.error}"
+            self._avoid.add(m)
+            if first.redirect:
+                self._prefer = self._rng.choice(first.redirect)
+        return why
+
+    async def _next_response(self) -> protocol.Response:
+        while not self._frames:
+            reader, decoder = self._reader, self._decoder
+            if reader is None or decoder is None:
+                raise ConnectionError("the watch was closed")
+            data = await reader.read(_READ_BYTES_MAX)
+            if not data:
+                raise ConnectionError("the member closed the connection")
+            self._frames.extend(
+                body for kind, body in decoder.feed(data) if kind == protocol.FRAME_RESPONSE
+            )
+        try:
+            return protocol.decode_response(self._frames.popleft())
+        except ValueError as e:
+            raise FrameError(f"a malformed response: {e}") from None
+
+    def _take(self, response: protocol.Response) -> None:
+        for version, operation, result in response.events:
+            last = self._events[-1].version if self._events else self.version
+            if version <= last:
+                continue  # never twice (a member resumed from an older version)
+            self._events.append(decode_event(self.cls, version, operation, result))
+
+    async def _receive(self) -> None:
+        response = await self._next_response()
+        if response.ok:
+            self._take(response)
+            return
+        if response.trimmed:
+            await self.close()
+            raise WatchTrimmedError(response.error, response.trimmed)
+        if response.redirect:
+            self._prefer = self._rng.choice(response.redirect)
+        self._lost(f"member {self.member}: {response.error}")
+
+    def _lost(self, why: str) -> None:
+        self._drop()
+        if self.member is not None:
+            self._avoid.add(self.member)
+        self.member = None
+        self.resumes += 1
 
 
 class _Connecting:

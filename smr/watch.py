@@ -159,15 +159,7 @@ class Watch:
                 deadline = time.monotonic() + self.timeout_s  # a member is there: wait on
 
     def _order(self) -> list[int]:
-        members = [m for m in self.config.members if m not in self._avoid]
-        if not members:
-            self._avoid.clear()
-            members = list(self.config.members)
-        self._rng.shuffle(members)
-        if self._prefer in members:
-            members.remove(self._prefer)
-            members.insert(0, self._prefer)
-        return members
+        return watch_order(list(self.config.members), self._avoid, self._prefer, self._rng)
 
     def _open(self) -> str | None:
         """Connect to a member and start the watch there; None once it is in place, else why
@@ -263,9 +255,32 @@ class Watch:
         # events already received stay queued; what the next member sends again is skipped
 
     def _event(self, version: int, operation: bytes, result: bytes) -> WatchEvent:
-        name, args = self.cls.decode_command(operation)
-        try:
-            value, error = decode_result(self.cls, result, name), None
-        except CommandError as e:
-            value, error = None, str(e)
-        return WatchEvent(version, name, args, value, error)
+        return decode_event(self.cls, version, operation, result)
+
+
+def watch_order(
+    members: list[int], avoid: set[int], prefer: int | None, rng: random.Random
+) -> list[int]:
+    """The members to try, in order: the preferred one first, then the others not avoided (all
+    of them again, `avoid` cleared, once every one was), shuffled. Shared with `smr.aio`."""
+    order = [m for m in members if m not in avoid]
+    if not order:
+        avoid.clear()
+        order = list(members)
+    rng.shuffle(order)
+    if prefer in order:
+        order.remove(prefer)
+        order.insert(0, prefer)
+    return order
+
+
+def decode_event(
+    cls: type[StateMachine], version: int, operation: bytes, result: bytes
+) -> WatchEvent:
+    """One event of a watch response, decoded with the shard's type."""
+    name, args = cls.decode_command(operation)
+    try:
+        value, error = decode_result(cls, result, name), None
+    except CommandError as e:
+        value, error = None, str(e)
+    return WatchEvent(version, name, args, value, error)
