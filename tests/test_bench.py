@@ -393,7 +393,7 @@ def test_smr_watch_sees_every_write_with_its_latency():
     watch = results["watch"]["100"]
     assert watch["count"] > 0 and watch["p50_ms"] > 0 and watch["writes_per_s"] > 0, watch
     assert watch["missed"] == watch["repeats"] == 0, watch
-    assert watch["stamped_total"] == watch["expected_total"]
+    assert watch["stamped_total"] == watch["expected_total"] and watch["w1_p50_ms"] > 0
     assert "watch" in run.format_table({"smr": results})
 
 

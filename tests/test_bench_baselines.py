@@ -154,6 +154,7 @@ def _check(results: dict, system: str) -> None:
     if watched:
         watch = results[system]["watch"]["100"]
         assert watch["count"] > 0 and watch["p50_ms"] > 0 and watch["writes_per_s"] > 0
+        assert watch["w1_p50_ms"] > 0
         assert watch["missed"] == watch["repeats"] == watch["skips"] == 0, watch
     for level in ("lin-read", "seq-read"):
         read = results[system][level]["100"]
