@@ -269,10 +269,16 @@ def test_every_member_serves_its_metrics(tmp_path):
             assert _value(samples, "smr_view_changes_total") >= 0
             fsyncs = _value(samples, "smr_fsync_latency_seconds_count", subgroup="0", shard="0")
             assert fsyncs > 0  # batch policy: every member fsyncs its log
+            # tcp links: bytes to each peer, and the links' and the client port's events
+            for peer in set(addresses) - {m}:
+                assert _value(samples, "smr_link_sent_bytes_total", peer=str(peer)) > 0
+            assert _value(samples, "smr_transport_events_total", event="links_up") >= 2
+            assert families["smr_client_port_events_total"][0] == "counter"
         _, samples1 = scraped[1]
         count = _value(samples1, "smr_commit_latency_seconds_count", subgroup="0", shard="0")
         assert count >= puts
         assert _value(samples1, "smr_commands_answered_total", subgroup="0", shard="0") >= puts
+        assert _value(samples1, "smr_client_port_events_total", event="requests") >= puts
         inf = _value(
             samples1, "smr_commit_latency_seconds_bucket", subgroup="0", shard="0", le="+Inf"
         )

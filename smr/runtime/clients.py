@@ -145,6 +145,10 @@ class ClientServer:
         conn = self._conns.get(conn_id)
         return conn is not None and not conn.draining_s
 
+    def counters(self) -> dict[str, int]:
+        """Connections accepted and rejected, requests, TLS refusals and revocations so far."""
+        return self.stats
+
     def pending_bytes(self, conn_id: int) -> int:
         """Bytes queued for the connection and not yet taken by the client's socket."""
         conn = self._conns.get(conn_id)

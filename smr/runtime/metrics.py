@@ -103,6 +103,10 @@ class Counter:
         assert amount >= 0, "a counter never decreases"
         self.value += amount
 
+    def advance_to(self, total: float) -> None:
+        """Follow a count kept elsewhere (a transport's): it only rises."""
+        self.value = max(self.value, total)
+
 
 class Gauge:
     """One series of a gauge: set to the current figure."""
@@ -337,6 +341,23 @@ class NodeMetrics:
             "smr_queue_max",
             "The bound of a queue of smr_queue_depth (queues without one are not listed).",
             ("queue", *SHARD_LABELS),
+        )
+        self.link_bytes = r.counter(
+            "smr_link_sent_bytes_total",
+            "Bytes this member queued to each peer's link (tcp: frames with their headers).",
+            ("peer",),
+        )
+        self.transport_events = r.counter(
+            "smr_transport_events_total",
+            "Events of this member's links: links_up, links_lost, auth_failed, tls_failed, "
+            "revoked, queue_overflows, ... (tcp).",
+            ("event",),
+        )
+        self.client_events = r.counter(
+            "smr_client_port_events_total",
+            "Events of this member's client port: accepted, rejected, requests, tls_failed, "
+            "revoked.",
+            ("event",),
         )
         self._shards: dict[tuple[int, int], ShardMetrics] = {}
 

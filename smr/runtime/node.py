@@ -899,6 +899,12 @@ class Node:
         depth("pending", "", "").set(len(self._pending))
         depth("queries", "", "").set(len(self._queries))
         depth("reads", "", "").set(len(self._reads))
+        for peer, sent in self.transport.sent_bytes().items():
+            m.link_bytes.labels(peer).advance_to(sent)
+        for event, count in self.transport.counters().items():
+            m.transport_events.labels(event).advance_to(count)
+        for event, count in self.clients.counters().items():
+            m.client_events.labels(event).advance_to(count)
         for (sg, sh), h in sorted(self.hosted.items()):
             m.delivered.labels(sg, sh).set(h.version)
             m.shard((sg, sh))  # answered/failed and the histograms reported from 0

@@ -1055,6 +1055,9 @@ class _ClientPort:
     def pending_bytes(self, conn_id: int) -> int:
         return 0  # an answer is taken as it is given
 
+    def counters(self) -> dict[str, int]:
+        return {}  # no sockets: nothing to count
+
 
 class _Transport(SimTransport):
     """The sim transport, counted, with the checkers told of each table write it hands over."""

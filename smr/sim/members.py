@@ -88,6 +88,9 @@ class LocalClients:
     def pending_bytes(self, conn_id: int) -> int:
         return 0  # an answer is taken as it is given
 
+    def counters(self) -> dict[str, int]:
+        return {}  # no sockets: nothing to count
+
 
 class SimMembers:
     """`config`'s members as simulated Node instances on one simulated world, from `seed`."""

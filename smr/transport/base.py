@@ -156,6 +156,16 @@ class Transport(ABC):
     def start(self, handler: Handler) -> None:
         """Listen and begin connecting to every other member in `addresses`."""
 
+    def counters(self) -> Mapping[str, int]:
+        """Event counts since start (links up and lost, refusals, ...), for the metrics; a
+        provider that keeps none reports none."""
+        return {}
+
+    def sent_bytes(self) -> Mapping[int, int]:
+        """Bytes queued to each peer since start (frames and their headers), for the metrics;
+        a provider that does not count them reports none."""
+        return {}
+
     def add_member(self, member: int, address: Address) -> None:
         """A member that joined after start (its address came with its join request)."""
         self.addresses[member] = address

@@ -137,6 +137,7 @@ class _Peer:
         "id",
         "lost_link",
         "refused",
+        "sent_bytes",
     )
 
     def __init__(self, member: int, address: Address | None, now: float, dial_at: float):
@@ -150,6 +151,7 @@ class _Peer:
         self.failed_reported = False
         self.refused = 0  # the peer's dials refused in a row while our link to it was up
         self.lost_link = False  # a link that was up broke, and none came up since
+        self.sent_bytes = 0  # queued to its links since start, headers included
 
 
 class TcpTransport(Transport):
@@ -319,10 +321,17 @@ class TcpTransport(Transport):
                 continue
             conn.out.extend(pieces)
             conn.out_bytes += size
+            peer.sent_bytes += size
             if conn.out_bytes >= _FLUSH_BYTES:
                 self._flush(conn)
             else:
                 self._dirty.add(conn)
+
+    def counters(self) -> Mapping[str, int]:
+        return self.stats
+
+    def sent_bytes(self) -> Mapping[int, int]:
+        return {m: p.sent_bytes for m, p in self._peers.items()}
 
     def poll(self, timeout_s: float | None) -> None:
         if self._closed:
