@@ -29,8 +29,8 @@ from smr.cli.bench_options import (
     "--systems",
     default="smr,pysyncobj,raw",
     show_default=True,
-    help="Comma-separated, from smr, pysyncobj, raw, etcd, zookeeper (etcd and zookeeper: "
-    "`make bench-deps` installs them).",
+    help="Comma-separated, from smr, smr-tls (smr over tcp with mutual TLS), pysyncobj, raw, "
+    "etcd, zookeeper (etcd and zookeeper: `make bench-deps` installs them).",
 )
 @workload_options
 @click.option(

@@ -397,6 +397,16 @@ def test_smr_watch_sees_every_write_with_its_latency():
     assert "watch" in run.format_table({"smr": results})
 
 
+@pytest.mark.cluster
+def test_smr_over_tls_is_measured_as_a_system_of_its_own():
+    results, _ = run.compare(
+        ["smr-tls"], ["durable"], [100], duration_s=0.3, warmup_s=0.1, window=64
+    )
+    figures = results["smr-tls"]["durable"]["100"]
+    assert figures["ops_per_s"] > 0 and figures["w1_p50_ms"] > 0, figures
+    assert "smr-tls" in run.format_table(results)
+
+
 def test_the_watcher_counts_repeats_and_skips(monkeypatch):
     from smr.bench import harness, watcher
 

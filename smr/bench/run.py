@@ -21,7 +21,9 @@ from collections.abc import Callable
 from smr.bench import etcd_ref, frames, pysyncobj_ref, zookeeper_ref
 from smr.bench.stats import MIB, summarize
 
-SYSTEMS = ("smr", "pysyncobj", "raw", "etcd", "zookeeper")
+# "smr-tls": smr over tcp with mutual TLS on every link and client connection (`[tls]`, a local
+# CA made for the run), to set beside smr over tcp without it
+SYSTEMS = ("smr", "smr-tls", "pysyncobj", "raw", "etcd", "zookeeper")
 # The external baselines: their own servers (Debian packages) and client libraries; one mode,
 # their default durable one (each fsyncs before it answers).
 BASELINES = {"etcd": etcd_ref, "zookeeper": zookeeper_ref}
@@ -384,8 +386,9 @@ def run_baseline(
     return out
 
 
-def open_cluster(transport: str, mode: str, data_dir: str):
-    """The smr cluster under test (the runtime's LocalCluster)."""
+def open_cluster(transport: str, mode: str, data_dir: str, tls: bool = False):
+    """The smr cluster under test (the runtime's LocalCluster); `tls`: with a `[tls]` table and
+    a local CA in `data_dir/tls`."""
     try:
         from smr.runtime.cluster import LocalCluster
     except ImportError as error:
@@ -394,7 +397,9 @@ def open_cluster(transport: str, mode: str, data_dir: str):
         ) from error
     from smr.statemachines import BlobLog
 
-    return LocalCluster(nodes=3, transport=transport, mode=mode, types=[BlobLog], data_dir=data_dir)
+    return LocalCluster(
+        nodes=3, transport=transport, mode=mode, types=[BlobLog], data_dir=data_dir, tls=tls
+    )
 
 
 def run_smr(
@@ -408,17 +413,19 @@ def run_smr(
     replies: str = "all",
     reads: bool = False,
     watches: bool = False,
+    tls: bool = False,
 ) -> tuple[dict, dict | None]:
-    """Figures per mode, and failover figures from the first mode if asked for. With `reads`,
+    """Figures per mode, and failover figures from the first mode if asked for (`tls`: the
+    clusters use mutual TLS, see `open_cluster`). With `reads`,
     also queries at each consistency level (as modes "lin-read" and "seq-read", measured in
     the first mode's cluster after its commands, at the smallest payload's row). With
     `watches`, the watch workload first, in the first mode's fresh cluster (mode "watch")."""
     results, failover = {}, None
     for mode in modes:
-        _note(f"smr {mode}: starting 3 members")
+        _note(f"smr {mode}: starting 3 members" + (" with TLS" if tls else ""))
         with (
             tempfile.TemporaryDirectory(prefix=f"bench-smr-{mode}-") as work,
-            open_cluster(transport, mode, work) as cluster,
+            open_cluster(transport, mode, work, tls) as cluster,
         ):
             target = {
                 "system": "smr",
@@ -564,7 +571,9 @@ def compare(
     why = missing_baseline(systems)
     if why:
         raise RuntimeError(why)
-    if "smr" in systems and importlib.util.find_spec("smr.runtime.cluster") is None:
+    if {"smr", "smr-tls"} & set(systems) and importlib.util.find_spec(
+        "smr.runtime.cluster"
+    ) is None:
         # Before any other system runs for minutes only to end in this error.
         raise RuntimeError(
             "the smr node runtime (smr.runtime.cluster.LocalCluster) is not available; "
@@ -585,6 +594,20 @@ def compare(
                 replies,
                 reads,
                 watches,
+            )
+        elif system == "smr-tls":
+            results["smr-tls"], _ = run_smr(
+                modes,
+                sizes,
+                "tcp",
+                duration_s,
+                warmup_s,
+                0,
+                window,
+                replies,
+                reads,
+                watches,
+                tls=True,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
