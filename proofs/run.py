@@ -57,6 +57,22 @@ CHECKS: list[tuple[str, str, str, str | None]] = [
     ("Restart", "Restart", "Restart.cfg", None),
     ("RestartMinority", "Restart", "RestartMinority.cfg", "Inv_OneViewPerEpoch"),
     ("RestartShortestLog", "Restart", "RestartShortestLog.cfg", "Inv_FrontierKept"),
+    ("MultiPaxos", "MultiPaxos", "MultiPaxos.cfg", None),
+    ("MultiPaxosDuel", "MultiPaxos", "MultiPaxosDuel.cfg", None),
+    ("MultiPaxosQuorumOfOne", "MultiPaxos", "MultiPaxosQuorumOfOne.cfg", "Inv_Agreement"),
+    ("MultiPaxosNoAdoption", "MultiPaxosNoAdoption", "MultiPaxosNoAdoption.cfg", "Inv_Agreement"),
+    (
+        "MultiPaxosAcceptBelowPromise",
+        "MultiPaxosAcceptBelowPromise",
+        "MultiPaxosAcceptBelowPromise.cfg",
+        "Inv_Agreement",
+    ),
+    (
+        "MultiPaxosVolatileAcceptor",
+        "MultiPaxosVolatileAcceptor",
+        "MultiPaxosVolatileAcceptor.cfg",
+        "Inv_Agreement",
+    ),
 ]
 
 TIMEOUT_S = 300
