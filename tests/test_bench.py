@@ -410,17 +410,23 @@ def test_smr_over_tls_is_measured_as_a_system_of_its_own():
 def test_the_watcher_counts_repeats_and_skips(monkeypatch):
     from smr.bench import harness, watcher
 
-    now = time.perf_counter_ns()
-    stamps = [harness.STAMP.pack(now - 5_000_000 + i) for i in range(4)]
-    changes = [(1, stamps[0]), (2, stamps[1]), (2, stamps[1]), (4, stamps[2]), (5, stamps[3])]
-    monkeypatch.setattr(watcher, "open_events", lambda target: (iter(changes), lambda: None))
+    before = harness.STAMP.pack(time.perf_counter_ns())  # an earlier run's write: not counted
+
+    def changes():
+        yield 1, before
+        for version in (2, 3, 3, 5, 6):  # 3 twice, 4 skipped
+            stamp = time.perf_counter_ns()
+            time.sleep(0.002)  # on its way to the watcher
+            yield version, harness.STAMP.pack(stamp)
+
+    monkeypatch.setattr(watcher, "open_events", lambda target: (changes(), lambda: None))
     seen = []
     result = watcher.run(
-        {"target": {"system": "etcd"}, "warmup_s": 0}, iter(["stop 4\n"]), seen.append
+        {"target": {"system": "etcd"}, "warmup_s": 0}, iter(["stop 5\n"]), seen.append
     )
     assert seen == ["ready"]
-    assert (result["events_total"], result["repeats"], result["skips"]) == (5, 1, 1)
-    assert result["stamped_total"] == 5 and result["p50_ms"] >= 4.0
+    assert (result["events_total"], result["repeats"], result["skips"]) == (6, 1, 1)
+    assert result["stamped_total"] == 5 and result["p50_ms"] >= 2.0
 
 
 def test_bench_core_runs_both_engines_side_by_side():

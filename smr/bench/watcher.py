@@ -114,6 +114,9 @@ def run(spec: dict, commands: Iterator[str], out: Callable[[str], None]) -> dict
     warmup_ns = int(float(spec.get("warmup_s", 0.5)) * 1e9)
     drain_s = float(spec.get("drain_s", DRAIN_S))
     clock = time.perf_counter_ns
+    # writes stamped before the watcher started are an earlier run's (an smr watch replays the
+    # shard's history from version 0): not this run's
+    started_ns = clock()
     arrivals: list[tuple[int, int]] = []  # (stamp, arrival) of every stamped event
     state = {"expected": None, "deadline": None}
     versions = {"last": 0, "skips": 0, "repeats": 0, "events": 0}
@@ -152,7 +155,7 @@ def run(spec: dict, commands: Iterator[str], out: Callable[[str], None]) -> dict
             versions["last"] = max(versions["last"], version)
             if len(payload) >= STAMP.size:
                 (stamp,) = STAMP.unpack_from(payload)
-                if 0 < stamp <= now:
+                if started_ns <= stamp <= now:
                     arrivals.append((stamp, now))
     finally:
         close()
