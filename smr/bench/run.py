@@ -183,8 +183,11 @@ def measure_watch(
             _, err = watcher.communicate(timeout=10)
             raise RuntimeError(f"the {target['system']} watcher did not start:\n{err[-2000:]}")
         writes = measure(target, payload_bytes, window, duration_s, warmup_s, stamp=True)
-        watcher.stdin.write(f"stop {writes['completed_total']}\n")
-        watcher.stdin.flush()
+        try:
+            watcher.stdin.write(f"stop {writes['completed_total']}\n")
+            watcher.stdin.flush()
+        except OSError:
+            pass  # it ended already: its status and stderr say why
         out, err = watcher.communicate(timeout=duration_s + warmup_s + 120)
     finally:
         if watcher.poll() is None:

@@ -13,7 +13,7 @@ arrive strictly increasing, etcd's without a gap as the key is the only one writ
 
 SPEC_JSON has `target` ({"system": "smr", "config_path": ...} or {"system": "etcd",
 "endpoint": ...}), `warmup_s` (the writes submitted that long after the first are measured) and
-optionally `drain_s`. The smr watch starts from version 0, so run it on a fresh cluster.
+optionally `drain_s`. Both watches start from now.
 ZooKeeper is not here: its watches are one-shot triggers that name the znode, not the change,
 so a watcher cannot be told of every write.
 """
@@ -33,12 +33,15 @@ DRAIN_S = 10.0
 
 
 def smr_events(config_path: str) -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
-    """(version, payload) of every append to shard 0 of the cluster's BlobLog, from the start."""
+    """(version, payload) of every append to shard 0 of the cluster's BlobLog from now on: from
+    the version the member the client reached has applied (an earlier run's writes may be more
+    than a member's watch history keeps)."""
     import smr
     from smr.statemachines import BlobLog
 
     client = smr.connect(config_path)
-    watch = client.subgroup(BlobLog).watch(from_version=0)
+    now = [s["version"] for s in client.status()["shards"] if (s["subgroup"], s["shard"]) == (0, 0)]
+    watch = client.subgroup(BlobLog).watch(from_version=now[0] if now else 0)
 
     def events() -> Iterator[tuple[int, bytes]]:
         for event in watch:
@@ -114,8 +117,7 @@ def run(spec: dict, commands: Iterator[str], out: Callable[[str], None]) -> dict
     warmup_ns = int(float(spec.get("warmup_s", 0.5)) * 1e9)
     drain_s = float(spec.get("drain_s", DRAIN_S))
     clock = time.perf_counter_ns
-    # writes stamped before the watcher started are an earlier run's (an smr watch replays the
-    # shard's history from version 0): not this run's
+    # writes stamped before the watcher started are an earlier run's, not this run's
     started_ns = clock()
     arrivals: list[tuple[int, int]] = []  # (stamp, arrival) of every stamped event
     state = {"expected": None, "deadline": None}
