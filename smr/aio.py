@@ -78,7 +78,7 @@ from smr.transport.wire import (
     encode_frame,
     open_connection,
 )
-from smr.watch import RETRY_S, WatchEvent, WatchTrimmedError, decode_event, watch_order
+from smr.watch import RETRY_S, WatchEvent, WatchTrimmedError, take_events, watch_order
 
 __all__ = [
     "Call",
@@ -811,7 +811,7 @@ class Watch:
                 self.member = m
                 self._prefer = None
                 self._avoid.clear()
-                self._take(first)
+                take_events(self._events, self.version, self.cls, first)
                 return None
             self._drop()
             if first.trimmed:
@@ -838,17 +838,10 @@ class Watch:
         except ValueError as e:
             raise FrameError(f"a malformed response: {e}") from None
 
-    def _take(self, response: protocol.Response) -> None:
-        for version, operation, result in response.events:
-            last = self._events[-1].version if self._events else self.version
-            if version <= last:
-                continue  # never twice (a member resumed from an older version)
-            self._events.append(decode_event(self.cls, version, operation, result))
-
     async def _receive(self) -> None:
         response = await self._next_response()
         if response.ok:
-            self._take(response)
+            take_events(self._events, self.version, self.cls, response)
             return
         if response.trimmed:
             await self.close()

@@ -231,11 +231,7 @@ class Watch:
         except TimeoutError:
             return
         if response.ok:
-            for version, operation, result in response.events:
-                last = self._events[-1].version if self._events else self.version
-                if version <= last:
-                    continue  # never twice (a member resumed from an older version)
-                self._events.append(self._event(version, operation, result))
+            take_events(self._events, self.version, self.cls, response)
             return
         if response.trimmed:
             self.close()
@@ -254,8 +250,17 @@ class Watch:
         self.resumes += 1
         # events already received stay queued; what the next member sends again is skipped
 
-    def _event(self, version: int, operation: bytes, result: bytes) -> WatchEvent:
-        return decode_event(self.cls, version, operation, result)
+
+def take_events(
+    events: deque[WatchEvent], version: int, cls: type[StateMachine], response: protocol.Response
+) -> None:
+    """Queue a watch response's events after the last one queued (or handed out: `version`),
+    each once: a member resumed from an older version sends some again. Shared with `smr.aio`."""
+    for v, operation, result in response.events:
+        last = events[-1].version if events else version
+        if v <= last:
+            continue
+        events.append(decode_event(cls, v, operation, result))
 
 
 def watch_order(

@@ -418,33 +418,42 @@ class TcpTransport(Transport):
             return
         self._dirty.discard(conn)
         out = conn.out
-        sock = conn.sock
         while out:
-            batch = [out[0]] if len(out) == 1 else list(islice(out, _IOV_MAX))
-            try:
-                sent = sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                self._drop(conn, f"send failed: {e.strerror or e}")
+            sent = self._send_some(conn, out)
+            if sent < 0:
                 return
-            conn.out_bytes -= sent
-            while sent:
-                head = out[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    out.popleft()
-                else:
-                    out[0] = memoryview(head)[sent:]
-                    sent = 0
+            if sent == 0:
+                break
         self._want_write(conn, bool(out))
+
+    def _send_some(self, conn: _Conn, pieces: deque) -> int:
+        """One `sendmsg` of the queue's first pieces, taking off what the socket took: the bytes
+        sent, 0 when the socket is full, -1 when the connection failed (it is dropped)."""
+        batch = [pieces[0]] if len(pieces) == 1 else list(islice(pieces, _IOV_MAX))
+        try:
+            sent = conn.sock.sendmsg(batch)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            self._drop(conn, f"send failed: {e.strerror or e}")
+            return -1
+        conn.out_bytes -= sent
+        left = sent
+        while left:
+            head = pieces[0]
+            if left >= len(head):
+                left -= len(head)
+                pieces.popleft()
+            else:
+                pieces[0] = memoryview(head)[left:]
+                left = 0
+        return sent
 
     def _flush_tls(self, conn: _Conn, session: TlsSession) -> None:
         """`_flush` through TLS: ciphertext already made goes first; then the queued plaintext
         is encrypted a batch at a time, each batch only once the socket took the one before."""
         self._dirty.discard(conn)
         out, wire = conn.out, conn.wire
-        sock = conn.sock
         while wire or out:
             if not wire:
                 try:
@@ -452,23 +461,11 @@ class TcpTransport(Transport):
                 except TlsError as e:
                     self._tls_failed(conn, e)
                     return
-            batch = [wire[0]] if len(wire) == 1 else list(islice(wire, _IOV_MAX))
-            try:
-                sent = sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                self._drop(conn, f"send failed: {e.strerror or e}")
+            sent = self._send_some(conn, wire)
+            if sent < 0:
                 return
-            conn.out_bytes -= sent
-            while sent:
-                head = wire[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    wire.popleft()
-                else:
-                    wire[0] = memoryview(head)[sent:]
-                    sent = 0
+            if sent == 0:
+                break
         self._want_write(conn, bool(wire or out))
 
     def _seal(self, conn: _Conn, session: TlsSession) -> None:
