@@ -197,14 +197,18 @@ class ClientServer:
         self._log("client-tls-crl", revoked=len(revoked))
         for conn in list(self._conns.values()):
             if conn.tls is not None and conn.tls.peer_serial in revoked:
-                self.stats["revoked"] += 1
-                self._log(
-                    "client-revoked",
-                    peer=conn.peer,
-                    name=conn.tls.peer_name,
-                    serial=f"{conn.tls.peer_serial:x}",
-                )
-                self._drop(conn, None)
+                self._revoked(conn)
+
+    def _revoked(self, conn: _Conn) -> None:
+        assert conn.tls is not None and conn.tls.peer_serial is not None
+        self.stats["revoked"] += 1
+        self._log(
+            "client-revoked",
+            peer=conn.peer,
+            name=conn.tls.peer_name,
+            serial=f"{conn.tls.peer_serial:x}",
+        )
+        self._drop(conn, None)
 
     def stop(self) -> None:
         self.flush()
@@ -325,7 +329,12 @@ class ClientServer:
             return b""
         self._queue(conn, session.take_output(), raw=True)
         if not done and session.done and conn.id in self._conns:
-            assert conn.handshake is not None, "the handshake waits for TLS"
+            assert self._tls is not None and conn.handshake is not None, "the handshake waits"
+            if session.peer_serial in self._tls.revoked:
+                # its handshake began with the contexts of before the revocation list changed,
+                # and `_close_revoked` ran before it finished: it would be served for good
+                self._revoked(conn)
+                return b""
             self._queue(conn, conn.handshake.initial())
         return data if conn.id in self._conns else b""
 
