@@ -511,13 +511,16 @@ def test_a_killed_process_is_reported_and_its_restart_links_again():
 
     child = subprocess.Popen(argv)
     try:
-        until(lambda: h.up == [2], "the child's link")
+        # both ends may dial while the child starts: a second connection can replace the
+        # first, each reported with on_link_up (the contract), so count, don't compare
+        until(lambda: 2 in h.up, "the child's link")
         echo(b"one")
         child.kill()  # SIGKILL: no goodbye, the kernel closes its sockets
         child.wait()
         until(lambda: h.failed == [2], "on_peer_failed(2)")
+        ups = len(h.up)
         child = subprocess.Popen(argv)  # the same port again
-        until(lambda: h.up[-1:] == [2] and len(h.up) >= 2, "the restarted child's link")
+        until(lambda: len(h.up) > ups, "the restarted child's link")
         echo(b"two")
     finally:
         child.kill()
@@ -537,10 +540,10 @@ def test_a_killed_process_is_reported_at_once_not_after_the_timeout():
     )
     try:
         for _ in range(1000):
-            if h.up == [2]:
+            if 2 in h.up:  # once or twice: a replacing connection is reported too
                 break
             t.poll(POLL_S)
-        assert h.up == [2]
+        assert set(h.up) == {2}
         child.kill()
         child.wait()
         started = time.monotonic()
