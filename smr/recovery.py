@@ -22,8 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from smr.core.ready import LogSnapshot, LogTruncate
-from smr.core.restart import Acceptor, Recovered, decode_offer_meta, decode_view_meta
-from smr.core.views import Proposal
+from smr.core.restart import (
+    Acceptor,
+    Recovered,
+    decode_offer_meta,
+    decode_view_meta,
+    decode_view_roster,
+)
+from smr.core.views import Proposal, Roster
 from smr.log import Log, Record
 
 Key = tuple[int, int]
@@ -50,10 +56,12 @@ def recover_member(
     acceptor = Acceptor()
     offer_epoch = 0
     offerable: tuple[Key, ...] = ()
+    roster = Roster()
     if meta is not None:
         data = meta.meta_get("view")
         if data is not None:
             epoch, members, awaiting = decode_view_meta(data)
+            roster = decode_view_roster(data)
         prop = meta.meta_get(f"view-proposal-{epoch}")
         if prop is not None:
             proposal = Proposal.decode(prop)
@@ -67,7 +75,15 @@ def recover_member(
         raise ValueError(f"member {me} has no view to restart from")
     logged = {key: last_logged(log) for key, log in shard_logs.items()}
     return Recovered(
-        epoch, tuple(members), tuple(awaiting), proposal, logged, acceptor, offer_epoch, offerable
+        epoch,
+        tuple(members),
+        tuple(awaiting),
+        proposal,
+        logged,
+        acceptor,
+        offer_epoch,
+        offerable,
+        roster,
     )
 
 

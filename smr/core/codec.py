@@ -29,9 +29,10 @@ FRAME_REPLY = 2  # body: a member's result; number: the version it answers
 FRAME_BLOCK = 6  # body: BLOCK_HEADER, then one block of a large message; number: its index
 FRAME_REPLIES = 7  # body: REPLY_ITEMs, each a version and a result; number: how many
 # joins and state transfer (smr.core.transfer):
-FRAME_JOIN_REQUEST = 3  # body: the joiner's offer (may be empty)
+FRAME_JOIN_REQUEST = 3  # body: the joiner's card (number: its bytes), then its offer (may be empty)
 FRAME_JOIN_OK = 4  # body: the members of the view the joiner enters, what it awaits, provides
 FRAME_STATE = 5  # body: a shard's snapshot; shard: its index; number: its version
+FRAME_JOIN_REFUSED = 8  # body: why (UTF-8); the joiner's id was removed from the group for good
 # the restart after a total failure (smr.core.restart):
 FRAME_RESTART_PREPARE = 16
 FRAME_RESTART_PROMISE = 17  # body: the sender's summary
@@ -46,6 +47,7 @@ FRAME_KINDS: dict[int, str] = {
     FRAME_JOIN_REQUEST: "join-request",
     FRAME_JOIN_OK: "join-ok",
     FRAME_STATE: "state",
+    FRAME_JOIN_REFUSED: "join-refused",
     FRAME_BLOCK: "block",
     FRAME_REPLIES: "replies",
     FRAME_RESTART_PREPARE: "restart-prepare",

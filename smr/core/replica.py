@@ -41,6 +41,7 @@ from smr.core.codec import (
     FRAME,
     FRAME_BLOCK,
     FRAME_JOIN_OK,
+    FRAME_JOIN_REFUSED,
     FRAME_JOIN_REQUEST,
     FRAME_LARGE,
     FRAME_REPLIES,
@@ -53,7 +54,7 @@ from smr.core.codec import (
     RESTART_FRAMES,
     encode_members,
 )
-from smr.core.errors import PeerProtocolError, UsageError
+from smr.core.errors import LayoutError, PeerProtocolError, UsageError
 from smr.core.layout import Shard, SubgroupSpec, allocate
 from smr.core.multicast import (
     Completed,
@@ -82,10 +83,12 @@ from smr.core.views import (
     Halted,
     InstallView,
     Proposal,
+    Roster,
     View,
     ViewChange,
     ViewConfig,
     ViewInstalled,
+    plan_next,
     trim_count,
 )
 
@@ -237,10 +240,17 @@ class Replica:
         layout: Sequence[SubgroupSpec] = (),
         config: CoreConfig | None = None,
         strict: bool = False,
+        card: bytes = b"",
     ):
         assert 0 <= epoch < 1 << 31
         self.config = config or CoreConfig()
+        if len(card) > self.config.views.card_bytes_max:
+            raise UsageError(
+                f"a contact card of {len(card)} bytes (at most "
+                f"{self.config.views.card_bytes_max}): give the member shorter addresses"
+            )
         self.me = me
+        self.card = bytes(card)  # this member's contact card, carried by its joins (`Roster`)
         self.layout_specs = tuple(layout)
         self.strict = strict
         self.status = ACTIVE
@@ -263,6 +273,7 @@ class Replica:
         self._prev_row: tuple[int, bytes] | None = None
         self._row_bytes_max = 1 << 24
         self._leaving = False  # asked to leave: asked again in every epoch until it is out
+        self._removing: list[int] = []  # asked to remove: asked again until retired (`remove`)
         self.transfer = Transfer(self)  # joins and state transfer (smr.core.transfer)
         self.reads = Reads(  # linearizable reads (smr.core.reads)
             self, timeout_ns=self.config.read_timeout_ns, reads_max=self.config.reads_max
@@ -290,10 +301,12 @@ class Replica:
         layout: Sequence[SubgroupSpec] = (),
         config: CoreConfig | None = None,
         strict: bool = False,
+        card: bytes = b"",
     ) -> Replica:
         """A process outside the group that asks `contacts` (any members) to let it join. It
-        enters in the next view and receives its shards' state before it delivers anything."""
-        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
+        enters in the next view and receives its shards' state before it delivers anything.
+        `card` (its addresses, say) reaches every member in the next view's roster."""
+        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict, card=card)
         r.status = JOINING
         r.transfer.join_contacts = tuple(c for c in contacts if c != me)
         assert r.transfer.join_contacts, "a joiner needs at least one member to contact"
@@ -309,6 +322,7 @@ class Replica:
         layout: Sequence[SubgroupSpec] = (),
         config: CoreConfig | None = None,
         strict: bool = False,
+        card: bytes = b"",
     ) -> Replica:
         """A member restarting from its own log after a crash (see `smr.core.restart` for the
         protocol and for what the driver must do first: build `recovered`, replay the logs). It
@@ -316,7 +330,7 @@ class Replica:
         (with state transfer; its shard logs are dropped on admission unless they provide the
         state of a shard the group lost), otherwise the restarted members agree on
         a new view and it resumes in it."""
-        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict)
+        r = cls(me, (), epoch=0, layout=layout, config=config, strict=strict, card=card)
         r.status = RESTARTING
         r._restart = Restart(me, recovered, contacts, r.layout_specs, r.config.restart_retry_ns)
         r.transfer.stale_logs = set(recovered.awaiting)
@@ -348,6 +362,9 @@ class Replica:
         self.vc = ViewChange(self, self.config.views)
         if self._leaving:
             self.vc.leave()
+        self._removing = [m for m in self._removing if m not in view.roster.retired]
+        for m in self._removing:
+            self.vc.remove(m)
         predicates = list(HEARTBEAT_PREDICATES)
         predicates.extend(self.vc.predicates())
         for shard in self.shards:
@@ -489,14 +506,18 @@ class Replica:
             return False
         if len(payload) < FRAME.size:
             raise PeerProtocolError(f"a data frame of {len(payload)} bytes from {source}")
-        kind, _, _, epoch = FRAME.unpack_from(payload)
+        kind, _, number, epoch = FRAME.unpack_from(payload)
         if kind in RESTART_FRAMES:
             self._on_restart_frame(source, kind, payload)
             return False
         if kind == FRAME_JOIN_REQUEST:
             return self.status == ACTIVE and self.transfer.on_join_request(
-                source, payload[FRAME.size :]
+                source, number, payload[FRAME.size :]
             )
+        if kind == FRAME_JOIN_REFUSED:
+            if self.status == JOINING:
+                self.transfer.on_join_refused(source, payload[FRAME.size :])
+            return False
         if kind == FRAME_JOIN_OK:
             rs = self._restart
             if self.status == RESTARTING and rs is not None and epoch > rs.recovered.epoch:
@@ -650,6 +671,59 @@ class Replica:
         """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
         self.transfer.send_state(to, subgroup, shard, version, data)
 
+    @property
+    def roster(self) -> Roster:
+        """The current view's roster: members' contact cards, ids removed for good (for a
+        restarting member, its last view's, as recovered)."""
+        if self._built:
+            return self.view.roster
+        if self._restart is not None:
+            return self._restart.recovered.roster
+        return Roster()
+
+    def remove(self, member: int) -> None:
+        """Ask the group to remove `member` for good: the next view excludes it and its roster
+        retires the id, which no view lets in again (a live member halts with `removed`). It
+        may be a member of the view or an id outside it (a failed machine already out, which
+        must never come back). Raises `UsageError` when refused: this member is not active, the
+        id is retired already, or the view without it would have fewer live members than a
+        majority of this one, or could not hold every shard's state."""
+        if self.status != ACTIVE:
+            raise UsageError(f"member {self.me} is {self.status}, not active: ask another member")
+        view = self.view
+        if member in view.roster.retired:
+            raise UsageError(f"member {member} was removed already")
+        if member in self._removing:
+            return
+        if len(self._removing) >= self.config.views.removals_max:
+            raise UsageError(
+                f"member {self.me} is removing {len(self._removing)} members already (at most "
+                f"{self.config.views.removals_max} at once): wait for the next view"
+            )
+        vc = self.vc
+        live = [
+            m
+            for m in view.members
+            if m != member
+            and m not in self._removing
+            and not vc.suspects(self.table.my_row, self._row_of[m])
+        ]
+        need = len(view.members) // 2 + 1
+        if len(live) < need:
+            raise UsageError(
+                f"removing member {member} would leave {len(live)} live members of the "
+                f"{len(view.members)} in view {view.epoch}, fewer than a majority ({need}): add "
+                "a member first, or wait for the failed ones to come back"
+            )
+        survivors = [m for m in view.members if m != member and m not in self._removing]
+        try:
+            plan_next(self.layout_specs, self.shards, live, survivors, vc._has_state)
+        except LayoutError as e:
+            raise UsageError(f"removing member {member}: {e}") from None
+        self._removing.append(member)
+        vc.remove(member)
+        self._evaluate()
+
     def leave(self) -> None:
         """Depart cleanly: the next view excludes this member without suspecting it."""
         if self.status == ACTIVE:
@@ -762,8 +836,9 @@ class Replica:
             )
         return st
 
-    def halt(self, reason: str) -> None:
-        """Stop for good: no more inputs are acted on, and the application is told why."""
+    def halt(self, reason: str, removed: bool = False) -> None:
+        """Stop for good: no more inputs are acted on, and the application is told why;
+        `removed`: the group removed this id for good, it must not come back."""
         if self.status == HALTED:
             return
         self.status = HALTED
@@ -771,7 +846,7 @@ class Replica:
         if self._built:  # a joiner or a restarting member has no epoch (nor predicates) yet
             self._predicates.stop()
         self._events.extend(self.reads.fail_all(f"member {self.me} halted"))
-        self._events.append(Halted(reason))
+        self._events.append(Halted(reason, removed))
 
     # -- view installation ----------------------------------------------------------------------
 
@@ -781,12 +856,14 @@ class Replica:
         old_view, old_streams = self.view, self.streams
         self._predicates.stop()
         if self.me not in decided.members:
-            reason = (
-                "left the group cleanly"
-                if self.table.get(self.table.my_row, "leaving")
-                else "the group installed a view without this member"
-            )
-            self.halt(f"member {self.me} {reason} (view {old_view.epoch + 1})")
+            removed = self.me in decided.roster.retired
+            if removed:
+                reason = "was removed from the group for good"
+            elif self.table.get(self.table.my_row, "leaving"):
+                reason = "left the group cleanly"
+            else:
+                reason = "the group installed a view without this member"
+            self.halt(f"member {self.me} {reason} (view {old_view.epoch + 1})", removed)
             return
         for st in old_streams.values():
             st.flush(self._writes)  # the last counters of the old epoch (persisted) still count
@@ -795,7 +872,7 @@ class Replica:
             self._expire_late(decided.members)
         self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
         self.prev_table = self.table  # for inspection (transcripts); the next install drops it
-        new_view = View(old_view.epoch + 1, decided.members)
+        new_view = View(old_view.epoch + 1, decided.members, decided.roster)
         self._build(new_view)
         self._barrier = True
         self._events.extend(completed)
@@ -906,7 +983,7 @@ class Replica:
         self.restart_decision = d
         self.status = ACTIVE
         old = rec.members
-        self._build(View(d.epoch, d.members))
+        self._build(View(d.epoch, d.members, d.roster))
         self._barrier = True
         plans = tuple((p, n) for p, n in d.plans)
         versions = {sh.index: d.cut((sh.subgroup, sh.shard)) for sh in self.shards}
@@ -943,6 +1020,7 @@ class Replica:
             ),
             joined,
             departed,
+            self.view.roster,
         )
 
     def _carry_over(

@@ -96,7 +96,14 @@ from smr.core.codec import (
 from smr.core.errors import LayoutError, PeerProtocolError
 from smr.core.layout import SubgroupSpec, allocate
 from smr.core.ready import LogMeta, Send
-from smr.core.views import Proposal, trim_count
+from smr.core.views import (
+    CARD_BYTES_MAX,
+    EMPTY_ROSTER,
+    RETIRED_MAX,
+    Proposal,
+    Roster,
+    trim_count,
+)
 
 Key = tuple[int, int]  # (subgroup, shard)
 
@@ -147,6 +154,7 @@ class Recovered:
     # the summary a promise carries.
     offer_epoch: int = 0
     offerable: tuple[Key, ...] = ()
+    roster: Roster = EMPTY_ROSTER  # the last view's (`LogMeta("view")`)
 
     def __post_init__(self) -> None:
         assert self.epoch >= 1 and self.members, "a restart needs the last view it was in"
@@ -160,6 +168,7 @@ class Recovered:
         for (sg, sh), v in sorted(self.logged.items()):
             words.extend((sg, sh, v))
         words.extend(_blob_words(self.acceptor.encode()))
+        words.extend(self.roster.words())
         return pack_words(words)
 
     @classmethod
@@ -174,10 +183,11 @@ class Recovered:
             sg, sh, v = r.take(3)
             logged[(sg, sh)] = v
         acceptor = Acceptor.decode(r.blob())
+        roster = Roster.read(r, CARD_BYTES_MAX) if r.left else Roster()
         if epoch < 1 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a restart summary with view {epoch} {members}")
         proposal = Proposal.decode(prop) if prop else None
-        return me, cls(epoch, members, awaiting, proposal, logged, acceptor)
+        return me, cls(epoch, members, awaiting, proposal, logged, acceptor, roster=roster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,7 @@ class RestartDecision:
     members: tuple[int, ...]
     cuts: tuple[tuple[int, int, int], ...]
     plans: tuple[tuple[int, tuple[int, ...]], ...]
+    roster: Roster = EMPTY_ROSTER  # the new view's
 
     @property
     def epoch(self) -> int:
@@ -210,6 +221,7 @@ class RestartDecision:
         words.append(len(self.plans))
         for provider, needy in self.plans:
             words.extend((provider, len(needy), *needy))
+        words.extend(self.roster.words())
         return pack_words(words)
 
     @classmethod
@@ -219,9 +231,12 @@ class RestartDecision:
         members = r.seq()
         cuts = tuple(r.take(3) for _ in range(r.one()))
         plans = tuple((r.one(), r.seq()) for _ in range(r.one()))
+        roster = Roster.read(r, CARD_BYTES_MAX) if r.left else Roster()
         if instance < 1 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a restart decision for {instance} with {members}")
-        return cls(instance, members, cuts, plans)  # type: ignore[arg-type]
+        if set(members) & set(roster.retired):
+            raise PeerProtocolError(f"a restart decision with removed members {roster.retired}")
+        return cls(instance, members, cuts, plans, roster)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,13 +353,18 @@ def quorum_missing(
 def decide(
     inst: Instance, layout: Sequence[SubgroupSpec], summaries: Mapping[int, Recovered]
 ) -> RestartDecision:
-    """Step 4: the new view from the promisers' summaries. Members: every promiser, in id order.
+    """Step 4: the new view from the promisers' summaries. Members: every promiser, in id order,
+    but an id any summary's roster retired (a removed member restarted from logs older than its
+    removal: it joins, and is refused). The roster merges the summaries', the latest view's
+    first.
     Per durable shard, the cut is the longest log (the highest logged version, kept at or below
     the ragged trim of a logged proposal of the instance's installed epoch); the provider is a
     member whose log ends exactly there; everyone else in the new shard needs its state. Raises
     `LayoutError` if the promisers cannot provision the layout."""
     assert not quorum_missing(inst, layout, summaries)
-    members = tuple(sorted(summaries))
+    roster = merged_roster(summaries.values())
+    members = tuple(sorted(m for m in summaries if m not in roster.retired))
+    roster = roster.next(members, {}, (), RETIRED_MAX)
     new_shards = allocate(members, layout)  # raises LayoutError when it cannot be provisioned
     bound = {(sg, sh): v for sg, sh, v in inst.bounds}
     keys = sorted(
@@ -372,7 +392,19 @@ def decide(
         if not at_cut:  # only when nothing was ever logged and every log is marked stale
             needy = ()
         plans.append((at_cut[0] if needy else 0, needy))
-    return RestartDecision(inst.epoch, members, tuple(cuts), tuple(plans))
+    return RestartDecision(inst.epoch, members, tuple(cuts), tuple(plans), roster)
+
+
+def merged_roster(summaries: Iterable[Recovered]) -> Roster:
+    """One roster from the restarted members' last views': a member's card from the latest view
+    that has one, every id any of them retired (the latest view's order first)."""
+    cards: dict[int, bytes] = {}
+    retired: list[int] = []
+    for s in sorted(summaries, key=lambda s: -s.epoch):
+        for m, c in s.roster.cards:
+            cards.setdefault(m, c)
+        retired.extend(m for m in s.roster.retired if m not in retired)
+    return Roster(tuple(sorted(cards.items())), tuple(retired[-RETIRED_MAX:]))
 
 
 def at_cut_of(r: Recovered, key: Key, cut: int) -> bool:
@@ -391,13 +423,17 @@ def ballot_round(ballot: int) -> int:
     return ballot >> BALLOT_MEMBER_BITS
 
 
-def encode_view_meta(epoch: int, members: Sequence[int], awaiting: Iterable[Key]) -> bytes:
-    """The `LogMeta("view")` blob: the installed view and the shards whose logs do not hold the
-    shard's state (waiting for a snapshot, or left beyond a restart's cut)."""
+def encode_view_meta(
+    epoch: int, members: Sequence[int], awaiting: Iterable[Key], roster: Roster = EMPTY_ROSTER
+) -> bytes:
+    """The `LogMeta("view")` blob: the installed view, the shards whose logs do not hold the
+    shard's state (waiting for a snapshot, or left beyond a restart's cut), and the view's
+    roster."""
     keys = sorted(set(awaiting))
     words = [len(members), *members, epoch, len(keys)]
     for sg, sh in keys:
         words.extend((sg, sh))
+    words.extend(roster.words())
     return pack_words(words)
 
 
@@ -427,6 +463,16 @@ def decode_view_meta(data: bytes) -> tuple[int, tuple[int, ...], tuple[Key, ...]
     epoch = r.one()
     awaiting = tuple((r.one(), r.one()) for _ in range(r.one())) if r.i < len(r.words) else ()
     return epoch, members, awaiting
+
+
+def decode_view_roster(data: bytes) -> Roster:
+    """The roster of a `LogMeta("view")` blob (empty in one written before rosters existed)."""
+    r = WordReader(data, "restart message")
+    r.seq()
+    r.one()
+    if r.left:
+        r.take(2 * r.one())
+    return Roster.read(r, CARD_BYTES_MAX) if r.left else Roster()
 
 
 class Restart:
@@ -482,7 +528,15 @@ class Restart:
     def _set_acceptor(self, a: Acceptor) -> None:
         r = self.recovered
         self.summaries[self.me] = Recovered(
-            r.epoch, r.members, r.awaiting, r.proposal, r.logged, a, r.offer_epoch, r.offerable
+            r.epoch,
+            r.members,
+            r.awaiting,
+            r.proposal,
+            r.logged,
+            a,
+            r.offer_epoch,
+            r.offerable,
+            r.roster,
         )
         self.out.append(LogMeta("restart-acceptor", a.encode(), sync=True))
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from smr.core.codec import (
     FRAME,
     FRAME_JOIN_OK,
+    FRAME_JOIN_REFUSED,
     FRAME_JOIN_REQUEST,
     FRAME_STATE,
     WordReader,
@@ -63,7 +64,7 @@ from smr.core.layout import Shard, allocate
 from smr.core.multicast import ShardStream
 from smr.core.ready import LogMeta, LogSnapshot, LogTruncate, Send
 from smr.core.restart import encode_offer_meta, encode_view_meta
-from smr.core.views import Proposal, View
+from smr.core.views import Proposal, Roster, View
 
 if TYPE_CHECKING:
     from smr.core.replica import Replica
@@ -134,7 +135,7 @@ class Transfer:
 
     def view_meta(self) -> LogMeta:
         r = self.r
-        meta = encode_view_meta(r.epoch, r.view.members, self.stale_logs)
+        meta = encode_view_meta(r.epoch, r.view.members, self.stale_logs, r.view.roster)
         return LogMeta("view", meta, sync=True)
 
     # -- 1. asking --------------------------------------------------------------------------------
@@ -143,7 +144,8 @@ class Transfer:
         if now_ns >= self.next_join_ns:
             r = self.r
             i = (now_ns // r.config.join_retry_ns) % len(self.join_contacts)
-            frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, 0, 0) + self.offer_body()
+            card = r.card
+            frame = FRAME.pack(FRAME_JOIN_REQUEST, 0, len(card), 0) + card + self.offer_body()
             r._sends.append(Send(self.join_contacts[i], frame))
             self.next_join_ns = now_ns + r.config.join_retry_ns
 
@@ -179,7 +181,7 @@ class Transfer:
         self.stale_logs |= keys
         r._persist.append(LogMeta("offer", encode_offer_meta(rec.epoch, offered), sync=True))
         r._persist.append(
-            LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys), sync=True)
+            LogMeta("view", encode_view_meta(rec.epoch, rec.members, keys, rec.roster), sync=True)
         )
         from smr.core.replica import JOINING
 
@@ -203,9 +205,22 @@ class Transfer:
 
     # -- 2. vouching ------------------------------------------------------------------------------
 
-    def on_join_request(self, source: int, body: bytes) -> bool:
-        """A join request reached this active member; True when it was relayed."""
+    def on_join_request(self, source: int, card_bytes: int, body: bytes) -> bool:
+        """A join request reached this active member; True when it was relayed. A request from
+        an id the group removed for good is refused, saying so."""
         r = self.r
+        if not 0 <= card_bytes <= min(len(body), r.config.views.card_bytes_max):
+            raise PeerProtocolError(f"a join request from {source} with a {card_bytes}-byte card")
+        card, body = bytes(body[:card_bytes]), body[card_bytes:]
+        if source in r.view.roster.retired:
+            why = (
+                f"member {source} was removed from the group for good (member {r.me}, view "
+                f"{r.epoch}): start it with a new id to add it again"
+            )
+            r._sends.append(
+                Send(source, FRAME.pack(FRAME_JOIN_REFUSED, 0, 0, r.epoch) + why.encode())
+            )
+            return False
         row = r._row_of.get(source)
         if (
             row is not None
@@ -218,7 +233,9 @@ class Transfer:
             # the state its logs hold); answering now could let a new incarnation take over the
             # old one's row in the middle of the epoch.
             return False
-        r.vc.relay_join(source, self.offer_mask(source, body), self.never_installed(source, body))
+        r.vc.relay_join(
+            source, self.offer_mask(source, body), self.never_installed(source, body), card
+        )
         return True
 
     def _decode_offer(self, joiner: int, body: bytes) -> tuple[int, dict[Key, int]]:
@@ -314,6 +331,7 @@ class Transfer:
             + encode_members(r.view.members)
             + encode_members((-1, *awaiting))
             + encode_members((-2, *provides))
+            + pack_words((-3, *r.view.roster.words()))
         )
 
     def plan_state(self, decided: Proposal, versions: dict[int, int] | None = None) -> None:
@@ -404,19 +422,32 @@ class Transfer:
     def on_join_ok(self, source: int, epoch: int, body: bytes) -> None:
         """A join acceptance reached this joining process."""
         r = self.r
-        # the view's members, then (-1, awaited shards...) and (-2, provided shards...)
+        # the view's members, then (-1, awaited shards...), (-2, provided shards...) and -3,
+        # the view's roster
         w = WordReader(body, f"join acceptance from {source}")
         members = w.seq()
         if not 0 < len(members) <= r.config.views.members_max:
             raise PeerProtocolError(f"a malformed join acceptance from {source}")
         awaiting = w.seq()
         provides = w.seq() if w.left else (-2,)
-        if awaiting[:1] != (-1,) or provides[:1] != (-2,) or w.left:
+        if awaiting[:1] != (-1,) or provides[:1] != (-2,):
+            raise PeerProtocolError(f"a malformed join acceptance from {source}")
+        roster = Roster()
+        if w.left:
+            if w.one() != -3:
+                raise PeerProtocolError(f"a malformed join acceptance from {source}")
+            roster = Roster.read(w, r.config.views.card_bytes_max)
+        if w.left:
             raise PeerProtocolError(f"a malformed join acceptance from {source}")
         awaiting, provides = awaiting[1:], provides[1:]
         if r.me not in members:
             raise PeerProtocolError(f"a join acceptance from {source} that omits me")
-        self.join(View(epoch, members), awaiting, provides)
+        self.join(View(epoch, members, roster), awaiting, provides)
+
+    def on_join_refused(self, source: int, body: bytes) -> None:
+        """A member refused this joiner: its id was removed from the group for good."""
+        why = bytes(body[:512]).decode("utf-8", "replace") or f"member {source} refused the join"
+        self.r.halt(why, removed=True)
 
     def join(self, view: View, awaiting: Sequence[int], provides: Sequence[int] = ()) -> None:
         """Enter the group in `view`: wait for the state of the shards in `awaiting`, and provide

@@ -64,6 +64,10 @@ if TYPE_CHECKING:
     from smr.core.replica import Replica
 
 
+CARD_BYTES_MAX = 128
+RETIRED_MAX = 256
+
+
 @dataclass(frozen=True, slots=True)
 class ViewConfig:
     suspect_timeout_ns: int = 40_000_000
@@ -81,17 +85,97 @@ class ViewConfig:
     forgive_own_pauses: bool = False
     members_max: int = 64  # members a view may have (joiners included)
     joins_max: int = 8  # join requests a member relays at once
+    card_bytes_max: int = CARD_BYTES_MAX  # a member's contact card (`Roster`), opaque here
+    removals_max: int = 8  # removals a member asks for at once (`remove`)
+    retired_max: int = RETIRED_MAX  # ids a roster remembers as removed for good (newest kept)
     partition_safety: bool = True
 
     def __post_init__(self) -> None:
         assert self.suspect_timeout_ns > 0
         assert 1 <= self.joins_max <= self.members_max
+        assert self.card_bytes_max > 0 and 1 <= self.removals_max <= self.retired_max
+
+
+def _card_words(card: bytes) -> list[int]:
+    padded = card + bytes(-len(card) % 8)
+    words = memoryview(padded).cast("q") if padded else ()
+    return [len(card), *words]
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """What a view says about its members beyond their ids: each member's contact card (bytes
+    the driver gave the member's replica, `card=`, carried through its join: its addresses, say;
+    opaque here) and the ids removed from the group for good (`Replica.remove`), which are never
+    let in again. Decided with the view, logged with it, handed to joiners with their acceptance
+    and to a restart with the recovered view, so every member of any later view knows it."""
+
+    cards: tuple[tuple[int, bytes], ...] = ()  # (member, card), in member order
+    retired: tuple[int, ...] = ()  # oldest first
+
+    def card(self, member: int) -> bytes | None:
+        for m, c in self.cards:
+            if m == member:
+                return c
+        return None
+
+    def dict_cards(self) -> dict[int, bytes]:
+        return dict(self.cards)
+
+    def words(self) -> list[int]:
+        out = [len(self.cards)]
+        for m, c in self.cards:
+            out.append(m)
+            out.extend(_card_words(c))
+        out.append(len(self.retired))
+        out.extend(self.retired)
+        return out
+
+    @classmethod
+    def read(cls, w: WordReader, card_bytes_max: int) -> Roster:
+        cards = []
+        for _ in range(w.one()):
+            m, n = w.take(2)
+            if not 0 <= n <= card_bytes_max:
+                raise PeerProtocolError(f"a {w.what} with a card of {n} bytes")
+            data = pack_words(w.take((n + 7) // 8))[:n]
+            cards.append((m, data))
+        retired = w.seq()
+        if len({m for m, _ in cards}) != len(cards) or len(set(retired)) != len(retired):
+            raise PeerProtocolError(f"a {w.what} with a malformed roster")
+        return cls(tuple(sorted(cards)), retired)
+
+    @staticmethod
+    def words_max(config: ViewConfig) -> int:
+        per_card = 2 + (config.card_bytes_max + 7) // 8
+        return 2 + config.members_max * per_card + config.retired_max
+
+    def next(
+        self,
+        members: Sequence[int],
+        joiner_cards: dict[int, bytes],
+        removed: Sequence[int],
+        retired_max: int,
+    ) -> Roster:
+        """The roster of a next view with `members`: cards of members that stay, those the
+        joiners brought (a joiner's new card replaces its old one), and the newly removed."""
+        cards = dict(self.cards)
+        cards.update(joiner_cards)
+        retired = list(self.retired) + [m for m in removed if m not in self.retired]
+        return Roster(
+            tuple(sorted((m, c) for m, c in cards.items() if m in members and c)),
+            tuple(retired[-retired_max:]),
+        )
+
+
+EMPTY_ROSTER = Roster()
 
 
 @dataclass(frozen=True, slots=True)
 class View:
     epoch: int
     members: tuple[int, ...]
+    roster: Roster = EMPTY_ROSTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +184,8 @@ class Proposal:
 
     `trims[g]` is, for the current view's shard `g`, the number of messages of each sender (in
     sender rank order) that every survivor delivers before the epoch ends; `joiners` are the
-    members of `members` that were not survivors of the current view (they need state)."""
+    members of `members` that were not survivors of the current view (they need state);
+    `roster` is the next view's (`Roster`)."""
 
     ballot: int
     members: tuple[int, ...]
@@ -109,6 +194,7 @@ class Proposal:
     # per shard of the next view (allocation order): (provider, members that need its state);
     # provider 0 when nobody needs state
     plans: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    roster: Roster = EMPTY_ROSTER
 
     def encode(self) -> bytes:
         words = [
@@ -125,11 +211,13 @@ class Proposal:
         words.append(len(self.plans))
         for provider, needy in self.plans:
             words.extend((provider, len(needy), *needy))
+        words.extend(self.roster.words())
         return pack_words(words)
 
     @classmethod
-    def decode(cls, data: bytes) -> Proposal:
-        # a proposal lives in a fixed-size byte slot of the table: zero padded
+    def decode(cls, data: bytes, card_bytes_max: int = CARD_BYTES_MAX) -> Proposal:
+        # a proposal lives in a fixed-size byte slot of the table: zero padded (and a roster of
+        # zero words is the empty one, so a proposal logged before rosters existed reads)
         w = WordReader(data, "view proposal", padded=True)
         ballot = w.one()
         members = w.seq()
@@ -139,15 +227,23 @@ class Proposal:
         for _ in range(w.one()):
             provider = w.one()
             plans.append((provider, w.seq()))
+        roster = Roster.read(w, card_bytes_max) if w.left else Roster()
         if ballot <= 0 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a view proposal with ballot {ballot} and members {members}")
-        return cls(ballot, members, joiners, trims, tuple(plans))
+        if set(members) & set(roster.retired):
+            raise PeerProtocolError(f"a view proposal with removed members {roster.retired}")
+        return cls(ballot, members, joiners, trims, tuple(plans), roster)
 
     @staticmethod
     def words_max(config: ViewConfig, shards: Sequence[Shard]) -> int:
         plans = len(shards) * (2 + config.members_max)  # the next view has as many shards
         return (
-            5 + 2 * config.members_max + len(shards) + sum(len(s.senders) for s in shards) + (plans)
+            5
+            + 2 * config.members_max
+            + len(shards)
+            + sum(len(s.senders) for s in shards)
+            + plans
+            + Roster.words_max(config)
         )
 
 
@@ -164,6 +260,10 @@ def offer_words(shards: Sequence[Shard]) -> int:
     return (len(shards) + 64) // 64
 
 
+def _card_slot_bytes(config: ViewConfig) -> int:
+    return 8 + 8 * ((config.card_bytes_max + 7) // 8)
+
+
 def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column, ...]:
     prop_bytes = 8 * Proposal.words_max(config, shards)
     return (
@@ -175,6 +275,13 @@ def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column
         flag("leaving", "this member asked to leave cleanly"),
         counter("joins_num", "join requests this member relays (ids in `joins`)"),
         byte_slots("joins", 8 * config.joins_max, "ids of processes asking to join"),
+        byte_slots(
+            "join_cards",
+            config.joins_max * _card_slot_bytes(config),
+            "per relayed joiner, the contact card it sent (its length, then its bytes)",
+        ),
+        counter("removals_num", "members this member asks to remove for good (ids in `removals`)"),
+        byte_slots("removals", 8 * config.removals_max, "ids of members to remove for good"),
         byte_slots(
             "join_offers",
             8 * config.joins_max * offer_words(shards),
@@ -190,7 +297,8 @@ def columns(n: int, shards: Sequence[Shard], config: ViewConfig) -> tuple[Column
 @dataclass(frozen=True, slots=True)
 class ViewInstalled:
     """Upcall: a new view. `shards` lists (subgroup, shard, members, mode) of this member's
-    shards; `joined` and `departed` say how the membership changed."""
+    shards; `joined` and `departed` say how the membership changed; `roster` is the view's
+    (`Roster`: members' contact cards, ids removed for good)."""
 
     epoch: int
     members: tuple[int, ...]
@@ -198,6 +306,7 @@ class ViewInstalled:
     shards: tuple[tuple[int, int, tuple[int, ...], str], ...]
     joined: tuple[int, ...]
     departed: tuple[int, ...]
+    roster: Roster = EMPTY_ROSTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +340,12 @@ FINAL_ACTIONS = (InstallView, Halt)
 @dataclass(frozen=True, slots=True)
 class Halted:
     """Event: this member stopped for good (a minority, removed from the view, or it left).
-    The process should exit with `reason`; to come back it restarts and joins."""
+    The process should exit with `reason`; to come back it restarts and joins, unless
+    `removed`: the group removed this member's id for good (`Replica.remove`, or a join
+    refused for it), and it never lets that id in again."""
 
     reason: str
+    removed: bool = False
 
 
 def plan_next(
@@ -352,7 +464,7 @@ class ViewChange:
         data = self.table.bget(row, name, 0, self.table.layout[name].column.length)
         if WORD.unpack_from(data)[0] == 0:
             return None
-        return Proposal.decode(data)
+        return Proposal.decode(data, self.config.card_bytes_max)
 
     def joiners_relayed(self) -> list[int]:
         """Processes asking to join, as relayed in the rows of unsuspected members."""
@@ -385,11 +497,40 @@ class ViewChange:
                     out[j] = out.get(j, 0) | mask
         return out
 
+    def cards_relayed(self) -> dict[int, bytes]:
+        """Per relayed joiner, the contact card its join request carried (the first relaying
+        row's; a joiner sends the same card to every contact)."""
+        out: dict[int, bytes] = {}
+        slot = _card_slot_bytes(self.config)
+        for r in self.unsuspected_rows():
+            k = min(self.table.get(r, "joins_num"), self.config.joins_max)
+            for i in range(k):
+                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
+                data = self.table.bget(r, "join_cards", slot * i, slot * (i + 1))
+                (n,) = WORD.unpack_from(data)
+                if j not in out and 0 < n <= self.config.card_bytes_max:
+                    out[j] = bytes(data[8 : 8 + n])
+        return out
+
+    def removals_relayed(self) -> list[int]:
+        """Ids the unsuspected members ask to remove for good (`remove`)."""
+        out: list[int] = []
+        for r in self.unsuspected_rows():
+            k = min(self.table.get(r, "removals_num"), self.config.removals_max)
+            for i in range(k):
+                (m,) = WORD.unpack_from(self.table.bget(r, "removals", 8 * i, 8 * i + 8))
+                if m not in out:
+                    out.append(m)
+        return out
+
     def change_needed(self) -> bool:
         t = self.table
         if any(self.suspects(self.me_row, j) for j in range(self.n)):
             return True
-        return any(t.get(r, "leaving") or t.get(r, "joins_num") for r in range(self.n))
+        return any(
+            t.get(r, "leaving") or t.get(r, "joins_num") or t.get(r, "removals_num")
+            for r in range(self.n)
+        )
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -476,11 +617,16 @@ class ViewChange:
         self.replica.push_all(("suspected",))
 
     def relay_join(
-        self, joiner: int, offered: Sequence[int] = (), never_installed: bool = False
+        self,
+        joiner: int,
+        offered: Sequence[int] = (),
+        never_installed: bool = False,
+        card: bytes = b"",
     ) -> None:
         """Relay a join request; `offered` are the indices of this view's shards whose state the
         joiner's own log holds, and `never_installed` says the joiner is a member of this view
-        whose log shows it never installed it (both checked by the caller)."""
+        whose log shows it never installed it (both checked by the caller); `card` is the
+        joiner's contact card, for the next view's roster."""
         if joiner in self.join_requests:
             return
         members = self.table.members
@@ -500,10 +646,29 @@ class ViewChange:
         if never_installed:
             assert joiner in members, joiner
             mask |= 1 << len(self.replica.shards)
+        assert len(card) <= self.config.card_bytes_max, len(card)
+        slot = _card_slot_bytes(self.config)
         self.table.bset("join_offers", 8 * words * i, mask.to_bytes(8 * words, "little"))
+        self.table.bset("join_cards", slot * i, WORD.pack(len(card)) + card)
         self.table.bset("joins", 8 * i, WORD.pack(joiner))
         self.table.set("joins_num", i + 1)
-        self.replica.push_writes(self._pushes_in_order("join_offers", "joins", "joins_num"))
+        self.replica.push_writes(
+            self._pushes_in_order("join_offers", "join_cards", "joins", "joins_num")
+        )
+
+    def remove(self, member: int) -> None:
+        """Ask that `member` be removed for good (checked by the caller, `Replica.remove`): the
+        next view excludes it and retires its id."""
+        k = self.mine("removals_num")
+        for i in range(k):
+            (m,) = WORD.unpack_from(self.table.bget(self.me_row, "removals", 8 * i, 8 * i + 8))
+            if m == member:
+                return
+        assert k < self.config.removals_max, k
+        self.quiet = False
+        self.table.bset("removals", 8 * k, WORD.pack(member))
+        self.table.set("removals_num", k + 1)
+        self.replica.push_writes(self._pushes_in_order("removals", "removals_num"))
 
     def leave(self) -> None:
         if not self.mine("leaving"):
@@ -648,6 +813,7 @@ class ViewChange:
             tuple(self.joiners_relayed()),
             tuple(sorted(self.offers_relayed().items())),
             tuple(self.table.get(r, "leaving") for r in range(self.n)),
+            tuple(self.removals_relayed()),
             tuple(
                 self.table.get(r, f"s{s.index}_ready")
                 for s in self.replica.shards
@@ -666,11 +832,21 @@ class ViewChange:
             ):
                 adopted = self.proposal_in(r, "acked")
         if adopted is not None:
-            proposal = Proposal(b, adopted.members, adopted.joiners, adopted.trims, adopted.plans)
+            proposal = Proposal(
+                b, adopted.members, adopted.joiners, adopted.trims, adopted.plans, adopted.roster
+            )
         else:
             members = self.table.members
-            survivors = tuple(members[r] for r in rows if not t.get(r, "leaving"))
-            joiners = tuple(j for j in self.joiners_relayed() if j not in survivors)
+            roster = self.replica.view.roster
+            removed = [m for m in self.removals_relayed() if m not in roster.retired]
+            # removed for good: neither a survivor nor a joiner, now or ever again
+            barred = set(roster.retired) | set(removed)
+            survivors = tuple(
+                members[r] for r in rows if not t.get(r, "leaving") and members[r] not in barred
+            )
+            joiners = tuple(
+                j for j in self.joiners_relayed() if j not in survivors and j not in barred
+            )
             room = self.config.members_max - len(survivors)
             joiners = joiners[: max(0, room)]
             trims = []
@@ -715,7 +891,9 @@ class ViewChange:
             back = tuple(
                 members[r]
                 for r in self.suspected_rows()
-                if self._heard_lately(r) and members[r] not in survivors + joiners
+                if self._heard_lately(r)
+                and members[r] not in survivors + joiners
+                and members[r] not in barred
             )
             plans, error = None, ""
             for candidate in (joiners, joiners + back) if back else (joiners,):
@@ -736,7 +914,14 @@ class ViewChange:
             if plans is None:
                 self.blocked_on = self._signature(b)
                 return [ViewBlocked(self.replica.epoch, error)]
-            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans)
+            cards = self.cards_relayed()
+            next_roster = roster.next(
+                survivors + joiners,
+                {j: cards[j] for j in joiners if j in cards},
+                removed,
+                self.config.retired_max,
+            )
+            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans, next_roster)
         data = proposal.encode()
         t.bset("prop", 0, data)
         # The leader acknowledges its own proposal, logged first like everyone's.
