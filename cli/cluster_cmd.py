@@ -1,4 +1,5 @@
-"""`smr cluster up|status|down`: a local cluster of member processes on this host.
+"""`smr cluster up|status|down|add|remove|replace`: a local cluster of member processes on this
+host, and its membership at runtime.
 
 `up` writes a configuration (with a fresh secret) into the data directory unless one is there,
 starts the founders as `smr node` processes, waits until they form one view, and shows a status
@@ -6,6 +7,15 @@ table (`--watch` keeps refreshing it until Ctrl-C, which stops watching, not the
 `status` asks every member (`--watch` follows it live): views, shards, and the headline metrics
 (delivered and persisted versions, commit and fsync latencies); `down` stops the members `up`
 started (SIGTERM, then SIGKILL).
+
+`add` starts a new member (a fresh id and free ports unless given) that the configuration does
+not list: it joins with state transfer and the group learns its addresses with the view; for a
+member on another host it prints the `smr node` line to run there. `remove ID` removes a member
+for good, through the client port of another member (refused, with the reason and a non-zero
+exit, when the view without it would have fewer live members than a majority); `replace OLD`
+adds a member, waits until it serves, then removes OLD. The members a directory added are kept
+in its `cluster.added.json`, and the group's own address book (every status answer) names the
+rest, so `status` shows them all.
 """
 
 from __future__ import annotations
@@ -19,20 +29,43 @@ import click
 DEFAULT_DIR = "smr-cluster"
 
 
-def status_rows(config_path: str) -> list[dict]:
+def status_rows(config_path: str, data_dir: str | None = None) -> list[dict]:
+    """Every member's status: those the configuration lists, those `smr cluster add` added
+    (`data_dir`), and those the members' own status answers name (added elsewhere); a member
+    removed for good is a row saying so."""
     from smr.client import ClientError, connect
-    from smr.runtime.config import load
+    from smr.client_core import members_of
+    from smr.runtime.cluster import local_config
+    from smr.runtime.config import ConfigError, with_member
 
-    config = load(config_path)
-    rows = []
-    for m in sorted(config.members):
+    config = local_config(config_path, data_dir)
+    asked: dict[int, dict] = {}
+    retired: set[int] = set()
+    todo = sorted(config.members)
+    while todo:  # at most every member the answers name, each asked once
+        m = todo.pop(0)
+        if m in asked:
+            continue
         try:
             with connect(config, member=m, timeout_s=1.0) as c:
                 s = c.status() if c.member == m else None
         except (ClientError, TimeoutError, OSError):
             s = None
-        rows.append(s or {"member": m, "status": "down"})
-    return rows
+        asked[m] = s or {"member": m, "status": "down"}
+        if s is None:
+            continue
+        retired.update(s.get("retired", []))
+        for learnt in members_of(s).values():
+            if learnt.id not in config.members:
+                try:
+                    config = with_member(config, learnt)
+                except ConfigError:
+                    continue  # an address this file gives another member: not reachable here
+                todo.append(learnt.id)
+    for m in retired:
+        if m in asked and asked[m]["status"] == "down":
+            asked[m] = {"member": m, "status": "removed"}
+    return [asked[m] for m in sorted(asked)]
 
 
 def _version(v: int | None) -> str:
@@ -220,6 +253,220 @@ def status(data_dir: str, watch: bool, interval_s: float) -> None:
     click.echo(render(rows))
     if watch:
         watch_status(config_path, interval_s)
+
+
+def _local_cluster(data_dir: str, command: str):
+    """The local cluster of `data_dir` (its cluster.toml and the members added to it)."""
+    from smr.runtime.cluster import LocalCluster
+    from smr.runtime.config import ConfigError
+
+    config_path = os.path.join(data_dir, "cluster.toml")
+    if not os.path.exists(config_path):
+        click.echo(f"smr cluster {command}: no cluster in {data_dir} (no cluster.toml)", err=True)
+        sys.exit(2)
+    try:
+        return LocalCluster(data_dir=data_dir, config_path=config_path)
+    except ConfigError as e:
+        click.echo(f"smr cluster {command}: {e}", err=True)
+        sys.exit(2)
+
+
+def _start_member(
+    cluster,
+    command: str,
+    member: int | None,
+    host: str,
+    port: int | None,
+    client_port: int | None,
+    metrics_port: int | None,
+    timeout_s: float,
+):
+    """Add a member: started here and waited for (a local host), or the `smr node` line to run
+    on its host (None returned)."""
+    from smr.runtime.cluster import ClusterError, node_addresses
+    from smr.runtime.config import ConfigError, MemberConfig, with_member
+    from smr.transport.auto import is_local
+
+    new = None
+    try:
+        if not is_local(host):
+            if port is None or client_port is None:
+                raise ConfigError(
+                    f"a member on another host ({host}) needs --port and --client-port: the "
+                    "ports it will listen on there"
+                )
+            remote = MemberConfig(
+                member if member is not None else cluster.fresh_id(),
+                host,
+                port,
+                client_port,
+                metrics_port,
+            )
+            with_member(cluster.config, remote)  # its id and addresses are free
+            line = " ".join(
+                [
+                    "smr node --config",
+                    cluster.config_path,
+                    "--id",
+                    str(remote.id),
+                    *node_addresses(remote),
+                ]
+            )
+            click.echo(f"on {host}, with a copy of {cluster.config_path} and its secret, run:")
+            click.echo(f"  {line}")
+            if cluster.config.transport in ("auto", "shm"):
+                click.echo(
+                    f"note: transport is {cluster.config.transport!r}; members on several hosts "
+                    'need transport = "tcp" in every member\'s configuration'
+                )
+            return None
+        new = cluster.add_member(
+            member, host=host, port=port, client_port=client_port, metrics_port=metrics_port
+        )
+        click.echo(
+            f"started member {new.id} at {new.host} (port {new.port}, client port "
+            f"{new.client_port}); log: {cluster.log_path(new.id)}"
+        )
+        cluster.wait_member(new.id, timeout_s)
+        return new
+    except (ConfigError, ClusterError) as e:
+        click.echo(f"smr cluster {command}: {e}", err=True)
+        if new is not None:
+            cluster.discard_member(new.id)  # it did not join: no process left behind
+        sys.exit(2)
+
+
+_ADDRESS_OPTIONS = (
+    click.option(
+        "--id",
+        "member",
+        type=int,
+        default=None,
+        help="The new member's id [default: one no member ever had].",
+    ),
+    click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Its address; another host's: print the command to run there.",
+    ),
+    click.option(
+        "--port", type=int, default=None, help="Its member-to-member port [default: a free one]."
+    ),
+    click.option(
+        "--client-port", type=int, default=None, help="Its client port [default: a free one]."
+    ),
+    click.option(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Its metrics port [default: a free one if the others have one].",
+    ),
+    click.option(
+        "--timeout",
+        "timeout_s",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(1, 3600),
+        help="Seconds to wait for it to join with its state.",
+    ),
+)
+
+
+def _address_options(f):
+    for option in reversed(_ADDRESS_OPTIONS):
+        f = option(f)
+    return f
+
+
+@cluster.command()
+@click.option("--data-dir", default=DEFAULT_DIR, show_default=True, type=click.Path())
+@_address_options
+def add(
+    data_dir: str,
+    member: int | None,
+    host: str,
+    port: int | None,
+    client_port: int | None,
+    metrics_port: int | None,
+    timeout_s: float,
+) -> None:
+    """Add a member that joins with state transfer (the configuration need not list it)."""
+    cluster = _local_cluster(data_dir, "add")
+    new = _start_member(cluster, "add", member, host, port, client_port, metrics_port, timeout_s)
+    if new is not None:
+        click.echo(f"member {new.id} joined")
+        click.echo(render(status_rows(cluster.config_path, cluster.data_dir)))
+
+
+def _remove(cluster, member: int, timeout_s: float, command: str) -> dict:
+    from smr.client import ClientError
+
+    try:
+        view = cluster.remove_member(member, timeout_s=timeout_s)
+    except (ClientError, TimeoutError) as e:
+        click.echo(f"smr cluster {command}: member {member} not removed: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"removed member {member} for good: view {view['epoch']} is {view['members']} "
+        f"(removed ids, never let in again: {view['retired']})"
+    )
+    return view
+
+
+@cluster.command()
+@click.argument("member", type=int)
+@click.option("--data-dir", default=DEFAULT_DIR, show_default=True, type=click.Path())
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(1, 600),
+    help="Seconds to wait for the view without it.",
+)
+def remove(member: int, data_dir: str, timeout_s: float) -> None:
+    """Remove member MEMBER for good (refused below a majority; its id is never reused)."""
+    cluster = _local_cluster(data_dir, "remove")
+    _remove(cluster, member, timeout_s, "remove")
+
+
+@cluster.command()
+@click.argument("old", type=int)
+@click.option("--data-dir", default=DEFAULT_DIR, show_default=True, type=click.Path())
+@_address_options
+def replace(
+    old: int,
+    data_dir: str,
+    member: int | None,
+    host: str,
+    port: int | None,
+    client_port: int | None,
+    metrics_port: int | None,
+    timeout_s: float,
+) -> None:
+    """Replace member OLD: add a new member, wait until it serves, then remove OLD."""
+    cluster = _local_cluster(data_dir, "replace")
+    if not _is_local_host(host):
+        click.echo(
+            "smr cluster replace: a member on another host is started there: `smr cluster add "
+            "--host ...` prints how, then `smr cluster remove OLD` once it joined",
+            err=True,
+        )
+        sys.exit(2)
+    new = _start_member(
+        cluster, "replace", member, host, port, client_port, metrics_port, timeout_s
+    )
+    assert new is not None
+    click.echo(f"member {new.id} joined")
+    _remove(cluster, old, timeout_s, "replace")
+    click.echo(render(status_rows(cluster.config_path, cluster.data_dir)))
+
+
+def _is_local_host(host: str) -> bool:
+    from smr.transport.auto import is_local
+
+    return is_local(host)
 
 
 @cluster.command()

@@ -42,6 +42,10 @@ across failovers (its own connection; `async with` closes it), or `WatchTrimmedE
 
 With a `[tls]` section the connections are mutual TLS (asyncio's own), with the certificate and
 the checks of `smr.connect`: `tls_cert=` and `tls_key=`, or the section's `client_cert`.
+
+Members added at runtime are learnt and used as by `smr.connect` (every `refresh_s`, and from
+every status answer); `await client.remove_member(id)` and `await client.members()` are the
+threaded client's.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from typing import Any
 from smr.api import StateMachine
 from smr.client_core import (
     REDIAL,
+    REFRESH_S,
+    REMOVE_TIMEOUT_S,
     WAKE,
     ClientCore,
     ClientError,
@@ -65,9 +71,10 @@ from smr.client_core import (
     RequestTooLargeError,
     ShardOperations,
     check_consistency,
+    members_of,
 )
 from smr.runtime import protocol
-from smr.runtime.config import ClusterConfig, load
+from smr.runtime.config import ClusterConfig, MemberConfig, load
 from smr.runtime.hosted import CommandError
 from smr.transport.tls import TlsError
 from smr.transport.wire import (
@@ -157,6 +164,7 @@ class Client:
         silence_s: float | None = 1.0,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        refresh_s: float | None = REFRESH_S,
     ):
         self.config = config
         # the handshake's key and the TLS context (None: plaintext), as in `smr.connect`
@@ -164,6 +172,8 @@ class Client:
         self._core = ClientCore(
             list(config.members),
             rng=random.Random(),
+            addresses={m: (c.host, c.client_port) for m, c in config.members.items()},
+            refresh_s=refresh_s,
             frame_bytes_max=config.frame_bytes_max,
             timeout_s=timeout_s,
             window_max=window_max,
@@ -194,6 +204,7 @@ class Client:
         sends = self._core.on_connected(conn, conn.member)
         assert sends == [], "nothing is pending before the first connection"
         conn.task = self._spawn(self._read(conn))
+        self._schedule_retry()  # the refresh of this member's addresses
 
     # the core's settings and state, read here
     @property
@@ -246,11 +257,14 @@ class Client:
             order = core.dial_order(avoid)
             refused = 0
             for m in order:
-                cfg = self.config.members[m]
+                address = core.address(m)
+                if address is None:  # a member a redirect named, whose address no status gave
+                    errors.append(f"member {m}: no address known")
+                    continue
                 try:
                     reader, writer = await open_connection(
-                        cfg.host,
-                        cfg.client_port,
+                        address[0],
+                        address[1],
                         self._secret,
                         my_id=core.client_id & 0x7FFFFFFF,
                         role="client",
@@ -376,6 +390,8 @@ class Client:
             self._write(rid, frame)
         probe, give_up = self._core.check_silence(now)
         for rid, frame in probe:
+            self._write(rid, frame)
+        for rid, frame in self._core.refresh(now):
             self._write(rid, frame)
         conn = self._core.connection
         if give_up and conn is not None:
@@ -576,6 +592,23 @@ class Client:
         with contextlib.suppress(ClientError, TimeoutError):
             await self.status()
         return sorted(self._core.views)
+
+    async def members(self) -> dict[int, MemberConfig]:
+        """Every member the connected member knows by address (configured, and added at
+        runtime; not those removed for good), by id, as `smr.Client.members`."""
+        call = self._request(None, None, self._core.status, True)
+        status: dict[str, Any] = await asyncio.wait_for(call, self._core.timeout_s)
+        return members_of(status)
+
+    async def remove_member(
+        self, member: int, *, timeout_s: float = REMOVE_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """Remove `member` from the group for good, as `smr.Client.remove_member`: the view
+        without it once installed, or `ClientError` with the group's reason (refused: nothing
+        changed; no view within `timeout_s`: it may still happen)."""
+        call = self._request(None, None, self._core.remove_member, member, int(timeout_s * 1000))
+        view: dict[str, Any] = await asyncio.wait_for(call, timeout_s + self._core.timeout_s)
+        return view
 
     def outcome(self, call: Call | int) -> asyncio.Future[Any]:
         """The outcome of a command this client made (its `Call`, or its `seq`), once known:
@@ -899,6 +932,7 @@ def connect(
     silence_s: float | None = 1.0,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    refresh_s: float | None = REFRESH_S,
 ) -> _Connecting:
     """An asyncio client of the cluster described by `config` (a path or a loaded
     configuration): `client = await smr.aio.connect(...)`, or `async with smr.aio.connect(...)
@@ -906,7 +940,8 @@ def connect(
     ("linearizable", the default, or "sequential") unless they name their own level. Raises
     ValueError for an unknown level, `ClientError` (when awaited) if no member answers within
     `timeout_s`. A member silent for `silence_s` while requests are outstanding is asked for its
-    status and given up after as long again (None: wait for `timeout_s`), as in `smr.connect`.
+    status and given up after as long again (None: wait for `timeout_s`), as in `smr.connect`;
+    `refresh_s` as there too (how often the members' addresses are asked for).
 
     With a `[tls]` section in the configuration the connections are mutual TLS, as in
     `smr.connect`: the client presents `tls_cert` with its key `tls_key` (default: the section's
@@ -924,4 +959,5 @@ def connect(
         silence_s=silence_s,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        refresh_s=refresh_s,
     )

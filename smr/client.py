@@ -36,6 +36,12 @@ certificate (the section's `client_cert`, or `tls_cert=` and `tls_key=`) and che
 member's certificate names the member dialed; the cluster secret is not needed. When every member
 refuses the client at TLS (its certificate unknown, expired or revoked, members without TLS), the
 dial fails at once with a `ClientError` that says why, rather than after `timeout_s`.
+
+Members added at runtime (`smr cluster add`) need not be in the client's file: every status
+answer lists the members' client addresses, the client asks the connected member for them every
+`refresh_s`, and a member that shuts down (or is removed) tells its clients before it goes, so a
+failover reaches members the file does not list, and skips those removed for good.
+`client.remove_member(id)` removes a member through the connected one (`smr cluster remove`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ from typing import Any
 from smr.api import StateMachine
 from smr.client_core import (
     REDIAL,
+    REFRESH_S,
+    REMOVE_TIMEOUT_S,
     WAKE,
     ClientCore,
     ClientError,
@@ -62,9 +70,10 @@ from smr.client_core import (
     RequestTooLargeError,
     ShardOperations,
     check_consistency,
+    members_of,
 )
 from smr.runtime import protocol
-from smr.runtime.config import ClusterConfig, load
+from smr.runtime.config import ClusterConfig, MemberConfig, load
 from smr.runtime.hosted import CommandError
 from smr.transport.tls import TlsError
 from smr.transport.wire import FrameDecoder, FrameError, Stream, dial_settings
@@ -215,6 +224,7 @@ class Client:
         silence_s: float | None = 1.0,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        refresh_s: float | None = REFRESH_S,
     ):
         self.config = config
         # the handshake's key and the TLS context (None: plaintext), per `connect`'s rules
@@ -222,6 +232,8 @@ class Client:
         self._core = ClientCore(
             list(config.members),
             rng=random.Random(),
+            addresses={m: (c.host, c.client_port) for m, c in config.members.items()},
+            refresh_s=refresh_s,
             frame_bytes_max=config.frame_bytes_max,
             timeout_s=timeout_s,
             window_max=window_max,
@@ -296,11 +308,14 @@ class Client:
                 order = core.dial_order(avoid)
             refused = 0
             for m in order:
-                cfg = self.config.members[m]
+                address = core.address(m)
+                if address is None:  # a member a redirect named, whose address no status gave
+                    errors.append(f"member {m}: no address known")
+                    continue
                 try:
                     sock = wire_connect(
-                        cfg.host,
-                        cfg.client_port,
+                        address[0],
+                        address[1],
                         self._secret,
                         my_id=core.client_id & 0x7FFFFFFF,
                         role="client",
@@ -340,6 +355,7 @@ class Client:
         self._reader.start()
         for _, frame in sends:
             self._out.put(frame)
+        self._out.put(b"")  # the writer recomputes its wait (the refresh of this member)
         return True
 
     @property
@@ -413,6 +429,7 @@ class Client:
                     frames.extend(frame for _, frame in core.due(now))
                     probe, give_up = core.check_silence(now)
                     frames.extend(frame for _, frame in probe)
+                    frames.extend(frame for _, frame in core.refresh(now))
                     if give_up:
                         silent = core.connection
             if silent is not None:
@@ -467,11 +484,12 @@ class Client:
                 threading.Thread(target=self._redial, args=(None,), daemon=True).start()
         return future
 
-    def _call(self, future: Future) -> Any:
-        """A blocking call: the answer of `future` within timeout_s, or the error saying what
-        is known of the request. A request on no connection (refused as busy, or waiting for
-        one) is withdrawn: not applied. One on the wire stays pending: its outcome is unknown."""
-        timeout_s = self._core.timeout_s
+    def _call(self, future: Future, timeout_s: float | None = None) -> Any:
+        """A blocking call: the answer of `future` within `timeout_s` (default: the client's),
+        or the error saying what is known of the request. A request on no connection (refused
+        as busy, or waiting for one) is withdrawn: not applied. One on the wire stays pending:
+        its outcome is unknown."""
+        timeout_s = self._core.timeout_s if timeout_s is None else timeout_s
         try:
             return future.result(timeout_s)
         except TimeoutError:
@@ -556,6 +574,25 @@ class Client:
         with self._lock:
             return sorted(self._core.views)
 
+    def members(self) -> dict[int, MemberConfig]:
+        """Every member the connected member knows by address (those the configuration lists
+        and those added at runtime, not those removed for good), by id."""
+        status: dict[str, Any] = self._call(self._request(self._core.status, True))
+        return members_of(status)
+
+    def remove_member(self, member: int, *, timeout_s: float = REMOVE_TIMEOUT_S) -> dict[str, Any]:
+        """Remove `member` from the group for good (a member of the view, or the id of one that
+        failed and must never come back), through the connected member; return the view
+        without it (`epoch`, `members`, `retired`) once it is installed. The member, if it
+        runs, halts and exits, and its id is never let in again. Raises `ClientError` with the
+        group's reason when it refuses (the view without it would have fewer live members than
+        a majority of the current one; the id is not the cluster's): nothing changed; or when
+        no such view came within `timeout_s`: the removal may still happen."""
+        future = self._request(self._core.remove_member, member, int(timeout_s * 1000))
+        # the member answers within timeout_s; the margin is the round trip and a failover
+        view: dict[str, Any] = self._call(future, timeout_s + self._core.timeout_s)
+        return view
+
     def close(self) -> None:
         """Disconnect; requests still unanswered fail: `OutcomeUnknownError` for a command that
         was sent, `NotAppliedError` for one that was not and for queries."""
@@ -619,13 +656,16 @@ def connect(
     silence_s: float | None = 1.0,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    refresh_s: float | None = REFRESH_S,
 ) -> Client:
     """A client of the cluster described by `config` (a path or a loaded configuration), with at
     most `window_max` requests outstanding, reading at `consistency` ("linearizable", the
     default, or "sequential") unless a query names its own level. Raises ValueError for an
     unknown level. A member silent for `silence_s` while requests are outstanding is asked for
     its status, and given up after as long again (a hung member keeps its connection open);
-    None waits for `timeout_s`.
+    None waits for `timeout_s`. Every `refresh_s` the connected member is asked for the
+    members' addresses, so that a failover reaches members added since (None: only what
+    status answers say).
 
     When the configuration has a `[tls]` section, every connection is mutual TLS: the client
     presents the certificate `tls_cert` with its key `tls_key` (paths; default: the section's
@@ -647,4 +687,5 @@ def connect(
         silence_s=silence_s,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        refresh_s=refresh_s,
     )

@@ -16,7 +16,12 @@ This module owns the client side of `smr.runtime.protocol` short of its bytes in
   `_REDIRECTS_PER_MEMBER_MAX` per member listed), fail every request above a member's
   `frame_bytes_max`;
 - reads: the read-your-writes version of each shard (`last_version`) and the consistency level;
-- the failover order of members, and the outcomes of commands whose caller stopped waiting.
+- the failover order of members, and the outcomes of commands whose caller stopped waiting;
+- the members' client addresses: the configuration's, and those every status answer lists (a
+  member added at runtime, which the client's file does not list), but the ids removed for good;
+  with `refresh_s` the current member is asked for them now and then (a brief `Status`), so that
+  a client fails over to members added since it started even when every member its file lists
+  was removed.
 
 `ClientCore` never touches a socket, a thread, a lock, a clock or a random source: a driver
 calls it (under its lock, or from its one event loop), passes `now` from a monotonic clock and
@@ -33,10 +38,11 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from smr.runtime import protocol
+from smr.runtime.config import MemberConfig
 from smr.runtime.hosted import decode_result
 from smr.transport.wire import encode_frame
 
@@ -55,8 +61,11 @@ __all__ = [
     "RequestTooLargeError",
     "Send",
     "check_consistency",
+    "members_of",
 ]
 
+REFRESH_S = 5.0  # how often the clients ask their member for the members' addresses
+REMOVE_TIMEOUT_S = 30.0  # how long a `remove_member` waits for the view without the member
 _REDIRECTS_PER_MEMBER_MAX = 2  # a request follows at most this many redirects per member listed
 _FRAME_SLACK_BYTES = 4096  # a request's encoding beyond its payload is well below this
 
@@ -137,6 +146,8 @@ class ClientCore:
         members: Sequence[int],
         *,
         rng: Random,
+        addresses: Mapping[int, tuple[str, int]] | None = None,
+        refresh_s: float | None = None,
         frame_bytes_max: int,
         timeout_s: float = 10.0,
         window_max: int = 4096,
@@ -149,12 +160,25 @@ class ClientCore:
         """`silence_s`: a member that says nothing this long while requests are outstanding is
         asked for its status, and given up (the requests go to another member, applied once)
         if it says nothing for as long again: a hung process (SIGSTOP, a stalled host) keeps
-        its connections open. None: wait for `timeout_s`."""
+        its connections open. None: wait for `timeout_s`.
+
+        `addresses`: each member's client address (host, client_port), as the configuration
+        lists them; the core adds those status answers list (`address`). `refresh_s`: how often
+        the connected member is asked for them (None: never; they are still learnt from every
+        status answer)."""
         assert members, "a cluster has at least one member"
         assert silence_s is None or silence_s > 0
+        assert refresh_s is None or refresh_s > 0
         if window_max < 1:
             raise ValueError(f"window_max must be at least 1, not {window_max}")
+        # the members to dial: those the configuration lists and those status answers listed,
+        # but the ids removed for good (`_saw_status`)
         self.members = tuple(members)
+        self._known: set[int] = set(members)
+        self._addresses: dict[int, tuple[str, int]] = dict(addresses or {})
+        self.retired: set[int] = set()
+        self.refresh_s = refresh_s
+        self._refreshed_at: float | None = None  # the current member last asked for addresses
         self.config_path = config_path
         self.timeout_s = timeout_s
         self.window_max = window_max
@@ -201,6 +225,11 @@ class ClientCore:
 
     # -- connection -------------------------------------------------------------------------------
 
+    def address(self, member: int) -> tuple[str, int] | None:
+        """Where `member` takes clients (host, client_port): as its own status said, else as
+        the configuration lists it; None if neither knows it."""
+        return self._addresses.get(member)
+
     def dial_order(self, avoid: int | None = None) -> list[int]:
         """The members to try, in order, for one round of dialing: the preferred one (the
         `member` asked for, or where a redirect pointed) first, the others shuffled so that
@@ -238,6 +267,7 @@ class ClientCore:
             return None
         self.connection, self.member = conn, member
         self._heard_at = self._probed_at = None
+        self._refreshed_at = None
         waiting = {rid for _, rid in self._retry}
         sends = []
         for rid, entry in self._pending.items():
@@ -348,10 +378,18 @@ class ClientCore:
         )
         return self._add(request, token, cls, operation)
 
-    def status(self, token: Any) -> Send | tuple[int, None]:
-        """A status request; its answer completes `token` with the member's status."""
+    def status(self, token: Any, brief: bool = False) -> Send | tuple[int, None]:
+        """A status request; its answer completes `token` with the member's status (`brief`:
+        its view and the members' addresses only)."""
         self._check_open()
-        return self._add(protocol.Status(next(self._ids)), token, None, None)
+        return self._add(protocol.Status(next(self._ids), brief), token, None, None)
+
+    def remove_member(self, token: Any, member: int, wait_ms: int) -> Send | tuple[int, None]:
+        """Ask the group to remove `member` for good; the answer completes `token` with the view
+        without it (`removed`, `epoch`, `members`, `retired`), or fails it with a `ClientError`
+        saying why (refused: nothing changed; no view within `wait_ms`: it may still happen)."""
+        self._check_open()
+        return self._add(protocol.RemoveMember(next(self._ids), member, wait_ms), token, None, None)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -480,6 +518,8 @@ class ClientCore:
         if entry is None:  # a late or second answer (a resend's), or a refused frame
             if response.frame_bytes_max and not response.ok:
                 return self._on_frame_refused(response), NOTHING
+            if response.status:  # a probe's, a refresh's, or a shutting-down member's
+                self._saw_status(response.status)
             return [], NOTHING
         request = entry[0]
         why = response.error
@@ -554,6 +594,10 @@ class ClientCore:
                 f"{why}; the command was sent before to a member whose connection was lost or "
                 "which redirected it: it may or may not have been applied",
             )
+        elif kind is protocol.RemoveMember:
+            # refused (nothing changed), or no view in time (it may still happen): the message
+            # says which
+            error = ClientError(why)
         else:
             error = NotAppliedError(why)
         return self._finish(rid, request, token, value, error), NOTHING
@@ -612,6 +656,24 @@ class ClientCore:
             view = (epoch, tuple(members))
             if view not in self.views:
                 self.views.append(view)
+        addresses, retired = status.get("addresses"), status.get("retired")
+        if addresses is None and retired is None:
+            return  # a member of an older version
+        try:
+            learnt = {
+                int(a["id"]): (str(a["host"]), int(a["client_port"])) for a in addresses or ()
+            }
+            gone = {int(m) for m in retired or ()}
+        except (TypeError, KeyError, ValueError):
+            return  # not what this client reads: nothing learnt
+        self._addresses.update(learnt)
+        self._known.update(learnt)
+        self.retired |= gone
+        dialable = sorted(
+            m for m in self._known - self.retired if not self._addresses or m in self._addresses
+        )
+        if dialable:  # else every member known was removed: the dial says so
+            self.members = tuple(dialable)
 
     # -- retries ----------------------------------------------------------------------------------
 
@@ -621,13 +683,32 @@ class ClientCore:
         return bool(self._retry)
 
     def next_due(self) -> float | None:
-        """When the next retry or silence check is due (the driver's clock), or None."""
+        """When the next retry, silence check or refresh is due (the driver's clock), or None."""
         due = self._retry[0][0] if self._retry else None
         if self.silence_s is not None and self.connection is not None and self._pending:
             since = self._probed_at if self._probed_at is not None else self._heard_at
             check = 0.0 if since is None else since + self.silence_s
             due = check if due is None else min(due, check)
+        if self.refresh_s is not None and self.connection is not None:
+            since = self._refreshed_at
+            check = 0.0 if since is None else since + self.refresh_s
+            due = check if due is None else min(due, check)
         return due
+
+    def refresh(self, now: float) -> list[Send]:
+        """Every `refresh_s` while connected (the period starting at the first call after a
+        connection): a brief status request to send, whose answer teaches the client the
+        members' addresses (not pending: nothing waits for it)."""
+        if self.refresh_s is None or self.connection is None:
+            return []
+        if self._refreshed_at is None:
+            self._refreshed_at = now
+            return []
+        if now - self._refreshed_at < self.refresh_s:
+            return []
+        self._refreshed_at = now
+        rid = next(self._ids)
+        return [(rid, _frame(protocol.Status(rid, True)))]
 
     def check_silence(self, now: float) -> tuple[list[Send], bool]:
         """Is the current member silent while requests are outstanding? Returns a status
@@ -668,6 +749,16 @@ class ClientCore:
                 self._unsent.discard(rid)  # on the wire from now on
                 sends.append((rid, _frame(entry[0])))
         return sends
+
+
+def members_of(status: dict[str, Any]) -> dict[int, MemberConfig]:
+    """The members a status answer lists by address (`Node.brief_status`), by id."""
+    return {
+        a["id"]: MemberConfig(
+            a["id"], a["host"], a["port"], a["client_port"], a.get("metrics_port")
+        )
+        for a in status.get("addresses", [])
+    }
 
 
 class ShardOperations:

@@ -22,6 +22,11 @@ as its host, so what a member does with a `Ready` here is what a member process 
 `member-<id>/subgroup-<sg>-shard-<sh>`, readable by `smr log`), and a `LocalGroup` opened again on
 the same directory resumes from them: every member restarts from its own logs, as after a total
 failure, and the group agrees on the view to resume in.
+
+Membership changes as in a cluster of processes: `add_member()` starts a replica with a fresh id
+that joins and receives its shards' state by transfer, `remove_member(m)` removes one for good
+(refused with `UsageError` when the view without it would have fewer live members than a
+majority); a removed member's metadata says so, and it is not resumed.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from smr.runtime.hosted import SNAPSHOT_FORMAT, CommandError, Hosted, decode_res
 from smr.runtime.protocol import READ_CONSISTENCIES, READ_LINEARIZABLE
 
 STEPS_MAX = 1_000_000  # bound on the work one call may drive; a livelock is our bug
+REMOVED_META = "runtime-removed"  # a member removed for good (as `smr.runtime.node` records it)
 Key = tuple[int, int]
 
 __all__ = ["CommandError", "Handle", "LocalGroup", "Subgroup"]
@@ -110,6 +116,7 @@ class _Member:
         self.meta: Any = None
         self.persisted: dict[Key, int] = {}  # reported to the replica after the Ready
         self.halted = ""
+        self.removed = False  # removed from the group for good: it halted, and never returns
         self.executor = Executor(me, self)
 
     @property
@@ -239,6 +246,11 @@ class _Member:
     def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         if isinstance(event, Halted):
             self.halted = event.reason
+            if event.removed:
+                self.removed = True
+                meta = self.open_meta()
+                if meta is not None:  # a reopened group does not resume it
+                    meta.meta_put(REMOVED_META, event.reason.encode())
 
     def close(self) -> None:
         for log in [*self.logs.values(), self.meta]:
@@ -277,14 +289,15 @@ class LocalGroup:
         self._reads: dict[tuple[int, int], list[Any]] = {}
         ids = tuple(range(1, members + 1))
         existing = self._existing_members()
-        if existing and existing != set(ids):
+        if existing and len(existing) != members:
             raise UsageError(
                 f"{data_dir} holds the logs of members {sorted(existing)}; open it with "
                 f"members={len(existing)}, or use another directory"
             )
         self.members: dict[int, _Member] = {}
+        self._last_id = max(existing | self._removed_members() | set(ids))
         if existing:
-            self._resume(ids)
+            self._resume(tuple(sorted(existing)))
         else:
             for m in ids:
                 member = _Member(self, m, Replica(m, ids, layout=self.layout, config=self.config))
@@ -293,15 +306,30 @@ class LocalGroup:
                 for st in member.replica.streams.values():
                     member.open_shard((st.subgroup, st.shard_index))
 
-    def _existing_members(self) -> set[int]:
+    def _member_dirs(self) -> dict[int, str]:
         if self.data_dir is None or not os.path.isdir(self.data_dir):
-            return set()
-        found = set()
+            return {}
+        found = {}
         for name in os.listdir(self.data_dir):
             meta = os.path.join(self.data_dir, name, "meta")
             if name.startswith("member-") and name[7:].isdigit() and os.path.isdir(meta):
-                found.add(int(name[7:]))
+                found[int(name[7:])] = meta
         return found
+
+    def _existing_members(self) -> set[int]:
+        """The members whose logs are in the data directory, but those removed for good."""
+        removed = self._removed_members()
+        return {m for m in self._member_dirs() if m not in removed}
+
+    def _removed_members(self) -> set[int]:
+        from smr.log import Log
+
+        removed = set()
+        for m, meta in self._member_dirs().items():
+            with Log.open(meta) as log:
+                if log.meta_get(REMOVED_META) is not None:
+                    removed.add(m)
+        return removed
 
     def _resume(self, ids: tuple[int, ...]) -> None:
         """Every member restarts from its own logs (`smr.recovery`), then the group agrees on
@@ -332,6 +360,50 @@ class LocalGroup:
             )
             self.members[m] = member
         self.run_until(lambda: all(mb.replica.status == ACTIVE for mb in self.members.values()))
+
+    def add_member(self) -> int:
+        """A new member with a fresh id (never one a member had): it asks the members to let it
+        join, and enters the next view with its shards' state by transfer. Returns its id once
+        it is active and holds the state of every shard it hosts."""
+        contacts = [m for m, mb in self.members.items() if mb.replica.status == ACTIVE]
+        if not contacts:
+            raise UsageError("no member of the group is active to let a new member join")
+        self._last_id += 1
+        new = self._last_id
+        replica = Replica.joiner(new, contacts, layout=self.layout, config=self.config)
+        member = self.members[new] = _Member(self, new, replica)
+        member.open_meta()
+        self.run_until(
+            lambda: (
+                replica.status == ACTIVE
+                and all(not st.awaiting_state for st in replica.streams.values())
+            )
+        )
+        return new
+
+    def remove_member(self, member: int) -> tuple[int, ...]:
+        """Remove `member` for good (it halts; its id is never let in again); return the members
+        of the view without it. Raises `UsageError` when the group refuses: the view without it
+        would have fewer live members than a majority, or it was removed already."""
+        askers = [
+            m for m, mb in self.members.items() if m != member and mb.replica.status == ACTIVE
+        ]
+        if not askers:
+            raise UsageError(f"no other member of the group is active to remove member {member}")
+        replica = self.members[askers[0]].replica
+        replica.remove(member)
+        gone = self.members.get(member)  # None: an id out of the group, retired all the same
+        self.run_until(
+            lambda: (
+                member in replica.roster.retired and (gone is None or gone.replica.status == HALTED)
+            )
+        )
+        if gone is not None:
+            del self.members[member]
+            gone.close()
+        for key in [k for k in self._links if member in k]:
+            del self._links[key]
+        return replica.members
 
     def _link(self, a: int, b: int) -> deque[tuple[Any, ...]]:
         q = self._links.get((a, b))
@@ -419,9 +491,12 @@ class LocalGroup:
                 persisted, member.persisted = member.persisted, {}
                 for (sg, sh), version in persisted.items():
                     replica.on_persisted(sg, sh, version)
-            if member.halted:
+            if member.halted and not member.removed:
                 raise UsageError(f"member {member.me} halted: {member.halted}")
         for (a, b), queue in self._links.items():
+            if b not in self.members:  # removed: what was on its way to it is dropped
+                queue.clear()
+                continue
             target = self.members[b].replica
             while queue:
                 progressed = True

@@ -7,9 +7,10 @@ the node answers with `respond(conn_id, response)`. The sockets are watched by t
 transport (`Transport.watch`), so a request reaches the replica and its answer the client with no
 thread hand-off in between (a hand-off per direction cost a wake-up system call, a GIL switch and
 a lock per command). Responses queue per connection and go out in one send per connection when the
-node calls `flush()` after each pass of its loop. A malformed, oversized or unauthenticated client
-gets an error response where one can be framed and its connection closed; the node goes on
-serving everyone else.
+node calls `flush()` after each pass of its loop (`broadcast` queues one response, nobody's
+answer, to every client: what a member that shuts down tells them). A malformed, oversized or
+unauthenticated client gets an error response where one can be framed and its connection closed;
+the node goes on serving everyone else.
 
 With TLS (`tls`, this member's `TlsEndpoint`) every connection is TLS first: a `TlsSession` per
 connection takes the bytes received and gives the plaintext, and everything sent goes through
@@ -139,6 +140,13 @@ class ClientServer:
         if not conn.ready:
             self._dirty.append(conn)
         conn.ready.append(encode_frame(protocol.FRAME_RESPONSE, body))
+
+    def broadcast(self, response: protocol.Response) -> None:
+        """Queue `response` (one nobody asked for: id 0) to every client past its handshake; it
+        goes out at the next `flush()`."""
+        for conn in list(self._conns.values()):
+            if conn.handshake is None:
+                self.respond(conn.id, response)
 
     def is_open(self, conn_id: int) -> bool:
         """Whether the connection is still there (a watch ends with its connection)."""

@@ -5,6 +5,12 @@ This module owns starting, signalling and stopping `smr node` processes from one
 file, and the `cluster.pids` file that lets another command (`smr cluster status|down`) find them.
 Each member writes its structured log to `<data dir>/member-<id>.log`.
 
+Members added at runtime (`add_member`, `smr cluster add`) are not written into the
+configuration: each starts with its addresses on its command line and the group learns them
+with the view. This module keeps them in `cluster.added.json` beside the pids, so that a later
+command on the same directory (`smr cluster status|remove|add`) reaches them even when every
+member the file lists was removed. `remove_member` and `replace_member` go through a client.
+
     with LocalCluster(nodes=3, transport="tcp", mode="durable", data_dir=d) as cluster:
         client = smr.connect(cluster.config_path)
         cluster.kill(3); cluster.restart(3)
@@ -15,17 +21,29 @@ process outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
-from smr.runtime.config import ClusterConfig, load, write_local
+from smr.runtime.config import (
+    ClusterConfig,
+    ConfigError,
+    MemberConfig,
+    _free_ports,
+    load,
+    with_member,
+    write_local,
+)
 
 STOP_GRACE_S = 5.0
+ADDED_FILE = "cluster.added.json"  # members added at runtime: id -> their addresses
+_MEMBER_DIR = re.compile(r"member-(\d+)(?:\.previous)?")
 
 
 class ClusterError(Exception):
@@ -72,8 +90,13 @@ class LocalCluster:
             )
         self.config_path = config_path
         self.config: ClusterConfig = load(config_path)
+        # members added at runtime (not in the file): started with their addresses
+        self.added: dict[int, MemberConfig] = load_added(self.data_dir)
+        for m in self.added.values():
+            self.config = with_member(self.config, m)
         self.procs: dict[int, subprocess.Popen] = {}
         self.member_env = member_env or {}
+        self._started: list[int] = []  # what the last `start` started
 
     @property
     def pids(self) -> dict[int, int]:
@@ -83,25 +106,39 @@ class LocalCluster:
         return os.path.join(self.data_dir, f"member-{member}.log")
 
     def start(self, members: list[int] | None = None) -> None:
-        for m in members or list(self.config.founders):
+        """Start `members` (default: `startable()`)."""
+        self._started = members or self.startable()
+        for m in self._started:
             self._spawn(m)
         self._write_pids()
+
+    def startable(self) -> list[int]:
+        """The members a start brings up: the founders and the members added at runtime, but
+        those removed for good (their metadata says so: they would refuse to start)."""
+        from smr.runtime.node import removed_reason
+
+        members = sorted({*self.config.founders, *self.added})
+        return [m for m in members if removed_reason(self.config, m) is None]
 
     def _spawn(self, member: int) -> None:
         old = self.procs.get(member)
         if old is not None and old.poll() is None:
             raise ClusterError(f"member {member} is already running (pid {old.pid})")
+        command = [
+            sys.executable,
+            "-m",
+            "smr.runtime",
+            "--config",
+            self.config_path,
+            "--id",
+            str(member),
+        ]
+        added = self.added.get(member)
+        if added is not None:
+            command += node_addresses(added)
         with open(self.log_path(member), "ab") as out:
             self.procs[member] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "smr.runtime",
-                    "--config",
-                    self.config_path,
-                    "--id",
-                    str(member),
-                ],
+                command,
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -111,16 +148,181 @@ class LocalCluster:
 
     def _write_pids(self) -> None:
         path = os.path.join(self.data_dir, "cluster.pids")
+        # members another command started (`smr cluster up`, then `add`) stay listed while
+        # they run
+        others = {m: pid for m, pid in _read_pids(self.data_dir).items() if m not in self.procs}
+        pids = {**{m: pid for m, pid in others.items() if _alive(pid)}, **self.pids}
         with open(path + ".tmp", "w") as f:
-            json.dump({str(m): pid for m, pid in self.pids.items()}, f)
+            json.dump({str(m): pid for m, pid in sorted(pids.items())}, f)
+        os.replace(path + ".tmp", path)
+
+    # -- membership at runtime --------------------------------------------------------------------
+
+    def fresh_id(self) -> int:
+        """An id no member ever had here: above every id the file lists, this directory added,
+        a running member knows (removed ones included) or a data directory holds."""
+        used = set(self.config.members) | set(self.added)
+        status = self._any_status()
+        if status is not None:
+            used |= {a["id"] for a in status.get("addresses", [])}
+            used |= set(status.get("retired", [])) | set(status.get("members", []))
+        if os.path.isdir(self.config.data_dir):
+            for name in os.listdir(self.config.data_dir):
+                found = _MEMBER_DIR.fullmatch(name)
+                if found is not None:
+                    used.add(int(found.group(1)))
+        return max(used) + 1
+
+    def _any_status(self) -> dict | None:
+        from smr.client import ClientError, connect
+
+        try:
+            with connect(self.config, timeout_s=2.0) as c:
+                return c.status()
+        except (ClientError, TimeoutError, OSError):
+            return None
+
+    def add_member(
+        self,
+        member: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        client_port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> MemberConfig:
+        """Start a member the configuration does not list (`smr node --id N --host H --port P
+        --client-port C`): it joins the running group, which learns its addresses with the
+        view, and receives its shards' state by transfer. `member` None: a fresh id
+        (`fresh_id`); ports None: free ones on this host (a metrics port too when the listed
+        members have one). Returns its addresses; `wait_member` waits until it serves. Raises
+        `ConfigError` for an id or address already taken."""
+        if member is None:
+            member = self.fresh_id()
+        elif member in self.config.members:
+            raise ConfigError(
+                f"member {member} is already a member of {self.config_path}: give a new id "
+                "(ids are never reused), or none to pick one"
+            )
+        wants_metrics = metrics_port is None and any(
+            m.metrics_port is not None for m in self.config.members.values()
+        )
+        free = iter(_free_ports(3))
+        added = MemberConfig(
+            member,
+            host,
+            port if port is not None else next(free),
+            client_port if client_port is not None else next(free),
+            next(free) if wants_metrics else metrics_port,
+        )
+        config = with_member(self.config, added)
+        if config.tls is not None:
+            self._issue_certificate(config, member)
+        self.config = config
+        self.added[member] = added
+        self._save_added()
+        self._spawn(member)
+        self._write_pids()
+        return added
+
+    def discard_member(self, member: int) -> None:
+        """Stop a member `add_member` started and forget it (it did not join in time)."""
+        if member in self.procs:
+            self.stop([member])
+        if self.added.pop(member, None) is not None:
+            self._save_added()
+
+    def _issue_certificate(self, config: ClusterConfig, member: int) -> None:
+        """A certificate for a new member of a cluster whose CA is in its directory (`smr
+        cluster up --tls`); elsewhere the operator issues it (`smr tls issue`)."""
+        from smr.transport import tls as tlsgen
+
+        assert config.tls is not None
+        cert = config.tls.cert.replace("{id}", str(member))
+        tls_dir = os.path.dirname(config.tls.ca)
+        if not os.path.exists(cert) and os.path.exists(os.path.join(tls_dir, "ca.key")):
+            tlsgen.issue(tls_dir, tlsgen.member_name(member))
+
+    def wait_member(self, member: int, timeout_s: float = 30.0) -> dict:
+        """Wait until `member` is active in a view that holds it and has the state of every
+        shard it hosts (a joiner's transfer is done); return its status."""
+        from smr.client import ClientError, connect
+
+        deadline = time.monotonic() + timeout_s
+        last: Any = "no answer"
+        while time.monotonic() < deadline:
+            p = self.procs.get(member)
+            if p is not None and p.poll() is not None:
+                raise ClusterError(
+                    f"member {member} exited with status {p.returncode}; see "
+                    f"{self.log_path(member)}"
+                )
+            try:
+                with connect(self.config, member=member, timeout_s=2.0) as c:
+                    if c.member == member:
+                        s = c.status()
+                        if (
+                            s["status"] == "active"
+                            and member in s["members"]
+                            and all(x.get("ready", True) for x in s["shards"])
+                        ):
+                            return s
+                        last = (s["status"], s["epoch"], s["members"])
+            except (ClientError, TimeoutError, OSError) as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise ClusterError(f"member {member} did not join within {timeout_s} s: {last}")
+
+    def remove_member(self, member: int, timeout_s: float = 30.0) -> dict:
+        """Remove `member` from the group for good, through another member; return the view
+        without it. If this cluster started it, wait for its process to exit. Raises
+        `smr.ClientError` with the group's reason when refused (nothing changed)."""
+        from smr.client import connect
+
+        others = [m for m in sorted(self.config.members) if m != member]
+        with connect(self.config, member=others[0] if others else None) as c:
+            view = c.remove_member(member, timeout_s=timeout_s)
+        p = self.procs.get(member)
+        if p is not None:
+            # it exits once it hears (`stop` ends it if it has not by then)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=STOP_GRACE_S)
+            self._write_pids()
+        if self.added.pop(member, None) is not None:
+            self._save_added()
+        return view
+
+    def replace_member(self, old: int, timeout_s: float = 30.0, **addresses: Any) -> tuple:
+        """Add a member (`add_member(**addresses)`), wait until it serves, then remove `old`;
+        return (the new member's addresses, the view without `old`)."""
+        new = self.add_member(**addresses)
+        self.wait_member(new.id, timeout_s)
+        return new, self.remove_member(old, timeout_s)
+
+    def _save_added(self) -> None:
+        path = os.path.join(self.data_dir, ADDED_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(
+                {
+                    str(m): {
+                        "host": a.host,
+                        "port": a.port,
+                        "client_port": a.client_port,
+                        "metrics_port": a.metrics_port,
+                    }
+                    for m, a in sorted(self.added.items())
+                },
+                f,
+            )
         os.replace(path + ".tmp", path)
 
     def wait_ready(self, members: list[int] | None = None, timeout_s: float = 30.0) -> dict:
-        """Wait until every one of `members` (default: the founders) is active in one view that
-        contains them all; return that member's status."""
+        """Wait until every one of `members` (default: those `start` started) is active in one
+        view that contains them all; return that member's status."""
         from smr.client import ClientError, connect
 
-        want = set(members or self.config.founders)
+        # (not startable(): it reads the metadata of members that run)
+        want = set(members or self._started or self.config.founders)
         deadline = time.monotonic() + timeout_s
         last: Any = "no answer"
         while time.monotonic() < deadline:
@@ -205,16 +407,63 @@ class LocalCluster:
         self.stop()
 
 
+def node_addresses(member: MemberConfig) -> list[str]:
+    """The `smr node` options that give an unlisted member its addresses."""
+    options = [
+        "--host",
+        member.host,
+        "--port",
+        str(member.port),
+        "--client-port",
+        str(member.client_port),
+    ]
+    if member.metrics_port is not None:
+        options += ["--metrics-port", str(member.metrics_port)]
+    return options
+
+
+def load_added(data_dir: str) -> dict[int, MemberConfig]:
+    """The members added at runtime to the local cluster in `data_dir` (`ADDED_FILE`)."""
+    try:
+        with open(os.path.join(data_dir, ADDED_FILE)) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{os.path.join(data_dir, ADDED_FILE)}: not readable: {e}") from None
+    return {
+        int(m): MemberConfig(int(m), a["host"], a["port"], a["client_port"], a.get("metrics_port"))
+        for m, a in raw.items()
+    }
+
+
+def local_config(config_path: str, data_dir: str | None = None) -> ClusterConfig:
+    """A local cluster's configuration with the members added at runtime (`ADDED_FILE` in
+    `data_dir`, default: the configuration's directory)."""
+    config = load(config_path)
+    for m in load_added(data_dir or os.path.dirname(os.path.abspath(config_path))).values():
+        config = with_member(config, m)
+    return config
+
+
+def _read_pids(data_dir: str) -> dict[int, int]:
+    try:
+        with open(os.path.join(data_dir, "cluster.pids")) as f:
+            return {int(m): pid for m, pid in json.load(f).items()}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def stop_from_pidfile(data_dir: str) -> list[int]:
     """`smr cluster down`: stop the members a previous `smr cluster up` started."""
     path = os.path.join(data_dir, "cluster.pids")
-    try:
-        with open(path) as f:
-            pids = {int(m): pid for m, pid in json.load(f).items()}
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return []
+    pids = _read_pids(data_dir)
     stopped = []
     for m, pid in pids.items():
+        if not _alive(pid):
+            continue  # exited already (a member removed for good, say): not stopped here
         try:
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)

@@ -40,12 +40,16 @@ message names the file, the key and what to change; nothing starts on a bad file
     client_cert = "tls/smr-client-admin.crt"  # optional: what clients and tools present
     client_key = "tls/smr-client-admin.key"
 
-Members listed but not founders are spares: they join when started (`smr node`). With `[tls]`,
-the secret is optional (certificates authenticate every party; clients never need it).
+Members listed but not founders are spares: they join when started (`smr node`). A member need
+not be listed at all: `smr node --id N --host H --port P --client-port C` starts one that joins
+through the listed members, and its addresses reach the whole group with the view (its contact
+card, `smr.runtime.roster`); `with_member` checks them like a listed member's. With `[tls]`, the
+secret is optional (certificates authenticate every party; clients never need it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -66,6 +70,9 @@ TRANSPORTS = ("auto", "shm", "tcp", "verbs")
 SECRET_BYTES_MIN = 16
 STARTUP_GRACE_S = 10.0  # founders that have not started are suspected after this
 INSTALL_GRACE_S = 1.0  # members that have not started a new view are suspected after this
+# a member's host travels in its contact card (`smr.runtime.roster`, at most 128 bytes with the
+# ports): this much always fits
+HOST_BYTES_MAX = 115
 
 
 class ConfigError(Exception):
@@ -302,41 +309,20 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{w}: must be a table")
         _check_keys(m, "members", w)
         mid = _need(m, "id", int, w)
-        if not 0 < mid < 1 << 31:
-            raise ConfigError(f"{w}: id {mid} must be a positive integer below 2**31")
         if mid in members:
             raise ConfigError(f"{w}: member id {mid} is listed twice")
-        ports = []
-        for key in ("port", "client_port"):
-            port = _need(m, key, int, w)
-            if not 0 < port < 65536:
-                raise ConfigError(f"{w}: {key} {port} is not a TCP port")
-            ports.append(port)
-        metrics_port = _opt(m, "metrics_port", int, None, w)
-        if metrics_port is not None and not 0 < metrics_port < 65536:
-            raise ConfigError(
-                f"{w}: metrics_port {metrics_port} is not a TCP port (1-65535; leave it out to "
-                "serve no metrics)"
-            )
-        host = _opt(m, "host", str, "127.0.0.1", w)
-        members[mid] = MemberConfig(mid, host, ports[0], ports[1], metrics_port)
+        member = MemberConfig(
+            mid,
+            _opt(m, "host", str, "127.0.0.1", w),
+            _need(m, "port", int, w),
+            _need(m, "client_port", int, w),
+            _opt(m, "metrics_port", int, None, w),
+        )
+        check_member(member, w)
+        members[mid] = member
     if not members:
         raise ConfigError(f"{path}: [[members]] lists no member")
-    users: dict[tuple[str, int], list[str]] = {}
-    for m in members.values():
-        for key, port in (
-            ("port", m.port),
-            ("client_port", m.client_port),
-            ("metrics_port", m.metrics_port),
-        ):
-            if port is not None:
-                users.setdefault((m.host, port), []).append(f"member {m.id} {key}")
-    for (host, port), which in users.items():
-        if len(which) > 1:
-            raise ConfigError(
-                f"{path}: two ports share a host:port: {host}:{port} is {' and '.join(which)}; "
-                "give each its own port"
-            )
+    _check_ports_shared(members, path)
     founders = tuple(_opt(cluster, "founders", list, sorted(members), where))
     rejoin = _opt(cluster, "rejoin", bool, True, where)
     engine = _opt(cluster, "engine", str, "auto", where)
@@ -422,6 +408,70 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         peer_failed_ms=values["peer_failed_ms"],
         submit_ms=values["submit_ms"],
     )
+
+
+def check_member(m: MemberConfig, where: str) -> None:
+    """One member's id, host and ports are usable (`where` begins the error message)."""
+    if not 0 < m.id < 1 << 31:
+        raise ConfigError(f"{where}: id {m.id} must be a positive integer below 2**31")
+    for key, port in (("port", m.port), ("client_port", m.client_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"{where}: {key} {port} is not a TCP port")
+    if m.metrics_port is not None and not 0 < m.metrics_port < 65536:
+        raise ConfigError(
+            f"{where}: metrics_port {m.metrics_port} is not a TCP port (1-65535; leave it out to "
+            "serve no metrics)"
+        )
+    if not m.host:
+        raise ConfigError(f"{where}: host is empty; give the address peers and clients reach")
+    host_bytes = len(m.host.encode())
+    if host_bytes > HOST_BYTES_MAX:
+        raise ConfigError(
+            f"{where}: host {m.host[:40]!r}... is {host_bytes} bytes, more than {HOST_BYTES_MAX} "
+            "(a member's addresses travel with the view): give a shorter name or an IP address"
+        )
+
+
+def _check_ports_shared(members: dict[int, MemberConfig], path: str) -> None:
+    users: dict[tuple[str, int], list[str]] = {}
+    for m in members.values():
+        for key, port in (
+            ("port", m.port),
+            ("client_port", m.client_port),
+            ("metrics_port", m.metrics_port),
+        ):
+            if port is not None:
+                users.setdefault((m.host, port), []).append(f"member {m.id} {key}")
+    for (host, port), which in users.items():
+        if len(which) > 1:
+            raise ConfigError(
+                f"{path}: two ports share a host:port: {host}:{port} is {' and '.join(which)}; "
+                "give each its own port"
+            )
+
+
+def with_member(config: ClusterConfig, member: MemberConfig) -> ClusterConfig:
+    """`config` with `member`, one it does not list (`smr node --id N --host H --port P
+    --client-port C`), checked like a listed one. A listed member is accepted with its listed
+    addresses only: other ones are a `ConfigError` saying which differ."""
+    listed = config.members.get(member.id)
+    if listed is not None:
+        if listed == member:
+            return config
+        differ = [
+            f"{key} {getattr(member, key)} (listed: {getattr(listed, key)})"
+            for key in ("host", "port", "client_port", "metrics_port")
+            if getattr(member, key) != getattr(listed, key)
+        ]
+        raise ConfigError(
+            f"{config.path}: member {member.id} is listed with other addresses: "
+            f"{', '.join(differ)}; start it without --host/--port/--client-port/--metrics-port, "
+            "or with the listed ones"
+        )
+    check_member(member, f"member {member.id}")
+    members = {**config.members, member.id: member}
+    _check_ports_shared(members, f"member {member.id}")
+    return dataclasses.replace(config, members=members)
 
 
 def _tls(raw: dict[str, Any], base: str, path: str) -> TlsConfig | None:

@@ -15,6 +15,17 @@ runs) with itself as the host:
 4. answers to clients, state transfer snapshots sent and restored, views logged, and a halt
    ends this incarnation (the member rejoins, or the process exits with the reason).
 
+Membership. The member's contact card (`smr.runtime.roster`: its host and ports) goes to its
+replica, so a member that no configuration lists joins with its addresses, and every view's
+roster carries every member's card. The node keeps an address book, the configured members
+and the roster's cards, applied on every view (and from the recovered roster on a restart): the
+transport learns each new address (`Transport.add_member`), restarts and joins contact every
+member in it, and status answers list it, so that clients fail over to members their own file
+does not list. A `RemoveMember` request asks the core to remove a member for good
+(`Replica.remove`) and is answered once a view whose roster retires it is installed. A member
+removed for good (`Halted.removed`) never rejoins: it records why in its metadata log
+(`REMOVED_META`), exits with `EXIT_REMOVED`, and refuses to start again with the same words.
+
 Threads: the loop thread owns the replica, the state machines and the client port
 (`smr.runtime.clients`, whose sockets the transport's poll watches); the group-commit writers run
 on their own threads and talk to the loop only through a queue and `Transport.wake()`. The loop
@@ -72,7 +83,7 @@ from smr.core.replica import (
     StateTransfer,
 )
 from smr.core.restart import Recovered
-from smr.core.views import Halted, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, Roster, ViewBlocked, ViewInstalled
 from smr.log import (
     GroupCommitWriter,
     Log,
@@ -85,12 +96,13 @@ from smr.log.fs import FileSystem, OsFileSystem
 from smr.recovery import perform, recover_member, replay
 from smr.runtime import protocol
 from smr.runtime.clients import ClientServer
-from smr.runtime.config import ClusterConfig
+from smr.runtime.config import ClusterConfig, ConfigError, MemberConfig, with_member
 from smr.runtime.executor import Executor
 from smr.runtime.hosted import RESULT_ERROR, SNAPSHOT_FORMAT, Hosted, operation_of, wrap
 from smr.runtime.metrics import MEMBER_STATUSES, MetricsServer, NodeMetrics
+from smr.runtime.roster import CardError, decode_card, encode_card
 from smr.runtime.watches import Watches
-from smr.transport.base import Transport
+from smr.transport.base import Address, Transport
 from smr.transport.tls import CLIENT_PORT_SECRET
 
 QUERY_WAIT_S = 5.0  # a query for a version not applied yet waits at most this long
@@ -99,6 +111,13 @@ SHARD_DIR = re.compile(r"subgroup-(\d+)-shard-(\d+)")
 INBOX_MAX = 100_000  # client requests queued for the loop
 FSYNCS_MAX = 4096  # fsync durations handed over by the writers between two passes (older dropped)
 BUSY_RETRY_MS = 5  # a client whose command found the submit queue full sends it again after this
+REMOVALS_WAITING_MAX = 256  # RemoveMember requests waiting for their view
+REMOVE_WAIT_S_MAX = 600.0  # a RemoveMember waits at most this long for its view, whatever it asks
+# this member's own metadata, beside the core's (`LogMeta` names): its contact card (so a member
+# no configuration lists restarts without its addresses on the command line), and why it was
+# removed for good (so that it never starts again)
+CARD_META = "runtime-card"
+REMOVED_META = "runtime-removed"
 
 
 class NodeExit(Exception):
@@ -111,6 +130,22 @@ class NodeExit(Exception):
 
 EXIT_HALTED = 3  # halted, and `rejoin` is off
 EXIT_DISK = 4  # a log write or fsync failed
+EXIT_REMOVED = 5  # removed from the group for good: never rejoins, never starts again
+
+
+class MemberRemoved(NodeExit):
+    """The group removed this member for good (`smr cluster remove`, `Client.remove_member`), or
+    refused its join because its id was removed: whatever the `rejoin` setting it never asks to
+    join again, and a later start with the same data directory stops at once with the same
+    reason. Ids are never reused: a new member takes a new id."""
+
+    def __init__(self, me: int, reason: str):
+        super().__init__(
+            f"member {me} stops for good: {reason}; its id is never let in again: start a new "
+            "member with a new id (smr cluster add) instead",
+            EXIT_REMOVED,
+        )
+        self.reason = reason
 
 
 class DiskFailed(NodeExit):
@@ -179,14 +214,30 @@ class Node:
         For the simulator: `observe` sees every `Ready` before the executor carries it out (its
         checkers), `strict` makes a peer's bad table write raise instead of being reported (every
         simulated peer runs the real core, so one is a bug), and `replica_class` is the core's
-        class (`smr.sim.bugs` breaks a rule on purpose in a subclass)."""
-        if me not in config.members:
-            raise UsageError(f"member {me} is not listed in {config.path}")
-        self.config = config
+        class (`smr.sim.bugs` breaks a rule on purpose in a subclass).
+
+        A member `config` does not list starts from the contact card it kept in its data
+        directory (a restart); without one it is a `UsageError` (give its addresses:
+        `with_member`). A member removed for good raises `MemberRemoved` at once."""
         self.me = me
-        self.log = log or json_logger(me)
         self.dir = config.member_dir(me)
         self.fs: FileSystem = fs or OsFileSystem()
+        card, removed = self._own_meta(config)
+        if removed is not None:
+            raise MemberRemoved(me, removed)
+        if me not in config.members:
+            if card is None:
+                raise UsageError(
+                    f"member {me} is not listed in {config.path} and has no contact card in "
+                    f"{self.dir}: give its addresses (smr node --id {me} --host H --port P "
+                    "--client-port C)"
+                )
+            try:
+                config = with_member(config, decode_card(me, card))
+            except (CardError, ConfigError) as e:
+                raise UsageError(f"{self.dir}: the member's own card: {e}") from None
+        self.config = config
+        self.log = log or json_logger(me)
         self._clock_base_ns = time.time_ns() - time.monotonic_ns()
         self._clock_ns = clock_ns
         self._writer = writer or GroupCommitWriter
@@ -214,6 +265,16 @@ class Node:
         self._start_ns = self.now_ns()
         self.rejoin_after_halt = config.rejoin
         self.rejoins = 0
+        # the address book: every member known by address, the configured ones and the roster's
+        # cards (a member's own card wins over the file), and the ids removed for good
+        self.book: dict[int, MemberConfig] = dict(config.members)
+        self.retired: set[int] = set()
+        self.card = encode_card(config.members[me])
+        self._links_known = False  # the transport exists: learnt addresses go to it
+        self._removed: str | None = None  # why this member was removed for good
+        # member -> RemoveMember requests waiting for the view that retires it:
+        # (deadline (s), connection, request id)
+        self._removals: dict[int, list[tuple[float, int, int]]] = {}
         self.executor = Executor(me, self)
         self.watches = Watches(
             lambda conn_id, response: self.clients.respond(conn_id, response),
@@ -229,11 +290,16 @@ class Node:
         if transport is None:
             from smr.transport.auto import make_transport
 
+            addresses = {m: Address(c.host, c.port) for m, c in self.book.items()}
             transport, why = make_transport(
-                config.transport, me, config.addresses(), config.transport_config(me)
+                config.transport, me, addresses, config.transport_config(me)
             )
             self.log("transport", choice=why)
         self.transport = transport
+        for m, c in self.book.items():
+            if m != me and m not in config.members:  # learnt from a recovered roster
+                transport.add_member(m, Address(c.host, c.port))
+        self._links_known = True
         member = config.members[me]
         # with TLS, certificates authenticate the clients: the handshake inside TLS is keyed
         # with a public constant, so that a client needs no cluster secret
@@ -265,7 +331,59 @@ class Node:
         """Which receive side the streams run (`MulticastConfig.engine`, `SMR_NATIVE`)."""
         return "native" if native_wanted(self.config.core_config().multicast.engine) else "python"
 
+    def _own_meta(self, config: ClusterConfig) -> tuple[bytes | None, str | None]:
+        """This member's card and why it was removed for good (None: never), as its metadata log
+        keeps them; (None, None) before its first start. Read before anything else starts."""
+        path = os.path.join(self.dir, "meta")
+        if not self.fs.exists(path):
+            return None, None
+        try:
+            meta = Log.open(path, LogConfig(sync_policy=config.sync_policy), fs=self.fs)
+        except LogCorruptionError:
+            return None, None  # the start reports it and moves the logs aside
+        try:
+            removed = meta.meta_get(REMOVED_META)
+            return meta.meta_get(CARD_META), None if removed is None else removed.decode()
+        finally:
+            meta.close()
+
+    def _keep_card(self) -> None:
+        """Keep this member's card in its metadata log (a restart of a member no configuration
+        lists needs no addresses on its command line)."""
+        assert self.meta is not None
+        if self.meta.meta_get(CARD_META) != self.card:
+            self.persist_meta(LogMeta(CARD_META, self.card))
+
+    def _learn_roster(self, roster: Roster) -> None:
+        """Add the roster's cards to the address book (and their addresses to the transport),
+        and its retired ids to those never let in again. A card this runtime cannot read is
+        reported and skipped."""
+        learnt = []
+        for m, card in roster.cards:
+            try:
+                member = decode_card(m, card)
+            except CardError as e:
+                self.log("card-unreadable", peer=m, error=str(e))
+                continue
+            if self.book.get(m) != member:
+                self.book[m] = member
+                learnt.append(m)
+                if self._links_known and m != self.me:
+                    self.transport.add_member(m, Address(member.host, member.port))
+        if learnt:
+            self.log("members-learnt", members=learnt)
+        self.retired.update(roster.retired)
+
+    def _others(self) -> list[int]:
+        """Every other member known by address and not removed: whom to contact or point to."""
+        return [m for m in sorted(self.book) if m != self.me and m not in self.retired]
+
     def _make_replica(self) -> Replica:
+        replica = self._make_replica_of_role()
+        self._keep_card()
+        return replica
+
+    def _make_replica_of_role(self) -> Replica:
         """A founder's first start, a restart from this member's own logs (after a crash, or after
         the whole group went down), or a joiner's start."""
         cfg = self.config
@@ -298,6 +416,7 @@ class Node:
                 layout=cfg.layout,
                 config=cfg.core_config(),
                 strict=self._strict,
+                card=self.card,
             )
             self.log("start", role="founder", members=list(cfg.founders), engine=self._engine())
             self.views.append((replica.epoch, replica.members))
@@ -320,12 +439,14 @@ class Node:
                 if key[0] < len(cfg.subgroups):
                     self._open_log(key)
         recovered = self.recovered = recover_member(self.me, self.meta, self.logs, cfg.founders)
+        # the members of the last view may all be gone: contact every member ever known
+        self._learn_roster(recovered.roster)
         for key, log in self.logs.items():
             h = self.hosted[key] = Hosted(cfg.subgroups[key[0]].machine())
             version = replay(log, h.apply_record, h.restore)
             self.watches.reset(key, version)  # watches resume after what the log replayed
             self.log("replayed", shard=list(key), version=version, records=len(log))
-        contacts = [m for m in cfg.members if m != self.me]
+        contacts = self._others()
         self.log(
             "start",
             role="restarting",
@@ -340,6 +461,7 @@ class Node:
             layout=cfg.layout,
             config=cfg.core_config(),
             strict=self._strict,
+            card=self.card,
         )
 
     def _move_aside(self) -> None:
@@ -356,10 +478,20 @@ class Node:
 
     def _joiner(self) -> Replica:
         cfg = self.config
-        contacts = [m for m in cfg.members if m != self.me]
+        contacts = self._others()
+        if not contacts:
+            raise UsageError(
+                f"member {self.me} has no member to ask to join: {cfg.path} lists no other "
+                "member that was not removed"
+            )
         self.log("start", role="joiner", contacts=contacts, engine=self._engine())
         return self._replica_class.joiner(
-            self.me, contacts, layout=cfg.layout, config=cfg.core_config(), strict=self._strict
+            self.me,
+            contacts,
+            layout=cfg.layout,
+            config=cfg.core_config(),
+            strict=self._strict,
+            card=self.card,
         )
 
     def _rejoin(self) -> None:
@@ -372,7 +504,7 @@ class Node:
         self.logs.clear()
         self.writers.clear()
         self._persisted.clear()
-        others = [m for m in self.config.members if m != self.me]
+        others = self._others()
         for conn_id, request_id, _, _ in self._pending.values():
             # the command may or may not have been delivered: the client sends it again to
             # another member with the same (client, seq), and the replicas apply it once
@@ -388,6 +520,7 @@ class Node:
         self._pending.clear()
         self._fail_reads(f"member {self.me} left the view; read elsewhere", others)
         self.watches.fail_all(f"member {self.me} left the view; watch elsewhere", others)
+        self._fail_removals(f"member {self.me} left the view; ask another member", others)
         self.executor.reset()
         self.meta = None
         self.replica = self._make_replica()
@@ -529,6 +662,8 @@ class Node:
         self._drain()
         if self._queries:
             self._answer_waiting_queries()
+        if self._removals:
+            self._expire_removals()
         if len(self.watches):
             self.watches.pump()
         self.clients.flush()  # the responses of this pass, one send per client
@@ -555,6 +690,8 @@ class Node:
         replica = self.replica
         self.executor.drain(replica, self.observe)
         if replica.status == HALTED:
+            if self._removed is not None:
+                raise MemberRemoved(self.me, self._removed)
             if not self.rejoin_after_halt:
                 raise NodeExit(f"member {self.me} halted: {replica.halt_reason}", EXIT_HALTED)
             self.log("halted", reason=replica.halt_reason, then="rejoining")
@@ -675,7 +812,13 @@ class Node:
             joined=list(event.joined),
             departed=list(event.departed),
             shards=[[sg, sh, list(m), mode] for sg, sh, m, mode in event.shards],
+            retired=list(event.roster.retired),
         )
+        self._learn_roster(event.roster)
+        if self._removals:
+            for member in [m for m in self._removals if m in self.retired]:
+                for _, conn_id, request_id in self._removals.pop(member):
+                    self.clients.respond(conn_id, self._removed_answer(request_id, member))
         mine = {(sg, sh) for sg, sh, _, _ in event.shards}
         for key in [k for k in self.hosted if k not in mine]:
             del self.hosted[key]  # a shard that moved on without this member (state provided)
@@ -719,7 +862,14 @@ class Node:
 
     def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
         if type(event) is Halted:
-            self.log("halt", reason=event.reason)
+            self.log("halt", reason=event.reason, removed=event.removed)
+            if event.removed:
+                # for good: recorded first, so that no later start of this member asks to join
+                self._removed = event.reason
+                self.persist_meta(LogMeta(REMOVED_META, event.reason.encode()))
+                self.retired.add(self.me)
+                for _, conn_id, request_id in self._removals.pop(self.me, []):
+                    self.clients.respond(conn_id, self._removed_answer(request_id, self.me))
         elif type(event) is ViewBlocked:
             self.log("view-blocked", epoch=event.epoch, reason=event.reason)
         elif type(event) is PeerMisbehaved:
@@ -746,7 +896,11 @@ class Node:
 
     def _handle_request(self, conn_id: int, request: Any) -> None:
         if isinstance(request, protocol.Status):
-            self.clients.respond(conn_id, protocol.Response(request.id, True, status=self.status()))
+            status = self.brief_status() if request.brief else self.status()
+            self.clients.respond(conn_id, protocol.Response(request.id, True, status=status))
+            return
+        if isinstance(request, protocol.RemoveMember):
+            self._remove(conn_id, request)
             return
         key = (request.subgroup, request.shard)
         replica = self.replica
@@ -810,6 +964,105 @@ class Node:
                     f"(known: {', '.join(protocol.READ_CONSISTENCIES)})",
                 ),
             )
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def _remove(self, conn_id: int, request: protocol.RemoveMember) -> None:
+        """Ask the core to remove `request.member` for good; answered by `view_installed` once a
+        view retires it (or at once when it is retired already: a client that sends the request
+        again after a failover is told it is done), refused with the core's reason."""
+        member = request.member
+        if member in self.retired:
+            self.clients.respond(conn_id, self._removed_answer(request.id, member))
+            return
+        replica = self.replica
+        if replica.status != ACTIVE:
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"member {self.me} is {replica.status}: ask another member",
+                    redirect=self._others(),
+                ),
+            )
+            return
+        # an id this member never heard of is a mistake (a typo would retire an unused id)
+        heard = {*self.book, *replica.members, *(m for _, view in self.views for m in view)}
+        if member not in heard:
+            known = ", ".join(str(m) for m in sorted(heard))
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"member {member} is not a member of this cluster (its members: "
+                    f"{known}); nothing changed",
+                ),
+            )
+            return
+        if sum(map(len, self._removals.values())) >= REMOVALS_WAITING_MAX:
+            self.clients.respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"{REMOVALS_WAITING_MAX} removals are waiting for their view here; "
+                    "ask again later",
+                ),
+            )
+            return
+        try:
+            replica.remove(member)
+        except UsageError as e:  # refused: below a majority, not active, ...; nothing changed
+            self.clients.respond(conn_id, protocol.Response(request.id, False, error=str(e)))
+            return
+        self.log("remove-asked", peer=member, connection=conn_id)
+        wait_s = min(max(request.wait_ms, 0) / 1000, REMOVE_WAIT_S_MAX)
+        self._removals.setdefault(member, []).append((self._now_s() + wait_s, conn_id, request.id))
+
+    def _removed_answer(self, request_id: int, member: int) -> protocol.Response:
+        """The answer to a RemoveMember of `member`, retired now: the view as it stands here."""
+        r = self.replica
+        return protocol.Response(
+            request_id,
+            True,
+            status={
+                "removed": member,
+                "member": self.me,
+                "epoch": r.epoch,
+                "members": list(r.members) if r.status == ACTIVE else [],
+                "retired": sorted(self.retired),
+            },
+        )
+
+    def _expire_removals(self) -> None:
+        now = self._now_s()
+        for member, waiting in list(self._removals.items()):
+            late = [w for w in waiting if w[0] < now]
+            if not late:
+                continue
+            for _, conn_id, request_id in late:
+                self.clients.respond(
+                    conn_id,
+                    protocol.Response(
+                        request_id,
+                        False,
+                        error=f"no view without member {member} was installed in time; the "
+                        "removal may still happen: see the cluster's status, and ask again",
+                    ),
+                )
+            waiting[:] = [w for w in waiting if w[0] >= now]
+            if not waiting:
+                del self._removals[member]
+
+    def _fail_removals(self, error: str, redirect: list[int]) -> None:
+        for waiting in self._removals.values():
+            for _, conn_id, request_id in waiting:
+                self.clients.respond(
+                    conn_id, protocol.Response(request_id, False, error=error, redirect=redirect)
+                )
+        self._removals.clear()
 
     def _query(self, conn_id: int, q: protocol.Query, deadline_s: float) -> None:
         h = self.hosted[(q.subgroup, q.shard)]
@@ -876,7 +1129,7 @@ class Node:
     def _hosts_of(self, key: tuple[int, int]) -> list[int]:
         if self.replica.status != ACTIVE:
             # joining, restarting or halted: any other member may know better
-            return [m for m in self.config.members if m != self.me]
+            return self._others()
         for shard in self.replica.shards:
             if (shard.subgroup, shard.shard) == key:
                 return [m for m in shard.members if m != self.me]
@@ -975,18 +1228,41 @@ class Node:
                     "version": h.version,
                     "applied": h.applied,
                     "members": list(st.shard.members) if st is not None else [],
+                    # it holds the shard's state (a joiner: once the transfer is done)
+                    "ready": st is not None and not st.awaiting_state,
                 }
             )
         return {
-            "member": self.me,
+            **self.brief_status(),
             "pid": os.getpid(),
-            "status": r.status,
-            "epoch": r.epoch,
-            "members": list(r.members) if r.status == ACTIVE else [],
             "views": [[e, list(m)] for e, m in self.views],
             "shards": shards,
             "uptime_s": round((self.now_ns() - self._start_ns) / 1e9, 3),
             "metrics": self.metrics_summary(),
+        }
+
+    def brief_status(self) -> dict[str, Any]:
+        """Who this member is, its view, and every member it knows by address (`addresses`: the
+        configured ones and those the roster added, but the `retired`), for clients that fail
+        over beyond their own configuration file (`Status(brief=True)`: what they ask)."""
+        r = self.replica
+        return {
+            "member": self.me,
+            "status": r.status,
+            "epoch": r.epoch,
+            "members": list(r.members) if r.status == ACTIVE else [],
+            "addresses": [
+                {
+                    "id": m.id,
+                    "host": m.host,
+                    "port": m.port,
+                    "client_port": m.client_port,
+                    "metrics_port": m.metrics_port,
+                }
+                for _, m in sorted(self.book.items())
+                if m.id not in self.retired
+            ],
+            "retired": sorted(self.retired),
         }
 
     # -- transport handler (called from poll, on the loop thread) ----------------------------------
@@ -1015,7 +1291,12 @@ class Node:
     # -- shutdown ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        others = [m for m in self.config.members if m != self.me]
+        others = self._others()
+        self._fail_removals(f"member {self.me} is shutting down", others)
+        broadcast = getattr(self.clients, "broadcast", None)
+        if broadcast is not None:
+            # every client learns the members it may fail over to, those its file may not list
+            broadcast(protocol.Response(0, True, status=self.brief_status()))
         for conn_id, request_id, _, _ in self._pending.values():
             self.clients.respond(
                 conn_id,
@@ -1037,6 +1318,20 @@ class Node:
             self._close_logs()
             self.transport.close()
         self.log("stopped", reason=self.exit_reason or "stopped")
+
+
+def removed_reason(config: ClusterConfig, member: int) -> str | None:
+    """Why `member` was removed from the group for good, as its metadata log says (None: it
+    was not, or it never started). For a member that is not running (the log is opened)."""
+    path = os.path.join(config.member_dir(member), "meta")
+    if not os.path.exists(path):
+        return None
+    try:
+        with Log.open(path, LogConfig(sync_policy=config.sync_policy)) as meta:
+            removed = meta.meta_get(REMOVED_META)
+    except (LogCorruptionError, OSError):
+        return None
+    return None if removed is None else removed.decode()
 
 
 def main(config_path: str, me: int) -> int:

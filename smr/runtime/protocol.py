@@ -18,7 +18,18 @@ order (a query answers before an earlier command is stable).
   arrived (a read index), and refuses with a retriable error when it cannot. `READ_SEQUENTIAL`:
   served locally once this member has applied `min_version` (0: now), the client's
   read-your-writes.
-- `Status`: the member's view, status and shards.
+- `Status`: the member's view, status and shards, and every member it knows by address
+  (`addresses`: `id`, `host`, `port`, `client_port`, `metrics_port`; the configured members and
+  those a view's roster added, but the `retired` ones): a client learns from it the members its
+  own configuration file does not list. `brief`: only that and the view (`Node.brief_status`),
+  what a client asks now and then. A member that shuts down sends every client one unasked
+  response with id 0 and a brief status, for the same reason.
+- `RemoveMember`: remove `member` from the group for good (`Replica.remove`): answered once a
+  view whose roster retires it is installed (`status`: `removed`, `epoch`, `members`,
+  `retired`), at once if it is retired already (so that a retry after a failover is answered
+  alike), refused with the reason when the core refuses (the view without it would have fewer
+  live members than a majority, this member is not active: then with `redirect`) or no view
+  came within `wait_ms`. A removed id is never let in again.
 - `Watch`: every command applied to one shard (ordered or durable) after `from_version`, in
   order, each once: answered by a stream of responses with the request's id, each holding
   `events` (`[version, operation, result]`: the command's payload without the client envelope,
@@ -75,6 +86,13 @@ class Query(msgspec.Struct, tag="query", frozen=True):
 
 class Status(msgspec.Struct, tag="status", frozen=True):
     id: int
+    brief: bool = False  # only the view and the members' addresses (`Node.brief_status`)
+
+
+class RemoveMember(msgspec.Struct, tag="remove_member", frozen=True):
+    id: int
+    member: int
+    wait_ms: int = 30_000  # for the view that retires it; the member caps it
 
 
 class Watch(msgspec.Struct, tag="watch", frozen=True):
@@ -84,7 +102,7 @@ class Watch(msgspec.Struct, tag="watch", frozen=True):
     from_version: int = 0
 
 
-Request = Command | Query | Status | Watch
+Request = Command | Query | Status | Watch | RemoveMember
 
 
 class Response(msgspec.Struct, frozen=True):
@@ -111,7 +129,7 @@ _response_decoder = msgspec.msgpack.Decoder(Response)
 encode = msgspec.msgpack.encode
 
 
-def decode_request(body: bytes) -> Command | Query | Status | Watch:
+def decode_request(body: bytes) -> Command | Query | Status | Watch | RemoveMember:
     """Raises `msgspec.ValidationError`/`DecodeError` on a malformed request."""
     return _request_decoder.decode(body)
 
