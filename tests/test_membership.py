@@ -160,3 +160,30 @@ def test_a_restart_merges_the_rosters_and_leaves_out_retired_members():
     merged = merged_roster([old, new])
     assert merged.retired == (3,)
     assert merged.dict_cards() == {3: b"three-old", 5: b"five"}
+
+
+def test_the_simulator_adds_processes_no_configuration_lists_and_removes_members_safely():
+    from smr.sim import SimConfig
+    from smr.sim.harness import Simulation
+
+    sim = Simulation(
+        SimConfig(nodes=5, seed=3, workload="kv", faults=frozenset({"reconfigure", "delay"}))
+    )
+    result = sim.run()
+    assert result.ok, result
+    assert sim.stats["added"] >= 2 and sim.stats["removed"] >= 2
+    removed = [m for m, n in sim.nodes.items() if n.removed]
+    final = sim.live_nodes()[0].replica
+    assert removed and not set(removed) & set(final.members)
+    assert set(removed) <= set(final.roster.retired)
+    added = [m for m in sim.nodes if m > 5 + sim.config.joiners_max and m in final.members]
+    assert added and all(final.roster.card(m) for m in added)
+
+
+def test_a_removal_right_after_an_install_is_not_refused_for_flags_still_on_their_way():
+    # member 1 alone, before any peer's first push of the epoch: it has not seen member 2's
+    # ready flag for the shard yet, and must not conclude that 2 lacks the shard's state
+    layout = [SubgroupSpec("pinned", members=((2, 3),), min_size=1)]
+    r = Replica(1, (1, 2, 3), layout=layout)
+    r.remove(3)
+    assert r.vc.removals_relayed() == [3]

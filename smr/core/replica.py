@@ -716,8 +716,16 @@ class Replica:
                 "a member first, or wait for the failed ones to come back"
             )
         survivors = [m for m in view.members if m != member and m not in self._removing]
+
+        def may_hold(m: int, shard: Shard) -> bool:
+            # A member raises its ready flags when it installs the view, before its first
+            # heartbeat of the epoch (per-link FIFO): one not heard from yet may hold the state
+            # and says so soon; the view change decides on what the rows then show.
+            row = self._row_of[m]
+            return vc._has_state(m, shard) or self.table.get(row, "heartbeat") == 0
+
         try:
-            plan_next(self.layout_specs, self.shards, live, survivors, vc._has_state)
+            plan_next(self.layout_specs, self.shards, live, survivors, may_hold)
         except LayoutError as e:
             raise UsageError(f"removing member {member}: {e}") from None
         self._removing.append(member)

@@ -26,6 +26,7 @@ use to tell submissions apart.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from smr.core.errors import PeerProtocolError
+from smr.core.errors import PeerProtocolError, UsageError
 from smr.core.multicast import MulticastConfig, PeerMisbehaved
 from smr.core.ready import LogSnapshot, LogTruncate, Ready
 from smr.core.replica import ACTIVE, HALTED, RESTARTING, CoreConfig, Replica, StateTransfer
@@ -54,7 +55,17 @@ from smr.transport.sim import SimTransport, SimWorld
 # `total` crashes every live member at once; each restarts later from its own disk (it implies
 # restarts, whether or not `restart` is in the set). `restart` also restarts a crashed member from
 # its own disk when no group is running (every other member is down or restarting too).
-FAULTS = ("delay", "partition", "break", "crash", "restart", "join", "leave", "total")
+FAULTS = (
+    "delay",
+    "partition",
+    "break",
+    "crash",
+    "restart",
+    "join",
+    "leave",
+    "total",
+    "reconfigure",
+)
 BUGS = ("counter-down",)
 
 MS = 1_000_000
@@ -84,6 +95,7 @@ class SimConfig:
     heal_ns_max: int = 60 * MS
     restart_ns_max: int = 80 * MS
     joiners_max: int = 2  # new process ids a `join` fault may add
+    added_max: int = 3  # new ids, not in the configuration, a `reconfigure` fault may add
     workload: str = "frontier"
     submit_interval_ns_mean: int = 10 * MS
     persist_ns_max: int = 2 * MS
@@ -147,6 +159,10 @@ class SimNode:
     digests: dict[tuple[tuple[int, int], int], str] = field(default_factory=dict)
     digested: dict[tuple[int, int], int] = field(default_factory=dict)  # key -> version digested
     halted: str = ""
+    removed: bool = False  # the group removed this id for good: it never starts again
+    # a member added at runtime (`reconfigure`): not in the configuration the others read, so
+    # it starts with its own address given, as `smr node --id --host --port` does
+    own: MemberConfig | None = None
     disk: FaultyDisk = field(default_factory=FaultyDisk)
     # what this member's durable shard logs were asked to hold and reported synced, for the
     # recovery check after a crash
@@ -269,6 +285,7 @@ class Simulation:
         self.nonces: dict[bytes, Submission] = {}
         self._nonce = 0
         self._next_id = config.nodes + 1
+        self._next_added = config.nodes + config.joiners_max + 1
         self._crashed_at: list[tuple[int, int]] = []  # (member, when) until a view drops it
         # The minority side of the partition in force: faults never overlap so that a majority
         # of the view stays connected (two overlapping partitions can leave no majority anywhere,
@@ -291,6 +308,9 @@ class Simulation:
             "views": 0,
             "reads": 0,
             "reads_confirmed": 0,
+            "added": 0,
+            "removed": 0,
+            "removals_refused": 0,
         }
         self.timeline: list[tuple[int, str]] = []  # faults, views and phases in plain words
         for node in self.nodes.values():
@@ -559,11 +579,12 @@ class Simulation:
             from smr.sim.bugs import replica_class_for
 
             replica_class = replica_class_for(self.config.bugs, member, self.members)
-        transport = _Transport(
-            self, node, member, self.cluster.addresses(), self.cluster.transport_config()
-        )
+        cluster = self.cluster
+        if node.own is not None:
+            cluster = dataclasses.replace(cluster, members={**cluster.members, member: node.own})
+        transport = _Transport(self, node, member, cluster.addresses(), cluster.transport_config())
         proc = Node(
-            self.cluster,
+            cluster,
             member,
             transport=transport,
             log=self._logger(node),
@@ -653,6 +674,9 @@ class Simulation:
             elif kind is Halted:
                 self.stats["halts"] += 1
                 self.note(f"member {node.id} halts: {event.reason}")
+                if event.removed:
+                    node.removed = True
+                    self.stats["removed"] += 1
             elif kind is PeerMisbehaved:
                 # every simulated peer runs the real core: a protocol error is a bug in it
                 raise Violation(
@@ -853,6 +877,8 @@ class Simulation:
             self.members = (*self.members, new_id)
             self.stats["joins"] += 1
             self._spawn(self.nodes[new_id])
+        elif kind == "reconfigure":
+            self._reconfigure(healthy, spare)
         elif kind == "leave" and spare >= 1:
             leaver = self.rng.choice(healthy)
             if not self._keeps_every_shard({leaver}, healthy):
@@ -862,6 +888,56 @@ class Simulation:
             self.stats["leaves"] += 1
             self.nodes[leaver].replica.leave()
             self._step_member(self.nodes[leaver])
+
+    def _reconfigure(self, healthy: list[int], spare: int) -> None:
+        """Membership changed at runtime, as `smr cluster add|remove` does: a process with a new
+        id, in no configuration, starts and joins; or a member asks the group to remove an id
+        for good: a member of the view (when one may go), or one outside it (a crashed or
+        departed member, which is then refused when it comes back)."""
+        config = self.config
+        if self.rng.random() < 0.4 and self._next_added <= (
+            config.nodes + config.joiners_max + config.added_max
+        ):
+            new_id = self._next_added
+            self._next_added += 1
+            self._trace("add", new_id)
+            self.note(f"process {new_id}, in no configuration, starts and asks to join")
+            own = MemberConfig(new_id, "127.0.0.1", 20_000 + new_id, 30_000 + new_id)
+            self.nodes[new_id] = SimNode(new_id, own=own)
+            self.members = (*self.members, new_id)
+            self.stats["added"] += 1
+            self._spawn(self.nodes[new_id])
+            return
+        askers = [m for m in healthy if self.nodes[m].active]
+        if not askers:
+            return
+        view = self.nodes[askers[0]].replica.members
+        retired = self.nodes[askers[0]].replica.roster.retired
+        outside = [m for m, n in self.nodes.items() if m not in view and not n.removed]
+        pick = self.rng.random()
+        if retired and pick < 0.2:
+            target = self.rng.choice(retired)  # refused: removed already
+        elif pick < 0.7 or not outside:
+            inside = [m for m in view if m in healthy]
+            # now and then past what the fault budget allows: the core must refuse a removal
+            # that leaves less than a majority alive, and whatever it accepts must still be safe
+            if not inside or (spare < 1 and self.rng.random() < 0.7):
+                return
+            target = self.rng.choice(inside)
+            if not self._keeps_every_shard({target}, healthy):
+                return
+        else:
+            target = self.rng.choice(outside)
+        asker = self.rng.choice([m for m in askers if m != target] or askers)
+        self._trace("remove", asker, target)
+        try:
+            self.nodes[asker].replica.remove(target)
+        except UsageError as e:
+            self.stats["removals_refused"] += 1
+            self.note(f"member {asker} refuses to remove {target}: {e}")
+            return
+        self.note(f"member {asker} asks to remove {target} for good")
+        self._step_member(self.nodes[asker])
 
     def schedule(self, at_ns: int, what: str, member: int) -> None:
         """Script a fault: `what` is "crash" or "restart" of `member` at simulated `at_ns`."""
@@ -925,6 +1001,8 @@ class Simulation:
         view it was in (the core then finds the group running and joins it, offering the state
         its logs hold, or agrees with the other restarted members on a view to resume in), and
         otherwise joins with state transfer."""
+        if node.removed:
+            return  # the group removed it for good: its process is gone, never to start again
         if not node.alive and node.appended:
             self._recover_disk(node)
         self.stats["restarts"] += 1

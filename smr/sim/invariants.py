@@ -71,7 +71,7 @@ from typing import Any
 from smr.core.multicast import SEQ_MAX, Completed
 from smr.core.ready import Ready
 from smr.core.replica import ACTIVE, FrontierReached, RestoreState
-from smr.core.views import ViewInstalled
+from smr.core.views import Roster, ViewInstalled
 from smr.runtime import protocol
 from smr.sim.harness import NONCE_BYTES, Checker, SimNode, Simulation, Violation
 
@@ -387,6 +387,8 @@ class Views(Checker):
 
     def attach(self, sim: Simulation) -> None:
         self.views: dict[int, tuple[int, ...]] = {1: sim.members}
+        self.rosters: dict[int, Roster] = {}
+        self.retired_in: dict[int, int] = {}  # id -> the first view whose roster retired it
         # (member, incarnation, epoch) -> (subgroup, shard) -> versions delivered in that epoch
         self.delivered: dict[tuple[int, int, int], dict[tuple[int, int], list[int]]] = defaultdict(
             lambda: defaultdict(list)
@@ -438,6 +440,22 @@ class Views(Checker):
                 "view.unique",
                 f"member {node.id} installed view {event.epoch} as {list(event.members)}; "
                 f"another member installed it as {list(known)}",
+            )
+        roster = self.rosters.setdefault(event.epoch, event.roster)
+        if roster != event.roster:
+            raise Violation(
+                "view.unique",
+                f"member {node.id} installed view {event.epoch} with roster {event.roster}; "
+                f"another member with {roster}",
+            )
+        for m in event.roster.retired:
+            self.retired_in[m] = min(self.retired_in.get(m, event.epoch), event.epoch)
+        back = [m for m in event.members if self.retired_in.get(m, event.epoch) < event.epoch]
+        if back:
+            raise Violation(
+                "view.retired",
+                f"view {event.epoch} has members {back}, removed for good in view "
+                f"{self.retired_in[back[0]]}",
             )
         self.shards_of[(node.id, node.incarnation, event.epoch)] = {
             (sg, sh) for sg, sh, _, _ in event.shards
