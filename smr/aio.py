@@ -809,12 +809,13 @@ class Watch:
         no member took it."""
         client = self._client
         why = "no member listed"
-        for m in watch_order(list(client.config.members), self._avoid, self._prefer, self._rng):
-            cfg = client.config.members[m]
+        addresses = client._core.client_addresses()
+        for m in watch_order(list(addresses), self._avoid, self._prefer, self._rng):
+            host, port = addresses[m]
             try:
                 reader, writer = await open_connection(
-                    cfg.host,
-                    cfg.client_port,
+                    host,
+                    port,
                     client._secret,
                     my_id=self._rng.getrandbits(31) | 1,
                     role="client",

@@ -643,6 +643,7 @@ class SubgroupClient(ShardOperations):
             member=client.member if member is None else member,
             timeout_s=client.timeout_s,
             dial=(client._secret, client._tls),
+            addresses=client._core.client_addresses,
         )
 
 

@@ -225,6 +225,15 @@ class ClientCore:
 
     # -- connection -------------------------------------------------------------------------------
 
+    def client_addresses(self) -> dict[int, tuple[str, int]]:
+        """Every member this client may dial, with its client address (a watch dials them)."""
+        out = {}
+        for m in self.members:
+            a = self._addresses.get(m)
+            if a is not None:
+                out[m] = a
+        return out
+
     def address(self, member: int) -> tuple[str, int] | None:
         """Where `member` takes clients (host, client_port): as its own status said, else as
         the configuration lists it; None if neither knows it."""

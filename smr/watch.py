@@ -30,6 +30,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +85,16 @@ class Watch:
         member: int | None = None,
         timeout_s: float = 10.0,
         dial: tuple[bytes, ssl.SSLContext | None] | None = None,
+        addresses: Callable[[], Mapping[int, tuple[str, int]]] | None = None,
     ):
         """`dial`: the handshake's secret and the TLS context to connect with (the client's;
-        default: the configuration's, `smr.transport.wire.dial_settings`)."""
+        default: the configuration's, `smr.transport.wire.dial_settings`). `addresses`: the
+        members to watch from and their client addresses, asked at each reconnection (a
+        client's, which include members added at runtime; default: the configuration's)."""
         self.config = config
+        self._addresses = addresses or (
+            lambda: {m: (c.host, c.client_port) for m, c in config.members.items()}
+        )
         self._secret, self._tls = dial_settings(config.secret, config.tls) if dial is None else dial
         self.cls = cls
         self.subgroup = subgroup
@@ -158,19 +165,17 @@ class Watch:
             if self._sock is not None:
                 deadline = time.monotonic() + self.timeout_s  # a member is there: wait on
 
-    def _order(self) -> list[int]:
-        return watch_order(list(self.config.members), self._avoid, self._prefer, self._rng)
-
     def _open(self) -> str | None:
         """Connect to a member and start the watch there; None once it is in place, else why
         no member took it."""
         why = "no member listed"
-        for m in self._order():
-            cfg = self.config.members[m]
+        addresses = self._addresses()
+        for m in watch_order(list(addresses), self._avoid, self._prefer, self._rng):
+            host, port = addresses[m]
             try:
                 sock = connect(
-                    cfg.host,
-                    cfg.client_port,
+                    host,
+                    port,
                     self._secret,
                     my_id=self._rng.getrandbits(63) | 1,
                     role="client",

@@ -415,6 +415,15 @@ def test_smr_cluster_add_and_replace_then_status_shows_the_members(tmp_path):
         stop_from_pidfile(data_dir)  # the members the CLI started, by their PIDs
 
 
+def _take(watch, n: int) -> list:
+    out = []
+    for event in watch:
+        out.append(event)
+        if len(out) == n:
+            break
+    return out
+
+
 @pytest.mark.cluster
 def test_clients_fail_over_to_members_their_file_does_not_list(tmp_path):
     with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable") as cluster:
@@ -423,6 +432,8 @@ def test_clients_fail_over_to_members_their_file_does_not_list(tmp_path):
         with smr.connect(file_only, member=1, refresh_s=None) as client:  # no refresh: answers
             kv = client.subgroup(KVStore)
             kv.put("a", b"1")
+            watch = kv.watch(member=1)
+            assert [e.args["key"] for e in _take(watch, 1)] == ["a"] and watch.member == 1
             for _ in range(2):
                 cluster.wait_member(cluster.add_member().id)
             left = [1, 2, 3, 4, 5]
@@ -436,6 +447,10 @@ def test_clients_fail_over_to_members_their_file_does_not_list(tmp_path):
             # the answers of the members it was connected to (the last words of a removed one)
             assert sorted(kv.put("b", b"2")) == [4, 5]
             assert client.member in (4, 5) and kv.get("a") == b"1"
+            # the watch follows too: its member went, and it resumes at one its file lacks
+            with watch:
+                keys = [e.args["key"] for e in _take(watch, 1)]
+            assert keys == ["b"] and watch.member in (4, 5)
 
         async def aio() -> bytes:
             # a new client whose file lists removed members alone reaches nobody (and says so);
