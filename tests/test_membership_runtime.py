@@ -470,3 +470,71 @@ def test_the_added_members_file_is_read_back(tmp_path):
     with pytest.raises(ConfigError, match=r"cluster\.added\.json: not readable"):
         load_added(str(tmp_path))
     os.remove(tmp_path / "cluster.added.json")
+
+
+@pytest.mark.cluster
+def test_add_replace_and_remove_under_load_lose_no_acknowledged_write(tmp_path):
+    import threading
+
+    with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable") as cluster:
+        cluster.wait_ready()
+        acked: dict[str, bytes] = {}
+        unknown: list[str] = []
+        stop = threading.Event()
+
+        def writer(w: int) -> None:
+            with smr.connect(cluster.config_path, timeout_s=20) as client:
+                kv = client.subgroup(KVStore)
+                i = 0
+                while not stop.is_set():
+                    key, value = f"w{w}-{i}", b"%d" % i
+                    try:
+                        kv.put(key, value)
+                        acked[key] = value
+                    except ClientError:
+                        unknown.append(key)  # maybe applied: not checked either way
+                    i += 1
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            _until(lambda: len(acked) >= 50, "writes before the changes")
+            added = cluster.add_member()
+            cluster.wait_member(added.id)
+            n = len(acked)
+            _until(lambda: len(acked) >= n + 50, "writes with the added member")
+            new, view = cluster.replace_member(1)
+            assert 1 not in view["members"] and new.id in view["members"]
+            n = len(acked)
+            _until(lambda: len(acked) >= n + 50, "writes after the replacement")
+            view = cluster.remove_member(2)
+            assert sorted(view["members"]) == sorted([3, added.id, new.id])
+            n = len(acked)
+            _until(lambda: len(acked) >= n + 50, "writes after the removal")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(WAIT_S)
+        assert not any(t.is_alive() for t in threads)
+        # every acknowledged write reads back, from each member of the final view alike
+        final = sorted(view["members"])
+        for m in final:
+            with smr.connect(local_config(cluster.config_path), member=m, timeout_s=20) as c:
+                kv = c.subgroup(KVStore)
+                wrong = {k: v for k, v in acked.items() if kv.get(k) != v}
+                assert not wrong, f"member {m} lost {len(wrong)} acknowledged writes"
+        assert len(acked) >= 200 and len(unknown) < len(acked)
+
+
+@pytest.mark.cluster
+def test_a_member_asked_to_remove_itself_sends_the_client_to_the_others_for_the_view(tmp_path):
+    with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", mode="durable") as cluster:
+        cluster.wait_ready()
+        with smr.connect(cluster.config_path, member=3) as client:
+            assert client.member == 3
+            view = client.remove_member(3, timeout_s=20)
+            assert view["members"] == [1, 2] and view["retired"] == [3]
+            assert client.member in (1, 2)
+        _until(lambda: cluster.procs[3].poll() is not None, "member 3 exiting")
+        assert cluster.procs[3].returncode == EXIT_REMOVED

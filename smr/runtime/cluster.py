@@ -279,7 +279,10 @@ class LocalCluster:
         `smr.ClientError` with the group's reason when refused (nothing changed)."""
         from smr.client import connect
 
-        others = [m for m in sorted(self.config.members) if m != member]
+        status = self._any_status() or {}
+        view = status.get("members") or sorted(self.config.members)
+        # through a member that stays (the removed one halts before the view without it)
+        others = [m for m in view if m != member]
         with connect(self.config, member=others[0] if others else None) as c:
             view = c.remove_member(member, timeout_s=timeout_s)
         p = self.procs.get(member)

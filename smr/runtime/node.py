@@ -868,8 +868,19 @@ class Node:
                 self._removed = event.reason
                 self.persist_meta(LogMeta(REMOVED_META, event.reason.encode()))
                 self.retired.add(self.me)
+                # it halted before the view without it: the others answer with that view (a
+                # RemoveMember of a retired member succeeds at once)
                 for _, conn_id, request_id in self._removals.pop(self.me, []):
-                    self.clients.respond(conn_id, self._removed_answer(request_id, self.me))
+                    self.clients.respond(
+                        conn_id,
+                        protocol.Response(
+                            request_id,
+                            False,
+                            error=f"member {self.me} was removed; the view without it is at the "
+                            "others",
+                            redirect=self._others(),
+                        ),
+                    )
         elif type(event) is ViewBlocked:
             self.log("view-blocked", epoch=event.epoch, reason=event.reason)
         elif type(event) is PeerMisbehaved:
