@@ -29,8 +29,16 @@ from smr.cli.bench_options import (
     "--systems",
     default="smr,pysyncobj,raw",
     show_default=True,
-    help="Comma-separated, from smr, smr-tls (smr over tcp with mutual TLS), pysyncobj, raw, "
-    "etcd, zookeeper (etcd and zookeeper: `make bench-deps` installs them).",
+    help="Comma-separated, from smr, smr-tls (smr over tcp with mutual TLS), multipaxos (the "
+    "built-in classic Multi-Paxos), pysyncobj, raw, etcd, zookeeper (etcd and zookeeper: `make "
+    "bench-deps` installs them).",
+)
+@click.option(
+    "--members",
+    type=click.IntRange(1, 15),
+    default=3,
+    show_default=True,
+    help="Members per group, for smr, smr-tls and multipaxos (the others run 3).",
 )
 @workload_options
 @click.option(
@@ -60,6 +68,7 @@ def bench_compare(
     plot,
     reads,
     watches,
+    members,
 ) -> None:
     """smr, pysyncobj, raw loopback, etcd and ZooKeeper side by side (3 replicas each, one
     client process)."""
@@ -85,7 +94,10 @@ def bench_compare(
                 replies=replies,
                 reads=reads,
                 watches=watches,
+                members=members,
             )
+        except ValueError as error:  # a size some system cannot take, say
+            raise click.ClickException(str(error)) from error
         except RuntimeError as error:  # a system that is not installed or did not start
             raise click.ClickException(str(error)) from error
     disagreed = run.disagreed(results)

@@ -14,6 +14,12 @@ wrong rather than print a plausible answer:
 
 The state machine type of a shard log under a cluster's data directory is found from the
 cluster's `cluster.toml` when `--state-machine` is not given.
+
+A Multi-Paxos acceptor log (`smr.runtime.paxos_log`, its `format` metadata says so) is shown as
+what it holds: `inspect` the promise, the vote floor, the votes and the state snapshot, `dump`
+one line per promise, accept (slot, ballot, value size), trim and state snapshot, `verify` the
+checksums and then that every record decodes; `replay`, `snapshot` and `trim` refuse it (it
+snapshots and trims itself).
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ def _check_is_log(path: str) -> None:
     if any(n.endswith(LOG_SUFFIXES) for n in names):
         return
     shards = [n for n in names if SHARD_DIR.match(n) and os.path.isdir(os.path.join(path, n))]
+    # a Multi-Paxos member's acceptor log (smr.runtime.paxos_log marks it with format.meta)
+    acceptors = [n for n in names if os.path.isfile(os.path.join(path, n, "format.meta"))]
+    if acceptors and not shards:
+        raise click.ClickException(
+            f"{path} is a member directory; its acceptor log is: {' '.join(acceptors)} "
+            f"(for example: smr log inspect {os.path.join(path, acceptors[0])})"
+        )
     if shards:
         raise click.ClickException(
             f"{path} is a member directory; its shard logs are: {' '.join(shards)} "
@@ -94,6 +107,32 @@ def _open(path: str, *, writable: bool = False) -> Log:
         return Log.open(path, create=False, read_only=not writable)
     except (LogError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _acceptor_marker(directory: str) -> bytes | None:
+    """The format marker when `directory` is a Multi-Paxos acceptor log (of this format: a
+    newer one is refused), else None."""
+    from smr.runtime.paxos_log import check_format, is_acceptor_format, read_format
+
+    if not os.path.isdir(directory):
+        return None
+    try:
+        marker = read_format(directory)
+        if not is_acceptor_format(marker):
+            return None
+        check_format(directory, marker)
+    except (LogError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    return marker
+
+
+def _refuse_acceptor(directory: str, command: str) -> None:
+    if _acceptor_marker(directory) is not None:
+        raise click.ClickException(
+            f"{directory} is a Multi-Paxos acceptor log: `smr log {command}` works on shard "
+            "logs (an acceptor log snapshots and trims itself); use smr log inspect, dump or "
+            "verify"
+        )
 
 
 @contextlib.contextmanager
@@ -273,23 +312,73 @@ def log_group() -> None:
 @log_group.command("inspect")
 @click.argument("directory", type=click.Path(file_okay=False))
 def inspect_cmd(directory: str) -> None:
-    """Segments, version and time ranges, sizes, compression, snapshots and metadata."""
+    """Segments, version and time ranges, sizes, compression, snapshots and metadata (of an
+    acceptor log: its promise, vote floor, votes and state snapshot too)."""
+    marker = _acceptor_marker(directory)
     log = _open(directory)
+    if marker is not None:
+        _inspect_acceptor(log, directory, marker)
+        return
     with _errors():
-        segs = log.segments()
         click.echo(f"log {directory}")
         policy = log.meta_get("log.sync_policy")
         click.echo(f"  sync policy:   {policy.decode() if policy else '(not recorded)'}")
         click.echo(f"  records:       {len(log)}  (trimmed below {log.trimmed_below:#x})")
+        _inspect_files(log, directory, timestamps=True)
+
+
+def _inspect_acceptor(log: Log, directory: str, marker: bytes) -> None:
+    from smr.core.multipaxos import NO_BALLOT
+    from smr.runtime.paxos_log import iter_records, record_kind, replay
+
+    with _errors():
+        st = replay(log)
+        kinds = {"promise": 0, "accept": 0, "trim": 0}
+        for _, rec in iter_records(log):
+            kinds[record_kind(rec)] += 1
+        click.echo(f"acceptor log {directory}  (Multi-Paxos, {marker.decode()})")
+        policy = log.meta_get("log.sync_policy")
+        click.echo(f"  sync policy:   {policy.decode() if policy else '(not recorded)'}")
+        promise = "none" if st.promised == NO_BALLOT else f"ballot {st.promised}"
+        click.echo(f"  promise:       {promise}")
+        click.echo(f"  vote floor:    slot {st.vote_floor}")
+        if st.votes:
+            values = [v for _, v in st.votes.values()]
+            noops = sum(1 for v in values if v is None)
+            size = sum(len(v) for v in values if v is not None)
+            click.echo(
+                f"  votes:         {len(st.votes)} at slots {min(st.votes)}..{max(st.votes)}  "
+                f"({noops} no-ops, {size} value bytes)"
+            )
+        else:
+            click.echo("  votes:         none")
+        if st.state_version is not None:
+            click.echo(
+                f"  state:         snapshot at slot {st.state_slot} ({len(st.state)} bytes, "
+                f"log version {st.state_version:#x})"
+            )
+        else:
+            click.echo("  state:         no snapshot (nothing applied is saved)")
+        click.echo(
+            f"  records:       {len(log)}  (trimmed below {log.trimmed_below:#x}): "
+            f"{kinds['promise']} promises, {kinds['accept']} accepts, {kinds['trim']} trims"
+        )
+        _inspect_files(log, directory, timestamps=False)
+
+
+def _inspect_files(log: Log, directory: str, *, timestamps: bool) -> None:
+    with _errors():
+        segs = log.segments()
         if segs:
             file_bytes = sum(s.file_bytes for s in segs)
             body_bytes = sum(s.body_bytes for s in segs)
             packed = [s for s in segs if s.compressed]
             click.echo(f"  versions:      {segs[0].first_version:#x} .. {segs[-1].last_version:#x}")
-            click.echo(
-                f"  timestamps:    {min(s.timestamp_ns_min for s in segs)} .. "
-                f"{max(s.timestamp_ns_max for s in segs)} ns"
-            )
+            if timestamps:
+                click.echo(
+                    f"  timestamps:    {min(s.timestamp_ns_min for s in segs)} .. "
+                    f"{max(s.timestamp_ns_max for s in segs)} ns"
+                )
             click.echo(f"  bytes on disk: {file_bytes}  (records {body_bytes})")
             if packed:
                 ratio = sum(s.body_bytes for s in packed) / max(
@@ -409,9 +498,22 @@ def dump_cmd(
     accept_torn: bool,
 ) -> None:
     """Print records in version order, times in UTC, operations decoded when the type is known.
-    Stops at a record that is not an operation of the type (the wrong --state-machine)."""
+    Stops at a record that is not an operation of the type (the wrong --state-machine). Of an
+    acceptor log: its promises, accepts (slot, ballot, value size), trims and state snapshot."""
     from smr.runtime.hosted import SNAPSHOT_FORMAT
 
+    if _acceptor_marker(directory) is not None:
+        if sm_spec is not None:
+            raise click.BadParameter(
+                "an acceptor log holds Multi-Paxos votes, not a shard's operations",
+                param_hint="--state-machine",
+            )
+        log = _open(directory)
+        with _errors():
+            for line in _acceptor_lines(log, _version(from_), _version(to), as_json):
+                click.echo(line)
+        _finish_torn(_torn_warnings(log, directory), accept_torn)
+        return
     log = _open(directory)
     cls = None if raw else _state_machine_type(directory, sm_spec)
     if cls is not None and _operations(cls) is None:
@@ -429,14 +531,75 @@ def dump_cmd(
     _finish_torn(_torn_warnings(log, directory), accept_torn)
 
 
+def _acceptor_lines(log: Log, lo: int | None, hi: int | None, as_json: bool) -> Iterator[str]:
+    """One line per acceptor record and state snapshot between versions lo and hi, in
+    version order."""
+    from smr.core.multipaxos import AcceptRecord, PromiseRecord
+    from smr.runtime.paxos_log import iter_records, read_state_snapshot
+
+    def wanted(v: int) -> bool:
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+    snap = read_state_snapshot(log)
+    pending = [snap] if snap is not None and wanted(snap[0]) else []
+
+    def snapshot_line(version: int, slot: int, state: bytes) -> str:
+        if as_json:
+            return json.dumps(
+                {"version": version, "kind": "state", "slot": slot, "state_bytes": len(state)}
+            )
+        return f"{version:#018x} state    slot={slot} {len(state)}B (every slot below it applied)"
+
+    for version, rec in iter_records(log):
+        while pending and pending[0][0] < version:
+            yield snapshot_line(*pending.pop())
+        if not wanted(version):
+            continue
+        obj: dict[str, Any] = {"version": version}
+        if isinstance(rec, PromiseRecord):
+            obj.update(kind="promise", ballot=rec.ballot)
+            text = f"promise  ballot={rec.ballot}"
+        elif isinstance(rec, AcceptRecord):
+            obj.update(kind="accept", slot=rec.slot, ballot=rec.ballot, noop=rec.value is None)
+            if rec.value is None:
+                text = f"accept   slot={rec.slot} ballot={rec.ballot} no-op"
+            else:
+                obj.update(value_bytes=len(rec.value), value=_jsonable(rec.value))
+                text = (
+                    f"accept   slot={rec.slot} ballot={rec.ballot} {len(rec.value)}B "
+                    f"{rec.value[:40]!r}"
+                )
+        else:
+            obj.update(kind="trim", slot=rec.slot)
+            text = f"trim     slot={rec.slot} (the votes below it are gone)"
+        yield json.dumps(obj) if as_json else f"{version:#018x} {text}"
+    while pending:
+        yield snapshot_line(*pending.pop())
+
+
+def _verify_acceptor(log: Log) -> tuple[dict[str, int], Any]:
+    """Decode every record and the state snapshot: the counts per kind and the state."""
+    from smr.runtime.paxos_log import iter_records, record_kind, replay
+
+    kinds = {"promise": 0, "accept": 0, "trim": 0}
+    for _, rec in iter_records(log):
+        kinds[record_kind(rec)] += 1
+    return kinds, replay(log)
+
+
 @log_group.command("verify")
 @click.argument("directory", type=click.Path(file_okay=False))
 def verify_cmd(directory: str) -> None:
-    """Check every checksum, header and the version order; exit 1 on any damage."""
+    """Check every checksum, header and the version order; exit 1 on any damage. Of an
+    acceptor log, also that every record decodes as a promise, accept or trim, and the state
+    snapshot as one (and covers the vote floor)."""
+    from smr.log import LogCorruptionError, Problem
+
     with _errors():
         if not os.path.isdir(directory):
             raise click.ClickException(f"log directory {directory} does not exist")
         _check_is_log(directory)
+        marker = _acceptor_marker(directory)
         total = sum(
             os.path.getsize(os.path.join(directory, n))
             for n in os.listdir(directory)
@@ -444,10 +607,28 @@ def verify_cmd(directory: str) -> None:
         )
         with _progress(total, "verifying") as update:
             result = verify(directory, on_progress=update)
+    extra = ""
+    if marker is not None and result.ok:
+        log = _open(directory)
+        try:
+            kinds, st = _verify_acceptor(log)
+        except LogCorruptionError as e:
+            result.problems.append(Problem(e.path or directory, e.offset, e.what))
+        except (LogError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+        else:
+            extra = (
+                f" ({sum(kinds.values())} at or above the trim point: {kinds['promise']} "
+                f"promises, {kinds['accept']} accepts, {kinds['trim']} trims; promise "
+                f"{st.promised}, vote floor {st.vote_floor}, state at slot {st.state_slot})"
+            )
+        finally:
+            log.close()
     for p in result.problems:
         click.echo(f"DAMAGED {p}", err=True)
     summary = (
-        f"{result.segments} segments, {result.records} records, "
+        ("acceptor log: " if marker is not None else "")
+        + f"{result.segments} segments, {result.records} records{extra}, "
         f"{result.snapshots} snapshots, {result.metas} metadata blobs"
     )
     if not result.ok:
@@ -609,6 +790,7 @@ def replay_cmd(
 ) -> None:
     """Rebuild a state machine: newest snapshot at or below --upto, then the records after it.
     Stops at a record that is not an operation of the type (the wrong --state-machine)."""
+    _refuse_acceptor(directory, "replay")
     log = _open(directory)
     cls = _need_type(directory, sm_spec)
     replayed = _replay(log, directory, cls, upto)
@@ -646,6 +828,7 @@ def replay_cmd(
 def snapshot_cmd(directory: str, sm_spec: str | None, accept_torn: bool) -> None:
     """Replay the log and save the state at its last version as a snapshot, so that `trim` can
     drop the records before it. Only on the log of a stopped member."""
+    _refuse_acceptor(directory, "snapshot")
     log = _open(directory)
     torn = _torn_warnings(log, directory)
     if torn and not accept_torn:
@@ -682,6 +865,7 @@ def trim_cmd(directory: str, below: str, accept_torn: bool) -> None:
     trim changes nothing on disk."""
     v = _version(below)
     assert v is not None
+    _refuse_acceptor(directory, "trim")
     # first read-only: a trim that is refused must not have repaired (changed) the directory
     log = _open(directory)
     with _errors():

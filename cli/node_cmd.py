@@ -11,12 +11,16 @@ A member the configuration does not list is started with its addresses, `--host`
 learns its addresses with the view (`smr.runtime.roster`). It keeps them in its data directory, so
 that it restarts with `--config` and `--id` alone. A listed member takes no addresses, or its
 listed ones.
+
+With `protocol = "multipaxos"` in `[cluster]` the member runs the built-in classic Multi-Paxos
+(`smr.runtime.paxos_node`) instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 import click
 
@@ -69,7 +73,13 @@ def node(
         config = _with_addresses(config, member, host, port, client_port, metrics_port)
         from smr.runtime.node import EXIT_REMOVED, Node, NodeExit
 
-        n = Node(config, member)
+        n: Any
+        if config.protocol == "multipaxos":
+            from smr.runtime.paxos_node import PaxosMember
+
+            n = PaxosMember(config, member)
+        else:
+            n = Node(config, member)
     except (ConfigError, TransportError, UsageError) as e:
         click.echo(f"smr node: {e}", err=True)
         sys.exit(2)

@@ -23,7 +23,11 @@ from smr.bench.stats import MIB, summarize
 
 # "smr-tls": smr over tcp with mutual TLS on every link and client connection (`[tls]`, a local
 # CA made for the run), to set beside smr over tcp without it
-SYSTEMS = ("smr", "smr-tls", "pysyncobj", "raw", "etcd", "zookeeper")
+# "multipaxos": the built-in classic Multi-Paxos (`protocol = "multipaxos"`,
+# smr.runtime.paxos_node) on the same transports, client port, state machine and log files
+SYSTEMS = ("smr", "smr-tls", "multipaxos", "pysyncobj", "raw", "etcd", "zookeeper")
+# systems whose group size `--members` sets (the others run 3 members)
+SIZED_SYSTEMS = ("smr", "smr-tls", "multipaxos")
 # The external baselines: their own servers (Debian packages) and client libraries; one mode,
 # their default durable one (each fsyncs before it answers).
 BASELINES = {"etcd": etcd_ref, "zookeeper": zookeeper_ref}
@@ -389,9 +393,16 @@ def run_baseline(
     return out
 
 
-def open_cluster(transport: str, mode: str, data_dir: str, tls: bool = False):
-    """The smr cluster under test (the runtime's LocalCluster); `tls`: with a `[tls]` table and
-    a local CA in `data_dir/tls`."""
+def open_cluster(
+    transport: str,
+    mode: str,
+    data_dir: str,
+    tls: bool = False,
+    protocol: str = "derecho",
+    members: int = 3,
+):
+    """The smr cluster under test (the runtime's LocalCluster) of `members` members; `tls`:
+    with a `[tls]` table and a local CA in `data_dir/tls`; `protocol`: the configuration's."""
     try:
         from smr.runtime.cluster import LocalCluster
     except ImportError as error:
@@ -401,7 +412,13 @@ def open_cluster(transport: str, mode: str, data_dir: str, tls: bool = False):
     from smr.statemachines import BlobLog
 
     return LocalCluster(
-        nodes=3, transport=transport, mode=mode, types=[BlobLog], data_dir=data_dir, tls=tls
+        nodes=members,
+        transport=transport,
+        mode=mode,
+        types=[BlobLog],
+        data_dir=data_dir,
+        tls=tls,
+        protocol=protocol,
     )
 
 
@@ -417,18 +434,21 @@ def run_smr(
     reads: bool = False,
     watches: bool = False,
     tls: bool = False,
+    protocol: str = "derecho",
+    members: int = 3,
 ) -> tuple[dict, dict | None]:
     """Figures per mode, and failover figures from the first mode if asked for (`tls`: the
-    clusters use mutual TLS, see `open_cluster`). With `reads`,
+    clusters use mutual TLS; `protocol`, `members`: see `open_cluster`). With `reads`,
     also queries at each consistency level (as modes "lin-read" and "seq-read", measured in
     the first mode's cluster after its commands, at the smallest payload's row). With
     `watches`, the watch workload first, in the first mode's fresh cluster (mode "watch")."""
     results, failover = {}, None
     for mode in modes:
-        _note(f"smr {mode}: starting 3 members" + (" with TLS" if tls else ""))
+        name = "smr" if protocol == "derecho" else protocol
+        _note(f"{name} {mode}: starting {members} members" + (" with TLS" if tls else ""))
         with (
-            tempfile.TemporaryDirectory(prefix=f"bench-smr-{mode}-") as work,
-            open_cluster(transport, mode, work, tls) as cluster,
+            tempfile.TemporaryDirectory(prefix=f"bench-{name}-{mode}-") as work,
+            open_cluster(transport, mode, work, tls, protocol, members) as cluster,
         ):
             target = {
                 "system": "smr",
@@ -558,8 +578,11 @@ def compare(
     replies: str = "all",
     reads: bool = False,
     watches: bool = False,
+    members: int = 3,
 ) -> tuple[dict, dict | None]:
     """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover.
+    `members`: the group size of the systems that take one (`SIZED_SYSTEMS`; 3 for the rest,
+    which are refused with another size).
     `replies`: smr commands answered with every replica's result ("all") or the answering
     member's ("one", what pysyncobj answers with)."""
     if window < 1:
@@ -571,10 +594,18 @@ def compare(
         raise RuntimeError(
             f"pysyncobj is not installed; install it with: {pysyncobj_ref.INSTALL_HINT}"
         )
+    fixed = [s for s in systems if s not in SIZED_SYSTEMS and s != "raw"]
+    if members != 3 and fixed:
+        raise ValueError(
+            f"--members {members}: {', '.join(fixed)} run 3 members only here; leave them out, "
+            f"or compare {', '.join(SIZED_SYSTEMS)} at other sizes"
+        )
+    if members < 1:
+        raise ValueError(f"members must be at least 1, not {members}")
     why = missing_baseline(systems)
     if why:
         raise RuntimeError(why)
-    if {"smr", "smr-tls"} & set(systems) and importlib.util.find_spec(
+    if {"smr", "smr-tls", "multipaxos"} & set(systems) and importlib.util.find_spec(
         "smr.runtime.cluster"
     ) is None:
         # Before any other system runs for minutes only to end in this error.
@@ -597,6 +628,23 @@ def compare(
                 replies,
                 reads,
                 watches,
+                members=members,
+            )
+        elif system == "multipaxos":
+            # durable by construction (acceptors fsync before they answer); no watches
+            results["multipaxos"], _ = run_smr(
+                ["durable"],
+                sizes,
+                transport,
+                duration_s,
+                warmup_s,
+                0,
+                window,
+                replies,
+                reads,
+                False,
+                protocol="multipaxos",
+                members=members,
             )
         elif system == "smr-tls":
             results["smr-tls"], _ = run_smr(
@@ -611,6 +659,7 @@ def compare(
                 reads,
                 watches,
                 tls=True,
+                members=members,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)

@@ -65,11 +65,13 @@ class LocalCluster:
         metrics: bool = False,
         member_env: dict[int, dict[str, str]] | None = None,
         tls: bool = False,
+        protocol: str = "derecho",
     ):
         """`member_env`: extra environment variables of a member's process (`smr chaos` runs
         its fsync-fault shim this way). `tls`: a local CA and certificates in `data_dir/tls`
         and a `[tls]` section (mutual TLS on the member links and client ports; clients present
-        `smr-client-admin`, the configuration's `client_cert`)."""
+        `smr-client-admin`, the configuration's `client_cert`). `protocol`: "multipaxos" runs the
+        built-in classic Multi-Paxos (`smr.runtime.paxos_node`) instead of the default."""
         if transport == "verbs":
             from smr.transport.verbs import check_available
 
@@ -87,6 +89,7 @@ class LocalCluster:
                 spares=spares,
                 metrics=metrics,
                 tls=tls,
+                protocol=protocol,
             )
         self.config_path = config_path
         self.config: ClusterConfig = load(config_path)

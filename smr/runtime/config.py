@@ -13,6 +13,9 @@ message names the file, the key and what to change; nothing starts on a bad file
     rejoin = true                   # after a halt (removed from the view, a minority), ask to
                                     # join again as a new incarnation instead of exiting
     engine = "auto"                 # auto | native | python: the streams' receive side
+    protocol = "derecho"            # derecho (virtual synchrony, the default) | multipaxos
+                                    # (classic Multi-Paxos: one subgroup of one durable shard,
+                                    # every listed member a founder; smr.runtime.paxos_node)
 
     [timeouts]
     heartbeat_ms = 5
@@ -67,6 +70,7 @@ from smr.transport.base import Address, TransportConfig
 from smr.transport.tls import CLIENT_PORT_SECRET, TlsConfig
 
 TRANSPORTS = ("auto", "shm", "tcp", "verbs")
+PROTOCOLS = ("derecho", "multipaxos")
 SECRET_BYTES_MIN = 16
 STARTUP_GRACE_S = 10.0  # founders that have not started are suspected after this
 INSTALL_GRACE_S = 1.0  # members that have not started a new view are suspected after this
@@ -112,6 +116,7 @@ class ClusterConfig:
     peer_failed_ms: float = 1000.0
     submit_ms: float = 5000.0
     engine: str = "auto"
+    protocol: str = "derecho"
     tls: TlsConfig | None = None
     frame_bytes_max: int = 64 << 20
     slot_bytes: int = 1152
@@ -197,6 +202,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "founders",
         "rejoin",
         "engine",
+        "protocol",
     ),
     "timeouts": ("heartbeat_ms", "suspect_ms", "peer_failed_ms", "submit_ms"),
     "limits": ("frame_bytes_max", "slot_bytes", "window_max"),
@@ -333,6 +339,9 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{where}: founder {f!r} is not a listed member")
     if not founders or len(set(founders)) != len(founders):
         raise ConfigError(f"{where}: founders must list distinct members")
+    protocol = _opt(cluster, "protocol", str, "derecho", where)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}: protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
     subgroups = []
     for i, s in enumerate(_need(raw, "subgroups", list, path)):
@@ -358,6 +367,8 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{path}: [[subgroups]] declares no replicated type")
     if len({s.machine for s in subgroups}) != len(subgroups):
         raise ConfigError(f"{path}: a type is declared in two subgroups")
+    if protocol == "multipaxos":
+        _check_multipaxos(subgroups, members, founders, where)
 
     timeouts = _opt(raw, "timeouts", dict, {}, path)
     w = f"{path} [timeouts]"
@@ -397,6 +408,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         founders=founders,
         rejoin=rejoin,
         engine=engine,
+        protocol=protocol,
         tls=tls,
         members=members,
         subgroups=tuple(subgroups),
@@ -408,6 +420,37 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> ClusterConfig:
         peer_failed_ms=values["peer_failed_ms"],
         submit_ms=values["submit_ms"],
     )
+
+
+def _check_multipaxos(
+    subgroups: list[SubgroupConfig],
+    members: dict[int, MemberConfig],
+    founders: tuple[int, ...],
+    where: str,
+) -> None:
+    """Classic Multi-Paxos replicates one log among a fixed set of acceptors."""
+    spec = subgroups[0].spec if len(subgroups) == 1 else None
+    if spec is None or spec.shards != 1 or (spec.members is not None and len(spec.members) != 1):
+        raise ConfigError(
+            f"{where}: protocol multipaxos replicates one log: declare one [[subgroups]] entry "
+            "with shards = 1"
+        )
+    if spec.mode_of(0) != "durable":
+        raise ConfigError(
+            f"{where}: protocol multipaxos is durable by construction (acceptors log before "
+            'they answer): give the subgroup mode = "durable"'
+        )
+    if set(founders) != set(members):
+        raise ConfigError(
+            f"{where}: protocol multipaxos has a fixed membership: make every listed member a "
+            "founder (no spares)"
+        )
+    served = [m.id for m in members.values() if m.metrics_port is not None]
+    if served:
+        raise ConfigError(
+            f"{where}: protocol multipaxos members serve no metrics yet: leave metrics_port out "
+            f"(members {served})"
+        )
 
 
 def check_member(m: MemberConfig, where: str) -> None:
@@ -537,6 +580,7 @@ def write_local(
     metrics: bool = False,
     hosts: list[str] | None = None,
     tls: bool = False,
+    protocol: str = "derecho",
 ) -> str:
     """Write a configuration (and a fresh random secret) for a cluster on this host; return its
     path. `base_port` 0 picks free ports; `metrics` gives each member a `metrics_port` too.
@@ -565,6 +609,7 @@ def write_local(
         'secret_file = "secret"',
         f'transport = "{transport}"',
         'data_dir = "data"',
+        *([f'protocol = "{protocol}"'] if protocol != "derecho" else []),
         f"founders = {list(range(1, nodes + 1))}",
         "",
     ]
