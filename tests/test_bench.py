@@ -441,3 +441,25 @@ def test_bench_core_runs_both_engines_side_by_side():
     assert "native / python:" in _invoke(args).output
     one = json.loads(_invoke([*args, "--engine", "python", "--json"]).output)
     assert one["engine"] == "python"
+
+
+@pytest.mark.cluster
+def test_the_built_in_multipaxos_gets_its_own_row_at_the_group_size_asked_for():
+    results, _ = run.compare(
+        ["multipaxos"],
+        ["durable"],
+        [100],
+        transport="tcp",
+        duration_s=0.3,
+        warmup_s=0.1,
+        window=64,
+        members=5,
+    )
+    figures = results["multipaxos"]["durable"]["100"]
+    assert figures["ops_per_s"] > 0 and figures["w1_p50_ms"] > 0, figures
+    assert "multipaxos" in run.format_table(results)
+
+
+def test_a_group_size_a_baseline_cannot_take_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="etcd run 3 members only"):
+        run.compare(["smr", "etcd"], ["durable"], [100], members=5)
