@@ -478,6 +478,23 @@ def test_catch_up_serves_chosen_values_then_a_snapshot_when_trimmed():
     assert lag.ready().apply == [Restore(3, b"state@3"), Apply(3, b"v3"), Apply(4, b"v4")]
 
 
+def test_a_snapshot_is_wanted_once_the_applied_values_kept_pass_their_byte_bound():
+    node = PaxosNode(0, cfg(chosen_retained_max=100, chosen_retained_bytes_max=100))
+    lead(node)
+    wanted = []
+    for k in range(3):
+        node.submit(bytes(60))
+        node.advance(node.ready())
+        node.on_message(1, encode(P2b(0, k, 1, 0)))
+        r = node.ready()
+        wanted.append(r.snapshot_wanted)
+        node.advance(r)
+    assert wanted == [None, 2, None]  # 120 bytes kept after two; asked once
+    node.snapshot_taken(2, b"state@2")
+    assert node._retained_bytes == 60  # slot 2, applied after the snapshot's slot
+    node.advance(node.ready())
+
+
 def test_a_restarted_node_keeps_its_promise_and_votes():
     rec = Recovered(promised=4, votes={7: (5, b"q")}, vote_floor=7, apply_next=7, snapshot=b"s")
     node = PaxosNode(2, cfg(), rec)

@@ -358,7 +358,8 @@ class PaxosReady:
     * `sends`: (peer, bytes), in list order per peer, after `persist` is durable.
     * `apply`: `Apply` and `Restore` in list order, against the state machine; free relative to
       `sends` (what is applied is chosen, it depends on no local persistence).
-    * `snapshot_wanted`: the node retains more chosen values than `chosen_retained_max`; after
+    * `snapshot_wanted`: the node retains more chosen values than `chosen_retained_max` (or more
+      of their bytes than `chosen_retained_bytes_max`); after
       applying, snapshot the state machine at this slot, make it durable, then call
       `PaxosNode.snapshot_taken(slot, state)`.
     * `misbehaved`: (peer, reason) of inputs dropped as malformed, for the logs.
@@ -397,6 +398,7 @@ class PaxosConfig:
     window_max: int = 16  # slots a leader has proposed and not yet learned
     submit_queue_max: int = 1024  # commands queued at the leader, waiting for a slot
     chosen_retained_max: int = 1024  # applied values kept for catch-up before a snapshot is wanted
+    chosen_retained_bytes_max: int = 64 << 20  # ... and their bytes (large values: fewer kept)
     learned_ahead_max: int = 4096  # chosen values kept above a gap, waiting to be applied
     votes_ahead_max: int = 4096  # an acceptor votes only below its commit point + this
     catchup_batch_max: int = 256  # values in one catch-up Commit
@@ -412,7 +414,15 @@ class PaxosConfig:
             raise UsageError(
                 "window_max must be positive and at most votes_ahead_max, learned_ahead_max"
             )
-        if min(self.submit_queue_max, self.chosen_retained_max, self.catchup_batch_max) < 1:
+        if (
+            min(
+                self.submit_queue_max,
+                self.chosen_retained_max,
+                self.catchup_batch_max,
+                self.chosen_retained_bytes_max,
+            )
+            < 1
+        ):
             raise UsageError("every multipaxos bound must be positive")
         if (
             self.catchup_batch_max > BATCH_MAX
@@ -451,6 +461,7 @@ class PaxosNode:
         self.snapshot_slot = rec.apply_next
         self.snapshot_state = rec.snapshot
         self.chosen: dict[int, Value] = {}
+        self._retained_bytes = 0  # bytes of the applied values kept (below apply_next)
         self._snapshot_asked = False
         # Proposer (volatile: lost on a crash; the durable promise keeps ballots unique).
         self.ballot = NO_BALLOT
@@ -594,6 +605,7 @@ class PaxosNode:
         self.snapshot_state = state
         for s in [s for s in self.chosen if s < slot]:
             del self.chosen[s]
+        self._retained_bytes = self._bytes_applied_kept()
         if slot > self.vote_floor:
             self.vote_floor = slot
             for s in [s for s in self.votes if s < slot]:
@@ -790,13 +802,19 @@ class PaxosNode:
 
     def _apply_chosen(self) -> None:
         while self.apply_next in self.chosen:
-            self._out.apply.append(Apply(self.apply_next, self.chosen[self.apply_next]))
+            value = self.chosen[self.apply_next]
+            self._out.apply.append(Apply(self.apply_next, value))
             self.apply_next += 1
+            if value:
+                self._retained_bytes += len(value)
         retained = self.apply_next - self.snapshot_slot
         # Ask once per snapshot; a request not yet handed out moves up with what we apply (the
         # driver snapshots after applying all of this Ready).
         unasked = not self._snapshot_asked or self._out.snapshot_wanted is not None
-        if retained > self.config.chosen_retained_max and unasked:
+        if unasked and (
+            retained > self.config.chosen_retained_max
+            or self._retained_bytes > self.config.chosen_retained_bytes_max
+        ):
             self._snapshot_asked = True
             self._out.snapshot_wanted = self.apply_next
 
@@ -855,11 +873,15 @@ class PaxosNode:
         for table in (self.chosen, self.proposed, self._acks):
             for s in [s for s in table if s < msg.slot]:
                 del table[s]
+        self._retained_bytes = 0  # nothing below the restored slot is kept
         if self._out.snapshot_wanted is not None and self._out.snapshot_wanted < msg.slot:
             self._out.snapshot_wanted = None  # the restored state is this process's snapshot
         self._apply_chosen()
 
     # ---- plumbing ----------------------------------------------------------------------------
+
+    def _bytes_applied_kept(self) -> int:
+        return sum(len(v) for s, v in self.chosen.items() if s < self.apply_next and v)
 
     @staticmethod
     def _runs(
