@@ -92,6 +92,14 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
     show_default=True,
     help="RDMC block size (the bytes workload sends up to 5000-byte payloads).",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["derecho", "multipaxos"]),
+    default="derecho",
+    show_default=True,
+    help="multipaxos: the built-in classic Multi-Paxos members (smr.sim.paxos; faults crash, "
+    "restart, partition, delay, total; bugs quorum-of-one, no-adoption; a KV workload).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
 @click.option(
     "--jobs",
@@ -120,9 +128,13 @@ def sim(
     verbose: bool,
     jobs: int,
     trace_path: str | None,
+    protocol: str,
 ) -> None:
     """Run the real core in the deterministic simulator, one run per seed."""
     seed_list = parse_seeds(seeds)
+    if protocol == "multipaxos":
+        _sim_multipaxos(nodes, seed_list, faults, bugs, workload, verbose, jobs, trace_path)
+        return
     fault_set = parse_names(faults, FAULTS, "faults")
     bug_set = parse_names(bugs, BUGS, "bugs")
     core = CoreConfig(multicast=MulticastConfig(schedule=schedule, block_bytes=block_bytes))
@@ -183,6 +195,68 @@ def sim(
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+def _sim_multipaxos(
+    nodes: int,
+    seed_list: list[int],
+    faults: str,
+    bugs: str,
+    workload: str,
+    verbose: bool,
+    jobs: int,
+    trace_path: str | None,
+) -> None:
+    from smr.sim.paxos import PAXOS_BUGS, PAXOS_FAULTS, PaxosSimConfig
+
+    if workload != "frontier" or trace_path:
+        raise click.BadParameter(
+            "--protocol multipaxos runs its own KV workload and writes no trace: leave out "
+            "--workload and --trace"
+        )
+    fault_set = parse_names(faults, PAXOS_FAULTS, "multipaxos faults")
+    bug_set = parse_names(bugs, PAXOS_BUGS, "multipaxos bugs")
+    configs = [
+        PaxosSimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set) for seed in seed_list
+    ]
+    pool = None
+    if jobs > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+        outcomes = pool.imap(_paxos_outcome, configs)
+    else:
+        outcomes = (_paxos_outcome(c) for c in configs)
+    passed = failed = 0
+    for config, (digest, steps, end_ns, violation) in zip(configs, outcomes, strict=True):
+        if violation is None:
+            passed += 1
+            if verbose:
+                click.echo(f"seed {config.seed}: ok digest={digest} steps={steps}")
+        else:
+            failed += 1
+            click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
+            click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
+            click.echo(f"  you can reproduce this failure with: {config.command()}")
+    if pool is not None:
+        pool.close()
+        pool.join()
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+def _paxos_outcome(config: Any) -> tuple:
+    from smr.sim.paxos import run_paxos_seed
+
+    result = run_paxos_seed(config)
+    v = result.violation
+    return (
+        result.digest,
+        result.steps,
+        result.end_ns,
+        None if v is None else (v.invariant, v.detail),
+    )
 
 
 def _outcome(config: SimConfig, trace_file: Any = None) -> tuple:

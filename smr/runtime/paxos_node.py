@@ -81,7 +81,16 @@ class PaxosMember:
         log: Callable[..., None] | None = None,
         fs: FileSystem | None = None,
         clock_ns: Callable[[], int] | None = None,
+        wall_ns: Callable[[], int] | None = None,
+        clients: Any = None,
+        observe: Callable[[int, bytes | None], None] | None = None,
+        paxos_class: type[PaxosNode] = PaxosNode,
     ):
+        """For the simulator (`smr.sim.paxos`): `transport`, `fs`, `clock_ns` (the monotonic
+        clock), `wall_ns` (the time a leader stamps on a command) and `clients` (the client
+        port) replace the real ones, and `observe(slot, value)` sees every chosen value as it
+        is applied (its checkers); `paxos_class` is the core's class (the simulator breaks a
+        rule on purpose in a subclass, to see its checkers catch it)."""
         if config.protocol != "multipaxos":
             raise UsageError(f"{config.path}: protocol is {config.protocol}, not multipaxos")
         if me not in config.members:
@@ -91,6 +100,8 @@ class PaxosMember:
         self.log = log or json_logger(me)
         self.fs = fs or OsFileSystem()
         self._clock_ns = clock_ns or time.monotonic_ns
+        self._wall_ns = wall_ns or time.time_ns
+        self._observe = observe
         self.ids = tuple(sorted(config.members))
         self.rank = {m: i for i, m in enumerate(self.ids)}
         self.dir = config.member_dir(me)
@@ -110,7 +121,7 @@ class PaxosMember:
         self.hosted = Hosted(subgroup.machine(), session_results_max=SESSION_RESULTS_MAX)
         if recovered.snapshot:
             self.hosted.restore(recovered.snapshot)
-        self.paxos = PaxosNode(
+        self.paxos = paxos_class(
             self.rank[me],
             PaxosConfig(
                 n=len(self.ids),
@@ -145,7 +156,7 @@ class PaxosMember:
             self.log("transport", choice=why)
         self.transport = transport
         member = config.members[me]
-        self.clients = ClientServer(
+        self.clients = clients or ClientServer(
             member.host,
             member.client_port,
             config.secret if config.tls is None else CLIENT_PORT_SECRET,
@@ -302,6 +313,8 @@ class PaxosMember:
         self.paxos.snapshot_taken(slot, state)
 
     def _apply(self, slot: int, value: bytes | None) -> None:
+        if self._observe is not None:
+            self._observe(slot, value)
         if value is None:
             return  # a no-op filling a gap
         kind = value[:1]
@@ -447,7 +460,7 @@ class PaxosMember:
             )
             return
         value = (
-            b"\x01" + _TS.pack(time.time_ns()) + wrap(request.client, request.seq, request.payload)
+            b"\x01" + _TS.pack(self._wall_ns()) + wrap(request.client, request.seq, request.payload)
         )
         self._backlog.append(value)
         self._commands[key] = (conn_id, request.id)
