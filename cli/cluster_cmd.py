@@ -161,6 +161,14 @@ def cluster() -> None:
     help="A new configuration with mutual TLS: a local CA in DATA_DIR/tls, a certificate per "
     "member and one for clients (smr-client-admin); `smr tls` issues and revokes more.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["derecho", "multipaxos"]),
+    default="derecho",
+    show_default=True,
+    help="In a new configuration: multipaxos runs the built-in classic Multi-Paxos (one "
+    "durable shard, fixed members).",
+)
 def up(
     nodes: int,
     transport: str,
@@ -170,6 +178,7 @@ def up(
     watch: bool,
     metrics: bool,
     tls: bool,
+    protocol: str,
 ) -> None:
     """Start a local cluster and wait until it forms."""
     from smr.runtime.cluster import ClusterError, LocalCluster
@@ -198,6 +207,7 @@ def up(
             config_path=config_path if os.path.exists(config_path) else None,
             metrics=metrics,
             tls=tls,
+            protocol=protocol,
         )
         cluster.start()
         click.echo(f"started {len(cluster.pids)} members from {cluster.config_path}")
