@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from native_ext import native  # every test below fails, saying why, if it did not build
 
 import smr
 from smr.core.errors import PeerProtocolError
@@ -38,24 +39,6 @@ from smr.core.pending import (
 from smr.core.replica import CoreConfig, Replica
 from smr.core.table import Layout, Table, byte_slots
 from smr.sim import SimConfig, run_seed
-
-try:
-    from smr import _native
-except ImportError as e:  # reported by every test below, never skipped
-    _native = None
-    _IMPORT_ERROR: ImportError | None = e
-else:
-    _IMPORT_ERROR = None
-
-
-def native() -> Any:
-    if _native is None:
-        pytest.fail(
-            f"the extension smr._native did not build or import ({_IMPORT_ERROR}); "
-            "`make .venv/.installed-stamp` (or `pip install -e .`) builds it from native/"
-        )
-    return _native
-
 
 WINDOW = 8
 SLOT = 48

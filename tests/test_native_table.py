@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from native_ext import native  # every test below fails, saying why, if it did not build
 
 from smr.core import replica as replica_module
 from smr.core.errors import PeerProtocolError
@@ -33,24 +34,6 @@ from smr.core.table import (
     vector,
 )
 from smr.sim import SimConfig, run_seed
-
-try:
-    from smr import _native
-except ImportError as e:  # reported by every test below, never skipped
-    _native = None
-    _IMPORT_ERROR: ImportError | None = e
-else:
-    _IMPORT_ERROR = None
-
-
-def native() -> Any:
-    if _native is None:
-        pytest.fail(
-            f"the extension smr._native did not build or import ({_IMPORT_ERROR}); "
-            "`make .venv/.installed-stamp` (or `pip install -e .`) builds it from native/"
-        )
-    return _native
-
 
 LAYOUT = Layout(
     (
