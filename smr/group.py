@@ -52,7 +52,7 @@ from smr.core.replica import (
     RestoreState,
     StateTransfer,
 )
-from smr.core.views import Halted, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, RemovalRefused, ViewBlocked, ViewInstalled
 from smr.runtime.executor import Executor
 from smr.runtime.hosted import SNAPSHOT_FORMAT, CommandError, Hosted, decode_result
 from smr.runtime.protocol import READ_CONSISTENCIES, READ_LINEARIZABLE
@@ -117,6 +117,7 @@ class _Member:
         self.persisted: dict[Key, int] = {}  # reported to the replica after the Ready
         self.halted = ""
         self.removed = False  # removed from the group for good: it halted, and never returns
+        self.refused: dict[int, str] = {}  # member -> why the view change declined its removal
         self.executor = Executor(me, self)
 
     @property
@@ -243,7 +244,11 @@ class _Member:
     def flush_answers(self) -> None:
         pass
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
+    def notify(
+        self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved | RemovalRefused
+    ) -> None:
+        if isinstance(event, RemovalRefused):
+            self.refused[event.member] = event.reason
         if isinstance(event, Halted):
             self.halted = event.reason
             if event.removed:
@@ -390,14 +395,22 @@ class LocalGroup:
         ]
         if not askers:
             raise UsageError(f"no other member of the group is active to remove member {member}")
-        replica = self.members[askers[0]].replica
+        asker = self.members[askers[0]]
+        replica = asker.replica
+        asker.refused.pop(member, None)
         replica.remove(member)
         gone = self.members.get(member)  # None: an id out of the group, retired all the same
         self.run_until(
             lambda: (
-                member in replica.roster.retired and (gone is None or gone.replica.status == HALTED)
+                member in asker.refused
+                or (
+                    member in replica.roster.retired
+                    and (gone is None or gone.replica.status == HALTED)
+                )
             )
         )
+        if member in asker.refused:
+            raise UsageError(asker.refused.pop(member))
         if gone is not None:
             del self.members[member]
             gone.close()

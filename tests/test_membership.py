@@ -187,3 +187,26 @@ def test_a_removal_right_after_an_install_is_not_refused_for_flags_still_on_thei
     r = Replica(1, (1, 2, 3), layout=layout)
     r.remove(3)
     assert r.vc.removals_relayed() == [3]
+
+
+def test_removals_asked_for_at_once_that_together_break_the_majority_are_declined_in_part():
+    # each asker checks its own removal; with a crash not yet suspected, two of them together
+    # would leave 2 of 5 alive: the leader carries out the first and declines the other
+    t = group(5)
+    t.run("crash 2")
+    t.replicas[1].remove(4)
+    t.replicas[3].remove(5)
+    out = []
+    for _ in range(20):
+        out += t.run("tick 5")
+        out += t.run("stabilize")
+    assert t.replicas[1].view.members == (1, 3, 5)
+    assert t.replicas[1].roster.retired == (4,)
+    assert any(line.startswith("3: removal refused: member 5 was not removed") for line in out)
+    assert t.replicas[3]._removing == []  # nothing left to ask again: the churn ends
+    # asked again in the view of three, it keeps a majority of that view: carried out
+    t.replicas[3].remove(5)
+    for _ in range(10):
+        t.run("tick 5")
+        t.run("stabilize")
+    assert t.replicas[1].view.members == (1, 3) and t.replicas[1].roster.retired == (4, 5)

@@ -83,6 +83,7 @@ from smr.core.views import (
     Halted,
     InstallView,
     Proposal,
+    RemovalRefused,
     Roster,
     View,
     ViewChange,
@@ -881,6 +882,18 @@ class Replica:
         self._prev_row = (self.epoch, self.table.row_bytes_of(self.table.my_row))
         self.prev_table = self.table  # for inspection (transcripts); the next install drops it
         new_view = View(old_view.epoch + 1, decided.members, decided.roster)
+        for m in [m for m in self._removing if m in decided.declined]:
+            self._removing.remove(m)
+            self._events.append(
+                RemovalRefused(
+                    m,
+                    new_view.epoch,
+                    f"member {m} was not removed in view {new_view.epoch}: with the other "
+                    "removals asked for and the failures since, the view would have kept less "
+                    "than a majority of the previous one alive, or a shard without its state; "
+                    "nothing changed for it",
+                )
+            )
         self._build(new_view)
         self._barrier = True
         self._events.extend(completed)

@@ -185,7 +185,9 @@ class Proposal:
     `trims[g]` is, for the current view's shard `g`, the number of messages of each sender (in
     sender rank order) that every survivor delivers before the epoch ends; `joiners` are the
     members of `members` that were not survivors of the current view (they need state);
-    `roster` is the next view's (`Roster`)."""
+    `roster` is the next view's (`Roster`); `declined` are removals asked for (`Replica.remove`)
+    that the leader did not carry out: together with the others they would have left less than
+    a majority of the view, or a shard without its state."""
 
     ballot: int
     members: tuple[int, ...]
@@ -195,6 +197,7 @@ class Proposal:
     # provider 0 when nobody needs state
     plans: tuple[tuple[int, tuple[int, ...]], ...] = ()
     roster: Roster = EMPTY_ROSTER
+    declined: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
         words = [
@@ -212,6 +215,7 @@ class Proposal:
         for provider, needy in self.plans:
             words.extend((provider, len(needy), *needy))
         words.extend(self.roster.words())
+        words.extend((len(self.declined), *self.declined))
         return pack_words(words)
 
     @classmethod
@@ -228,11 +232,12 @@ class Proposal:
             provider = w.one()
             plans.append((provider, w.seq()))
         roster = Roster.read(w, card_bytes_max) if w.left else Roster()
+        declined = w.seq() if w.left else ()
         if ballot <= 0 or not members or len(set(members)) != len(members):
             raise PeerProtocolError(f"a view proposal with ballot {ballot} and members {members}")
         if set(members) & set(roster.retired):
             raise PeerProtocolError(f"a view proposal with removed members {roster.retired}")
-        return cls(ballot, members, joiners, trims, tuple(plans), roster)
+        return cls(ballot, members, joiners, trims, tuple(plans), roster, declined)
 
     @staticmethod
     def words_max(config: ViewConfig, shards: Sequence[Shard]) -> int:
@@ -244,6 +249,8 @@ class Proposal:
             + sum(len(s.senders) for s in shards)
             + plans
             + Roster.words_max(config)
+            + 1
+            + config.members_max * config.removals_max
         )
 
 
@@ -335,6 +342,18 @@ class Halt:
 
 
 FINAL_ACTIONS = (InstallView, Halt)
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalRefused:
+    """Event for the member that asked to remove `member` (`Replica.remove`): the view change
+    did not carry it out, saying why (with the removals asked for at once, or the failures
+    since it was asked, it would have left less than a majority of the view, or a shard
+    without its state). Nothing changed for it; it may be asked for again."""
+
+    member: int
+    epoch: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -833,22 +852,17 @@ class ViewChange:
                 adopted = self.proposal_in(r, "acked")
         if adopted is not None:
             proposal = Proposal(
-                b, adopted.members, adopted.joiners, adopted.trims, adopted.plans, adopted.roster
+                b,
+                adopted.members,
+                adopted.joiners,
+                adopted.trims,
+                adopted.plans,
+                adopted.roster,
+                adopted.declined,
             )
         else:
             members = self.table.members
             roster = self.replica.view.roster
-            removed = [m for m in self.removals_relayed() if m not in roster.retired]
-            # removed for good: neither a survivor nor a joiner, now or ever again
-            barred = set(roster.retired) | set(removed)
-            survivors = tuple(
-                members[r] for r in rows if not t.get(r, "leaving") and members[r] not in barred
-            )
-            joiners = tuple(
-                j for j in self.joiners_relayed() if j not in survivors and j not in barred
-            )
-            room = self.config.members_max - len(survivors)
-            joiners = joiners[: max(0, room)]
             trims = []
             # Shards with a live member still waiting for their state: its `persisted` stayed 0,
             # so nothing of the shard was acknowledged in this epoch, and no member that goes on
@@ -885,35 +899,59 @@ class ViewChange:
                 # was never acknowledged, and its senders submit it again.
                 return shard.index in waiting and bool(offers.get(m, 0) >> shard.index & 1)
 
-            # Suspected members that are alive after all (a healed partition) can come back as
-            # joiners, with state transfer, when the view cannot go on without them (all the
-            # designated senders of a shard were on the other side, say).
-            back = tuple(
-                members[r]
-                for r in self.suspected_rows()
-                if self._heard_lately(r)
-                and members[r] not in survivors + joiners
-                and members[r] not in barred
-            )
-            plans, error = None, ""
-            for candidate in (joiners, joiners + back) if back else (joiners,):
-                try:
-                    plans = plan_next(
-                        self.replica.layout_specs,
-                        self.replica.shards,
-                        survivors,
-                        survivors + candidate,
-                        self._has_state,
-                        offered,
-                    )
-                except LayoutError as e:
-                    error = error or str(e)
+            # Removals asked for (`remove`) are carried out together when the view that results
+            # keeps a majority of this one alive and every shard's state; otherwise the last
+            # asked for are declined, one by one, and their askers told (`RemovalRefused`):
+            # each asker checked only its own, and members may have failed since.
+            removed = [m for m in self.removals_relayed() if m not in roster.retired]
+            declined: list[int] = []
+            while True:
+                # removed for good: neither a survivor nor a joiner, now or ever again
+                barred = set(roster.retired) | set(removed)
+                survivors = tuple(
+                    members[r] for r in rows if not t.get(r, "leaving") and members[r] not in barred
+                )
+                if removed and len(survivors) < self.n // 2 + 1:
+                    declined.insert(0, removed.pop())
                     continue
-                joiners = candidate
+                joiners = tuple(
+                    j for j in self.joiners_relayed() if j not in survivors and j not in barred
+                )
+                room = self.config.members_max - len(survivors)
+                joiners = joiners[: max(0, room)]
+                # Suspected members that are alive after all (a healed partition) can come back as
+                # joiners, with state transfer, when the view cannot go on without them (all the
+                # designated senders of a shard were on the other side, say).
+                back = tuple(
+                    members[r]
+                    for r in self.suspected_rows()
+                    if self._heard_lately(r)
+                    and members[r] not in survivors + joiners
+                    and members[r] not in barred
+                )
+                plans, error = None, ""
+                for candidate in (joiners, joiners + back) if back else (joiners,):
+                    try:
+                        plans = plan_next(
+                            self.replica.layout_specs,
+                            self.replica.shards,
+                            survivors,
+                            survivors + candidate,
+                            self._has_state,
+                            offered,
+                        )
+                    except LayoutError as e:
+                        error = error or str(e)
+                        continue
+                    joiners = candidate
+                    break
+                if plans is None and removed:
+                    declined.insert(0, removed.pop())
+                    continue
+                if plans is None:
+                    self.blocked_on = self._signature(b)
+                    return [ViewBlocked(self.replica.epoch, error)]
                 break
-            if plans is None:
-                self.blocked_on = self._signature(b)
-                return [ViewBlocked(self.replica.epoch, error)]
             cards = self.cards_relayed()
             next_roster = roster.next(
                 survivors + joiners,
@@ -921,7 +959,15 @@ class ViewChange:
                 removed,
                 self.config.retired_max,
             )
-            proposal = Proposal(b, survivors + joiners, joiners, tuple(trims), plans, next_roster)
+            proposal = Proposal(
+                b,
+                survivors + joiners,
+                joiners,
+                tuple(trims),
+                plans,
+                next_roster,
+                tuple(declined),
+            )
         data = proposal.encode()
         t.bset("prop", 0, data)
         # The leader acknowledges its own proposal, logged first like everyone's.

@@ -49,7 +49,7 @@ from smr.core.ready import (
     Send,
 )
 from smr.core.replica import FrontierReached, Replica, RestoreState, StateTransfer
-from smr.core.views import Halted, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, RemovalRefused, ViewBlocked, ViewInstalled
 
 if TYPE_CHECKING:
     from smr.core.ready import Event
@@ -115,7 +115,9 @@ class Host(Protocol):
     def flush_answers(self) -> None:
         """Send the answers given so far now (rule A)."""
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
+    def notify(
+        self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved | RemovalRefused
+    ) -> None:
         """An event for the application only."""
 
     def state_sent(self, event: StateTransfer, version: int, size_bytes: int) -> None:
@@ -240,7 +242,7 @@ class Executor:
                 host.restore(event)
             case ViewInstalled():
                 host.view_installed(event)
-            case Halted() | ViewBlocked() | FrontierReached() | PeerMisbehaved():
+            case Halted() | ViewBlocked() | FrontierReached() | PeerMisbehaved() | RemovalRefused():
                 host.notify(event)
             case _:
                 assert_never(event)

@@ -83,7 +83,7 @@ from smr.core.replica import (
     StateTransfer,
 )
 from smr.core.restart import Recovered
-from smr.core.views import Halted, Roster, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, RemovalRefused, Roster, ViewBlocked, ViewInstalled
 from smr.log import (
     GroupCommitWriter,
     Log,
@@ -860,7 +860,9 @@ class Node:
     def flush_answers(self) -> None:
         self.clients.flush()
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
+    def notify(
+        self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved | RemovalRefused
+    ) -> None:
         if type(event) is Halted:
             self.log("halt", reason=event.reason, removed=event.removed)
             if event.removed:
@@ -885,6 +887,12 @@ class Node:
             self.log("view-blocked", epoch=event.epoch, reason=event.reason)
         elif type(event) is PeerMisbehaved:
             self.log("peer-protocol-error", peer=event.peer, epoch=event.epoch, error=event.reason)
+        elif type(event) is RemovalRefused:
+            self.log("removal-refused", peer=event.member, epoch=event.epoch, reason=event.reason)
+            for _, conn_id, request_id in self._removals.pop(event.member, []):
+                self.clients.respond(
+                    conn_id, protocol.Response(request_id, False, error=event.reason)
+                )
 
     def _open_logs_only(self, keys: list[tuple[int, int]]) -> None:
         hosted = dict(self.hosted)

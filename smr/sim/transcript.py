@@ -107,7 +107,7 @@ from smr.core.restart import (
     decode_offer_meta,
     decode_view_meta,
 )
-from smr.core.views import Halted, Proposal, ViewBlocked, ViewInstalled
+from smr.core.views import Halted, Proposal, RemovalRefused, ViewBlocked, ViewInstalled
 from smr.runtime.executor import Executor
 
 MS = 1_000_000
@@ -729,13 +729,17 @@ class _Member:
     def flush_answers(self) -> None:
         pass
 
-    def notify(self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved) -> None:
+    def notify(
+        self, event: Halted | ViewBlocked | FrontierReached | PeerMisbehaved | RemovalRefused
+    ) -> None:
         if isinstance(event, Halted):
             self.t.out.append(f"{self.m}: halts: {event.reason}")
         elif isinstance(event, ViewBlocked):
             self.t.out.append(f"{self.m}: view blocked: {event.reason}")
         elif isinstance(event, PeerMisbehaved):
             self.t.out.append(f"{self.m}: drops input from {event.peer}: {event.reason}")
+        elif isinstance(event, RemovalRefused):
+            self.t.out.append(f"{self.m}: removal refused: {event.reason}")
 
 
 def _link(spec: str) -> tuple[int, int]:
