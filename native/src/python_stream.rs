@@ -216,10 +216,8 @@ impl NativePending {
         epoch_bits: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = Deliveries::new(py, subgroup, shard, epoch_bits)?;
-        if let Err(e) = self.core.own(k) {
-            return Err(PyAssertionError::new_err(e.to_string())); // no sender rank k
-        }
-        let sender = self.core.sender_id(k);
+        let sender =
+            self.core.sender_id(k).map_err(|e| PyAssertionError::new_err(e.to_string()))?;
         self.core
             .drain(k, |seq, e| -> Result<(), Failure> { Ok(out.push(seq, sender, e)?) })
             .map_err(|f| f.into_pyerr(py))?;
@@ -237,8 +235,7 @@ impl NativePending {
         epoch_bits: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = Deliveries::new(py, subgroup, shard, epoch_bits)?;
-        let senders: Vec<i64> =
-            (0..self.core.n_senders()).map(|k| self.core.sender_id(k)).collect();
+        let senders: Vec<i64> = self.core.sender_ids().to_vec();
         self.core
             .deliver(seq, stable, |s, k, e| -> Result<(), Failure> {
                 Ok(out.push(s, senders[k], e)?)

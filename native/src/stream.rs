@@ -132,8 +132,16 @@ impl<P> Pending<P> {
         self.sender_ids.len()
     }
 
-    pub fn sender_id(&self, k: usize) -> i64 {
-        self.sender_ids[k]
+    /// The member ids of the senders, in rank order.
+    pub fn sender_ids(&self) -> &[i64] {
+        &self.sender_ids
+    }
+
+    /// The member id of sender rank `k` (an error for a rank the shard does not have).
+    pub fn sender_id(&self, k: usize) -> Result<i64, StreamError> {
+        self.sender_ids.get(k).copied().ok_or_else(|| {
+            StreamError::Assertion(format!("sender rank {k} of {}", self.sender_ids.len()))
+        })
     }
 
     /// Entries queued over every sender.
