@@ -495,6 +495,26 @@ def test_a_snapshot_is_wanted_once_the_applied_values_kept_pass_their_byte_bound
     node.advance(node.ready())
 
 
+def test_the_window_holds_a_bytes_bound_and_a_2a_a_message_bound():
+    node = PaxosNode(0, cfg(window_max=8, window_bytes_max=250, message_bytes_max=120))
+    lead(node)
+    for _ in range(5):
+        assert node.submit(bytes(100))
+    r = node.ready()
+    twoas = [decode(d) for peer, d in r.sends if peer == 1]
+    # two fit under 250 bytes in flight (one at least, always)
+    assert [(m.first_slot, len(m.values)) for m in twoas] == [(0, 1), (1, 1)]
+    assert len(node.proposed) == 2 and len(node.queue) == 3
+    node.advance(r)
+    node.on_message(1, encode(P2b(0, 0, 2, 0)))  # chosen: the window empties, two more go
+    r = node.ready()
+    assert sorted(node.proposed) == [2, 3] and len(node.queue) == 1
+    # the two go in one run, cut into 2a messages of at most 120 bytes of values
+    twoas = [decode(d) for peer, d in r.sends if peer == 1 and isinstance(decode(d), P2a)]
+    assert [(m.first_slot, len(m.values)) for m in twoas] == [(2, 1), (3, 1)]
+    node.advance(r)
+
+
 def test_a_restarted_node_keeps_its_promise_and_votes():
     rec = Recovered(promised=4, votes={7: (5, b"q")}, vote_floor=7, apply_next=7, snapshot=b"s")
     node = PaxosNode(2, cfg(), rec)

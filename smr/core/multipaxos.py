@@ -49,7 +49,7 @@ NOOP: Value = None
 NO_BALLOT = -1
 
 # Decoder limits: they bound what a peer can make us allocate.
-VALUE_BYTES_MAX = 1 << 20
+VALUE_BYTES_MAX = 16 << 20  # a client command of up to 16 MiB with its headers
 SNAPSHOT_BYTES_MAX = 1 << 28
 BATCH_MAX = 1 << 16  # values in one P2a / Commit, votes in one P1b
 SLOT_MAX = 1 << 62  # slots and ballots are below this (no int64 overflow on first + count)
@@ -406,6 +406,11 @@ class PaxosConfig:
     election_stagger_ns: int = 100_000_000  # added per id, so timeouts rarely coincide
     heartbeat_ns: int = 40_000_000  # heartbeats, retransmissions, catch-up requests
     check_scans: bool = True  # `_check` scans every vote and chosen value after each input
+    # Bytes, not only counts: a leader stops filling its window once the values proposed and
+    # not yet learned hold `window_bytes_max` (one at least), and a 2a or a catch-up Commit holds
+    # values of at most `message_bytes_max` (one at least), under a transport's frame limit.
+    window_bytes_max: int = 32 << 20
+    message_bytes_max: int = 8 << 20
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -420,6 +425,8 @@ class PaxosConfig:
                 self.chosen_retained_max,
                 self.catchup_batch_max,
                 self.chosen_retained_bytes_max,
+                self.window_bytes_max,
+                self.message_bytes_max,
             )
             < 1
         ):
@@ -475,6 +482,7 @@ class PaxosNode:
         self._catchup_holder = node_id
         self._next_slot = 0
         self.proposed: dict[int, Value] = {}  # slot -> value sent in 2a in this ballot, unlearned
+        self._proposed_bytes = 0  # of the values in `proposed`
         self._acks: dict[int, set[int]] = {}
         self.queue: deque[bytes] = deque()
         # Time, as the driver last told it.
@@ -691,6 +699,7 @@ class PaxosNode:
         self._plan.clear()
         self._plan_top = -1
         self.proposed.clear()
+        self._proposed_bytes = 0
         self._acks.clear()
         self.queue.clear()
 
@@ -752,11 +761,15 @@ class PaxosNode:
             elif slot <= self._plan_top:
                 value = NOOP
             elif self.queue:
+                size = len(self.queue[0])
+                if self.proposed and self._proposed_bytes + size > self.config.window_bytes_max:
+                    break  # the window is full of bytes; a plan's values are never held back
                 value = self.queue.popleft()
             else:
                 break
             assert slot >= self.vote_floor
             self.proposed[slot] = value
+            self._proposed_bytes += len(value) if value else 0
             self._acks[slot] = set()
             # The leader's own acceptor votes first; counted once durable (advance).
             self.votes[slot] = (self.ballot, value)
@@ -768,7 +781,23 @@ class PaxosNode:
 
     def _send_2a(self, slots: list[int]) -> None:
         for first, values in self._runs(slots, self.proposed):
-            self._broadcast(P2a(self.ballot, first, self.apply_next, values))
+            for at, chunk in self._chunks(first, values):
+                self._broadcast(P2a(self.ballot, at, self.apply_next, chunk))
+
+    def _chunks(
+        self, first: int, values: tuple[Value, ...]
+    ) -> Iterable[tuple[int, tuple[Value, ...]]]:
+        """A run of values cut into messages of at most `message_bytes_max` of values (one value
+        at least in each)."""
+        limit = self.config.message_bytes_max
+        start, size = 0, 0
+        for i, v in enumerate(values):
+            n = len(v) if v else 0
+            if i > start and size + n > limit:
+                yield first + start, values[start:i]
+                start, size = i, 0
+            size += n
+        yield first + start, values[start:]
 
     def _on_p2b(self, source: int, msg: P2b) -> None:
         if msg.ballot != self.ballot or not self.leading:
@@ -796,7 +825,9 @@ class PaxosNode:
         if slot >= self.apply_next + self.config.learned_ahead_max:
             return  # beyond what we keep; catch-up brings it again
         self.chosen[slot] = value
-        self.proposed.pop(slot, None)
+        was = self.proposed.pop(slot, None)
+        if was:
+            self._proposed_bytes -= len(was)
         self._acks.pop(slot, None)
         self._apply_chosen()
 
@@ -857,8 +888,14 @@ class PaxosNode:
             self._send(source, Snapshot(self.snapshot_slot, self.snapshot_state))
             start = self.snapshot_slot
         values: list[Value] = []
+        size = 0
         while start + len(values) in self.chosen and len(values) < self.config.catchup_batch_max:
-            values.append(self.chosen[start + len(values)])
+            value = self.chosen[start + len(values)]
+            n = len(value) if value else 0
+            if values and size + n > self.config.message_bytes_max:
+                break  # the learner asks again from where this ends
+            values.append(value)
+            size += n
         if values:
             self._send(source, Commit(start, tuple(values)))
 
@@ -873,6 +910,7 @@ class PaxosNode:
         for table in (self.chosen, self.proposed, self._acks):
             for s in [s for s in table if s < msg.slot]:
                 del table[s]
+        self._proposed_bytes = sum(len(v) for v in self.proposed.values() if v)
         self._retained_bytes = 0  # nothing below the restored slot is kept
         if self._out.snapshot_wanted is not None and self._out.snapshot_wanted < msg.slot:
             self._out.snapshot_wanted = None  # the restored state is this process's snapshot
@@ -924,6 +962,7 @@ class PaxosNode:
                 self.apply_next <= s < self.apply_next + cfg.window_max for s in self.proposed
             )
             assert self.proposed.keys() == self._acks.keys()
+            assert self._proposed_bytes == sum(len(v) for v in self.proposed.values() if v)
         if self.ballot != NO_BALLOT:
             assert self.ballot % cfg.n == self.id and self.ballot == self.promised
         assert not self.leading or self.ballot != NO_BALLOT

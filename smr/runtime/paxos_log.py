@@ -14,7 +14,7 @@ Format (`format` metadata = b"multipaxos-acceptor-1"; a shard log has no such ma
   endian, starts with a kind byte:
 
       1 promise   i64 ballot
-      2 accept    i64 ballot, i64 slot, i32 value length (-1: a no-op), the value (<= 1 MiB)
+      2 accept    i64 ballot, i64 slot, i32 value length (-1: a no-op), the value (<= 16 MiB)
       3 trim      i64 slot: the votes below it are gone (the vote floor)
 
 * The state snapshot is the log's snapshot blob (`<version>.snap`, one kept): kind byte 4,

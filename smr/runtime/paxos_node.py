@@ -42,7 +42,14 @@ from collections.abc import Callable
 from typing import Any
 
 from smr.core.errors import UsageError
-from smr.core.multipaxos import Apply, PaxosConfig, PaxosNode, PaxosReady, Restore
+from smr.core.multipaxos import (
+    VALUE_BYTES_MAX,
+    Apply,
+    PaxosConfig,
+    PaxosNode,
+    PaxosReady,
+    Restore,
+)
 from smr.log import LogError
 from smr.log.fs import FileSystem, OsFileSystem
 from smr.runtime import protocol
@@ -384,9 +391,12 @@ class PaxosMember:
         """The leader heard from lately (two heartbeats): clients are sent there; a leader not
         heard from since may be gone, and they wait for the election instead."""
         hint = self.paxos.leader_heard(2 * self.paxos.config.heartbeat_ns)
-        if hint is None or self.ids[hint] in self._failed:
+        if hint is None:
             return None
-        return self.ids[hint]
+        leader = self.ids[hint]
+        if leader != self.me and (leader in self._failed or not self.transport.linked(leader)):
+            return None  # its link broke (a killed process): the election comes first
+        return leader
 
     def _take_requests(self) -> None:
         budget = REQUESTS_PER_PASS
@@ -462,6 +472,17 @@ class PaxosMember:
         value = (
             b"\x01" + _TS.pack(self._wall_ns()) + wrap(request.client, request.seq, request.payload)
         )
+        if len(value) > VALUE_BYTES_MAX:
+            respond(
+                conn_id,
+                protocol.Response(
+                    request.id,
+                    False,
+                    error=f"a command of {len(request.payload)} bytes: protocol multipaxos takes "
+                    f"values of at most {VALUE_BYTES_MAX} bytes with their headers",
+                ),
+            )
+            return
         self._backlog.append(value)
         self._commands[key] = (conn_id, request.id)
 

@@ -166,6 +166,11 @@ class Transport(ABC):
         a provider that does not count them reports none."""
         return {}
 
+    def linked(self, peer: int) -> bool:
+        """Whether a link to `peer` is up now, as far as this provider can tell (one that
+        cannot says True): a hint for routing clients, never for the protocol's decisions."""
+        return True
+
     def add_member(self, member: int, address: Address) -> None:
         """A member that joined after start (its address came with its join request)."""
         self.addresses[member] = address

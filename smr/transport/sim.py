@@ -489,6 +489,9 @@ class SimTransport(Transport):
             self.stats["peer_failed"] += 1
             handler.on_peer_failed(item)
 
+    def linked(self, peer: int) -> bool:
+        return self.world.is_up(self.me, peer)
+
     def wake(self) -> None:
         """Mark this member as having something to do now (`world.ready_members()` lists it;
         `on_due` is told). In a simulation every call is on the simulation's thread; from

@@ -762,6 +762,10 @@ class TcpTransport(Transport):
             return self._dispatch(conn, frames)
         return True
 
+    def linked(self, peer: int) -> bool:
+        p = self._peers.get(peer)
+        return p is not None and p.conn is not None and p.conn.state == _UP
+
     # -- connections -----------------------------------------------------------------------
 
     def _accept(self) -> None:
