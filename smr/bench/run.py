@@ -685,7 +685,7 @@ def format_table(results: dict) -> str:
     ops/s) and against raw loopback TCP (same payload, MiB/s) where those were measured.
     `LEGEND` explains the columns (printed under the table); latencies are in ms."""
     header = (
-        f"{'system':<10}{'mode':<9}{'payload':>9}{'ops/s':>11}{'MiB/s':>10}{'load p50':>10}"
+        f"{'system':<11}{'mode':<9}{'payload':>9}{'ops/s':>11}{'MiB/s':>10}{'load p50':>10}"
         f"{'load p99':>10}{'load max':>10}{'w1 p50':>9}{'x pysyncobj':>13}{'% raw tcp':>11}"
     )
     lines = [header, "-" * len(header)]
@@ -702,7 +702,7 @@ def format_table(results: dict) -> str:
                     100 * fig["mib_per_s"] / tcp["mib_per_s"] if tcp and system != "raw" else None
                 )
                 lines.append(
-                    f"{system:<10}{mode:<9}{_size(int(size)):>9}{_fmt(fig['ops_per_s']):>11}"
+                    f"{system:<11}{mode:<9}{_size(int(size)):>9}{_fmt(fig['ops_per_s']):>11}"
                     f"{_fmt(fig['mib_per_s'], 2):>10}{_fmt(fig['p50_ms'], 2):>10}"
                     f"{_fmt(fig['p99_ms'], 2):>10}{_fmt(fig.get('max_ms'), 2):>10}"
                     f"{_fmt(fig.get('w1_p50_ms'), 2):>9}"
