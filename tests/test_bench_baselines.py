@@ -29,7 +29,9 @@ def test_systems_parse_the_baselines_and_refuse_unknown_ones():
     ]
     result = CliRunner().invoke(cli, ["bench", "compare", "--systems", "raw,consul"])
     assert result.exit_code != 0
-    assert "consul is not one of smr, smr-tls, pysyncobj, raw, etcd, zookeeper" in result.output
+    assert "consul is not one of smr, smr-tls, multipaxos, pysyncobj, raw, etcd, zookeeper" in (
+        result.output
+    )
 
 
 def test_default_systems_are_unchanged():
