@@ -167,15 +167,10 @@ def sim(
         if progress is not None:
             progress.clear()  # a result line never lands after the progress text
         failover_ns.extend(view_change_ns)
-        if violation is None:
+        if _report(config, digest, steps, end_ns, violation, verbose):
             passed += 1
-            if verbose:
-                click.echo(f"seed {config.seed}: ok digest={digest} steps={steps}")
         else:
             failed += 1
-            click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
-            click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
-            click.echo(f"  you can reproduce this failure with: {config.command()}")
         if progress is not None:
             progress.show(i + 1, failed)
     if pool is not None:
@@ -229,21 +224,31 @@ def _sim_multipaxos(
         outcomes = (_paxos_outcome(c) for c in configs)
     passed = failed = 0
     for config, (digest, steps, end_ns, violation) in zip(configs, outcomes, strict=True):
-        if violation is None:
+        if _report(config, digest, steps, end_ns, violation, verbose):
             passed += 1
-            if verbose:
-                click.echo(f"seed {config.seed}: ok digest={digest} steps={steps}")
         else:
             failed += 1
-            click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
-            click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
-            click.echo(f"  you can reproduce this failure with: {config.command()}")
     if pool is not None:
         pool.close()
         pool.join()
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+def _report(
+    config: Any, digest: str, steps: int, end_ns: int, violation: Any, verbose: bool
+) -> bool:
+    """Print one seed's result (a failure always, with the command that reproduces it); True
+    when it passed."""
+    if violation is None:
+        if verbose:
+            click.echo(f"seed {config.seed}: ok digest={digest} steps={steps}")
+        return True
+    click.echo(f"seed {config.seed}: FAILED {violation[0]}: {violation[1]}")
+    click.echo(f"  at {end_ns / 1e6:.3f} ms simulated, after {steps} steps")
+    click.echo(f"  you can reproduce this failure with: {config.command()}")
+    return False
 
 
 def _paxos_outcome(config: Any) -> tuple:

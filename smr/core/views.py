@@ -49,7 +49,7 @@ logged at every member before anyone applies it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -485,19 +485,20 @@ class ViewChange:
             return None
         return Proposal.decode(data, self.config.card_bytes_max)
 
+    def _relayed(self) -> Iterator[tuple[int, int, int]]:
+        """(row, slot, joiner) of every join the unsuspected members relay, in row order."""
+        for r in self.unsuspected_rows():
+            for i in range(min(self.table.get(r, "joins_num"), self.config.joins_max)):
+                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
+                yield r, i, j
+
     def joiners_relayed(self) -> list[int]:
         """Processes asking to join, as relayed in the rows of unsuspected members."""
         out: list[int] = []
         members = self.table.members
-        for r in self.unsuspected_rows():
-            k = self.table.get(r, "joins_num")
-            k = min(k, self.config.joins_max)
-            for i in range(k):
-                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
-                if j not in out and (
-                    j not in members or self.suspects(self.me_row, members.index(j))
-                ):
-                    out.append(j)
+        for _, _, j in self._relayed():
+            if j not in out and (j not in members or self.suspects(self.me_row, members.index(j))):
+                out.append(j)
         return out
 
     def offers_relayed(self) -> dict[int, int]:
@@ -506,14 +507,11 @@ class ViewChange:
         `Replica._offer_mask`)."""
         out: dict[int, int] = {}
         words = offer_words(self.replica.shards)
-        for r in self.unsuspected_rows():
-            k = min(self.table.get(r, "joins_num"), self.config.joins_max)
-            for i in range(k):
-                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
-                data = self.table.bget(r, "join_offers", 8 * words * i, 8 * words * (i + 1))
-                mask = int.from_bytes(data, "little")
-                if mask:
-                    out[j] = out.get(j, 0) | mask
+        for r, i, j in self._relayed():
+            data = self.table.bget(r, "join_offers", 8 * words * i, 8 * words * (i + 1))
+            mask = int.from_bytes(data, "little")
+            if mask:
+                out[j] = out.get(j, 0) | mask
         return out
 
     def cards_relayed(self) -> dict[int, bytes]:
@@ -521,14 +519,11 @@ class ViewChange:
         row's; a joiner sends the same card to every contact)."""
         out: dict[int, bytes] = {}
         slot = _card_slot_bytes(self.config)
-        for r in self.unsuspected_rows():
-            k = min(self.table.get(r, "joins_num"), self.config.joins_max)
-            for i in range(k):
-                (j,) = WORD.unpack_from(self.table.bget(r, "joins", 8 * i, 8 * i + 8))
-                data = self.table.bget(r, "join_cards", slot * i, slot * (i + 1))
-                (n,) = WORD.unpack_from(data)
-                if j not in out and 0 < n <= self.config.card_bytes_max:
-                    out[j] = bytes(data[8 : 8 + n])
+        for r, i, j in self._relayed():
+            data = self.table.bget(r, "join_cards", slot * i, slot * (i + 1))
+            (n,) = WORD.unpack_from(data)
+            if j not in out and 0 < n <= self.config.card_bytes_max:
+                out[j] = bytes(data[8 : 8 + n])
         return out
 
     def removals_relayed(self) -> list[int]:
