@@ -10,6 +10,7 @@ import click
 
 from smr.chaos import run as chaos_run
 from smr.chaos import schedule
+from smr.chaos.workload import OPS_PER_KEY
 
 
 @click.command()
@@ -30,7 +31,21 @@ from smr.chaos import schedule
     help="shm has no network: no partitions.",
 )
 @click.option("--nodes", type=click.IntRange(3, 9), default=3, show_default=True)
-@click.option("--keys", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option(
+    "--keys",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="How many keys the clients use at once.",
+)
+@click.option(
+    "--ops-per-key",
+    type=click.IntRange(min=0),
+    default=OPS_PER_KEY,
+    show_default=True,
+    help="A key is retired for a fresh one after this many operations (0: never), so each "
+    "key's history stays small enough to check.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -46,6 +61,7 @@ def chaos(
     transport: str,
     nodes: int,
     keys: int,
+    ops_per_key: int,
     out: str | None,
 ) -> None:
     """Run a real cluster under faults and check what its clients saw for linearizability."""
@@ -61,6 +77,7 @@ def chaos(
         transport=transport,
         nodes=nodes,
         keys=keys,
+        ops_per_key=ops_per_key,
         out=out,
     )
     result = chaos_run.run(options, echo=click.echo)

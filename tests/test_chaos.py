@@ -4,12 +4,14 @@ real runs under faults pass the checker, and a history with a stale read put in 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
 from smr.chaos import disk as chaos_disk
 from smr.chaos import netfilter, schedule
 from smr.chaos.run import ChaosOptions, judge, run
+from smr.chaos.workload import Keys
 from smr.check import History, Operation
 
 MEMBERS = (1, 2, 3)
@@ -142,7 +144,9 @@ def _firewall_works() -> str | None:
 @pytest.fixture(scope="module")
 def kill_pause_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("chaos") / "out")
-    options = ChaosOptions(seed=5, duration_s=20, faults=("kill", "pause"), out=out)
+    options = ChaosOptions(
+        seed=5, duration_s=20, faults=("kill", "pause"), ops_per_key=200, out=out
+    )
     return run(options, echo=lambda line: None)
 
 
@@ -157,6 +161,11 @@ def test_a_real_run_with_kills_and_pauses_passes(kill_pause_run):
     assert 0 < result.in_flight_s["pause"] < 2.0
     assert os.path.exists(os.path.join(result.kept, "history.jsonl"))
     assert os.path.exists(os.path.join(result.kept, "member-1.log"))
+    # keys rotated, and every key ever used, retired ones too, was read back at the end
+    called = {op.args[0] for op in result.history.operations if op.process != "final"}
+    finals = {op.args[0] for op in result.history.operations if op.process == "final"}
+    assert len(called) == result.keys_used > result.options.keys
+    assert finals == called
 
 
 @pytest.mark.cluster
@@ -193,6 +202,27 @@ def test_a_real_run_with_partitions_and_a_total_restart_passes(tmp_path):
     assert "partition" in {r.step.kind for r in result.records}
     out = os.popen("iptables -S OUTPUT").read()
     assert "smr-chaos" not in out, "a rule outlived the run"
+
+
+def test_keys_rotate_after_their_operations_and_every_used_key_is_remembered():
+    keys = Keys(2, ops_per_key=3)
+    rng = random.Random(1)
+    picked = [keys.pick(rng) for _ in range(20)]
+    assert {picked.count(k) for k in set(picked)} <= {1, 2, 3}
+    assert sorted(set(picked)) == sorted(keys.used())
+    assert keys.used()[:2] == ["k0", "k1"] and "k0.1" in keys.used()
+    for k in keys.used():  # a slot's keys follow one another: none is live again once retired
+        slot, _, gen = k.partition(".")
+        if gen:
+            older = Keys.name(int(slot[1:]), int(gen) - 1)
+            assert picked.index(older) < picked.index(k)
+            assert max(i for i, p in enumerate(picked) if p == older) < picked.index(k)
+
+
+def test_keys_that_never_rotate():
+    keys = Keys(3, ops_per_key=0)
+    rng = random.Random(2)
+    assert {keys.pick(rng) for _ in range(500)} == {"k0", "k1", "k2"} == set(keys.used())
 
 
 def test_judge_sees_members_that_disagree():

@@ -32,7 +32,7 @@ from typing import Any
 from smr.chaos import disk as chaos_disk
 from smr.chaos import netfilter, schedule
 from smr.chaos.nemesis import FaultRecord, Nemesis
-from smr.chaos.workload import Workload, final_reads, key_names, member_states
+from smr.chaos.workload import OPS_PER_KEY, Workload, final_reads, member_states
 from smr.check import FAIL, OK, UNKNOWN, CheckResult, History, check, render_html
 from smr.runtime.cluster import LocalCluster
 from smr.runtime.config import load, write_local
@@ -54,6 +54,7 @@ class ChaosOptions:
     transport: str = "tcp"
     nodes: int = 3
     keys: int = 3
+    ops_per_key: int = OPS_PER_KEY
     out: str | None = None
 
     def command_line(self) -> str:
@@ -68,6 +69,7 @@ class ChaosOptions:
             f"--transport={self.transport}",
             f"--nodes={self.nodes}",
             f"--keys={self.keys}",
+            f"--ops-per-key={self.ops_per_key}",
         ]
         return shlex.join(args)
 
@@ -92,6 +94,7 @@ class ChaosResult:
     # then at a member the fault did not strike, and was answered
     in_flight_s: dict[str, float] = field(default_factory=dict)
     kept: str | None = None  # the directory the run's evidence was kept in
+    keys_used: int = 0  # keys rotate: how many the clients called operations on in all
 
 
 def member_hosts(nodes: int) -> list[str]:
@@ -252,7 +255,12 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         cluster, partitioner, recover_timeout_s=RECOVER_TIMEOUT_S, echo=echo, disk=disk
     )
     workload = Workload(
-        config_path, history, clients=options.clients, keys=options.keys, seed=options.seed
+        config_path,
+        history,
+        clients=options.clients,
+        keys=options.keys,
+        seed=options.seed,
+        ops_per_key=options.ops_per_key,
     )
     echo(f"smr chaos: {options.command_line()}")
     echo(f"  members {', '.join(member_hosts(options.nodes))}; data in {data_dir}")
@@ -280,7 +288,7 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
                     f"the cluster was not whole within {RECOVER_TIMEOUT_S:.0f} s at the end"
                 )
             else:
-                keys = key_names(options.keys)
+                keys = workload.keys.used()
                 final_reads(config_path, history, keys)
                 states = member_states(config_path, list(config.founders), keys)
         except Exception as e:
@@ -314,6 +322,7 @@ def run(options: ChaosOptions, *, echo: Callable[[str], None] = print) -> ChaosR
         gaps_s=longest_gaps(history, nemesis.records, end_ns),
         skipped=skipped,
         in_flight_s=in_flight,
+        keys_used=len(workload.keys.used()),
     )
     if not verdict.ok or options.out:
         result.kept = keep(result, cluster, options.out or f"chaos-seed-{options.seed}")
@@ -341,7 +350,7 @@ def report(result: ChaosResult) -> str:
     lines = [
         f"operations: {c[OK]} ok, {c[FAIL]} failed, {c[UNKNOWN]} unknown "
         f"({sum(c.values())} in all, {result.options.clients} clients, "
-        f"{result.options.keys} keys)",
+        f"{result.options.keys} keys live at once, {result.keys_used} used)",
         f"faults: {len(result.records)}",
     ]
     for kind in schedule.FAULTS:
