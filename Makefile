@@ -95,7 +95,14 @@ typecheck: $(STAMP)
 	@$(call INSTALLED_LAYOUT,build/typecheck)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
 
+# iptables for the partitions of the real-process tests (unit) and of smr chaos: installed with
+# apt where it is missing, so that neither skips them on a fresh machine
+IPTABLES := command -v iptables >/dev/null 2>&1 || { \
+	    echo "iptables is missing; installing it with apt"; \
+	    apt-get update -qq && apt-get install -y -qq iptables; }
+
 unit: $(STAMP)
+	@$(IPTABLES)
 	$(BIN)/python -m pytest
 
 # A few hundred simulated runs, each seed a different schedule of faults; the long runs
@@ -115,9 +122,7 @@ sim-smoke: $(STAMP)
 # 168 draws all six kinds, the partition a bridge), shm with the faults it has (no network to cut).
 # Each run takes at most 60 s.
 chaos: $(STAMP)
-	@command -v iptables >/dev/null 2>&1 || { \
-	    echo "iptables is missing; installing it with apt"; \
-	    apt-get update -qq && apt-get install -y -qq iptables; }
+	@$(IPTABLES)
 	$(BIN)/smr chaos --seed 168 --duration-s 30 --transport tcp --faults kill,pause,partition,restart-all,disk-full,fsync-error --out build/chaos/tcp
 	$(BIN)/smr chaos --seed 1 --duration-s 30 --transport shm --faults kill,pause,restart-all --out build/chaos/shm
 

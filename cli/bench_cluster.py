@@ -36,7 +36,18 @@ from smr.cli.bench_options import (
     help="Also queries, linearizable (lin-read) and sequential (seq-read), at the smallest size.",
 )
 def bench_cluster(
-    transport, modes, sizes, duration_s, warmup_s, window, replies, as_json, plot, kills, reads
+    transport,
+    modes,
+    sizes,
+    duration_s,
+    warmup_s,
+    window,
+    replies,
+    submit,
+    as_json,
+    plot,
+    kills,
+    reads,
 ) -> None:
     """Throughput (commands/s, MiB/s), latency (p50, p99, max) and failover of 3 local members."""
     asked, plot = plot, check_plot(plot)
@@ -52,6 +63,7 @@ def bench_cluster(
                 failover_repetitions=kills,
                 window=window,
                 replies=replies,
+                submit=submit,
                 reads=reads,
             )
         except RuntimeError as error:  # a system that is not installed or did not start

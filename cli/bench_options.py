@@ -43,8 +43,8 @@ def parse_sizes(value: str) -> list[int]:
 
 
 def workload_options(command):
-    """--transport, --modes, --sizes, --duration-s, --warmup-s, --window, --replies, --json,
-    --plot."""
+    """--transport, --modes, --sizes, --duration-s, --warmup-s, --window, --replies, --submit,
+    --json, --plot."""
     for option in reversed(
         [
             click.option(
@@ -80,6 +80,14 @@ def workload_options(command):
                 show_default=True,
                 help="smr commands answered with every replica's result, or with the answering "
                 "member's (as pysyncobj answers).",
+            ),
+            click.option(
+                "--submit",
+                type=click.Choice(run.SUBMITS),
+                default="many",
+                show_default=True,
+                help="How the smr bench client refills its window: many commands per "
+                "submit_many call (what a pipelined writer uses), or a submit call per command.",
             ),
             click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
             click.option(

@@ -555,6 +555,31 @@ class Client:
             seq,
         )
 
+    def commands(
+        self,
+        subgroup: int,
+        shard: int,
+        payloads: list[bytes],
+        cls: type[StateMachine],
+        operation: str | None = None,
+        replies: int = protocol.REPLIES_ALL,
+    ) -> list[Call]:
+        """Many commands at once (`SubgroupClient.submit_many`), in order: a call each. Their
+        frames go out in one write, as every request made in one pass of the loop does. Only a
+        closed client raises: a command over the frame limit, or with no room to wait for the
+        window, fails its own call (not applied)."""
+        if self._core.closed:
+            raise NotAppliedError("the client is closed")
+        calls = []
+        for payload in payloads:
+            try:
+                calls.append(self.command(subgroup, shard, payload, cls, operation, replies))
+            except NotAppliedError as e:  # over the frame limit, no room to wait, or closed
+                failed = Call(self, None, operation, self._loop)
+                failed.set_exception(e)
+                calls.append(failed)
+        return calls
+
     def query(
         self,
         subgroup: int,

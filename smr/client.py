@@ -370,9 +370,15 @@ class Client:
                 data = sock.recv(1 << 20)
                 if not data:
                     break
-                for kind, body in decoder.feed(data):
-                    if kind == protocol.FRAME_RESPONSE:
-                        self._on_response(protocol.decode_response(body), sock)
+                # every answer of one receive under one lock: one per answer was a large part
+                # of a small command's client side
+                responses = [
+                    protocol.decode_response(body)
+                    for kind, body in decoder.feed(data)
+                    if kind == protocol.FRAME_RESPONSE
+                ]
+                if responses:
+                    self._on_responses(responses, sock)
         except (OSError, FrameError, ValueError):
             pass
         if not self._core.closed:
@@ -445,15 +451,24 @@ class Client:
             with contextlib.suppress(OSError):
                 sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
 
-    def _on_response(self, response: protocol.Response, sock: Stream) -> None:
-        """An answer that came on `sock` (which may already have been replaced)."""
+    def _on_responses(self, responses: list[protocol.Response], sock: Stream) -> None:
+        """Answers that came on `sock` (which may already have been replaced), in order."""
+        finished: list[Any] = []
+        wake = redial = False
         with self._lock:
-            finished, action = self._core.on_response(response, sock, time.monotonic())
+            now = time.monotonic()
+            on_response = self._core.on_response
+            for response in responses:
+                done, action = on_response(response, sock, now)
+                if done:
+                    finished += done
+                wake = wake or action == WAKE
+                redial = redial or action == REDIAL
             if finished and self._room_waiters:
                 self._room.notify(len(finished))
-        if action == WAKE:
+        if wake:
             self._out.put(b"")  # the writer recomputes its wait
-        elif action == REDIAL:
+        if redial:
             threading.Thread(target=self._failover, args=(sock,), daemon=True).start()
         if finished:  # futures complete outside the lock: their callbacks may submit
             _complete(finished)
@@ -545,6 +560,70 @@ class Client:
         return self._request(
             self._core.command, subgroup, shard, payload, cls, operation, replies, seq
         )
+
+    def commands(
+        self,
+        subgroup: int,
+        shard: int,
+        payloads: list[bytes],
+        cls: type[StateMachine],
+        operation: str | None = None,
+        replies: int = protocol.REPLIES_ALL,
+    ) -> list[Future]:
+        """Many commands at once (`SubgroupClient.submit_many`), in order: a future each. The
+        lock is taken once per window's worth, not per command, and their frames go to the
+        writer as one. Nothing raises once the first is made: a command the window had no room
+        for within `timeout_s`, or over the frame limit, fails its own future (not applied)."""
+        core = self._core
+        if core.closed:
+            raise NotAppliedError("the client is closed")
+        futures = [Future() for _ in payloads]
+        # sequence numbers are taken as the call is made, before waiting for room
+        seqs = [core.next_seq() for _ in payloads]
+        failed: list[Any] = []
+        dial = False
+        i, n = 0, len(payloads)
+        while i < n:
+            with self._lock:
+                if not core.has_room():
+                    self._room_waiters += 1
+                    try:
+                        room = self._room.wait_for(
+                            lambda: core.has_room() or core.closed, timeout=core.timeout_s
+                        )
+                    finally:
+                        self._room_waiters -= 1
+                    if not room:
+                        error = core.window_full_error()
+                        failed += [(f, None, error) for f in futures[i:]]
+                        break
+                frames = []
+                while i < n and (core.has_room() or core.closed):
+                    try:
+                        _, frame = core.command(
+                            futures[i],
+                            subgroup,
+                            shard,
+                            payloads[i],
+                            cls,
+                            operation,
+                            replies,
+                            seqs[i],
+                        )
+                    except NotAppliedError as e:  # closed meanwhile, or over the frame limit
+                        failed.append((futures[i], None, e))
+                    else:
+                        if frame is not None:
+                            frames.append(frame)
+                        elif not dial:
+                            dial = core.start_dial()
+                    i += 1
+                if frames:
+                    self._out.put(frames[0] if len(frames) == 1 else b"".join(frames))
+        if dial:  # no connection, none being dialed (a dial failed): these requests start one
+            threading.Thread(target=self._redial, args=(None,), daemon=True).start()
+        _complete(failed)  # outside the lock: callbacks may submit
+        return futures
 
     def query(
         self,

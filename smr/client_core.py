@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from smr.runtime import protocol
@@ -799,6 +799,26 @@ class ShardOperations:
         payload = self._cls.encode_command(operation, *args, **kwargs)
         return self._client.command(
             self._subgroup, self._shard, payload, self._cls, operation, self._replies
+        )
+
+    def submit_many(self, operation: str, arguments: Iterable[Sequence[Any]], /) -> list[Any]:
+        """Send one command of `operation` per argument tuple in `arguments`, in order, without
+        waiting: a list of what `submit` returns, one per command. For a pipelined writer this
+        costs less per command than a loop of `submit` (one lock and one frame hand-off per
+        window's worth); every argument is encoded before anything is sent, so a bad one raises
+        `OperationError` and sends none. Once they are made, a command that cannot be sent fails
+        its own entry (`NotAppliedError`), never the call."""
+        encode = self._cls.encode_command
+        payloads = []
+        for args in arguments:
+            if not isinstance(args, (tuple, list)):
+                raise TypeError(
+                    f"submit_many takes a tuple of arguments per command, not {type(args).__name__}"
+                    f" (for one argument: [(x,), (y,)])"
+                )
+            payloads.append(encode(operation, *args))
+        return self._client.commands(
+            self._subgroup, self._shard, payloads, self._cls, operation, self._replies
         )
 
     def query(

@@ -793,3 +793,25 @@ def test_a_client_fails_over_when_its_member_is_killed_and_nothing_applies_twice
     entries = value.split(b",")[:-1]
     assert entries[-1] == b"end"
     assert sorted(entries[:-1], key=int) == [b"%d" % i for i in range(200)]  # each exactly once
+
+
+def test_submit_many_makes_a_call_per_command_written_together(members):
+    m = members(1, _served)
+
+    async def main():
+        async with smr.aio.connect(_config(m), timeout_s=10, window_max=300) as client:
+            kv = client.subgroup(KVStore)
+            client._core.frame_bytes_max = 1000
+            calls = kv.submit_many(
+                "put", [(f"k{i}", b"v") for i in range(500)] + [("x", b"x" * 2000)]
+            )
+            assert m.commands() == []  # nothing written yet: one write for the lot
+            *fine, large = calls
+            assert await asyncio.gather(*fine) == [{1: None}] * 500  # 200 waited for room
+            with pytest.raises(RequestTooLargeError, match="frame_bytes_max"):
+                await large
+            with pytest.raises(TypeError, match="tuple of arguments"):
+                kv.submit_many("put", ["k"])
+
+    run(main())
+    assert [c.seq for c in m.commands()] == list(range(1, 501))

@@ -96,6 +96,25 @@ def test_drive_keeps_the_window_and_counts_what_it_measured(window):
     assert figures["mib_per_s"] == pytest.approx(figures["ops_per_s"] * 100 / MIB)
 
 
+@pytest.mark.parametrize("window", [1, 64])
+def test_drive_through_submit_many_refills_the_window_in_batches(window):
+    system = _FakeSystem()
+    calls = []
+
+    def submit_many(payloads):
+        calls.append(len(payloads))
+        return [system.submit(p) for p in payloads]
+
+    figures = drive(
+        None, 100, window, duration_s=10.0, warmup_s=0.0, count_max=500, submit_many=submit_many
+    )
+    assert figures["count"] == 500 == system.count == sum(calls)
+    assert system.outstanding_max <= window
+    assert max(calls) <= window
+    if window > 1:
+        assert max(calls) > 1, "free slots are refilled together"
+
+
 def test_drive_reports_a_failed_command():
     system = _FakeSystem(fail_at=3)
     with pytest.raises(RuntimeError, match="replica lost"):

@@ -1,6 +1,6 @@
 """The Python client against fake members that speak the client protocol: its future, back-pressure
 (a "busy" answer is retried), a member that leaves (the command goes to another one, same
-sequence number), and the bound on outstanding requests."""
+sequence number), the bound on outstanding requests, and many commands at once (`submit_many`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from smr.client import Client, ClientError, Future
+from smr.api import OperationError
+from smr.client import Client, ClientError, Future, NotAppliedError, RequestTooLargeError
 from smr.runtime import protocol
 from smr.runtime.config import parse
 from smr.runtime.hosted import RESULT_OK
@@ -186,3 +187,74 @@ def test_at_most_window_max_requests_are_outstanding():
     for f in futures:
         with pytest.raises(ClientError, match="closed"):
             f.result(1)
+
+
+def test_submit_many_sends_each_command_once_in_order_with_its_own_answer():
+    m = FakeMember(1, _ok)
+    client = Client(_config(m), timeout_s=5)
+    try:
+        kv = client.subgroup(KVStore)
+        futures = kv.submit_many("put", [(f"k{i}", b"v%d" % i) for i in range(500)])
+        assert [f.result(5) for f in futures] == [{1: None}] * 500
+        sent = m.commands
+        assert [KVStore.decode_command(c.payload)[1]["key"] for c in sent] == [
+            f"k{i}" for i in range(500)
+        ]
+        assert [c.seq for c in sent] == list(range(1, 501)) and len({c.client for c in sent}) == 1
+        assert kv.submit_many("put", []) == []
+    finally:
+        client.close()
+        m.close()
+
+
+def test_submit_many_past_the_window_waits_for_room_and_fails_only_what_got_none():
+    answering = threading.Event()
+
+    def held(member, request):
+        return _ok(member, request) if answering.is_set() else None
+
+    m = FakeMember(1, held)
+    client = Client(_config(m), timeout_s=0.3, window_max=3)
+    try:
+        kv = client.subgroup(KVStore)
+        futures = kv.submit_many("put", [("k", b"%d" % i) for i in range(5)])
+        # 3 sent, never answered; the window had no room for the other 2 within timeout_s
+        assert not any(f.done() for f in futures[:3])
+        for f in futures[3:]:
+            with pytest.raises(NotAppliedError, match="3 requests outstanding"):
+                f.result(1)
+        assert len(m.commands) == 3
+    finally:
+        client.close()
+        m.close()
+
+
+def test_submit_many_encodes_everything_before_sending_anything():
+    m = FakeMember(1, _ok)
+    client = Client(_config(m), timeout_s=5)
+    try:
+        kv = client.subgroup(KVStore)
+        with pytest.raises(OperationError):
+            kv.submit_many("put", [("k", b"v"), ("k",)])  # the second lacks its value
+        with pytest.raises(TypeError, match="tuple of arguments per command"):
+            kv.submit_many("put", [b"not a tuple"])
+        time.sleep(0.1)
+        assert m.commands == []
+    finally:
+        client.close()
+        m.close()
+
+
+def test_a_command_of_submit_many_over_the_frame_limit_fails_alone():
+    m = FakeMember(1, _ok)
+    client = Client(_config(m), timeout_s=5)
+    try:
+        client._core.frame_bytes_max = 1000
+        kv = client.subgroup(KVStore)
+        small, large, after = kv.submit_many("put", [("a", b"1"), ("b", b"x" * 2000), ("c", b"3")])
+        assert small.result(5) == after.result(5) == {1: None}
+        with pytest.raises(RequestTooLargeError, match="frame_bytes_max"):
+            large.result(1)
+    finally:
+        client.close()
+        m.close()

@@ -1,8 +1,9 @@
 """The client-process side of every system: `open_submitter(target)` returns
 `(submit, close)` where `submit(payload)` returns a future-like object (`add_done_callback`,
-`exception`). Everything system-specific the client
-process does is here; `smr_submitter` is the one function to adjust if the smr client API
-differs from the one it was written against."""
+`exception`), and `open_pipelined(target)` the form that submits many payloads in one call
+(smr's `submit_many`). Everything system-specific the client process does is here;
+`smr_submitter` and `open_pipelined` are the functions to adjust if the smr client API differs
+from the one they were written against."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from smr.bench import frames
 
 Submitter = tuple[Callable[[bytes], Any], Callable[[], None]]
+Pipelined = tuple[Callable[[list[bytes]], list[Any]], Callable[[], None]]
 
 
 def smr_submitter(config_path: str, replies: str = "all", reads: str = "") -> Submitter:
@@ -27,6 +29,20 @@ def smr_submitter(config_path: str, replies: str = "all", reads: str = "") -> Su
     if reads:
         return (lambda payload: log.query("stats", consistency=reads)), client.close
     return (lambda payload: log.submit("append", payload)), client.close
+
+
+def open_pipelined(target: dict) -> Pipelined:
+    """`(submit_many, close)` for `target`: `submit_many(payloads)` appends them all through
+    one call of the client library's pipelined form and returns a future each. Only smr's client
+    has one (`SubgroupClient.submit_many`); its commands only."""
+    if target.get("system") != "smr" or target.get("reads"):
+        raise ValueError("only smr's commands have a pipelined submit (submit_many)")
+    import smr
+    from smr.statemachines import BlobLog
+
+    client = smr.connect(target["config_path"])
+    log = client.subgroup(BlobLog, replies=target.get("replies", "all"))
+    return (lambda payloads: log.submit_many("append", [(p,) for p in payloads])), client.close
 
 
 def frame_submitter(port: int) -> Submitter:

@@ -14,10 +14,11 @@ from smr.bench.stats import summarize
 
 STAMP = struct.Struct("<q")  # a stamped payload's first bytes: its submission time, ns
 samples_max = 2_000_000  # latencies kept per run; a run stops submitting when it is reached
+batch_max = 1024  # commands per submit_many call
 
 
 def drive(
-    submit: Callable[[bytes], Any],
+    submit: Callable[[bytes], Any] | None,
     payload_bytes: int,
     window: int,
     duration_s: float,
@@ -25,13 +26,16 @@ def drive(
     count_max: int = samples_max,
     timeout_s: float = 60.0,
     stamp: bool = False,
+    submit_many: Callable[[list[bytes]], list[Any]] | None = None,
 ) -> dict:
     """Submit `payload_bytes`-byte commands for `warmup_s` + `duration_s` (or until `count_max`
     measured ones) keeping at most `window` outstanding; returns `stats.summarize` figures of
     the commands submitted after the warm-up. `submit` returns anything with
     `add_done_callback(fn)` and `exception()` (a concurrent.futures.Future). With `stamp`, each
     payload starts with its submission time (`STAMP`, `time.perf_counter_ns`), for a watcher in
-    another process to time the change's arrival (`smr.bench.watcher`)."""
+    another process to time the change's arrival (`smr.bench.watcher`). With `submit_many`
+    (payloads -> futures), every slot free when the harness looks is refilled by one call of it
+    (at most `batch_max` commands), as a pipelined writer of that client library does."""
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
     if duration_s <= 0 or warmup_s < 0:
@@ -76,15 +80,34 @@ def drive(
             raise TimeoutError(
                 f"no command completed within {timeout_s} s (window {window})"
             ) from None
+        free = 1
+        if submit_many is not None:
+            while free < batch_max:
+                try:
+                    tokens.get_nowait()
+                except queue.Empty:
+                    break
+                free += 1
         start_ns = clock()
         if start_ns >= stop_ns or submitted_measured >= count_max:
-            tokens.put(None)
+            for _ in range(free):
+                tokens.put(None)
             break
         measured = start_ns >= measure_from_ns
-        submitted_measured += measured
+        if measured and submitted_measured + free > count_max:
+            for _ in range(submitted_measured + free - count_max):
+                tokens.put(None)
+            free = count_max - submitted_measured
+        submitted_measured += free if measured else 0
         if stamp:
             payload = STAMP.pack(start_ns) + filler
-        submit(payload).add_done_callback(lambda f, s=start_ns, m=measured: done(s, m, f))
+        if submit_many is None:
+            assert submit is not None, "drive needs submit or submit_many"
+            futures = [submit(payload)]
+        else:
+            futures = submit_many([payload] * free)
+        for future in futures:
+            future.add_done_callback(lambda f, s=start_ns, m=measured: done(s, m, f))
     # Every slot's token back means nothing is outstanding.
     for returned in range(window):
         try:

@@ -28,6 +28,7 @@ from smr.bench.stats import MIB, summarize
 SYSTEMS = ("smr", "smr-tls", "multipaxos", "pysyncobj", "raw", "etcd", "zookeeper")
 # systems whose group size `--members` sets (the others run 3 members)
 SIZED_SYSTEMS = ("smr", "smr-tls", "multipaxos")
+SUBMITS = ("many", "one")  # how the smr bench client refills its window: submit_many, or submit
 # The external baselines: their own servers (Debian packages) and client libraries; one mode,
 # their default durable one (each fsyncs before it answers).
 BASELINES = {"etcd": etcd_ref, "zookeeper": zookeeper_ref}
@@ -436,6 +437,7 @@ def run_smr(
     tls: bool = False,
     protocol: str = "derecho",
     members: int = 3,
+    submit: str = "many",
 ) -> tuple[dict, dict | None]:
     """Figures per mode, and failover figures from the first mode if asked for (`tls`: the
     clusters use mutual TLS; `protocol`, `members`: see `open_cluster`). With `reads`,
@@ -454,6 +456,7 @@ def run_smr(
                 "system": "smr",
                 "config_path": str(cluster.config_path),
                 "replies": replies,
+                "submit": submit,
             }
             pids = dict(cluster.pids)
             if watches and "watch" not in results:
@@ -463,6 +466,7 @@ def run_smr(
             _add_w1(results[mode], target, sizes, duration_s, warmup_s)
             for figures in results[mode].values():
                 figures["replies"] = replies
+                figures["submit"] = submit
             if reads and "lin-read" not in results:
                 for level, name in (("linearizable", "lin-read"), ("sequential", "seq-read")):
                     _note(f"smr {name}: queries in the {mode} cluster")
@@ -579,14 +583,18 @@ def compare(
     reads: bool = False,
     watches: bool = False,
     members: int = 3,
+    submit: str = "many",
 ) -> tuple[dict, dict | None]:
     """`{system: {mode: {payload: figures}}}` for the systems asked for, and smr's failover.
     `members`: the group size of the systems that take one (`SIZED_SYSTEMS`; 3 for the rest,
     which are refused with another size).
     `replies`: smr commands answered with every replica's result ("all") or the answering
-    member's ("one", what pysyncobj answers with)."""
+    member's ("one", what pysyncobj answers with). `submit`: the smr client refills the window
+    through `submit_many` ("many") or a `submit` per command ("one")."""
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
+    if submit not in SUBMITS:
+        raise ValueError(f"submit must be one of {', '.join(SUBMITS)}, not {submit!r}")
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
@@ -629,6 +637,7 @@ def compare(
                 reads,
                 watches,
                 members=members,
+                submit=submit,
             )
         elif system == "multipaxos":
             # durable by construction (acceptors fsync before they answer); no watches
@@ -645,6 +654,7 @@ def compare(
                 False,
                 protocol="multipaxos",
                 members=members,
+                submit=submit,
             )
         elif system == "smr-tls":
             results["smr-tls"], _ = run_smr(
@@ -660,6 +670,7 @@ def compare(
                 watches,
                 tls=True,
                 members=members,
+                submit=submit,
             )
         elif system == "pysyncobj":
             results["pysyncobj"] = run_pysyncobj(modes, sizes, duration_s, warmup_s, window)
