@@ -114,6 +114,7 @@ sim-smoke: $(STAMP)
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload bank --faults crash,restart,partition,join,leave,delay
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-10 --workload kv --faults crash,restart,partition,delay,total,reconfigure
 	$(BIN)/smr sim -j 2 --protocol multipaxos --nodes 3 --seeds 1-20 --faults crash,restart,partition,delay,total
+	$(BIN)/smr sim -j 2 --protocol multipaxos --nodes 3 --seeds 1-10 --workload bank --faults crash,restart,partition,delay,total
 	$(BIN)/smr sim -j 2 --nodes 5 --seeds 1-6 --workload bytes --faults delay,partition,crash,restart,join --block-bytes 512
 
 # Real clusters under faults, their clients' histories checked for linearizability (smr chaos,

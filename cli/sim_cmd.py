@@ -98,7 +98,8 @@ def parse_names(text: str, allowed: tuple[str, ...], what: str) -> frozenset[str
     default="derecho",
     show_default=True,
     help="multipaxos: the built-in classic Multi-Paxos members (smr.sim.paxos; faults crash, "
-    "restart, partition, delay, total; bugs quorum-of-one, no-adoption; a KV workload).",
+    "restart, partition, delay, total; bugs quorum-of-one, no-adoption; workloads kv, the "
+    "default, and bank).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed's digest.")
 @click.option(
@@ -202,17 +203,22 @@ def _sim_multipaxos(
     jobs: int,
     trace_path: str | None,
 ) -> None:
-    from smr.sim.paxos import PAXOS_BUGS, PAXOS_FAULTS, PaxosSimConfig
+    from smr.sim.paxos import PAXOS_BUGS, PAXOS_FAULTS, PAXOS_WORKLOADS, PaxosSimConfig
 
-    if workload != "frontier" or trace_path:
+    if trace_path:
+        raise click.BadParameter("--protocol multipaxos writes no trace: leave out --trace")
+    workload = "kv" if workload == "frontier" else workload  # its default: KV writes
+    if workload not in PAXOS_WORKLOADS:
         raise click.BadParameter(
-            "--protocol multipaxos runs its own KV workload and writes no trace: leave out "
-            "--workload and --trace"
+            f"--protocol multipaxos runs the {' and '.join(PAXOS_WORKLOADS)} workloads, not "
+            f"{workload!r}",
+            param_hint="--workload",
         )
     fault_set = parse_names(faults, PAXOS_FAULTS, "multipaxos faults")
     bug_set = parse_names(bugs, PAXOS_BUGS, "multipaxos bugs")
     configs = [
-        PaxosSimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set) for seed in seed_list
+        PaxosSimConfig(nodes=nodes, seed=seed, faults=fault_set, bugs=bug_set, workload=workload)
+        for seed in seed_list
     ]
     pool = None
     if jobs > 1:

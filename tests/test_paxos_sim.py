@@ -1,9 +1,10 @@
 """The Multi-Paxos simulator (`smr.sim.paxos`): the member runtime itself under faults, with
-agreement, durability and liveness checked, and broken variants it must catch."""
+agreement, durability, replay, exactly-once results and liveness checked on the kv and bank
+workloads, and broken variants and tampered states it must catch."""
 
 import pytest
 
-from smr.sim.paxos import PaxosSimConfig, run_paxos_seed
+from smr.sim.paxos import PaxosSimConfig, PaxosSimulation, PaxosViolation, run_paxos_seed
 
 ALL = frozenset({"crash", "restart", "partition", "delay", "total"})
 
@@ -30,3 +31,44 @@ def test_the_checkers_catch_a_broken_protocol(bug):
         for s in (1, 2, 3)
     ]
     assert any(v is not None and v.invariant == "paxos.agreement" for v in caught), caught
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_bank_keeps_its_balances_and_every_result_under_faults(seed):
+    result = run_paxos_seed(PaxosSimConfig(seed=seed, faults=ALL, workload="bank"))
+    assert result.ok, result.violation
+    assert result.stats["acked"] == result.stats["commands"] > 300
+    assert result.stats["crashes"] > 0
+
+
+def _finished_bank() -> PaxosSimulation:
+    sim = PaxosSimulation(
+        PaxosSimConfig(seed=3, faults=frozenset({"crash", "restart"}), workload="bank")
+    )
+    assert sim.run().ok
+    return sim
+
+
+def _violation(sim: PaxosSimulation) -> str:
+    with pytest.raises(PaxosViolation) as caught:
+        sim._check_end()
+    return caught.value.invariant
+
+
+def test_the_bank_checkers_catch_a_wrong_result_a_broken_balance_and_a_diverged_state():
+    sim = _finished_bank()
+    key = next(k for k, r in sim.results.items() if r)
+    sim.results[key] = sim.results[key][:1] + b"\xc0"  # the client was told something else
+    assert _violation(sim) == "paxos.exactly_once"
+
+    sim = _finished_bank()
+    bank = sim.members[2].proc.hosted.machine
+    name = next(iter(bank.accounts))
+    bank.accounts[name] += 1  # money out of nowhere
+    assert _violation(sim) == "bank.conservation"
+
+    sim = _finished_bank()
+    bank = sim.members[1].proc.hosted.machine
+    bank.accounts[name] += 1
+    bank.deposited += 1  # a deposit no slot holds: balanced, but not what was chosen
+    assert _violation(sim) == "paxos.replay"

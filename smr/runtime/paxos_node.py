@@ -68,6 +68,15 @@ VALUE_READ = 2
 _TS = struct.Struct("<Q")
 _TOKEN = struct.Struct("<Q")
 
+
+def command_of(value: bytes) -> tuple[int, bytes] | None:
+    """(timestamp ns, enveloped payload) of a chosen value that is a client's command; None for
+    a read's token or a malformed value (which every member skips alike)."""
+    if value[:1] == b"\x01" and len(value) >= 1 + _TS.size:
+        return _TS.unpack_from(value, 1)[0], value[1 + _TS.size :]
+    return None
+
+
 INBOX_MAX = 100_000  # client requests queued for the loop
 WAITING_MAX = 65_536  # commands and reads waiting for their slot at this member
 REQUESTS_PER_PASS = 1024
@@ -326,9 +335,9 @@ class PaxosMember:
             return  # a no-op filling a gap
         kind = value[:1]
         version = slot + 1
-        if kind == b"\x01" and len(value) >= 1 + _TS.size:
-            (ts,) = _TS.unpack_from(value, 1)
-            payload = value[1 + _TS.size :]
+        command = command_of(value)
+        if command is not None:
+            ts, payload = command
             result = self.hosted.apply(payload, version, ts)
             if self._commands and len(payload) >= ENVELOPE.size and payload[0] == ENVELOPE_MAGIC:
                 _, client, seq = ENVELOPE.unpack_from(payload)

@@ -6,7 +6,9 @@ This module owns a simulated Multi-Paxos cluster: every member is the runtime it
 faulty disk (`smr.sim.disk.FaultyDisk`: a crash loses what was not synced and may tear the last
 write) and an in-process client port; one seed fixes a run exactly.
 
-Clients submit KV writes, each to a key of its own (`c<client>-<seq>`), to a random member, and
+Clients submit commands to a random member: in the `kv` workload KV writes, each to a key of its
+own (`c<client>-<seq>`); in `bank`, `Bank` operations on four accounts (open, deposit, withdraw
+and transfers, many of them refused for want of funds, so results depend on the order). They
 follow what the answer says: a redirect to the leader, a retry after `retry_ms`, or another
 member after a silence (the same client and sequence number: the hosted sessions apply a command
 once). Faults, during the safety phase, never take out more than a minority at once: `crash` (a
@@ -21,6 +23,11 @@ Checked:
   every applied value);
 - **durability** (`paxos.durability`): at the end, every member's state holds every write a
   client was told succeeded (and the members' states are equal: `paxos.equal`);
+- **replay** (`paxos.replay`): every member's state is the state of the values chosen, applied in
+  slot order to a fresh machine, and every command a client was told succeeded is among them,
+  with the very result the client was given (`paxos.exactly_once`: applied once, in that order);
+- **conservation** (`bank.conservation`, the bank workload): at every member the balances sum to
+  the deposits less the withdrawals, and none is negative;
 - **liveness** (`paxos.live`): every command submitted is answered by the end.
 """
 
@@ -36,16 +43,19 @@ from smr.core.layout import SubgroupSpec
 from smr.core.multipaxos import P1b, PaxosNode
 from smr.runtime import protocol
 from smr.runtime.config import ClusterConfig, MemberConfig, SubgroupConfig
+from smr.runtime.hosted import ENVELOPE, ENVELOPE_MAGIC, Hosted
 from smr.runtime.node import NodeExit
-from smr.runtime.paxos_node import PaxosMember
+from smr.runtime.paxos_node import SESSION_RESULTS_MAX, PaxosMember, command_of
 from smr.sim.disk import FaultyDisk
 from smr.sim.network import Network
-from smr.statemachines import KVStore
+from smr.statemachines import Bank, KVStore
 from smr.transport.sim import SimTransport, SimWorld
 
 MS = 1_000_000
 PAXOS_FAULTS = ("crash", "restart", "partition", "delay", "total")
 PAXOS_BUGS = ("quorum-of-one", "no-adoption")
+PAXOS_WORKLOADS = ("kv", "bank")
+ACCOUNTS = ("alice", "bob", "carol", "dave")
 DATA_DIR = "/sim"
 TICK_NS = 5 * MS  # each member's loop runs at least this often (its heartbeats and timeouts)
 CLIENT_SILENCE_NS = 300 * MS  # a client asks another member after this long without an answer
@@ -71,15 +81,19 @@ class PaxosSimConfig:
     heal_ns_max: int = 400 * MS
     restart_ns_max: int = 400 * MS
     bugs: frozenset[str] = frozenset()  # rules broken on purpose (`PAXOS_BUGS`)
+    workload: str = "kv"
 
     def __post_init__(self) -> None:
         assert self.nodes >= 1
+        assert self.workload in PAXOS_WORKLOADS, f"unknown workload {self.workload!r}"
         unknown = set(self.faults) - set(PAXOS_FAULTS)
         assert not unknown, f"unknown faults {sorted(unknown)}"
         assert not set(self.bugs) - set(PAXOS_BUGS), f"unknown bugs {sorted(self.bugs)}"
 
     def command(self) -> str:
         parts = [f"smr sim --protocol multipaxos --nodes {self.nodes} --seeds {self.seed}"]
+        if self.workload != "kv":
+            parts.append(f"--workload {self.workload}")
         if self.faults:
             parts.append("--faults " + ",".join(sorted(self.faults)))
         if self.bugs:
@@ -121,8 +135,9 @@ class _Member:
 class _Command:
     client: int
     seq: int
-    key: str
-    value: bytes
+    key: str  # kv: the key written ("" in the bank)
+    value: bytes  # kv: the value written
+    payload: bytes  # the operation, encoded
     member: int  # where it was sent last
     sent_ns: int
     request: int  # the request id of the last send
@@ -181,7 +196,11 @@ class PaxosSimulation:
         )
         self.world = SimWorld(network=self.network, on_due=self._on_due)
         ids = tuple(range(1, config.nodes + 1))
-        spec = SubgroupSpec("KVStore", mode="durable")
+        self.machine_type: type[KVStore] | type[Bank] = (
+            Bank if config.workload == "bank" else KVStore
+        )
+        name = self.machine_type.__name__
+        spec = SubgroupSpec(name, mode="durable")
         self.cluster = ClusterConfig(
             path="<paxos-sim>",
             name="sim",
@@ -192,7 +211,7 @@ class PaxosSimulation:
             founders=ids,
             rejoin=True,
             members={m: MemberConfig(m, "127.0.0.1", 20_000 + m, 30_000 + m) for m in ids},
-            subgroups=(SubgroupConfig("smr.statemachines:KVStore", KVStore, spec),),
+            subgroups=(SubgroupConfig(f"smr.statemachines:{name}", self.machine_type, spec),),
             protocol="multipaxos",
             heartbeat_ms=5.0,
             suspect_ms=40.0,
@@ -204,6 +223,9 @@ class PaxosSimulation:
         for bug in sorted(config.bugs):
             self._paxos_class = _BUG_CLASSES[bug]
         self.chosen: dict[int, bytes] = {}  # slot -> digest of the value first applied there
+        self.values: dict[int, bytes | None] = {}  # slot -> the value first applied there
+        # (client, seq) -> the result a client was told, for commands answered ok
+        self.results: dict[tuple[int, int], bytes] = {}
         self.commands: dict[tuple[int, int], _Command] = {}
         self.acked: dict[str, bytes] = {}  # key -> value, for writes a client was told applied
         self._requests: dict[int, tuple[int, int]] = {}  # request id -> (client, seq)
@@ -255,6 +277,7 @@ class PaxosSimulation:
         self.stats["applied"] += 1
         d = hashlib.sha256(b"noop" if value is None else value).digest()[:8]
         first = self.chosen.setdefault(slot, d)
+        self.values.setdefault(slot, None if value is None else bytes(value))
         self._digest.update(repr((member, slot, d)).encode())
         if first != d:
             raise PaxosViolation(
@@ -362,10 +385,14 @@ class PaxosSimulation:
     def _submit(self, client: int) -> None:
         self._next_seq[client] += 1
         seq = self._next_seq[client]
-        key = f"c{client}-{seq}"
-        value = b"%d" % self.rng.getrandbits(32)
+        if self.config.workload == "bank":
+            key, value, payload = "", b"", self._bank_operation()
+        else:
+            key = f"c{client}-{seq}"
+            value = b"%d" % self.rng.getrandbits(32)
+            payload = KVStore.encode_command("put", key, value)
         target = self.rng.choice(sorted(self.members))
-        cmd = _Command(client, seq, key, value, target, self.now_ns, 0)
+        cmd = _Command(client, seq, key, value, payload, target, self.now_ns, 0)
         self.commands[(client, seq)] = cmd
         self.stats["commands"] += 1
         self._send(cmd, target)
@@ -379,10 +406,22 @@ class PaxosSimulation:
         m = self.members[member]
         if not m.alive or m.proc is None:
             return  # a connection refused: the silence timer sends it elsewhere
-        payload = KVStore.encode_command("put", cmd.key, cmd.value)
-        request = protocol.Command(rid, 0, 0, cmd.client, cmd.seq, payload, protocol.REPLIES_ONE)
+        request = protocol.Command(
+            rid, 0, 0, cmd.client, cmd.seq, cmd.payload, protocol.REPLIES_ONE
+        )
         m.proc._on_request(rid, request)
         self._step(m)
+
+    def _bank_operation(self) -> bytes:
+        a, b = self.rng.sample(ACCOUNTS, 2)
+        r = self.rng.random()
+        if r < 0.15:
+            return Bank.encode_command("open_account", a)
+        if r < 0.35:
+            return Bank.encode_command("deposit", a, self.rng.randint(1, 100))
+        if r < 0.45:
+            return Bank.encode_command("withdraw", a, self.rng.randint(1, 100))
+        return Bank.encode_command("transfer", a, b, self.rng.randint(1, 150))
 
     def _resend(self, client: int, seq: int, rid: int, to: int | None) -> None:
         cmd = self.commands[(client, seq)]
@@ -402,7 +441,9 @@ class PaxosSimulation:
             return
         if response.ok:
             cmd.done = True
-            self.acked[cmd.key] = cmd.value
+            if cmd.key:
+                self.acked[cmd.key] = cmd.value
+            self.results[(cmd.client, cmd.seq)] = response.results.get(member, b"")
             self.stats["acked"] += 1
             return
         if response.redirect:
@@ -483,7 +524,17 @@ class PaxosSimulation:
         states = {}
         for m, member in sorted(self.members.items()):
             assert member.proc is not None
-            data = dict(member.proc.hosted.machine.data)
+            machine = member.proc.hosted.machine
+            if isinstance(machine, Bank):
+                if not machine.check_conservation():
+                    raise PaxosViolation(
+                        "bank.conservation",
+                        f"member {m}: the balances are not deposits less withdrawals",
+                    )
+                states[m] = machine.snapshot()
+                continue
+            assert isinstance(machine, KVStore)
+            data = dict(machine.data)
             missing = [k for k, v in self.acked.items() if data.get(k) != v]
             if missing:
                 raise PaxosViolation(
@@ -491,10 +542,52 @@ class PaxosSimulation:
                     f"member {m} lacks {len(missing)} acknowledged writes (e.g. {missing[0]})",
                 )
             states[m] = data
+        self._check_replay()
         first = next(iter(states.values()))
         for m, data in states.items():
             if data != first:
                 raise PaxosViolation("paxos.equal", f"member {m}'s state differs from member 1's")
+
+    def _check_replay(self) -> None:
+        """The values chosen, applied in slot order to a fresh machine, give every member's
+        state, and every command answered ok is among them with the result its client got."""
+        slots = sorted(self.values)
+        if slots != list(range(len(slots))):
+            raise PaxosViolation(
+                "paxos.replay", "a slot below the last one applied was never applied"
+            )
+        reference = Hosted(self.machine_type(), session_results_max=SESSION_RESULTS_MAX)
+        first: dict[tuple[int, int], bytes] = {}  # (client, seq) -> its result where first applied
+        for slot in slots:
+            value = self.values[slot]
+            command = None if value is None else command_of(value)
+            if command is None:
+                continue
+            ts, payload = command
+            result = reference.apply(payload, slot + 1, ts)
+            if payload[:1] == bytes([ENVELOPE_MAGIC]) and len(payload) >= ENVELOPE.size:
+                _, client, seq = ENVELOPE.unpack_from(payload)
+                first.setdefault((client, seq), result)
+        for key, told in sorted(self.results.items()):
+            if key not in first:
+                raise PaxosViolation(
+                    "paxos.exactly_once",
+                    f"client {key[0]} seq {key[1]} was answered but never chosen",
+                )
+            if first[key] != told:
+                raise PaxosViolation(
+                    "paxos.exactly_once",
+                    f"client {key[0]} seq {key[1]} was told {told!r}, but applied in slot order it "
+                    f"gives {first[key]!r}",
+                )
+        expected = reference.machine.snapshot()
+        for m, member in sorted(self.members.items()):
+            assert member.proc is not None
+            if member.proc.hosted.machine.snapshot() != expected:
+                raise PaxosViolation(
+                    "paxos.replay",
+                    f"member {m}'s state is not the chosen values applied in slot order",
+                )
 
 
 def run_paxos_seed(config: PaxosSimConfig) -> PaxosSimResult:
