@@ -130,8 +130,8 @@ def _refuse_acceptor(directory: str, command: str) -> None:
     if _acceptor_marker(directory) is not None:
         raise click.ClickException(
             f"{directory} is a Multi-Paxos acceptor log: `smr log {command}` works on shard "
-            "logs (an acceptor log snapshots and trims itself); use smr log inspect, dump or "
-            "verify"
+            "logs (an acceptor log snapshots and trims itself); use smr log inspect, dump, "
+            "verify or replay"
         )
 
 
@@ -228,8 +228,11 @@ def _finish_torn(warnings: list[str], accept: bool) -> None:
 def _cluster_type(directory: str) -> type | None:
     """The type a shard log's cluster hosts in that subgroup, from the cluster.toml above its
     data directory (None when the directory is not laid out by a cluster or it cannot tell)."""
-    shard = SHARD_DIR.match(os.path.basename(os.path.normpath(directory)))
-    if shard is None:
+    name = os.path.basename(os.path.normpath(directory))
+    shard = SHARD_DIR.match(name)
+    # a Multi-Paxos member's acceptor log (member-N/paxos) is of its one subgroup
+    index = int(shard.group(1)) if shard is not None else 0 if name == "paxos" else None
+    if index is None:
         return None
     data_dir = os.path.dirname(os.path.dirname(os.path.abspath(directory)))
     from smr.runtime.config import ConfigError, load
@@ -244,7 +247,6 @@ def _cluster_type(directory: str) -> type | None:
             return None
         if os.path.realpath(config.data_dir) != os.path.realpath(data_dir):
             continue
-        index = int(shard.group(1))
         return config.subgroups[index].machine if index < len(config.subgroups) else None
     return None
 
@@ -789,8 +791,13 @@ def replay_cmd(
     accept_torn: bool,
 ) -> None:
     """Rebuild a state machine: newest snapshot at or below --upto, then the records after it.
-    Stops at a record that is not an operation of the type (the wrong --state-machine)."""
-    _refuse_acceptor(directory, "replay")
+    Stops at a record that is not an operation of the type (the wrong --state-machine). Of a
+    Multi-Paxos acceptor log: its state snapshot (its votes are not decisions)."""
+    if _acceptor_marker(directory) is not None:
+        if upto is not None:
+            raise click.UsageError("--upto: an acceptor log is replayed to its state snapshot only")
+        _replay_acceptor(directory, _need_type(directory, sm_spec), show, queries, accept_torn)
+        return
     log = _open(directory)
     cls = _need_type(directory, sm_spec)
     replayed = _replay(log, directory, cls, upto)
@@ -804,6 +811,12 @@ def replay_cmd(
     click.echo(f"type: {cls.__module__}:{cls.__name__}")
     click.echo(f"snapshot: {snap}")
     click.echo(f"records applied: {res.records_applied} (versions {span})")
+    _show_rebuilt(cls, sm, show, queries)
+    _finish_torn(_torn_warnings(log, directory), accept_torn)
+
+
+def _show_rebuilt(cls: type, sm: Any, show: bool, queries: tuple[str, ...]) -> None:
+    """The rebuilt state's digest, its fields (`show`) and the results of `queries` on it."""
     click.echo(f"digest: {sm.digest()}")
     if show:
         click.echo("state:")
@@ -816,6 +829,44 @@ def replay_cmd(
         except Exception as e:
             raise click.ClickException(f"query {text!r}: {e}") from None
         click.echo(f"{text}: {value!r}")
+
+
+def _replay_acceptor(
+    directory: str, cls: type, show: bool, queries: tuple[str, ...], accept_torn: bool
+) -> None:
+    """An acceptor log holds the state of the slots its member applied (the state snapshot, with
+    the client sessions) and the member's votes above it. A vote is not a decision (a value is
+    chosen when a majority voted for it in one ballot; the member learns that from its peers),
+    so the votes are counted, not applied."""
+    from smr.runtime.hosted import Hosted
+    from smr.runtime.paxos_log import replay
+
+    log = _open(directory)
+    with _errors():
+        st = replay(log)
+    hosted = Hosted(cls())
+    if st.state:
+        try:
+            hosted.restore(st.state)
+        except Exception as e:
+            raise click.ClickException(
+                f"the state snapshot of {directory} is not a {cls.__name__} state ({e}); give "
+                "--state-machine the type its cluster hosts"
+            ) from None
+    click.echo(f"type: {cls.__module__}:{cls.__name__}")
+    click.echo(
+        f"state snapshot: slots below {st.state_slot} applied"
+        if st.state_version is not None
+        else "state snapshot: none yet (the member had saved no state): an empty state"
+    )
+    above = sorted(s for s in st.votes if s >= st.state_slot)
+    click.echo(
+        f"votes above it: {len(above)}"
+        + (f" at slots {above[0]}..{above[-1]}" if above else "")
+        + ", not applied: a vote is not a decision (the member learns what was chosen from "
+        "its peers when it starts)"
+    )
+    _show_rebuilt(cls, hosted.machine, show, queries)
     _finish_torn(_torn_warnings(log, directory), accept_torn)
 
 
