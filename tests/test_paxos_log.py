@@ -6,6 +6,7 @@ and `smr log inspect|dump|verify` of an acceptor log."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -804,3 +805,14 @@ def test_cli_names_the_acceptor_log_in_a_member_directory(tmp_path):
     r = run("inspect", tmp_path / "member-1")
     assert r.exit_code == 1
     assert "its acceptor log is: paxos" in r.output and "Traceback" not in r.output
+
+
+def test_cli_replay_finds_the_type_of_a_member_acceptor_log_from_its_cluster(tmp_path):
+    from smr.runtime.config import load, write_local
+
+    config = load(write_local(str(tmp_path), nodes=3, types=("smr.statemachines:Counter",)))
+    directory = os.path.join(config.member_dir(1), "paxos")
+    AcceptorLog.open(directory).close()
+    r = run("replay", directory)
+    assert r.exit_code == 0, r.output
+    assert "type: smr.statemachines.counter:Counter" in r.output
