@@ -20,6 +20,7 @@ from smr.core.multipaxos import (
     AcceptRecord,
     Apply,
     CatchupRequest,
+    Chosen,
     Commit,
     Heartbeat,
     Nack,
@@ -448,6 +449,45 @@ def test_a_lower_ballot_is_refused_with_a_nack_and_a_higher_one_preempts():
     assert node.ballot == -1 and not node.leading, "stepped down for a higher ballot"
 
 
+def test_the_leader_commits_by_reference_and_a_learner_without_the_vote_catches_up():
+    leader = PaxosNode(0, cfg(window_max=4))
+    lead(leader)
+    for k in range(3):
+        leader.submit(b"v%d" % k)
+    r = leader.ready()
+    p2a = [decode(d) for to, d in r.sends if to == 1]
+    leader.advance(r)
+    # member 1 votes for all three; member 2 got only the first P2a's first value
+    voter, laggard = PaxosNode(1, cfg(window_max=4)), PaxosNode(2, cfg(window_max=4))
+    for msg in p2a:
+        voter.on_message(0, encode(msg))
+    laggard.on_message(0, encode(P2a(0, 0, 0, (b"v0",))))
+    voter.advance(voter.ready())
+    laggard.advance(laggard.ready())
+    leader.on_message(1, encode(P2b(0, 0, 3, 0)))
+    r = leader.ready()
+    announced = {decode(d) for _, d in r.sends}
+    assert announced == {Chosen(0, 0, 3)}, "one message for the run, and no value in it"
+    assert [a.slot for a in r.apply] == [0, 1, 2]
+    leader.advance(r)
+    voter.on_message(0, encode(Chosen(0, 0, 3)))
+    r = voter.ready()
+    assert r.apply == [Apply(0, b"v0"), Apply(1, b"v1"), Apply(2, b"v2")]
+    voter.advance(r)
+    laggard.on_message(0, encode(Chosen(0, 0, 3)))
+    r = laggard.ready()
+    assert r.apply == [Apply(0, b"v0")], "it learns the slot it voted for"
+    assert [decode(d) for _, d in r.sends] == [CatchupRequest(1)]
+    laggard.advance(r)
+    # a vote of another ballot is not taken for the value chosen in this one
+    other = PaxosNode(2, cfg(window_max=4))
+    other.on_message(0, encode(P2a(0, 0, 0, (b"old",))))
+    other.advance(other.ready())
+    other.on_message(0, encode(Chosen(3, 0, 1)))
+    r = other.ready()
+    assert r.apply == [] and [decode(d) for _, d in r.sends] == [CatchupRequest(0)]
+
+
 def test_catch_up_serves_chosen_values_then_a_snapshot_when_trimmed():
     node = PaxosNode(0, cfg(chosen_retained_max=2, catchup_batch_max=2))
     lead(node)
@@ -560,6 +600,7 @@ messages = st.one_of(
     st.builds(CatchupRequest, slots),
     st.builds(Commit, slots, st.lists(values, min_size=1, max_size=5).map(tuple)),
     st.builds(Snapshot, slots, st.binary(max_size=50)),
+    st.builds(Chosen, slots, slots, st.integers(1, 100)),
 )
 
 

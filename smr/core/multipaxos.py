@@ -23,10 +23,13 @@ The protocol, as the spec has it:
   raises its promise, makes the votes durable, and answers `P2b(ballot, first, count)` per
   consecutive run it accepted.
 * The leader counts the `P2b` of its own ballot (its own vote once the driver reported it durable);
-  a majority chooses the slot and the leader sends `Commit(first, values)` to the learners, who
-  apply in slot order. Heartbeats carry the leader's commit point; a learner behind it sends
-  `CatchupRequest(from)` and gets `Commit` of the chosen values the peer still has, preceded by a
-  `Snapshot` of the applied prefix when the peer trimmed those slots.
+  a majority chooses the slot and the leader sends `Chosen(ballot, first, count)` to the learners:
+  the slots were chosen with the values the leader proposed in that ballot, so a learner whose
+  vote there is of that ballot learns its vote (the value is not sent twice), and one without
+  such a vote asks for it by catch-up. Learners apply in slot order. Heartbeats carry the
+  leader's commit point; a learner behind it sends `CatchupRequest(from)` and gets `Commit` of
+  the chosen values the peer still has, preceded by a `Snapshot` of the applied prefix when the
+  peer trimmed those slots.
 
 A value is `bytes` (a client command) or `NOOP` (`None`, a gap filled by a leader). A `True` from
 `submit` means "queued at the leader", not "chosen": a leader that loses its ballot drops its queue
@@ -65,6 +68,7 @@ KIND_HEARTBEAT = 6
 KIND_CATCHUP_REQUEST = 7
 KIND_COMMIT = 8
 KIND_SNAPSHOT = 9
+KIND_CHOSEN = 10
 
 _KIND = struct.Struct("<B")
 _P1A = struct.Struct("<qq")  # ballot, from slot
@@ -77,6 +81,7 @@ _HEARTBEAT = struct.Struct("<qq")  # ballot, leader's commit point
 _CATCHUP_REQUEST = struct.Struct("<q")  # first slot wanted
 _COMMIT = struct.Struct("<qI")  # first slot, count; then values
 _SNAPSHOT = struct.Struct("<qI")  # slots below this are in the state, state length; then bytes
+_CHOSEN = struct.Struct("<qqI")  # ballot, first slot, count
 _VALUE_LEN = struct.Struct("<i")  # -1: a no-op; else that many bytes follow
 
 
@@ -137,7 +142,19 @@ class Snapshot:
     state: bytes
 
 
-Message: TypeAlias = P1a | P1b | P2a | P2b | Nack | Heartbeat | CatchupRequest | Commit | Snapshot
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """Slots `first_slot` .. `first_slot + count - 1` were chosen in `ballot`: their values are
+    the ones its leader proposed there (a commit by reference)."""
+
+    ballot: int
+    first_slot: int
+    count: int
+
+
+Message: TypeAlias = (
+    P1a | P1b | P2a | P2b | Nack | Heartbeat | CatchupRequest | Commit | Snapshot | Chosen
+)
 
 
 def _encode_value(out: list[bytes], value: Value) -> None:
@@ -181,6 +198,9 @@ def encode(msg: Message) -> bytes:
         out += [_KIND.pack(KIND_COMMIT), _COMMIT.pack(msg.first_slot, len(msg.values))]
         for value in msg.values:
             _encode_value(out, value)
+    elif isinstance(msg, Chosen):
+        assert 0 < msg.count <= BATCH_MAX
+        out += [_KIND.pack(KIND_CHOSEN), _CHOSEN.pack(msg.ballot, msg.first_slot, msg.count)]
     else:
         assert isinstance(msg, Snapshot)
         assert len(msg.state) <= SNAPSHOT_BYTES_MAX
@@ -292,6 +312,12 @@ def decode(data: bytes) -> Message:
         first, count = r.take(_COMMIT)
         _ranged(first, first + count)
         msg = Commit(first, r.values(count))
+    elif kind == KIND_CHOSEN:
+        ballot, first, count = r.take(_CHOSEN)
+        _ranged(ballot, first, first + count)
+        if count < 1 or count > BATCH_MAX:
+            raise PeerProtocolError(f"a multipaxos chosen run of {count} slots")
+        msg = Chosen(ballot, first, count)
     elif kind == KIND_SNAPSHOT:
         slot, n = r.take(_SNAPSHOT)
         _ranged(slot)
@@ -524,6 +550,8 @@ class PaxosNode:
         elif isinstance(msg, Commit):
             for i, value in enumerate(msg.values):
                 self._learn(msg.first_slot + i, value)
+        elif isinstance(msg, Chosen):
+            self._on_chosen(source, msg)
         else:
             self._on_snapshot(msg)
         self._propose()
@@ -633,9 +661,15 @@ class PaxosNode:
         """The driver did all of `ready`: its votes are durable, so the leader counts its own."""
         assert self._in_flight, "advance() without ready()"
         self._in_flight = False
-        for rec in ready.persist:
-            if isinstance(rec, AcceptRecord) and self.leading and rec.ballot == self.ballot:
-                self._ack(self.id, rec.slot)
+        chosen = [
+            rec.slot
+            for rec in ready.persist
+            if isinstance(rec, AcceptRecord)
+            and self.leading
+            and rec.ballot == self.ballot
+            and self._ack(self.id, rec.slot)
+        ]
+        self._announce(sorted(chosen))
         self._propose()
         self._check()
 
@@ -802,20 +836,49 @@ class PaxosNode:
     def _on_p2b(self, source: int, msg: P2b) -> None:
         if msg.ballot != self.ballot or not self.leading:
             return
-        for slot in range(msg.first_slot, msg.first_slot + msg.count):
-            self._ack(source, slot)
+        chosen = [
+            s for s in range(msg.first_slot, msg.first_slot + msg.count) if self._ack(source, s)
+        ]
+        self._announce(chosen)
         if msg.commit > self.apply_next:
             self._ask_catchup(source)
 
-    def _ack(self, acceptor: int, slot: int) -> None:
+    def _ack(self, acceptor: int, slot: int) -> bool:
+        """Count `acceptor`'s vote for `slot` in my ballot; True when that made it chosen."""
         acks = self._acks.get(slot)
         if acks is None:
-            return
+            return False
         acks.add(acceptor)
-        if self.is_quorum(len(acks)):
-            value = self.proposed[slot]
-            self._learn(slot, value)
-            self._broadcast(Commit(slot, (value,)))
+        if not self.is_quorum(len(acks)):
+            return False
+        self._learn(slot, self.proposed[slot])
+        return True
+
+    def _announce(self, slots: list[int]) -> None:
+        """Tell the learners the `slots` (increasing) were chosen in my ballot, by reference."""
+        i = 0
+        while i < len(slots):
+            j = i + 1
+            while j < len(slots) and slots[j] == slots[j - 1] + 1 and j - i < BATCH_MAX:
+                j += 1
+            self._broadcast(Chosen(self.ballot, slots[i], j - i))
+            i = j
+
+    def _on_chosen(self, source: int, msg: Chosen) -> None:
+        """Learn the chosen slots whose vote here is of the ballot that chose them: the value
+        a leader proposes at a slot in its ballot is one, so that vote holds it. A slot whose vote
+        is gone, absent or of another ballot comes by catch-up instead."""
+        missing = False
+        for slot in range(msg.first_slot, msg.first_slot + msg.count):
+            if slot < self.apply_next or slot in self.chosen:
+                continue
+            vote = self.votes.get(slot)
+            if vote is not None and vote[0] == msg.ballot:
+                self._learn(slot, vote[1])
+            else:
+                missing = True
+        if missing:
+            self._ask_catchup(source)
 
     # ---- learner -----------------------------------------------------------------------------
 
