@@ -258,3 +258,23 @@ def test_a_command_of_submit_many_over_the_frame_limit_fails_alone():
     finally:
         client.close()
         m.close()
+
+
+def test_submit_many_waiting_for_room_when_the_client_closes_fails_the_rest_not_applied():
+    m = FakeMember(1, lambda member, request: None)  # never answers
+    client = Client(_config(m), timeout_s=5, window_max=2)
+    try:
+        kv = client.subgroup(KVStore)
+        threading.Timer(0.2, client.close).start()
+        futures = kv.submit_many("put", [("k", b"%d" % i) for i in range(4)])
+        for f in futures[2:]:
+            with pytest.raises(NotAppliedError, match="closed"):
+                f.result(1)
+        for f in futures[:2]:  # sent, never answered: unknown
+            with pytest.raises(ClientError):
+                f.result(1)
+        with pytest.raises(NotAppliedError, match="closed"):
+            kv.submit_many("put", [("k", b"late")])
+    finally:
+        client.close()
+        m.close()
