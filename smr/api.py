@@ -565,6 +565,22 @@ class StateMachine(metaclass=_StateMachineType):
             return function(self, *astuple(args), entry=entry)
         return function(self, *astuple(args))
 
+    def apply_at(self, payload: bytes | memoryview, version: int, timestamp_ns: int) -> Any:
+        """`apply(payload, Entry(version, timestamp_ns))`, building the `Entry` only for an
+        operation that takes one (the runtime's path: an `Entry` per command cost a quarter of a
+        small command's apply)."""
+        try:
+            args = self._decode_command(payload)
+        except _DECODE_ERRORS as e:
+            raise self._malformed(payload, "command", e) from None
+        function, wants_entry, keyword_only = self._commands[type(args)]
+        entry = Entry(version, timestamp_ns) if wants_entry else None
+        if keyword_only:
+            return _call(self, function, astuple(args), keyword_only, entry)
+        if entry is not None:
+            return function(self, *astuple(args), entry=entry)
+        return function(self, *astuple(args))
+
     def run_query(self, payload: bytes) -> Any:
         """Decode a query and run it on this member's state; return its result.
 

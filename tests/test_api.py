@@ -458,3 +458,21 @@ def test_encode_decode_round_trip_and_truncation_is_refused(op, key, value):
             KVStore().apply(payload[:cut], Entry(1, 1))
     with pytest.raises(OperationError):
         KVStore().apply(payload + b"\x00", Entry(1, 1))
+
+
+def test_apply_at_is_apply_with_the_entry_built_only_where_wanted():
+    calls = [
+        ("set", (5,), {}),
+        ("add", (2,), {}),
+        ("move", (Point(1, 2),), {"scale": 3}),
+        ("scaled", (2,), {"offset": 1}),
+    ]
+    a, b = Register(), Register()
+    for version, (name, args, kwargs) in enumerate(calls, start=7):
+        payload = Register.encode_command(name, *args, **kwargs)
+        assert a.apply(payload, Entry(version, 100 + version)) == b.apply_at(
+            payload, version, 100 + version
+        )
+    assert a.stamps == b.stamps == [(7, 107)] and a.value == b.value
+    with pytest.raises(OperationError):
+        b.apply_at(b"\xc1", 1, 1)

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from smr.api import Entry, StateMachine
+from smr.api import StateMachine
 
 ENVELOPE = struct.Struct("<BQQ")  # magic, client id, sequence number
 ENVELOPE_MAGIC = 0xC5
@@ -87,7 +87,7 @@ class Hosted:
                 if seq <= session[2]:
                     return RESULT_ERROR + b"command too old to tell whether it was applied"
         try:
-            value = self.machine.apply(op, Entry(version, timestamp_ns))
+            value = self.machine.apply_at(op, version, timestamp_ns)
             result = RESULT_OK + self.machine.encode_result(value)
         except Exception as e:
             result = RESULT_ERROR + f"{type(e).__name__}: {e}".encode()[:4096]
