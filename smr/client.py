@@ -473,6 +473,20 @@ class Client:
         if finished:  # futures complete outside the lock: their callbacks may submit
             _complete(finished)
 
+    def _wait_for_room_locked(self) -> bool:
+        """With the lock held: wait up to `timeout_s` until the window has room or the client
+        closed; False if it never did."""
+        core = self._core
+        if core.has_room():
+            return True
+        self._room_waiters += 1
+        try:
+            return self._room.wait_for(
+                lambda: core.has_room() or core.closed, timeout=core.timeout_s
+            )
+        finally:
+            self._room_waiters -= 1
+
     def _request(self, make: Any, *args: Any) -> Future:
         """A request made by the core's `make(future, *args)`, once the window has room."""
         core = self._core
@@ -480,16 +494,8 @@ class Client:
             raise NotAppliedError("the client is closed")
         future: Future = Future()
         with self._lock:
-            if not core.has_room():
-                self._room_waiters += 1
-                try:
-                    room = self._room.wait_for(
-                        lambda: core.has_room() or core.closed, timeout=core.timeout_s
-                    )
-                finally:
-                    self._room_waiters -= 1
-                if not room:
-                    raise core.window_full_error()
+            if not self._wait_for_room_locked():
+                raise core.window_full_error()
             # closed while this call waited for the lock or for room: the core raises
             _, frame = make(future, *args)
             if frame is not None:
@@ -585,18 +591,10 @@ class Client:
         i, n = 0, len(payloads)
         while i < n:
             with self._lock:
-                if not core.has_room():
-                    self._room_waiters += 1
-                    try:
-                        room = self._room.wait_for(
-                            lambda: core.has_room() or core.closed, timeout=core.timeout_s
-                        )
-                    finally:
-                        self._room_waiters -= 1
-                    if not room:
-                        error = core.window_full_error()
-                        failed += [(f, None, error) for f in futures[i:]]
-                        break
+                if not self._wait_for_room_locked():
+                    error = core.window_full_error()
+                    failed += [(f, None, error) for f in futures[i:]]
+                    break
                 frames = []
                 while i < n and (core.has_room() or core.closed):
                     try:
