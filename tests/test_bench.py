@@ -115,6 +115,19 @@ def test_drive_through_submit_many_refills_the_window_in_batches(window):
         assert max(calls) > 1, "free slots are refilled together"
 
 
+def test_drive_measures_one_command_when_the_warm_up_holds_every_slot_past_the_run():
+    # a slow system: each command takes longer than warm-up and run together
+    def submit(payload):
+        future = Future()
+        threading.Timer(0.15, future.set_result, ({1: None},)).start()
+        return future
+
+    figures = drive(submit, 100, 4, duration_s=0.05, warmup_s=0.05)
+    assert figures["count"] >= 1
+    assert figures["completed_total"] >= 5  # the four warm-up commands, then a measured one
+    assert figures["p50_ms"] >= 100
+
+
 def test_drive_reports_a_failed_command():
     system = _FakeSystem(fail_at=3)
     with pytest.raises(RuntimeError, match="replica lost"):

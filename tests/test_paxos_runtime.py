@@ -57,18 +57,23 @@ def test_the_configuration_says_what_multipaxos_cannot_do():
         parse(_raw(protocol="raft"))
 
 
-def _leader(cluster) -> int:
-    with smr.connect(cluster.config_path, timeout_s=10) as c:
-        status = c.status()
-        return status["leader"]
+def _leader(cluster) -> int | None:
+    """The leader every member names, or None while they do not yet agree (a member that has
+    not heard from the new leader names none)."""
+    named = set()
+    for member in (1, 2, 3):
+        with smr.connect(cluster.config_path, member=member, timeout_s=10) as c:
+            named.add(c.status()["leader"])
+    return named.pop() if len(named) == 1 else None
 
 
 @pytest.mark.cluster
 def test_a_multipaxos_cluster_serves_the_same_client_api_and_survives_its_leaders_death(tmp_path):
     with LocalCluster(3, data_dir=str(tmp_path), transport="tcp", protocol="multipaxos") as cluster:
         cluster.wait_ready()
-        _until(lambda: _leader(cluster) is not None, "a leader")
-        leader = _leader(cluster)
+        agreed: list[int] = []
+        _until(lambda: agreed.append(_leader(cluster)) or agreed[-1] is not None, "a leader")
+        leader = agreed[-1]
         follower = next(m for m in (1, 2, 3) if m != leader)
         with smr.connect(cluster.config_path, member=follower, timeout_s=20) as client:
             kv = client.subgroup(KVStore)

@@ -29,7 +29,8 @@ def drive(
     submit_many: Callable[[list[bytes]], list[Any]] | None = None,
 ) -> dict:
     """Submit `payload_bytes`-byte commands for `warmup_s` + `duration_s` (or until `count_max`
-    measured ones) keeping at most `window` outstanding; returns `stats.summarize` figures of
+    measured ones, and at least until one command is submitted after the warm-up) keeping at
+    most `window` outstanding; returns `stats.summarize` figures of
     the commands submitted after the warm-up. `submit` returns anything with
     `add_done_callback(fn)` and `exception()` (a concurrent.futures.Future). With `stamp`, each
     payload starts with its submission time (`STAMP`, `time.perf_counter_ns`), for a watcher in
@@ -89,7 +90,9 @@ def drive(
                     break
                 free += 1
         start_ns = clock()
-        if start_ns >= stop_ns or submitted_measured >= count_max:
+        # A window that saw no submission (the warm-up's commands held every slot past its
+        # end: a slow system, a short run) goes on to one measured command, not to no figures.
+        if (start_ns >= stop_ns and submitted_measured) or submitted_measured >= count_max:
             for _ in range(free):
                 tokens.put(None)
             break
