@@ -200,7 +200,7 @@ class _Member:
             if h is None:
                 out.append(b"\x01shard not hosted here")
             else:
-                out.append(h.apply(d.payload, d.version, d.timestamp_ns))
+                out.extend(h.apply_many((d,))[0])
         return out
 
     def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:

@@ -101,6 +101,27 @@ def test_a_retried_command_applies_once_and_gets_the_same_result():
     assert h.machine.get("k") == b"xx"
 
 
+def test_a_batch_applies_as_its_commands_one_at_a_time_and_names_its_retries():
+    from smr.core.ready import Delivery
+
+    put = KVStore.encode_command("append", "k", b"x")
+    bad = b"\x92\x63\x00"  # a malformed command: an error at every replica
+    payloads = [wrap(7, 1, put), wrap(7, 2, put), wrap(7, 1, put), put, wrap(8, 1, bad)]
+    payloads += [wrap(7, 2, put), wrap(7, 3, put), wrap(7, 1, put), wrap(9, 1, put)]
+    one, batch = Hosted(KVStore(), session_results_max=2), Hosted(KVStore(), session_results_max=2)
+    alone = [one.apply(p, v, 10 * v) for v, p in enumerate(payloads, 1)]
+    results, repeats = batch.apply_many(
+        [Delivery(0, 0, v, 10 * v, 1, p, True) for v, p in enumerate(payloads, 1)]
+    )
+    # seq 1 again (answered), seq 2 again (answered), seq 1 once seq 3 pushed it out (too old)
+    assert results == alone and repeats == [2, 5, 7]
+    assert decode_result(KVStore, results[2]) == 1  # the first answer, not applied again
+    for failed in (4, 7):
+        with pytest.raises(CommandError):
+            decode_result(KVStore, results[failed])
+    assert (batch.applied, batch.version, batch.snapshot()) == (one.applied, 9, one.snapshot())
+
+
 def test_sessions_travel_with_the_snapshot():
     h = Hosted(KVStore())
     put = KVStore.encode_command("append", "k", b"x")

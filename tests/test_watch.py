@@ -7,12 +7,14 @@ import threading
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import smr
 from smr.cli.main import cli
 from smr.runtime import protocol
 from smr.runtime.cluster import LocalCluster
-from smr.runtime.watches import Watches
+from smr.runtime.watches import ENTRY_OVERHEAD_BYTES, Watches
 from smr.statemachines import KVStore
 from smr.watch import WatchTrimmedError
 
@@ -69,6 +71,80 @@ def test_the_history_is_bounded_in_bytes_too():
         w.applied((0, 0), v, b"x" * 100, b"")
     w.add(1, protocol.Watch(1, 0, 0, from_version=0))
     assert not sent[-1][1].ok and sent[-1][1].trimmed > 90
+
+
+class _ReferenceHistory:
+    """The history's rules one command at a time: keep the newest commands while there are more
+    than max_n or more than max_b bytes (each its payload, result and the overhead), one at
+    least."""
+
+    def __init__(self, floor, max_n, max_b):
+        self.floor, self.max_n, self.max_b = floor, max_n, max_b
+        self.entries = []
+
+    def size(self, e):
+        return len(e[1]) + len(e[2]) + ENTRY_OVERHEAD_BYTES
+
+    def add(self, entry):
+        if entry[0] <= (self.entries[-1][0] if self.entries else self.floor):
+            return
+        self.entries.append(entry)
+        while len(self.entries) > self.max_n or (
+            sum(map(self.size, self.entries)) > self.max_b and len(self.entries) > 1
+        ):
+            self.floor = self.entries.pop(0)[0]
+
+    def after(self, version, bytes_max):
+        out, total = [], 0
+        for e in self.entries:
+            if e[0] <= version:
+                continue
+            total += self.size(e)
+            if out and total > bytes_max:
+                break
+            out.append(e)
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_n=st.integers(1, 40),
+    max_b=st.integers(1, 3000),
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 50)), max_size=30), max_size=40
+    ),
+    repeat_first=st.booleans(),
+    bytes_max=st.integers(1, 2000),
+)
+def test_a_batched_history_keeps_what_one_command_at_a_time_would(
+    max_n, max_b, batches, repeat_first, bytes_max
+):
+    w, _, _ = _watches(history_max=max_n, history_bytes_max=max_b)
+    w.reset((0, 0), 0)
+    ref = _ReferenceHistory(0, max_n, max_b)
+    version = 0
+    for batch in batches:
+        start = version
+        entries = []
+        for payload_bytes, result_bytes in batch:
+            version += 1
+            entries.append((version, b"p" * payload_bytes, b"r" * result_bytes))
+        if repeat_first and start:
+            entries.insert(0, (start, b"again", b""))  # a version applied already: left out
+        for e in entries:
+            ref.add(e)
+        if entries:
+            versions, payloads, results = map(list, zip(*entries, strict=True))
+            w.applied_many((0, 0), versions, payloads, results)
+        h = w._history[(0, 0)]
+        assert (h.floor, h.last) == (ref.floor, ref.entries[-1][0] if ref.entries else ref.floor)
+        assert h.size_bytes == sum(map(ref.size, ref.entries))
+        # what was dropped is let go: at most 1024 entries or an eighth of them, and an eighth
+        # of the bytes bound, are still held
+        held_bytes = (h.ends[h.head - 1] if h.head else h.base) - h.base
+        assert (h.head <= 1024 or h.head * 8 <= len(h.entries)) and held_bytes <= max_b // 8
+        for v in (0, ref.floor, start, version - 1, version):
+            assert h.after(v, bytes_max) == ref.after(v, bytes_max)
 
 
 def test_a_watcher_that_falls_behind_is_cut_off_and_told_where_to_resume():

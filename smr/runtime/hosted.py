@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -46,6 +47,12 @@ def operation_of(payload: bytes) -> bytes | memoryview:
     if len(payload) >= ENVELOPE.size and payload[0] == ENVELOPE_MAGIC:
         return memoryview(payload)[ENVELOPE.size :]
     return payload
+
+
+class _Entry(NamedTuple):
+    payload: bytes
+    version: int
+    timestamp_ns: int
 
 
 class _Session:
@@ -87,40 +94,61 @@ class Hosted:
         self.applied = 0  # commands applied (not answered from a session)
 
     def apply(self, payload: bytes, version: int, timestamp_ns: int) -> bytes:
-        session = None
-        if len(payload) >= _ENVELOPE_BYTES and payload[0] == ENVELOPE_MAGIC:
-            _, client_id, seq = _unpack_envelope(payload)
-            # the operation decodes from a view: no copy of the payload per replica
-            op: bytes | memoryview = memoryview(payload)[_ENVELOPE_BYTES:]
-            session = self.sessions.get(client_id)
-            if session is not None:
-                cached = session.results.get(seq)
-                if cached is not None:
-                    self.version = version
-                    return cached
-                if seq <= session.floor:
-                    self.version = version
-                    return RESULT_ERROR + b"command too old to tell whether it was applied"
-        else:
-            client_id, seq, op = 0, 0, payload
-        self.version = version
+        """Apply one entry; returns its result (`RESULT_OK` or `RESULT_ERROR` first)."""
+        return self.apply_many((_Entry(payload, version, timestamp_ns),))[0][0]
+
+    def apply_many(self, entries: Iterable[Any]) -> tuple[list[bytes], list[int]]:
+        """Apply entries in order (anything with `payload`, `version` and `timestamp_ns`: a
+        `Delivery`, a log `Record`), each as `apply` does: their results, and the positions of
+        those answered from a client's session (a retry: the machine did not change). One call
+        per delivered batch: the loop's names are bound once, not once per command."""
+        results: list[bytes] = []
+        repeats: list[int] = []
+        append = results.append
         machine = self.machine
-        try:
-            result = RESULT_OK + machine.encode_result(machine.apply_at(op, version, timestamp_ns))
-        except Exception as e:
-            result = RESULT_ERROR + f"{type(e).__name__}: {e}".encode()[:4096]
-        self.applied += 1
-        if client_id:
-            if session is None:
-                session = self._open(client_id, version)
-            session.version = version
-            results = session.results
-            results[seq] = result
-            while len(results) > self.session_results_max:
-                oldest, _ = results.popitem(last=False)
-                if oldest > session.floor:
-                    session.floor = oldest
-        return result
+        apply_at = machine.apply_at
+        encode_result = machine.encode_result
+        sessions = self.sessions
+        kept_max = self.session_results_max
+        fresh = 0
+        for position, entry in enumerate(entries):
+            payload = entry.payload
+            version = entry.version
+            session = None
+            self.version = version
+            if len(payload) >= _ENVELOPE_BYTES and payload[0] == ENVELOPE_MAGIC:
+                _, client_id, seq = _unpack_envelope(payload)
+                # the operation decodes from a view: no copy of the payload per replica
+                op: bytes | memoryview = memoryview(payload)[_ENVELOPE_BYTES:]
+                session = sessions.get(client_id)
+                if session is not None:
+                    cached = session.results.get(seq)
+                    if cached is None and seq <= session.floor:
+                        cached = RESULT_ERROR + b"command too old to tell whether it was applied"
+                    if cached is not None:
+                        append(cached)
+                        repeats.append(position)
+                        continue
+            else:
+                client_id, seq, op = 0, 0, payload
+            try:
+                result = RESULT_OK + encode_result(apply_at(op, version, entry.timestamp_ns))
+            except Exception as e:
+                result = RESULT_ERROR + f"{type(e).__name__}: {e}".encode()[:4096]
+            fresh += 1
+            append(result)
+            if client_id:
+                if session is None:
+                    session = self._open(client_id, version)
+                session.version = version
+                kept = session.results
+                kept[seq] = result
+                while len(kept) > kept_max:
+                    oldest, _ = kept.popitem(last=False)
+                    if oldest > session.floor:
+                        session.floor = oldest
+        self.applied += fresh
+        return results, repeats
 
     def _open(self, client_id: int, version: int) -> _Session:
         session = self.sessions[client_id] = _Session(version, OrderedDict(), 0)
@@ -133,7 +161,7 @@ class Hosted:
 
     def apply_record(self, record: Any) -> None:
         """Replay a logged record (`smr.log.Record`) into the machine (`smr.recovery.replay`)."""
-        self.apply(record.payload, record.version, record.timestamp_ns)
+        self.apply_many((record,))
 
     def snapshot(self) -> bytes:
         sessions = [

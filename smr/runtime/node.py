@@ -57,6 +57,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from smr.core.errors import UsageError, WindowFullError
@@ -118,6 +119,10 @@ REMOVE_WAIT_S_MAX = 600.0  # a RemoveMember waits at most this long for its view
 # removed for good (so that it never starts again)
 CARD_META = "runtime-card"
 REMOVED_META = "runtime-removed"
+
+
+_VERSION = attrgetter("version")  # of a Delivery
+_PAYLOAD = attrgetter("payload")
 
 
 class NodeExit(Exception):
@@ -278,6 +283,7 @@ class Node:
         self.executor = Executor(me, self)
         self.watches = Watches(
             lambda conn_id, response: self.clients.respond(conn_id, response),
+            operation_of=operation_of,
             pending_bytes=lambda conn_id: self.clients.pending_bytes(conn_id),
             is_open=lambda conn_id: self.clients.is_open(conn_id),
         )
@@ -761,22 +767,36 @@ class Node:
 
     def apply(self, deliveries: tuple[Delivery, ...]) -> list[bytes]:
         hosted = self.hosted
-        watchable = self._watchable
-        watches = self.watches
-        results = []
-        for d in deliveries:
-            key = (d.subgroup, d.shard)
+        results: list[bytes] = []
+        n = len(deliveries)
+        i = 0
+        while i < n:
+            # a run of one shard's deliveries (a batch is mostly one run): one hosted call each
+            first = deliveries[i]
+            sg, sh = first.subgroup, first.shard
+            j = i + 1
+            while j < n and deliveries[j].shard == sh and deliveries[j].subgroup == sg:
+                j += 1
+            run = deliveries[i:j] if i or j < n else deliveries
+            i = j
+            key = (sg, sh)
             h = hosted.get(key)
             if h is None:
-                results.append(RESULT_ERROR + b"shard not hosted here")
+                results.extend([RESULT_ERROR + b"shard not hosted here"] * len(run))
                 continue
-            applied = h.applied
-            result = h.apply(d.payload, d.version, d.timestamp_ns)
-            results.append(result)
-            if h.applied != applied and watchable.get(key):
-                # what a watcher sees: the operation (a view: no copy) and its result; a retry
-                # answered from the session table changed nothing and is not shown
-                watches.applied(key, d.version, operation_of(d.payload), result)
+            out, repeats = h.apply_many(run)
+            results.extend(out)
+            if self._watchable.get(key):
+                # what a watcher sees: each command and its result; a retry answered from the
+                # session table changed nothing and is not shown
+                shown = run
+                if repeats:
+                    skip = set(repeats)
+                    shown = tuple(d for p, d in enumerate(run) if p not in skip)
+                    out = [r for p, r in enumerate(out) if p not in skip]
+                self.watches.applied_many(
+                    key, list(map(_VERSION, shown)), list(map(_PAYLOAD, shown)), out
+                )
         return results
 
     def state_of(self, subgroup: int, shard: int) -> tuple[int, bytes]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 
 from smr.runtime import protocol
 
@@ -37,52 +39,80 @@ ENTRY_OVERHEAD_BYTES = 32  # counted per entry besides its operation and result
 
 
 class _History:
-    """The commands applied to one shard after `floor`, in version order."""
+    """The commands applied to one shard after `floor`, in version order: `versions[i]` and
+    `entries[i]` = (version, payload, result), live from `head` on. `ends[i]` counts the bytes of
+    every entry up to and including `i` (each its payload, its result and ENTRY_OVERHEAD_BYTES),
+    from `base` before the first, so the bytes bound is a bisection and a batch is added by
+    C-level list operations: nothing here runs per command in Python."""
 
-    __slots__ = ("bytes", "entries", "floor", "head", "versions")
+    __slots__ = ("base", "ends", "entries", "floor", "head", "versions")
 
     def __init__(self, floor: int):
         self.floor = floor
         self.versions: list[int] = []
-        self.entries: list[tuple[int, bytes | memoryview, bytes]] = []
-        self.head = 0  # entries before it were dropped (compacted away now and then)
-        self.bytes = 0
+        self.entries: list[tuple[int, bytes, bytes]] = []
+        self.ends: list[int] = []
+        self.base = 0  # ends' count before entries[0] (what compaction cut off)
+        self.head = 0  # entries before it were dropped; compacted away now and then
 
     @property
     def last(self) -> int:
         return self.versions[-1] if len(self.versions) > self.head else self.floor
 
-    def add(
-        self, version: int, operation: bytes | memoryview, result: bytes, *, max_n: int, max_b: int
+    def _start(self, i: int) -> int:
+        return self.ends[i - 1] if i else self.base
+
+    @property
+    def size_bytes(self) -> int:
+        return self.ends[-1] - self._start(self.head) if self.ends else 0
+
+    def extend(
+        self,
+        versions: list[int],
+        payloads: list[bytes],
+        results: list[bytes],
+        *,
+        max_n: int,
+        max_b: int,
     ) -> None:
-        assert version > self.last, f"version {version:#x} after {self.last:#x}"
-        self.versions.append(version)
-        self.entries.append((version, operation, result))
-        self.bytes += len(operation) + len(result) + ENTRY_OVERHEAD_BYTES
-        while len(self.versions) - self.head > max_n or (
-            self.bytes > max_b and len(self.versions) - self.head > 1
-        ):
-            v, op, res = self.entries[self.head]
-            self.entries[self.head] = (v, b"", b"")
-            self.bytes -= len(op) + len(res) + ENTRY_OVERHEAD_BYTES
-            self.floor = v
-            self.head += 1
-        if self.head > 1024 and self.head * 2 > len(self.versions):
-            del self.versions[: self.head]
-            del self.entries[: self.head]
+        if not versions:
+            return
+        assert versions[0] > self.last, f"version {versions[0]:#x} after {self.last:#x}"
+        assert versions[-1] >= versions[0], "a batch's versions out of order"
+        self.versions.extend(versions)
+        self.entries.extend(zip(versions, payloads, results, strict=True))
+        sizes = map(
+            add, map(add, map(len, payloads), map(len, results)), repeat(ENTRY_OVERHEAD_BYTES)
+        )
+        total = accumulate(sizes, initial=self.ends[-1] if self.ends else self.base)
+        next(total)
+        self.ends.extend(total)
+        n = len(self.versions)
+        head = max(self.head, n - max_n)
+        end = self.ends[-1]
+        if end - self._start(head) > max_b:
+            # drop through the first entry whose end leaves at most max_b; one always stays
+            head = min(bisect.bisect_left(self.ends, end - max_b, lo=head) + 1, n - 1)
+        if head > self.head:
+            self.floor = self.versions[head - 1]
+            self.head = head
+        # what was dropped is still referenced until compaction: at most an eighth of the
+        # history's bound, in entries or in bytes
+        if (head > 1024 and head * 8 > n) or self._start(head) - self.base > max_b // 8:
+            self.base = self._start(head)
+            del self.versions[:head]
+            del self.entries[:head]
+            del self.ends[:head]
             self.head = 0
 
-    def after(self, version: int, bytes_max: int) -> list[tuple[int, bytes | memoryview, bytes]]:
+    def after(self, version: int, bytes_max: int) -> list[tuple[int, bytes, bytes]]:
         """The entries above `version`, oldest first, at most `bytes_max` bytes (at least one)."""
         i = bisect.bisect_right(self.versions, version, lo=self.head)
-        out: list[tuple[int, bytes | memoryview, bytes]] = []
-        size = 0
-        for entry in self.entries[i:]:
-            size += len(entry[1]) + len(entry[2]) + ENTRY_OVERHEAD_BYTES
-            if out and size > bytes_max:
-                break
-            out.append(entry)
-        return out
+        if i == len(self.versions):
+            return []
+        # the last entry within bytes_max of what comes before entry i, and at least entry i
+        j = bisect.bisect_right(self.ends, self._start(i) + bytes_max, lo=i)
+        return self.entries[i : max(j, i + 1)]
 
 
 @dataclass(slots=True)
@@ -105,7 +135,10 @@ class Watches:
         watchers_max: int = WATCHERS_MAX,
         batch_bytes_max: int = BATCH_BYTES_MAX,
         backlog_bytes_max: int = BACKLOG_BYTES_MAX,
+        operation_of: Callable[[bytes], bytes | memoryview] = lambda p: p,
     ):
+        """`operation_of(payload)`: a delivered entry's operation, what a watcher is sent (the
+        node strips the client envelope: `smr.runtime.hosted.operation_of`)."""
         assert history_max >= 1 and history_bytes_max >= 1 and watchers_max >= 1
         self._respond = respond
         self._pending_bytes = pending_bytes or (lambda conn_id: 0)
@@ -115,6 +148,7 @@ class Watches:
         self.watchers_max = watchers_max
         self.batch_bytes_max = batch_bytes_max
         self.backlog_bytes_max = backlog_bytes_max
+        self._operation_of = operation_of
         self._history: dict[tuple[int, int], _History] = {}
         self._watchers: dict[tuple[int, int], _Watcher] = {}  # (conn, request id) -> watcher
         self.cut_off = 0  # watchers cut off for falling behind (a metric)
@@ -126,16 +160,32 @@ class Watches:
         replay, a state transfer, a fresh start): the history starts after it."""
         self._history[key] = _History(version)
 
-    def applied(
-        self, key: tuple[int, int], version: int, operation: bytes | memoryview, result: bytes
+    def applied(self, key: tuple[int, int], version: int, payload: bytes, result: bytes) -> None:
+        """One command applied at `version` (`payload`: what was delivered, its operation is
+        `operation_of(payload)`); `applied_many` is the same for a batch."""
+        self.applied_many(key, [version], [payload], [result])
+
+    def applied_many(
+        self,
+        key: tuple[int, int],
+        versions: list[int],
+        payloads: list[bytes],
+        results: list[bytes],
     ) -> None:
-        h = self._history.get(key)
-        if h is None:  # not reset first: serve only what comes after this command
-            h = self._history[key] = _History(version)
+        """Commands applied to shard `key`, in version order (a retry answered from a session
+        left out by the caller: it changed nothing). The operation a watcher is sent is
+        `operation_of(payload)`, taken when it is sent, so a command costs no view here."""
+        if not versions:
             return
-        if version <= h.last:
-            return  # a command applied again (a replayed session result): already in order
-        h.add(version, operation, result, max_n=self.history_max, max_b=self.history_bytes_max)
+        h = self._history.get(key)
+        if h is None:  # not reset first: serve only what comes after these commands
+            self._history[key] = _History(versions[-1])
+            return
+        if versions[0] <= h.last:
+            # applied again (replayed session results): already in order
+            keep = bisect.bisect_right(versions, h.last)
+            versions, payloads, results = versions[keep:], payloads[keep:], results[keep:]
+        h.extend(versions, payloads, results, max_n=self.history_max, max_b=self.history_bytes_max)
 
     def drop(self, key: tuple[int, int], error: str, redirect: list[int]) -> None:
         """This member no longer hosts the shard: its watchers go elsewhere."""
@@ -208,7 +258,8 @@ class Watches:
             if not events:
                 continue
             w.cursor = events[-1][0]
-            batch = [(v, bytes(op), result) for v, op, result in events]
+            strip = self._operation_of
+            batch = [(v, bytes(strip(payload)), result) for v, payload, result in events]
             self._respond(
                 w.conn_id, protocol.Response(w.request_id, True, version=w.cursor, events=batch)
             )
