@@ -750,21 +750,25 @@ class ShardStream:
     def queue_reply(self, sender: int, version: int, result: bytes) -> None:
         """Keep my result for `sender` until it needs it no more, and queue it for the next
         replies frame (`take_replies`)."""
+        self.queue_replies(sender, [(version, result)])
+
+    def queue_replies(self, sender: int, items: list[tuple[int, bytes]]) -> None:
+        """`queue_reply` for several of my results for `sender`, in version order."""
+        assert items[-1][0] >= items[0][0], "replies out of version order"
         cache = self.reply_cache[sender]
         row = self.row_of_member[sender]
         answered = self.table.words[row * self.row_words + self.w_answered]
         # deliveries come in version order, so the answered replies are the oldest entries
         while cache and (cache[0][0] & SEQ_MAX) < answered:
             cache.popleft()
-        assert len(cache) < self.config.reply_cache_max, "reply cache over its bound"
-        assert not cache or version > cache[-1][0], "replies out of version order"
-        item = (version, result)
-        cache.append(item)
+        assert not cache or items[0][0] > cache[-1][0], "replies out of version order"
+        cache.extend(items)
+        assert len(cache) <= self.config.reply_cache_max, "reply cache over its bound"
         out = self.reply_out.get(sender)
         if out is None:
-            self.reply_out[sender] = [item]
+            self.reply_out[sender] = items
         else:
-            out.append(item)
+            out.extend(items)
 
     def take_replies(self) -> list[Send]:
         """The queued replies, one frame per sender (cut every REPLIES_FRAME_BYTES)."""

@@ -668,6 +668,50 @@ class Replica:
             st.queue_reply(delivery.sender, delivery.version, result)
             self._replies_queued = True
 
+    def reply_many(self, deliveries: Sequence[Delivery], results: Sequence[bytes]) -> None:
+        """`reply` for each of a batch's deliveries that asked for a result (the others are
+        passed over): the results for each sender are queued together."""
+        if self.status != ACTIVE:
+            return
+        epoch = self.epoch
+        me = self.me
+        key: tuple[int, int] | None = None
+        st: ShardStream | None = None
+        queued: dict[int, list[tuple[int, bytes]]] = {}
+        for d, result in zip(deliveries, results, strict=True):
+            if not d.reply:
+                continue
+            version = d.version
+            if version >> 32 != epoch:
+                self.reply(d, result)  # delivered in the epoch that just ended
+                continue
+            if key != (d.subgroup, d.shard):
+                if queued:
+                    assert st is not None
+                    self._queue_replies(st, queued)
+                    queued = {}
+                key = (d.subgroup, d.shard)
+                st = self._stream(*key)
+            assert st is not None
+            sender = d.sender
+            if sender == me:
+                st.on_reply(me, version, result)
+                self._submitted = True
+            elif sender in self._row_of:
+                items = queued.get(sender)
+                if items is None:
+                    queued[sender] = [(version, result)]
+                else:
+                    items.append((version, result))
+        if queued:
+            assert st is not None
+            self._queue_replies(st, queued)
+
+    def _queue_replies(self, st: ShardStream, queued: dict[int, list[tuple[int, bytes]]]) -> None:
+        for sender, items in queued.items():
+            st.queue_replies(sender, items)
+        self._replies_queued = True
+
     def send_state(self, to: int, subgroup: int, shard: int, version: int, data: bytes) -> None:
         """The driver's answer to `StateTransfer`: the snapshot goes to member `to`."""
         self.transfer.send_state(to, subgroup, shard, version, data)

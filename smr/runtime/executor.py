@@ -199,12 +199,11 @@ class Executor:
     def _deliver(self, replica: Replica, deliveries: tuple[Delivery, ...]) -> None:
         results = self.host.apply(deliveries)
         assert len(results) == len(deliveries), "a result for every delivery"
+        replica.reply_many(deliveries, results)
         me = self.me
         own = self._own
         for d, result in zip(deliveries, results, strict=True):
-            if d.reply:
-                replica.reply(d, result)
-            elif d.sender == me:
+            if d.sender == me and not d.reply:
                 own[d.version] = result
                 if len(own) > self.own_results_max:
                     own.popitem(last=False)
