@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -831,12 +832,26 @@ class ShardStream:
         return out
 
     def on_reply(self, member: int, version: int, result: bytes) -> None:
-        seq = version & SEQ_MAX
-        if (version >> 32) != self.replica.epoch or seq not in self.want_reply:
-            return  # a late reply to something already answered, or from an old epoch
-        if member not in self.shard.members:
-            raise PeerProtocolError(f"reply from {member}, not a member of shard {self.g}")
-        self.replies.setdefault(version, {})[member] = result
+        self.on_replies(member, ((version, result),))
+
+    def on_replies(self, member: int, items: Iterable[tuple[int, bytes]]) -> None:
+        """Member's results for my messages (a replies frame's, or my own of a batch)."""
+        epoch = self.replica.epoch
+        want = self.want_reply
+        replies = self.replies
+        checked = False
+        for version, result in items:
+            if (version >> 32) != epoch or (version & SEQ_MAX) not in want:
+                continue  # a late reply to something already answered, or from an old epoch
+            if not checked:
+                if member not in self.shard.members:
+                    raise PeerProtocolError(f"reply from {member}, not a member of shard {self.g}")
+                checked = True
+            got = replies.get(version)
+            if got is None:
+                replies[version] = {member: result}
+            else:
+                got[member] = result
 
     def expire(self, now_ns: int) -> list[Any]:
         events: list[Any] = []

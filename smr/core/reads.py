@@ -158,8 +158,12 @@ class Reads:
         return out
 
     def next_deadline_ns(self) -> int | None:
-        queues = (self._confirmed, self._inflight, self._waiting)
-        return min((q[0].deadline_ns for q in queues if q), default=None)
+        # asked on every pass of the loop, where no read waits almost always
+        t: int | None = None
+        for q in (self._confirmed, self._inflight, self._waiting):
+            if q and (t is None or q[0].deadline_ns < t):
+                t = q[0].deadline_ns
+        return t
 
     def expire(self, now_ns: int) -> list[Any]:
         """Fail the reads past their deadline (the member could not confirm them in time)."""

@@ -31,8 +31,7 @@ kept until it is installed). A process that is not in the group starts with `Rep
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,6 +283,7 @@ class Replica:
         self._late: dict[tuple[int, int], _Late] = {}
         self._batch_depth = 0  # inside batched(): evaluation waits for the end of the batch
         self._batch_pending = False
+        self._batch = _Batch(self)  # entered on every pass of a loop: no generator per use
         self._restart: Restart | None = None
         self.restart_decision: RestartDecision | None = None  # the decision this member resumed by
         self.epoch = epoch
@@ -567,12 +567,13 @@ class Replica:
             done = st.completed
             self._sends.extend(st.on_block(source, number, memoryview(payload)[FRAME.size :]))
             return st.completed != done
+        if kind == FRAME_REPLIES:
+            # parsed through a view: each result is copied once, not the frame first
+            st.on_replies(source, parse_replies(number, memoryview(payload)[FRAME.size :]))
+            return True
         body = payload[FRAME.size :]
         if kind == FRAME_LARGE:
             self._sends.extend(st.on_large(source, number, body))
-        elif kind == FRAME_REPLIES:
-            for version, result in parse_replies(number, body):
-                st.on_reply(source, version, result)
         elif kind == FRAME_STATE:
             self.transfer.on_state_frame(g, number, body)
         else:
@@ -794,15 +795,19 @@ class Replica:
             assert self._restart is not None
             t_try = self._restart.next_deadline_ns()
             return self.now_ns if t_try is None else t_try
-        t = min(self._next_heartbeat_ns, self.now_ns + self.config.views.suspect_timeout_ns)
+        # asked two or three times on every pass of the loop: comparisons, not min() calls
+        t = self.now_ns + self.config.views.suspect_timeout_ns
+        if self._next_heartbeat_ns < t:
+            t = self._next_heartbeat_ns
         for st in self.streams.values():
             d = st.next_deadline_ns()
             if d is not None and d < t:
                 t = d
         for late in self._late.values():
-            t = min(t, late.deadline_ns)
+            if late.deadline_ns < t:
+                t = late.deadline_ns
         d = self.reads.next_deadline_ns()
-        return t if d is None else min(t, d)
+        return t if d is None or t <= d else d
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -1151,22 +1156,22 @@ class Replica:
                 del self._late[key]
                 self._events.append(late.completed())
 
-    @contextlib.contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self) -> _Batch:
         """Inputs given inside are evaluated once, on leaving (a driver wraps what one poll of
         its transport read). The predicates are monotonic, so evaluating after several inputs is
         as good as after each; Derecho's predicate thread likewise reads whatever the table
         holds. If the block raises, evaluation waits for the next `has_ready`/`ready`."""
+        return self._batch
+
+    def _batch_enter(self) -> None:
         self._batch_depth += 1
-        try:
-            yield
-        except BaseException:
-            self._batch_depth -= 1
+
+    def _batch_exit(self, failed: bool) -> None:
+        self._batch_depth -= 1
+        if failed:
             self._submitted = self._submitted or self._batch_pending
             self._batch_pending = False
-            raise
-        self._batch_depth -= 1
-        if self._batch_depth == 0 and self._batch_pending:
+        elif self._batch_depth == 0 and self._batch_pending:
             self._batch_pending = False
             self._evaluate()
 
@@ -1239,3 +1244,19 @@ class Replica:
                     st.flush(self._writes)
             if (self.epoch == epoch and not suspected) or self._barrier:
                 return
+
+
+class _Batch:
+    """`Replica.batched()`'s context manager: one object per replica, entered on every pass of
+    the loop (contextlib's form made a generator and its frames per pass)."""
+
+    __slots__ = ("_replica",)
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def __enter__(self) -> None:
+        self._replica._batch_enter()
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self._replica._batch_exit(kind is not None)

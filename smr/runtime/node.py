@@ -845,12 +845,21 @@ class Node:
             self.watches.drop(key, self._not_here(key), self._hosts_of(key))
 
     def answer(self, event: Completed | SubmitFailed, results: dict[int, bytes] | None) -> None:
+        waiter = self._pending.pop(event.ticket, None)
+        if waiter is None:
+            return
+        conn_id, request_id, taken_ns, shard_metrics = waiter
         if type(event) is Completed:
-            response = protocol.Response(0, True, version=event.version, results=results or {})
+            shard_metrics.answered.inc()
+            shard_metrics.commit.observe((self.now_ns() - taken_ns) / 1e9)
+            response = protocol.Response(
+                request_id, True, version=event.version, results=results or {}
+            )
         else:
             assert isinstance(event, SubmitFailed)
-            response = protocol.Response(0, False, error=event.reason)
-        self._answer(event.ticket, response)
+            shard_metrics.failed.inc()
+            response = protocol.Response(request_id, False, error=event.reason)
+        self.clients.respond(conn_id, response)
 
     def answer_read(self, event: ReadConfirmed | ReadFailed) -> None:
         waiter = self._reads.pop(event.ticket, None)
@@ -1136,27 +1145,6 @@ class Node:
                 )
             else:
                 self._query(conn_id, q, deadline_s)
-
-    def _answer(self, ticket: int, response: protocol.Response) -> None:
-        waiter = self._pending.pop(ticket, None)
-        if waiter is None:
-            return
-        conn_id, request_id, taken_ns, shard_metrics = waiter
-        if response.ok:
-            shard_metrics.answered.inc()
-            shard_metrics.commit.observe((self.now_ns() - taken_ns) / 1e9)
-        else:
-            shard_metrics.failed.inc()
-        self.clients.respond(
-            conn_id,
-            protocol.Response(
-                request_id,
-                response.ok,
-                error=response.error,
-                version=response.version,
-                results=response.results,
-            ),
-        )
 
     def _not_here(self, key: tuple[int, int]) -> str:
         if self.replica.status == JOINING:
