@@ -50,8 +50,8 @@ class FakeReplica:
         self.replies: list[tuple[int, bytes]] = []
         self.states: list[tuple] = []
 
-    def reply(self, d, result):
-        self.replies.append((d.version, result))
+    def reply_many(self, deliveries, results):
+        self.replies.extend((d.version, r) for d, r in zip(deliveries, results) if d.reply)
 
     def send_state(self, to, subgroup, shard, version, data):
         self.states.append((to, subgroup, shard, version, data))

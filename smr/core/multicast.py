@@ -132,10 +132,11 @@ class Deliver:
     deliveries: list[Delivery]
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(NamedTuple):
     """Event: a submission is answered. `results` maps member -> result bytes when replies were
-    asked for (every shard member's, like Derecho's reply map), else None."""
+    asked for (every shard member's, like Derecho's reply map), else None. A NamedTuple, like
+    `Delivery`: one is built per command (a frozen dataclass's `__init__` cost 3% of the
+    client's member)."""
 
     ticket: int
     subgroup: int

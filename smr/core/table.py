@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from smr.core.errors import PeerProtocolError
 
@@ -148,12 +148,12 @@ def _align(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(NamedTuple):
     """A one-sided write of a byte range of the writer's own row into a peer's copy.
 
     `offset` is relative to the start of the row; the receiver knows the row from the link the
-    write arrived on (the source member).
+    write arrived on (the source member). A NamedTuple: one per push, and a frozen dataclass's
+    `__init__` cost more than the copy.
     """
 
     offset: int

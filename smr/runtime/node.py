@@ -943,16 +943,19 @@ class Node:
         self._inbox.append((conn_id, request))
 
     def _handle_request(self, conn_id: int, request: Any) -> None:
-        if isinstance(request, protocol.Status):
-            status = self.brief_status() if request.brief else self.status()
-            self.clients.respond(conn_id, protocol.Response(request.id, True, status=status))
-            return
-        if isinstance(request, protocol.RemoveMember):
-            self._remove(conn_id, request)
-            return
+        # requests are what protocol.decode_request makes, of exactly its types: the command first
+        kind = type(request)
+        if kind is not protocol.Command:
+            if kind is protocol.Status:
+                status = self.brief_status() if request.brief else self.status()
+                self.clients.respond(conn_id, protocol.Response(request.id, True, status=status))
+                return
+            if kind is protocol.RemoveMember:
+                self._remove(conn_id, request)
+                return
         key = (request.subgroup, request.shard)
         replica = self.replica
-        if replica.status != ACTIVE or replica.stream(*key) is None or key not in self.hosted:
+        if replica.status != ACTIVE or key not in self.hosted or replica.stream(*key) is None:
             self.clients.respond(
                 conn_id,
                 protocol.Response(
@@ -960,7 +963,7 @@ class Node:
                 ),
             )
             return
-        if isinstance(request, protocol.Watch):
+        if kind is protocol.Watch:
             if not self._watchable.get(key):
                 self.clients.respond(
                     conn_id,
@@ -974,7 +977,7 @@ class Node:
             else:
                 self.watches.add(conn_id, request)
             return
-        if isinstance(request, protocol.Command):
+        if kind is protocol.Command:
             try:
                 ticket = replica.submit(
                     request.subgroup,
