@@ -12,7 +12,7 @@ from concurrent.futures import Future
 import pytest
 from click.testing import CliRunner
 
-from smr.bench import frames, pysyncobj_ref, run
+from smr.bench import frames, member_ir, pysyncobj_ref, run
 from smr.bench.harness import drive
 from smr.bench.stats import MIB, percentile, summarize
 from smr.cli.main import cli
@@ -495,3 +495,11 @@ def test_the_built_in_multipaxos_gets_its_own_row_at_the_group_size_asked_for():
 def test_a_group_size_a_baseline_cannot_take_is_refused_before_anything_runs():
     with pytest.raises(ValueError, match="etcd run 3 members only"):
         run.compare(["smr", "etcd"], ["durable"], [100], members=5)
+
+
+@pytest.mark.parametrize("mode", ["ordered", "durable"])
+def test_member_ir_answers_each_command_with_every_replicas_result(mode, capsys):
+    # the instruction count of native/callgrind_member.sh is only worth comparing while the run
+    # it counts does the whole job: every command answered, by all three members
+    assert member_ir.main(["--commands", "40", "--window", "8", "--mode", mode]) == 0
+    assert "40 of 40 answered ok with 3 results" in capsys.readouterr().out
