@@ -51,7 +51,9 @@ class FakeReplica:
         self.states: list[tuple] = []
 
     def reply_many(self, deliveries, results):
-        self.replies.extend((d.version, r) for d, r in zip(deliveries, results) if d.reply)
+        for d, result in zip(deliveries, results, strict=True):
+            if d.reply:
+                self.replies.append((d.version, result))
 
     def send_state(self, to, subgroup, shard, version, data):
         self.states.append((to, subgroup, shard, version, data))
