@@ -749,13 +749,9 @@ class ShardStream:
             for index in [i for i in self.large_outbox if i < low]:
                 del self.large_outbox[index]
 
-    def queue_reply(self, sender: int, version: int, result: bytes) -> None:
-        """Keep my result for `sender` until it needs it no more, and queue it for the next
-        replies frame (`take_replies`)."""
-        self.queue_replies(sender, [(version, result)])
-
     def queue_replies(self, sender: int, items: list[tuple[int, bytes]]) -> None:
-        """`queue_reply` for several of my results for `sender`, in version order."""
+        """Keep my results for `sender` (version, result), in version order, until it needs them
+        no more, and queue them for the next replies frame (`take_replies`)."""
         assert items[-1][0] >= items[0][0], "replies out of version order"
         cache = self.reply_cache[sender]
         row = self.row_of_member[sender]

@@ -27,7 +27,7 @@ etcd raft style (what must happen BEFORE what, what is free):
 * `deliveries`: entries to apply to the state machines **in list order** (the total order per
   shard), all of them before any `StateTransfer` or `ViewInstalled` in `events` is acted on (a
   provider's snapshot comes after every delivery of the ended epoch). A result asked for
-  (`Delivery.reply`) goes back through `Replica.reply`, in any order.
+  (`Delivery.reply`) goes back through `Replica.reply_many` (or `reply`), in delivery order.
 * `events`: in list order, after the deliveries:
   - `ViewInstalled`: the next view. Before anything of its epoch is pushed (this Ready's own
     writes include the new epoch's first), the driver registers its table with the transport and

@@ -646,28 +646,20 @@ class Replica:
         self._evaluate()
 
     def reply(self, delivery: Delivery, result: bytes) -> None:
-        """The application's result for a delivery that asked for one; it goes to the sender."""
+        """The application's result for a delivery that asked for one; it goes to the sender
+        (`reply_many` for a batch)."""
         assert delivery.reply, "reply() is for deliveries whose sender asked for results"
-        if self.status != ACTIVE:
-            return
-        if delivery.version >> 32 != self.epoch:
-            # delivered in the epoch that just ended: the sender waits for survivors' results
-            # a shard's index is the same in every epoch (declaration order)
-            g = self._index_of[(delivery.subgroup, delivery.shard)]
-            if delivery.sender == self.me:
-                self._late_reply(self.me, g, delivery.version, result)
-            elif delivery.sender in self._row_of and delivery.version >> 32 == self.epoch - 1:
-                frame = FRAME.pack(FRAME_REPLY, g, delivery.version, delivery.version >> 32)
-                self._sends.append(Send(delivery.sender, frame + result))
-            return
-        st = self._stream(delivery.subgroup, delivery.shard)
+        self.reply_many((delivery,), (result,))
+
+    def _reply_after_epoch(self, delivery: Delivery, result: bytes) -> None:
+        """A result for a delivery of the epoch that just ended: the sender waits for the
+        survivors' results (a shard's index is the same in every epoch: declaration order)."""
+        g = self._index_of[(delivery.subgroup, delivery.shard)]
         if delivery.sender == self.me:
-            st.on_reply(self.me, delivery.version, result)
-            self._submitted = True  # evaluated once, when the driver next asks for work
-        elif delivery.sender in self._row_of:
-            # sent with the other replies of this batch, in one frame (`_take_replies`)
-            st.queue_reply(delivery.sender, delivery.version, result)
-            self._replies_queued = True
+            self._late_reply(self.me, g, delivery.version, result)
+        elif delivery.sender in self._row_of and delivery.version >> 32 == self.epoch - 1:
+            frame = FRAME.pack(FRAME_REPLY, g, delivery.version, delivery.version >> 32)
+            self._sends.append(Send(delivery.sender, frame + result))
 
     def reply_many(self, deliveries: Sequence[Delivery], results: Sequence[bytes]) -> None:
         """`reply` for each of a batch's deliveries that asked for a result (the others are
@@ -684,7 +676,7 @@ class Replica:
                 continue
             version = d.version
             if version >> 32 != epoch:
-                self.reply(d, result)  # delivered in the epoch that just ended
+                self._reply_after_epoch(d, result)
                 continue
             if key != (d.subgroup, d.shard):
                 if queued:
@@ -697,8 +689,9 @@ class Replica:
             sender = d.sender
             if sender == me:
                 st.on_reply(me, version, result)
-                self._submitted = True
+                self._submitted = True  # evaluated once, when the driver next asks for work
             elif sender in self._row_of:
+                # sent with the other replies of this batch, in one frame (`_take_replies`)
                 items = queued.get(sender)
                 if items is None:
                     queued[sender] = [(version, result)]

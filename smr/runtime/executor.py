@@ -20,7 +20,7 @@ The order, for one `Ready`:
    appends marked `sync` are flushed: everything durable-before-visible is durable now;
 3. `writes` and `sends`, except in a Ready that answers clients (rule A below);
 4. `deliveries`, in order, applied to the state machines, each result handed back
-   (`Replica.reply`) or kept as the sender's own result;
+   (`Replica.reply_many`) or kept as the sender's own result;
 5. `events`, in list order: answers, state transfers (snapshot now: after every delivery of the
    ended epoch, before any of the next), restores, the view installed (shards this member left
    are dropped only now, after it provided their state), halts;
